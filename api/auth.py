@@ -1,0 +1,83 @@
+"""API key + HMAC signature (api-v1.md, 'Authentication'), and scope guards."""
+
+from __future__ import annotations
+
+import time
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.exceptions import ClientException, NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from domain.tenants import signing
+from domain.tenants.service import Principal, resolve_key
+
+MAX_BODY = 1024 * 1024
+AUTH_KEY = "hostq.principal"
+
+
+def signed_target(scope: Scope) -> str:
+    """The path with its query string, exactly as the client sent them."""
+    path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+    query = scope.get("query_string", b"")
+    return f"{path}?{query.decode('latin-1')}" if query else path
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _content_length(scope: Scope) -> int | None:
+    raw = _header(scope, b"content-length")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+class SignatureAuthMiddleware(ASGIMiddleware):
+    """Refuse oversized bodies (413), then verify key, timestamp and signature (401) before anything else."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if (_content_length(scope) or 0) > MAX_BODY:
+            raise ClientException("the request body is larger than 1 MiB", status_code=413)
+        request: Request = Request(scope, receive)
+        body = await request.body()  # cached in the connection state for the handler
+        scope[AUTH_KEY] = await self._authenticate(request, scope, body)  # type: ignore[literal-required]
+        await next_app(scope, receive, send)
+
+    async def _authenticate(self, request: Request, scope: Scope, body: bytes) -> Principal:
+        authorization = _header(scope, b"authorization") or ""
+        timestamp = _header(scope, b"x-timestamp") or ""
+        signature = _header(scope, b"x-signature") or ""
+        scheme, _, api_key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not api_key or not signature or len(api_key) > 200:
+            raise NotAuthorizedException("a valid API key and request signature are required")
+        if not signing.timestamp_fresh(timestamp, time.time()):
+            raise NotAuthorizedException("a valid API key and request signature are required")
+        resources = request.app.state.resources
+        async with resources.sessions() as session:
+            principal = await resolve_key(session, resources.settings.require_kek(), api_key.strip())
+        payload = signing.signed_payload(timestamp, scope["method"], signed_target(scope), body)
+        if principal is None or not signing.signature_valid(principal.secrets, signature, payload):
+            raise NotAuthorizedException("a valid API key and request signature are required")
+        return principal
+
+
+def principal(request: Request) -> Principal:
+    """The authenticated caller of this request (set by the middleware)."""
+    return request.scope[AUTH_KEY]  # type: ignore[literal-required]
+
+
+def requires(scope_name: str):
+    """A guard: the key must carry `scope_name`, else 403."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        caller: Principal | None = connection.scope.get(AUTH_KEY)  # type: ignore[call-overload]
+        if caller is None or scope_name not in caller.scopes:
+            raise PermissionDeniedException(f"this key lacks the {scope_name!r} scope")
+
+    guard.__name__ = f"requires_{scope_name.replace(':', '_')}"
+    return guard

@@ -1,0 +1,47 @@
+"""Plan shapes of the public API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from domain.catalog.models import Plan as PlanRow
+
+
+class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/plans`: a plan sold per billing cycle, mapped to a WHM package."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    whm_package: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
+    prices: Annotated[dict[str, int], msgspec.Meta(
+        description="cents per billing cycle (monthly, quarterly, semiannual, annual)",
+        examples=[{"monthly": 6990, "annual": 69900}])]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] = "BRL"
+
+
+class Plan(msgspec.Struct):
+    """A plan of the tenant's catalogue."""
+
+    id: uuid.UUID
+    code: str
+    name: str
+    whm_package: str
+    currency: str
+    prices: dict[str, int]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: PlanRow) -> "Plan":
+        return cls(id=row.id, code=row.code, name=row.name, whm_package=row.whm_package, currency=row.currency,
+                   prices=dict(row.prices), created_at=row.created_at)
+
+
+class PlanList(msgspec.Struct):
+    """A page of plans, newest first."""
+
+    data: list[Plan]
+    next_cursor: str | None

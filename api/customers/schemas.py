@@ -1,0 +1,47 @@
+"""Customer shapes of the public API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from domain.customers.models import Customer as CustomerRow
+
+
+class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/customers`: `name` and `email` required."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    email: Annotated[str, msgspec.Meta(min_length=3, max_length=320, examples=["ana@example.com"])]
+    phone: Annotated[str, msgspec.Meta(description="E.164", examples=["+5511987654321"])] | None = None
+    document: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{11}$|^[0-9]{14}$", description="CPF or CNPJ digits")] | None = None
+    channels: list[str] | None = None
+    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+
+
+class Customer(msgspec.Struct):
+    """A reseller's customer."""
+
+    id: uuid.UUID
+    name: str
+    email: str
+    phone: str | None
+    document: str | None
+    channels: list[str]
+    external_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: CustomerRow) -> "Customer":
+        return cls(id=row.id, name=row.name, email=row.email, phone=row.phone, document=row.document,
+                   channels=list(row.channels), external_id=row.external_id, created_at=row.created_at)
+
+
+class CustomerList(msgspec.Struct):
+    """A page of customers, newest first."""
+
+    data: list[Customer]
+    next_cursor: str | None

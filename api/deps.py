@@ -1,0 +1,53 @@
+"""The request's database session: commit on success, roll back on error, then dispatch its jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from litestar import Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import principal
+from api.request_ids import request_id
+from domain.db import session_scope
+from domain.jobs.service import mark_dispatched, take_outbox
+from domain.settings import Settings
+from domain.tenants.service import Principal
+from workers.dispatch import dispatch
+
+
+async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None]:
+    """One transaction per request; jobs recorded in it reach the broker only after it commits."""
+    resources = request.app.state.resources
+    async with resources.sessions() as session:
+        async with session.begin():
+            yield session
+        jobs = take_outbox(session)
+    if jobs:
+        sent = dispatch(resources.broker, jobs)
+        if sent:
+            resources.spawn(_mark(resources.sessions, sent))
+
+
+async def _mark(sessions, job_ids) -> None:
+    # Best effort: if this fails the relay re-sends, and the actor skips work already done.
+    try:
+        async with session_scope(sessions) as session:
+            await mark_dispatched(session, job_ids)
+    except Exception:
+        pass
+
+
+async def provide_principal(request: Request) -> Principal:
+    """The authenticated caller."""
+    return principal(request)
+
+
+async def provide_request_id(request: Request) -> str:
+    """This request's id, carried into the jobs it causes."""
+    return request_id(request.scope)
+
+
+async def provide_settings(request: Request) -> Settings:
+    """The process's settings."""
+    return request.app.state.resources.settings

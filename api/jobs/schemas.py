@@ -1,0 +1,52 @@
+"""Job shapes of the public API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+
+from domain.jobs.models import Job as JobRow
+
+
+class JobError(msgspec.Struct):
+    """Why the last attempt failed."""
+
+    code: str
+    message: str
+
+
+class JobResource(msgspec.Struct):
+    """What the job works on."""
+
+    type: str
+    id: uuid.UUID
+
+
+class Job(msgspec.Struct):
+    """A piece of background work and its honest status."""
+
+    id: uuid.UUID
+    kind: str
+    status: str
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime | None
+    resource: JobResource | None
+    error: JobError | None
+    result: dict | None
+    request_id: str | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> "Job":
+        return cls(
+            id=row.id, kind=row.kind, status=row.status, attempts=row.attempts, max_attempts=row.max_attempts,
+            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
+            next_attempt_at=row.next_attempt_at,
+            resource=JobResource(type=row.resource_type, id=row.resource_id) if row.resource_id else None,
+            error=JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None,
+            result=row.result, request_id=row.request_id)

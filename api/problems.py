@@ -1,0 +1,77 @@
+"""The one map from errors to problem+json (RFC 9457), with `code` and `request_id`."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from api.request_ids import request_id
+from domain import errors
+
+log = logging.getLogger("hostq.api")
+
+PROBLEM = "application/problem+json"
+_DOMAIN = {
+    errors.NotFound: (404, "Not found"),
+    errors.ValidationFailed: (400, "Validation failed"),
+    errors.Conflict: (409, "Conflict"),
+    errors.InvalidState: (422, "Invalid state"),
+    errors.NoCapacity: (422, "No capacity"),
+    errors.Unavailable: (503, "Service unavailable"),
+}
+_HTTP = {
+    400: ("validation_error", "Validation failed"), 401: ("unauthenticated", "Unauthenticated"),
+    403: ("forbidden", "Forbidden"), 404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"), 409: ("conflict", "Conflict"),
+    413: ("payload_too_large", "Payload too large"), 415: ("unsupported_media_type", "Unsupported media type"),
+    429: ("rate_limited", "Too many requests"), 503: ("unavailable", "Service unavailable"),
+}
+_DOWN = (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, RedisTimeoutError, OSError,
+         TimeoutError)
+
+
+def problem(request: Request, status: int, code: str, title: str, detail: str = "", *,
+            field_errors: list | None = None, headers: dict[str, str] | None = None) -> Response:
+    """A problem+json response."""
+    body = {"type": f"https://hostq.dev/problems/{code.replace('_', '-')}", "title": title, "status": status,
+            "detail": detail or title, "code": code, "request_id": request_id(request.scope)}
+    if field_errors:
+        body["errors"] = field_errors
+    return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
+    out = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        if isinstance(item, dict):
+            out.append({"field": str(item.get("key") or item.get("source") or "body"),
+                        "message": str(item.get("message", "invalid"))})
+    return out
+
+
+def handle(request: Request, exc: Exception) -> Response:
+    """Map any exception to its problem; a 500 never carries a trace."""
+    if isinstance(exc, errors.DomainError):
+        status, title = next(v for k, v in _DOMAIN.items() if isinstance(exc, k))
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return problem(request, status, exc.code, title, exc.detail, field_errors=exc.errors, headers=headers)
+    if isinstance(exc, HTTPException):
+        status = exc.status_code
+        code, title = _HTTP.get(status, ("error", "Error"))
+        detail = exc.detail if status != 500 else ""
+        fields = _validation_errors(exc) if isinstance(exc, ValidationException) else None
+        return problem(request, status, code, title, detail, field_errors=fields, headers=exc.headers)
+    if isinstance(exc, IntegrityError):
+        return problem(request, 409, "conflict", "Conflict", "the request conflicts with existing data")
+    if isinstance(exc, _DOWN) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        log.warning("dependency down: %s", type(exc).__name__)
+        return problem(request, 503, "unavailable", "Service unavailable", "a dependency is unavailable",
+                       headers={"Retry-After": "5"})
+    log.exception("unhandled error (request_id=%s)", request_id(request.scope))
+    return problem(request, 500, "internal_error", "Internal server error", "an unexpected error occurred")

@@ -1,0 +1,48 @@
+"""What the API process holds for its lifetime: database, Redis, broker."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import dramatiq
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from domain.db import make_engine, make_sessionmaker
+from domain.settings import Settings
+from workers.dispatch import make_broker
+
+
+@dataclass
+class Resources:
+    """Per-process connections, opened at start-up and closed at shutdown."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: aioredis.Redis
+    broker: dramatiq.Broker
+    background: set[asyncio.Task] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Resources":
+        """Connect lazily: nothing here blocks when a dependency is down."""
+        engine = make_engine(settings.database_url, pool_size=20)
+        client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), redis=client,
+                   broker=make_broker(settings))
+
+    def spawn(self, coro) -> None:
+        """Run a fire-and-forget task, keeping a reference so it is not collected early."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def close(self) -> None:
+        """Finish background tasks, then close every connection."""
+        if self.background:
+            await asyncio.wait(self.background, timeout=5)
+        await self.redis.aclose()
+        await self.engine.dispose()
+        self.broker.close()

@@ -1,0 +1,50 @@
+"""`/v1/services`."""
+
+from __future__ import annotations
+
+from litestar import Controller, Response, get, post
+from litestar.datastructures import ResponseHeader
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import requires
+from api.customers.controller import Limit
+from api.jobs.schemas import Job
+from api.services.schemas import Accepted, Service, ServiceList, ServiceOrder
+from domain.ids import parse_id
+from domain.services import service
+from domain.settings import Settings
+from domain.tenants.service import Principal
+
+LOCATION = ResponseHeader(name="Location", description="/v1/jobs/<job_id>: poll it", documentation_only=True)
+
+
+def accepted(body: Accepted) -> Response[Accepted]:
+    """202 with the job's location."""
+    return Response(body, status_code=202, headers={"Location": f"/v1/jobs/{body.job.id}"})
+
+
+class ServiceController(Controller):
+    path = "/v1/services"
+    tags = ["services"]
+
+    @post("/", guards=[requires("services:write")], status_code=202, response_headers=[LOCATION],
+          summary="Order a service")
+    async def order(self, data: ServiceOrder, session: AsyncSession, caller: Principal, request_id: str,
+                    settings: Settings) -> Response[Accepted]:
+        order = service.Order(customer_id=data.customer_id, plan=data.plan, domain=data.domain, region=data.region,
+                              billing_cycle=data.billing_cycle, username=data.username, provision=data.provision)
+        row, job = await service.place_order(session, caller.tenant_id, order, request_id=request_id,
+                                             max_attempts=settings.job_max_attempts)
+        return accepted(Accepted(job=Job.of(job), service=Service.of(row)))
+
+    @get("/{service_id:str}", guards=[requires("services:read")], summary="Get a service")
+    async def read(self, service_id: str, session: AsyncSession, caller: Principal) -> Service:
+        return Service.of(await service.get_service(session, caller.tenant_id, parse_id(service_id)))
+
+    @get("/", guards=[requires("services:read")], summary="List services")
+    async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: str | None = None,
+                    customer_id: str | None = None, status: str | None = None) -> ServiceList:
+        rows, next_cursor = await service.list_services(
+            session, caller.tenant_id, limit=limit, cursor=cursor, status=status,
+            customer_id=parse_id(customer_id) if customer_id else None)
+        return ServiceList(data=[Service.of(r) for r in rows], next_cursor=next_cursor)

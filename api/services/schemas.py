@@ -1,0 +1,65 @@
+"""Service (order) shapes of the public API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from api.jobs.schemas import Job
+from domain.services.models import Service as ServiceRow
+
+
+class ServiceOrder(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/services`: order hosting for a customer."""
+
+    customer_id: uuid.UUID
+    plan: Annotated[str, msgspec.Meta(description="the plan's code", examples=["basic"])]
+    domain: Annotated[str, msgspec.Meta(min_length=3, max_length=253, examples=["example.com.br"])]
+    region: Annotated[str, msgspec.Meta(min_length=1, max_length=32, examples=["us"])]
+    billing_cycle: Literal["monthly", "quarterly", "semiannual", "annual"]
+    username: Annotated[str, msgspec.Meta(max_length=16, description="WHM username; chosen by hostq if absent")] | None = None
+    provision: Annotated[Literal["now", "on_payment"], msgspec.Meta(
+        description="'now' provisions at once. 'on_payment' (the contract's default) needs billing, which this "
+                    "version does not have yet: such orders are refused with 400 until billing ships.")] = "on_payment"
+
+
+class Service(msgspec.Struct):
+    """A hosting service and where it lives."""
+
+    id: uuid.UUID
+    customer_id: uuid.UUID
+    plan: str
+    domain: str
+    region: str
+    billing_cycle: str
+    status: str
+    username: str | None
+    server_id: uuid.UUID | None
+    next_due_date: date | None
+    suspended_reason: str | None
+    last_job_id: uuid.UUID | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: ServiceRow) -> "Service":
+        return cls(id=row.id, customer_id=row.customer_id, plan=row.plan_code, domain=row.domain, region=row.region,
+                   billing_cycle=row.billing_cycle, status=row.status, username=row.username,
+                   server_id=row.server_id, next_due_date=row.next_due_date, suspended_reason=row.suspended_reason,
+                   last_job_id=row.last_job_id, created_at=row.created_at)
+
+
+class Accepted(msgspec.Struct):
+    """202: the job that does the work, and the service it works on."""
+
+    job: Job
+    service: Service
+
+
+class ServiceList(msgspec.Struct):
+    """A page of services, newest first."""
+
+    data: list[Service]
+    next_cursor: str | None

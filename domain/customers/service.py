@@ -1,0 +1,50 @@
+"""Customer use cases: create, read, list."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.customers import rules
+from domain.customers.models import Customer
+from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.pagination import page, paginate
+
+
+async def create_customer(session: AsyncSession, tenant_id: uuid.UUID, *, name: str, email: str,
+                          phone: str | None = None, document: str | None = None,
+                          channels: list[str] | None = None, external_id: str | None = None) -> Customer:
+    """A new customer of the tenant; `external_id` is unique per tenant."""
+    channels = channels if channels is not None else ["email"]
+    errors = rules.field_errors(name=name, email=email, phone=phone, document=document, channels=channels)
+    if errors:
+        raise ValidationFailed("the customer has invalid fields", errors=errors)
+    customer = Customer(tenant_id=tenant_id, name=name.strip(), email=email, phone=phone, document=document,
+                        channels=list(dict.fromkeys(channels)), external_id=external_id)
+    session.add(customer)
+    try:
+        await session.flush()
+    except IntegrityError:  # the unique key: the transaction is rolled back by its owner
+        raise Conflict(f"a customer with external_id {external_id!r} already exists") from None
+    return customer
+
+
+async def get_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None) -> Customer:
+    """The tenant's customer, or NotFound (another tenant's id looks exactly like a missing one)."""
+    customer = await session.get(Customer, customer_id) if customer_id else None
+    if customer is None or customer.tenant_id != tenant_id:
+        raise NotFound("no such customer")
+    return customer
+
+
+async def list_customers(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, cursor: str | None,
+                         external_id: str | None = None) -> tuple[list[Customer], str | None]:
+    """A page of the tenant's customers, newest first."""
+    stmt = select(Customer).where(Customer.tenant_id == tenant_id)
+    if external_id is not None:
+        stmt = stmt.where(Customer.external_id == external_id)
+    rows = list((await session.scalars(paginate(stmt, Customer.id, limit, cursor))).all())
+    return page(rows, limit)

@@ -1,0 +1,72 @@
+"""Domain errors: what went wrong, in business terms, free of HTTP and Dramatiq.
+
+    DomainError
+    ├── NotFound            an id that does not exist, or belongs to another tenant
+    ├── ValidationFailed    input breaks a rule (carries field errors)
+    ├── Conflict            a unique thing already exists
+    ├── InvalidState        the resource's state does not allow the action
+    ├── NoCapacity          no server with room in the region
+    └── Unavailable         a dependency (Postgres, Redis) is down
+    IntegrationError        a remote system (WHM, PSP, mail) failed; carries a job error code
+    ├── TransientIntegrationError   worth retrying later (timeouts, resets, 5xx)
+    └── PermanentIntegrationError   retrying cannot help (bad package, auth failure, conflict)
+
+`api/problems.py` maps DomainError to problem+json once; the job middleware
+records IntegrationError codes on the job row.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of the errors a use case raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, detail: str = "", *, errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class NotFound(DomainError):
+    code = "not_found"
+
+
+class ValidationFailed(DomainError):
+    code = "validation_error"
+
+
+class Conflict(DomainError):
+    code = "conflict"
+
+
+class InvalidState(DomainError):
+    code = "invalid_state"
+
+
+class NoCapacity(DomainError):
+    code = "no_capacity"
+
+
+class Unavailable(DomainError):
+    code = "unavailable"
+
+
+class IntegrationError(Exception):
+    """A remote system failed; `code` is what the job row records."""
+
+    retryable = False
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class TransientIntegrationError(IntegrationError):
+    retryable = True
+
+
+class PermanentIntegrationError(IntegrationError):
+    retryable = False

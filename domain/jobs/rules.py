@@ -1,0 +1,44 @@
+"""Job states and the moves between them: pure rules."""
+
+from __future__ import annotations
+
+QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED = (
+    "queued", "running", "retrying", "succeeded", "failed", "cancelled")
+STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, CANCELLED})
+IN_FLIGHT = frozenset({QUEUED, RUNNING, RETRYING})
+
+_MOVES: dict[str, frozenset[str]] = {
+    QUEUED: frozenset({RUNNING, CANCELLED}),
+    # A worker killed mid-run comes back to the same message: running -> running.
+    RUNNING: frozenset({RUNNING, SUCCEEDED, RETRYING, FAILED, CANCELLED}),
+    RETRYING: frozenset({RUNNING, CANCELLED}),
+    FAILED: frozenset({QUEUED, CANCELLED}),
+    SUCCEEDED: frozenset(),
+    CANCELLED: frozenset(),
+}
+
+
+def can_move(current: str, target: str) -> bool:
+    """Whether a job in `current` may go to `target`."""
+    return target in _MOVES.get(current, frozenset())
+
+
+def should_run(status: str) -> bool:
+    """Whether a delivered message for a job in this state should run its actor."""
+    return status in (QUEUED, RUNNING, RETRYING)
+
+
+def outcome_after_error(retryable: bool, attempt: int, max_attempts: int) -> str:
+    """`retrying` while attempts remain for a retryable error, else `failed`."""
+    return RETRYING if retryable and attempt < max_attempts else FAILED
+
+
+def queue_for(kind: str, region: str | None = None) -> str:
+    """The broker queue of a job kind: provisioning is per region, the rest by area."""
+    area = kind.split(".", 1)[0]
+    if area == "provision":
+        if not region:
+            raise ValueError("provisioning jobs need a region")
+        return f"provisioning.{region}"
+    return area

@@ -1,0 +1,55 @@
+"""Recording jobs with the business change (the outbox), and reading them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import NotFound
+from domain.ids import new_id
+from domain.jobs import rules
+from domain.jobs.models import Job
+
+OUTBOX = "hostq_outbox"
+
+
+def record_job(session: AsyncSession, *, kind: str, tenant_id: uuid.UUID | None, max_attempts: int,
+               resource_type: str | None = None, resource_id: uuid.UUID | None = None,
+               region: str | None = None, args: dict | None = None, request_id: str | None = None) -> Job:
+    """Add a queued job to this transaction; it is sent to the broker after commit."""
+    job = Job(id=new_id(), kind=kind, queue=rules.queue_for(kind, region), status=rules.QUEUED, attempts=0, round=1,
+              max_attempts=max_attempts, tenant_id=tenant_id, resource_type=resource_type,
+              resource_id=resource_id, args=args or {}, request_id=request_id)
+    session.add(job)
+    session.info.setdefault(OUTBOX, []).append(job)
+    return job
+
+
+def take_outbox(session: AsyncSession) -> list[Job]:
+    """The jobs recorded in this session's transaction, emptied (call after commit)."""
+    return session.info.pop(OUTBOX, [])
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID | None, tenant_id: uuid.UUID) -> Job:
+    """A tenant's job, or NotFound (also for another tenant's job)."""
+    job = await session.get(Job, job_id) if job_id else None
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound("no such job")
+    return job
+
+
+async def mark_dispatched(session: AsyncSession, job_ids: list[uuid.UUID]) -> None:
+    """Note that these jobs' messages reached the broker."""
+    await session.execute(update(Job).where(Job.id.in_(job_ids), Job.dispatched_at.is_(None))
+                          .values(dispatched_at=datetime.now(timezone.utc)))
+
+
+async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 500) -> list[Job]:
+    """Queued jobs recorded more than `grace_s` ago whose message never reached the broker."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_s)
+    stmt = (select(Job).where(Job.status == rules.QUEUED, Job.dispatched_at.is_(None), Job.created_at < cutoff)
+            .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
+    return list((await session.scalars(stmt)).all())

@@ -1,0 +1,59 @@
+"""`hostq db upgrade`: create the database if it is missing, then apply every migration."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic config pointing at our migrations and the given database."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return config
+
+
+async def create_database_if_missing(database_url: str) -> bool:
+    """Create the URL's database when it does not exist; True when it was created."""
+    url = make_url(database_url)
+    admin = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database="postgres", timeout=5
+    )
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
+        if exists:
+            return False
+        name = url.database.replace('"', '""')
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await admin.close()
+
+
+async def drop_database(database_url: str) -> None:
+    """Drop the URL's database (tests), closing other sessions on it first."""
+    url = make_url(database_url)
+    admin = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+                                  database="postgres", timeout=5)
+    try:
+        name = url.database.replace('"', '""')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def upgrade(database_url: str) -> None:
+    """Create the database if needed and migrate it to the newest revision."""
+    asyncio.run(create_database_if_missing(database_url))
+    command.upgrade(alembic_config(database_url), "head")

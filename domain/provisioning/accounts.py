@@ -1,0 +1,133 @@
+"""Creating a WHM account exactly once: fix the username first, then ask before acting."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.catalog.models import Plan
+from domain.customers.models import Customer
+from domain.db import session_scope
+from domain.errors import InvalidState, NotFound, PermanentIntegrationError
+from domain.provisioning import rules as naming
+from domain.provisioning.models import WhmServer
+from domain.services import rules
+from domain.services.models import Service
+
+
+class WhmPort(Protocol):
+    """What provisioning needs of a WHM server (workers/integrations/whm.py implements it)."""
+
+    async def accountsummary(self, *, user: str | None = None, domain: str | None = None) -> dict | None: ...
+    async def verify_new_username(self, user: str) -> bool: ...
+    async def createacct(self, *, username: str, domain: str, plan: str, password: str, contactemail: str,
+                         owner: str | None = None) -> dict: ...
+
+
+async def _taken_prefixes(session: AsyncSession, server_id: uuid.UUID, service_id: uuid.UUID) -> set[str]:
+    rows = await session.scalars(select(func.left(Service.username, naming.UNIQUE_PREFIX)).where(
+        Service.server_id == server_id, Service.username.is_not(None), Service.id != service_id,
+        Service.status != rules.TERMINATED))
+    return set(rows.all())
+
+
+async def _fix_username(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID,
+                        whm: WhmPort, refused: set[str]) -> None:
+    """Choose a username free in our records and on WHM, and store it (before any createacct)."""
+    for _ in range(20):
+        async with session_scope(sessions) as session:
+            service = await session.get(Service, service_id, with_for_update=True)
+            taken = await _taken_prefixes(session, service.server_id, service.id) | refused
+            candidate = naming.choose_username(service.domain, taken)
+        if not await whm.verify_new_username(candidate):
+            refused.add(candidate[: naming.UNIQUE_PREFIX])
+            continue
+        try:
+            async with session_scope(sessions) as session:
+                await session.execute(update(Service).where(Service.id == service_id, Service.username.is_(None))
+                                      .values(username=candidate))
+            return
+        except IntegrityError:  # another worker took that prefix on this server meanwhile
+            refused.add(candidate[: naming.UNIQUE_PREFIX])
+    raise PermanentIntegrationError("username_unavailable", "could not find a free username on the server")
+
+
+def _adopt_or_conflict(found: dict, username: str, domain: str) -> bool:
+    """True when WHM's account is ours (same user, same domain); a conflict error otherwise."""
+    if found.get("user") == username and str(found.get("domain", "")).lower() == domain:
+        return True
+    raise PermanentIntegrationError(
+        "whm_account_conflict",
+        f"WHM has {found.get('user')!r} with domain {found.get('domain')!r}, expected {username!r} with {domain!r}: "
+        "an operator must look before this job is retried")
+
+
+async def _load(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID):
+    async with session_scope(sessions) as session:
+        service = await session.get(Service, service_id)
+        if service is None:
+            raise NotFound("the job's service no longer exists")
+        server = await session.get(WhmServer, service.server_id)
+        plan = await session.get(Plan, service.plan_id)
+        email = await session.scalar(select(Customer.email).where(Customer.id == service.customer_id))
+        return service, server, plan, email
+
+
+async def _set(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID, **values) -> None:
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == service_id).values(**values))
+
+
+async def create_account(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID,
+                         whm_for: Callable[[WhmServer], WhmPort]) -> dict:
+    """Make the service's WHM account exist exactly once, then mark the service active."""
+    service, server, plan, email = await _load(sessions, service_id)
+    if service.status == rules.ACTIVE:
+        return {"service_id": str(service.id), "username": service.username, "outcome": "already_active"}
+    if service.status != rules.PROVISIONING:
+        raise InvalidState(f"a {service.status} service is not being provisioned")
+    whm = whm_for(server)
+    if service.username is None:
+        await _fix_username(sessions, service.id, whm, set())
+        service, server, plan, email = await _load(sessions, service_id)
+    username, domain = service.username, service.domain
+    adopted = await _existing_is_ours(whm, username, domain, attempted=service.create_attempted_at is not None)
+    if not adopted:
+        await _set(sessions, service.id, create_attempted_at=datetime.now(timezone.utc))
+        try:
+            await whm.createacct(username=username, domain=domain, plan=plan.whm_package, contactemail=email,
+                                 password=secrets.token_urlsafe(18))
+        except PermanentIntegrationError as exc:
+            if exc.code != "whm_account_exists":
+                raise
+            found = await whm.accountsummary(user=username)
+            if found is None:
+                raise
+            adopted = _adopt_or_conflict(found, username, domain)
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == service.id, Service.status == rules.PROVISIONING)
+                              .values(status=rules.after_provisioned(rules.PROVISIONING), updated_at=func.now()))
+    return {"service_id": str(service.id), "username": username, "server_id": str(server.id),
+            "outcome": "adopted" if adopted else "created"}
+
+
+async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempted: bool) -> bool:
+    """Ask WHM before creating: True to adopt an account that is ours; raise on a conflict."""
+    found = await whm.accountsummary(user=username)
+    if found is not None:
+        if not attempted and found.get("user") == username and str(found.get("domain", "")).lower() != domain:
+            raise PermanentIntegrationError("whm_username_taken",
+                                            f"username {username!r} already exists on the WHM server for another domain")
+        return _adopt_or_conflict(found, username, domain)
+    owner = await whm.accountsummary(domain=domain)
+    if owner is not None:
+        raise PermanentIntegrationError(
+            "whm_domain_taken", f"domain {domain!r} already belongs to WHM user {owner.get('user')!r}: an operator must look")
+    return False

@@ -1,0 +1,78 @@
+"""WHM naming rules and server placement: pure decisions."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_USERNAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+REGION = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+MAX_USERNAME = 16
+UNIQUE_PREFIX = 8
+
+
+def normalize_domain(domain: str) -> str:
+    """Lower-case, without surrounding spaces or a trailing dot."""
+    return domain.strip().lower().rstrip(".")
+
+
+def valid_domain(domain: str) -> bool:
+    """A registrable host name: at least two labels, an alphabetic TLD, <= 253 chars."""
+    if not domain or len(domain) > 253 or not domain.isascii():
+        return False
+    labels = domain.split(".")
+    return len(labels) >= 2 and all(_LABEL.match(label) for label in labels) and labels[-1].isalpha() \
+        and len(labels[-1]) >= 2
+
+
+def username_problem(username: str) -> str | None:
+    """Why WHM would refuse this username, or None when it is acceptable."""
+    if not _USERNAME.match(username):
+        return "must be 1-16 lower-case letters and digits, starting with a letter"
+    if username.startswith("test"):
+        return "must not start with 'test'"
+    return None
+
+
+def username_base(domain: str) -> str:
+    """The first 8 letters/digits of the domain's first label, made WHM-safe."""
+    stem = re.sub(r"[^a-z0-9]", "", domain.split(".")[0].lower()).lstrip("0123456789")
+    if stem.startswith("test"):
+        stem = "t" + stem[4:]
+    return (stem or "user")[:UNIQUE_PREFIX]
+
+
+def username_candidates(domain: str) -> Iterable[str]:
+    """Usernames to try in order: the domain's stem, then the stem with a counter in its first 8."""
+    base = username_base(domain)
+    yield base
+    for n in range(1, 10_000):
+        suffix = str(n)
+        yield (base[: UNIQUE_PREFIX - len(suffix)] if len(base) + len(suffix) > UNIQUE_PREFIX else base) + suffix
+
+
+def choose_username(domain: str, taken_prefixes: set[str]) -> str:
+    """The first candidate whose first 8 characters no account on the server uses."""
+    for candidate in username_candidates(domain):
+        if candidate[:UNIQUE_PREFIX] not in taken_prefixes and username_problem(candidate) is None:
+            return candidate
+    raise ValueError("no free username")  # 10,000 collisions on one server: not a real case
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLoad:
+    """A server's capacity and how many live accounts it has."""
+
+    server_id: object
+    capacity: int
+    used: int
+
+
+def place(servers: Iterable[ServerLoad]) -> object | None:
+    """The least-loaded server with room (ties: the first registered), or None when all are full."""
+    with_room = [s for s in servers if s.used < s.capacity]
+    if not with_room:
+        return None
+    return min(with_room, key=lambda s: s.used / s.capacity).server_id

@@ -1,0 +1,60 @@
+"""Servers and placement: register WHM servers, pick one for an order."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.crypto import seal, unseal
+from domain.errors import NoCapacity, ValidationFailed
+from domain.ids import new_id
+from domain.provisioning import rules
+from domain.provisioning.models import WhmServer
+from domain.services.models import Service
+
+LIVE = ("pending", "provisioning", "active", "suspended")
+
+
+async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str, username: str, token: str,
+                     name: str | None = None, capacity: int = 500) -> WhmServer:
+    """Register a WHM server in a region, its token sealed with the KEK."""
+    if not rules.REGION.match(region):
+        raise ValidationFailed(f"region {region!r} must be lower-case letters, digits and '-'")
+    if not url.startswith(("http://", "https://")):
+        raise ValidationFailed(f"url {url!r} must start with http:// or https://")
+    if capacity < 1:
+        raise ValidationFailed("capacity must be at least 1")
+    server_id = new_id()
+    server = WhmServer(id=server_id, region=region, url=url.rstrip("/"), username=username, name=name or url,
+                       token_encrypted=seal(kek, token, context=server_id.bytes), capacity=capacity, enabled=True)
+    session.add(server)
+    await session.flush()
+    return server
+
+
+def server_token(kek: bytes, server: WhmServer) -> str:
+    """The server's API token in the clear (for the worker that calls it)."""
+    return unseal(kek, server.token_encrypted, context=server.id.bytes)
+
+
+async def regions(session: AsyncSession) -> set[str]:
+    """Every region with at least one registered server."""
+    return set((await session.scalars(select(WhmServer.region).distinct())).all())
+
+
+async def place_in_region(session: AsyncSession, region: str) -> uuid.UUID:
+    """The least-loaded enabled server of the region with room; ValidationFailed / NoCapacity otherwise."""
+    used = (select(Service.server_id, func.count().label("used")).where(Service.status.in_(LIVE))
+            .group_by(Service.server_id).subquery())
+    rows = (await session.execute(
+        select(WhmServer.id, WhmServer.capacity, WhmServer.enabled, func.coalesce(used.c.used, 0))
+        .outerjoin(used, used.c.server_id == WhmServer.id).where(WhmServer.region == region)
+        .order_by(WhmServer.id))).all()
+    if not rows:
+        raise ValidationFailed(f"unknown region {region!r}", errors=[{"field": "region", "message": "no such region"}])
+    chosen = rules.place(rules.ServerLoad(r[0], r[1], r[3]) for r in rows if r[2])
+    if chosen is None:
+        raise NoCapacity(f"every server in region {region!r} is full")
+    return chosen

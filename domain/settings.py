@@ -1,0 +1,120 @@
+"""One typed settings object, read from the environment once and passed in."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/hostq"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """hostq's configuration (operations.md, 'Configuration')."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = DEFAULT_REDIS_URL
+    kek: bytes | None = None
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    psp_url: str = "http://127.0.0.1:8089"
+    psp_webhook_secret: str = "sandbox"
+    whm_create_timeout: float = 300.0
+    whm_read_timeout: float = 15.0
+    job_max_attempts: int = 6
+    job_backoff_min_s: float = 5.0
+    job_backoff_max_s: float = 120.0
+    env: str = "development"
+    # Prefix of every Redis key hostq writes (broker, locks, limits), so that
+    # several deployments or test runs can share one Redis.
+    namespace: str = "hostq"
+    # Seconds a recorded job may wait undispatched before the relay re-sends it.
+    relay_grace_s: float = 5.0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def require_kek(self) -> bytes:
+        """The key-encryption key, or a SettingsError naming HOSTQ_KEK."""
+        if self.kek is None:
+            raise SettingsError("HOSTQ_KEK is required (base64 of 32 random bytes); `hostq dev` makes one for development")
+        return self.kek
+
+
+def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = env.get(name, default).strip()
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {value!r}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _kek(env: Mapping[str, str]) -> bytes | None:
+    raw = env.get("HOSTQ_KEK")
+    if not raw:
+        return None
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise SettingsError("HOSTQ_KEK must be base64 of 32 bytes, got something that is not base64") from None
+    if len(key) != 32:
+        raise SettingsError(f"HOSTQ_KEK must be base64 of 32 bytes, got {len(key)} bytes")
+    return key
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every setting; raise SettingsError naming the first bad one."""
+    env = os.environ if env is None else env
+    mode = env.get("HOSTQ_ENV", "development")
+    if mode not in ("development", "production"):
+        raise SettingsError(f"HOSTQ_ENV must be 'development' or 'production', got {mode!r}")
+    redis_url = _url(env, "REDIS_URL", DEFAULT_REDIS_URL, ("redis", "rediss"))
+    settings = Settings(
+        database_url=_url(env, "DATABASE_URL", DEFAULT_DATABASE_URL, ("postgresql+asyncpg",)),
+        redis_url=redis_url,
+        broker_url=_url(env, "HOSTQ_BROKER_URL", redis_url, ("redis", "rediss", "amqp", "amqps")),
+        kek=_kek(env),
+        smtp_url=_url(env, "HOSTQ_SMTP_URL", "smtp://127.0.0.1:1025", ("smtp", "smtps")),
+        psp_url=_url(env, "HOSTQ_PSP_URL", "http://127.0.0.1:8089", ("http", "https")),
+        psp_webhook_secret=env.get("HOSTQ_PSP_WEBHOOK_SECRET", "" if mode == "production" else "sandbox"),
+        whm_create_timeout=_number(env, "HOSTQ_WHM_CREATE_TIMEOUT", 300.0, float, 0.1),
+        whm_read_timeout=_number(env, "HOSTQ_WHM_READ_TIMEOUT", 15.0, float, 0.1),
+        job_max_attempts=int(_number(env, "HOSTQ_JOB_MAX_ATTEMPTS", 6, int, 1)),
+        job_backoff_min_s=_number(env, "HOSTQ_JOB_BACKOFF_MIN_S", 5.0, float, 0.0),
+        job_backoff_max_s=_number(env, "HOSTQ_JOB_BACKOFF_MAX_S", 120.0, float, 0.0),
+        env=mode,
+        namespace=env.get("HOSTQ_NAMESPACE", "hostq") or "hostq",
+        relay_grace_s=_number(env, "HOSTQ_RELAY_GRACE_S", 5.0, float, 0.0),
+    )
+    if settings.job_backoff_max_s < settings.job_backoff_min_s:
+        raise SettingsError("HOSTQ_JOB_BACKOFF_MAX_S must be >= HOSTQ_JOB_BACKOFF_MIN_S")
+    if settings.production:
+        if settings.kek is None:
+            raise SettingsError("HOSTQ_KEK is required when HOSTQ_ENV=production")
+        if settings.psp_webhook_secret in ("", "sandbox"):
+            raise SettingsError("HOSTQ_PSP_WEBHOOK_SECRET must be set to a real secret when HOSTQ_ENV=production")
+    return settings

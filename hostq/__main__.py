@@ -1,0 +1,3 @@
+from hostq.cli import main
+
+main()

@@ -1,0 +1,170 @@
+"""The `hostq` command line (operations.md, 'Commands')."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+
+from domain.errors import DomainError
+from domain.settings import Settings, SettingsError, load_settings
+
+
+def _print(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _db_upgrade(args, settings: Settings) -> None:
+    from domain.migrate import upgrade
+    upgrade(settings.database_url)
+    print("database is at the newest migration", file=sys.stderr)
+
+
+def _tenants_create(args, settings: Settings) -> None:
+    from hostq.admin import create_tenant
+    _print(asyncio.run(create_tenant(settings, name=args.name, slug=args.slug, sender=args.sender,
+                                     support_email=args.support_email, rate_limit=args.rate_limit)))
+
+
+def _keys_create(args, settings: Settings) -> None:
+    from hostq.admin import create_key
+    _print(asyncio.run(create_key(settings, tenant_slug=args.tenant, scopes=args.scopes)))
+
+
+def _servers_add(args, settings: Settings) -> None:
+    from hostq.admin import register_server
+    _print(asyncio.run(register_server(settings, region=args.region, url=args.url, username=args.username,
+                                       token=args.token, name=args.name, capacity=args.capacity)))
+
+
+def _api(args, settings: Settings) -> None:
+    import uvicorn
+    settings.require_kek()
+    uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
+                date_header=True, log_level="warning", timeout_graceful_shutdown=30)
+
+
+def _worker(args, settings: Settings) -> None:
+    from workers.dispatch import make_broker
+    settings.require_kek()
+    make_broker(settings)  # refuse an unsupported broker URL with one line, before forking
+    argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
+            "--threads", str(args.threads)]
+    env = dict(os.environ)
+    if args.region:
+        queue = f"provisioning.{args.region}"
+        env["HOSTQ_WORKER_QUEUES"] = queue
+        argv += ["--queues", queue]
+    os.execvpe(sys.executable, argv, env)
+
+
+def _scheduler(args, settings: Settings) -> None:
+    from schedules.clock import run
+    asyncio.run(run(settings, leader=True))
+
+
+def _relay(args, settings: Settings) -> None:
+    from schedules.clock import run
+    asyncio.run(run(settings, leader=False))
+
+
+def _sandbox_whm(args, settings: Settings) -> None:
+    from hostq.sandbox.whm import serve
+    serve(host=args.host, port=args.port, token=args.token, packages=tuple(args.packages.split(",")))
+
+
+def _dev(args, settings: Settings) -> None:
+    from hostq.dev import run_dev
+    run_dev(args)
+
+
+def _call(args, settings: Settings) -> None:
+    from hostq.call import call
+    sys.exit(call(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostq", description="hostq: job orchestration for hosting resellers")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="create the database if missing and migrate it").set_defaults(run=_db_upgrade)
+
+    tenants = sub.add_parser("tenants", help="resellers").add_subparsers(dest="action", required=True)
+    create = tenants.add_parser("create", help="create a tenant and its first key (every scope)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--slug")
+    create.add_argument("--sender", help='"Brand <billing@brand.example>"')
+    create.add_argument("--support-email")
+    create.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
+    create.set_defaults(run=_tenants_create)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    kcreate = keys.add_parser("create", help="issue a key with the given scopes")
+    kcreate.add_argument("--tenant", required=True, help="tenant slug")
+    kcreate.add_argument("--scopes", required=True, help="comma-separated, e.g. customers:read,jobs:read")
+    kcreate.set_defaults(run=_keys_create)
+
+    servers = sub.add_parser("servers", help="WHM servers").add_subparsers(dest="action", required=True)
+    sadd = servers.add_parser("add", help="register a WHM server in a region")
+    for flag in ("--region", "--url", "--username", "--token"):
+        sadd.add_argument(flag, required=True)
+    sadd.add_argument("--name")
+    sadd.add_argument("--capacity", type=int, default=500)
+    sadd.set_defaults(run=_servers_add)
+
+    api = sub.add_parser("api", help="the HTTP API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(run=_api)
+
+    worker = sub.add_parser("worker", help="a Dramatiq worker")
+    worker.add_argument("--region", help="serve provisioning.<region> only")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=8)
+    worker.set_defaults(run=_worker)
+
+    sub.add_parser("scheduler", help="the clock (one leader)").set_defaults(run=_scheduler)
+    sub.add_parser("relay", help="re-send recorded but undispatched jobs").set_defaults(run=_relay)
+
+    sandbox = sub.add_parser("sandbox", help="fake outside systems").add_subparsers(dest="action", required=True)
+    whm = sandbox.add_parser("whm", help="a fake WHM server")
+    whm.add_argument("--host", default="127.0.0.1")
+    whm.add_argument("--port", type=int, default=2087)
+    whm.add_argument("--token", default="sandbox")
+    whm.add_argument("--packages", default="default,basic,pro")
+    whm.set_defaults(run=_sandbox_whm)
+
+    dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--whm-port", type=int, default=2087)
+    dev.set_defaults(run=_dev)
+
+    call = sub.add_parser("call", help="send a signed request (HOSTQ_API_URL, HOSTQ_API_KEY, HOSTQ_SIGNING_SECRET)")
+    call.add_argument("method")
+    call.add_argument("path", help="e.g. /v1/customers?limit=5")
+    call.add_argument("--data", help="JSON body")
+    call.set_defaults(run=_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse, read settings once, run; errors are one line on stderr and a non-zero exit."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        args.run(args, settings)
+    except SettingsError as exc:
+        print(f"hostq: configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (DomainError, ValueError, RuntimeError) as exc:
+        print(f"hostq: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except (OSError, ConnectionError) as exc:
+        print(f"hostq: cannot reach a dependency: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,132 @@
+"""`hostq dev`: the whole of hostq on one machine, with the fake WHM and a demo tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import base64
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from domain.errors import Conflict
+from domain.migrate import upgrade
+from domain.settings import load_settings
+
+STATE_DIR = Path(".hostq")
+
+
+def _dev_kek() -> str:
+    """HOSTQ_KEK from the environment, else a development key kept in .hostq/dev-kek (so secrets stay readable)."""
+    if os.environ.get("HOSTQ_KEK"):
+        return os.environ["HOSTQ_KEK"]
+    path = STATE_DIR / "dev-kek"
+    if not path.exists():
+        STATE_DIR.mkdir(exist_ok=True)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
+
+
+def _demo_credentials(settings) -> dict:
+    from hostq.admin import create_key, create_tenant
+    from domain.tenants.scopes import ALL_SCOPES
+    try:
+        return asyncio.run(create_tenant(settings, name="Demo Hosting", slug="demo",
+                                         sender="Demo Hosting <billing@demo.example>", support_email="help@demo.example",
+                                         rate_limit=600))
+    except Conflict:  # a previous run made it: issue a fresh key
+        return {"slug": "demo", **asyncio.run(create_key(settings, tenant_slug="demo", scopes=",".join(ALL_SCOPES)))}
+
+
+def _banner(creds: dict, port: int, whm_port: int) -> str:
+    base = f"http://127.0.0.1:{port}"
+    return f"""
+hostq is running.
+  API          {base}   (OpenAPI: {base}/schema/openapi.json, docs: {base}/schema/swagger)
+  fake WHM     http://127.0.0.1:{whm_port}   (accounts: http://127.0.0.1:{whm_port}/__sandbox/accounts)
+  region       us
+
+Demo tenant credentials (shown once):
+  {json.dumps(creds)}
+
+Try a signed request (in another terminal, from this directory):
+  export HOSTQ_API_URL={base} HOSTQ_API_KEY={creds['api_key']} HOSTQ_SIGNING_SECRET={creds['signing_secret']}
+  .venv/bin/hostq call POST /v1/customers --data '{{"name": "Ana", "email": "ana@example.com"}}'
+  .venv/bin/hostq call POST /v1/plans --data '{{"code": "basic", "name": "Basic", "whm_package": "basic", "prices": {{"monthly": 6990}}}}'
+  .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "us", "billing_cycle": "monthly", "provision": "now"}}'
+  .venv/bin/hostq call GET /v1/jobs/<job id>
+
+Ctrl-C stops everything.
+"""
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def run_dev(args) -> None:
+    """Migrate, start the fake WHM, register it, start API, workers and scheduler, print credentials."""
+    os.environ["HOSTQ_KEK"] = _dev_kek()
+    settings = load_settings()
+    for port in (args.port, args.whm_port):
+        if not _port_free(port):
+            raise RuntimeError(f"port {port} is already in use: stop what uses it or pass --port/--whm-port")
+    upgrade(settings.database_url)
+    hostq = [sys.executable, "-m", "hostq"]
+    children: list[subprocess.Popen] = []
+
+    def start(*argv: str) -> None:
+        children.append(subprocess.Popen([*hostq, *argv], env=os.environ.copy()))
+
+    try:
+        start("sandbox", "whm", "--port", str(args.whm_port))
+        _wait_http(f"http://127.0.0.1:{args.whm_port}/__sandbox/accounts")
+        from hostq.admin import register_server
+        asyncio.run(register_server(settings, region="us", url=f"http://127.0.0.1:{args.whm_port}", username="root",
+                                    token="sandbox", name="sandbox-us", capacity=500, reuse=True))
+        start("api", "--port", str(args.port))
+        start("worker")
+        start("worker", "--region", "us")
+        start("scheduler")
+        _wait_http(f"http://127.0.0.1:{args.port}/health/ready")
+        print(_banner(_demo_credentials(settings), args.port, args.whm_port), flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("hostq: a process exited; stopping the others", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -1,0 +1,68 @@
+"""The clock: one leader runs the periodic work (for now: the outbox relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.jobs.service import mark_dispatched, undispatched_jobs
+from domain.settings import Settings
+from schedules.leader import RedisLock
+from workers.dispatch import dispatch, make_broker
+
+log = logging.getLogger("hostq.scheduler")
+TICK_S = 2.0
+LEADER_TTL_MS = 15_000
+
+
+async def relay_once(sessions, broker, grace_s: float) -> int:
+    """Re-send every job recorded but never dispatched; return how many reached the broker."""
+    async with session_scope(sessions) as session:
+        jobs = await undispatched_jobs(session, grace_s)
+        sent = dispatch(broker, jobs) if jobs else []
+        if sent:
+            await mark_dispatched(session, sent)
+    if sent:
+        log.info("relay re-sent %d job(s)", len(sent))
+    return len(sent)
+
+
+def _stopper() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run(settings: Settings, *, leader: bool = True) -> None:
+    """Tick until SIGTERM; only the leader acts (with `leader=False`, as `hostq relay`, act without a lock)."""
+    engine = make_engine(settings.database_url, pool_size=2)
+    sessions, broker = make_sessionmaker(engine), make_broker(settings)
+    client = aioredis.from_url(settings.redis_url, socket_timeout=5)
+    lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
+    stop = _stopper()
+    try:
+        while not stop.is_set():
+            try:
+                if not leader or await lock.acquire():
+                    await relay_once(sessions, broker, settings.relay_grace_s)
+            except Exception as exc:  # a dependency is down: say so and keep ticking
+                log.warning("scheduler tick failed: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), TICK_S)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        if leader:
+            try:
+                await lock.release()
+            except Exception:  # Redis gone: the TTL frees the lock
+                pass
+        await client.aclose()
+        await engine.dispose()
+        broker.close()

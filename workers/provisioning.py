@@ -1,0 +1,25 @@
+"""Provisioning actors: thin, by job id; the work is in domain/provisioning."""
+
+from __future__ import annotations
+
+import uuid
+
+import dramatiq
+
+from domain.db import session_scope
+from domain.jobs.models import Job
+from domain.provisioning.accounts import create_account
+from workers.runtime import runtime
+
+
+async def _service_of(job_id: str) -> uuid.UUID:
+    async with session_scope(runtime().sessions) as session:
+        job = await session.get(Job, uuid.UUID(job_id))
+        return job.resource_id
+
+
+@dramatiq.actor(actor_name="provision.create", queue_name="provisioning")
+async def provision_create(job_id: str) -> dict:
+    """Create the service's WHM account exactly once (adopting one a timed-out call left behind)."""
+    rt = runtime()
+    return await create_account(rt.sessions, await _service_of(job_id), rt.whm_for)

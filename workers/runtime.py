@@ -1,0 +1,45 @@
+"""What an actor needs, made once per worker process: settings, database sessions, WHM clients."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from domain.db import make_engine, make_sessionmaker
+from domain.provisioning.models import WhmServer
+from domain.provisioning.service import server_token
+from domain.settings import Settings, load_settings
+from workers.integrations.whm import WhmClient
+
+
+@dataclass
+class Runtime:
+    """Per-process resources; created lazily on the worker's event loop."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    _whm: dict[uuid.UUID, WhmClient] = field(default_factory=dict)
+
+    def whm_for(self, server: WhmServer) -> WhmClient:
+        """A pooled WHM client for the server (one per server per process)."""
+        client = self._whm.get(server.id)
+        if client is None:
+            client = WhmClient(server.url, server.username, server_token(self.settings.require_kek(), server),
+                               create_timeout=self.settings.whm_create_timeout,
+                               read_timeout=self.settings.whm_read_timeout)
+            self._whm[server.id] = client
+        return client
+
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The process's Runtime, made on first use."""
+    global _runtime
+    if _runtime is None:
+        settings = load_settings()
+        _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)))
+    return _runtime
