@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable, Iterable
 
 import dramatiq
 from dramatiq.middleware import AsyncIO, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
@@ -10,28 +10,25 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, Pipelines, Retries, Shu
 from domain.settings import Settings
 from workers.dispatch import make_broker
 from workers.middleware import JobStateMiddleware
-from workers.runtime import runtime
 
 #: Dramatiq's own retry budget is only a backstop: the job row decides when to stop (JobStateMiddleware).
 BACKSTOP_RETRIES = 1000
 
 
-def setup_broker(settings: Settings) -> dramatiq.Broker:
-    """Make the broker, add the middleware in the order they must run, declare this worker's queues."""
+def setup_broker(settings: Settings, sessions: Callable, queues: Iterable[str] = ()) -> dramatiq.Broker:
+    """Make the broker with its middleware in the order they must run, and declare extra queues to consume."""
     broker = make_broker(settings)
     for middleware in (
         TimeLimit(time_limit=int((settings.whm_create_timeout + 120) * 1000)),
         ShutdownNotifications(),
         Pipelines(),
-        Retries(max_retries=BACKSTOP_RETRIES, min_backoff=int(settings.job_backoff_min_s * 1000) or 1,
-                max_backoff=int(settings.job_backoff_max_s * 1000) or 1),
-        JobStateMiddleware(lambda: runtime().sessions),
+        Retries(max_retries=BACKSTOP_RETRIES, min_backoff=max(1, int(settings.job_backoff_min_s * 1000)),
+                max_backoff=max(1, int(settings.job_backoff_max_s * 1000))),
+        JobStateMiddleware(sessions),
         AsyncIO(),
         CurrentMessage(),
     ):
         broker.add_middleware(middleware)
-    # A regional worker consumes provisioning.<region>; `hostq worker` passes the queues it serves.
-    for queue in filter(None, os.environ.get("HOSTQ_WORKER_QUEUES", "").split(",")):
+    for queue in queues:
         broker.declare_queue(queue)
-    dramatiq.set_broker(broker)
     return broker

@@ -1,0 +1,137 @@
+"""The signed edge: 401/403/413 problems, request ids, security headers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from domain.tenants.signing import signature_header
+from tests.conftest import make_tenant, signed_client
+
+
+def _signed_headers(creds: dict, method: str, path: str, body: bytes, *, ts: int | None = None,
+                    secret: str | None = None) -> dict:
+    stamp = str(ts if ts is not None else int(time.time()))
+    return {"Authorization": f"Bearer {creds['api_key']}", "X-Timestamp": stamp, "Content-Type": "application/json",
+            "X-Signature": signature_header(secret or creds["signing_secret"], stamp, method, path, body)}
+
+
+async def test_signed_request_is_accepted_and_unsigned_is_401_problem(client, anon):
+    created = await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})
+    assert created.status_code == 201
+    assert created.json()["email"] == "ana@example.com"
+
+    unsigned = await anon.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})
+    assert unsigned.status_code == 401
+    assert unsigned.headers["content-type"].startswith("application/problem+json")
+    body = unsigned.json()
+    assert body["code"] == "unauthenticated" and body["status"] == 401
+    assert body["request_id"] == unsigned.headers["x-request-id"]
+
+
+async def test_wrong_secret_stale_timestamp_and_tampered_body_are_401(anon, tenant):
+    body = json.dumps({"name": "Ana", "email": "ana@example.com"}).encode()
+    cases = [
+        _signed_headers(tenant, "POST", "/v1/customers", body, secret="hqs_wrong"),
+        _signed_headers(tenant, "POST", "/v1/customers", body, ts=int(time.time()) - 301),
+        _signed_headers(tenant, "POST", "/v1/customers", b'{"name": "Eve", "email": "eve@example.com"}'),
+        _signed_headers(tenant, "POST", "/v1/customers?x=1", body),
+        {**_signed_headers(tenant, "POST", "/v1/customers", body), "Authorization": "Bearer hq_unknown"},
+    ]
+    for headers in cases:
+        response = await anon.post("/v1/customers", content=body, headers=headers)
+        assert response.status_code == 401, headers
+        assert response.json()["code"] == "unauthenticated"
+
+
+async def test_signature_covers_the_query_string_exactly(anon, tenant):
+    path = "/v1/customers?limit=1"
+    ok = await anon.get(path, headers=_signed_headers(tenant, "GET", path, b""))
+    assert ok.status_code == 200
+    tampered = await anon.get("/v1/customers?limit=2", headers=_signed_headers(tenant, "GET", path, b""))
+    assert tampered.status_code == 401
+
+
+async def test_auth_comes_before_path_and_body_validation(anon):
+    response = await anon.get("/v1/customers/not-a-uuid")
+    assert response.status_code == 401
+    response = await anon.post("/v1/services", content=b"{not json")
+    assert response.status_code == 401
+
+
+async def test_key_without_scope_is_403(app, sessions, settings, tenant):
+    from domain.db import session_scope
+    from domain.tenants.service import create_key
+    async with session_scope(sessions) as session:
+        cred = await create_key(session, settings.require_kek(), tenant_id=tenant["tenant_id"],
+                                scopes=["customers:read"])
+    async with signed_client(app, {"api_key": cred.api_key, "signing_secret": cred.signing_secret}) as c:
+        assert (await c.get("/v1/customers")).status_code == 200
+        denied = await c.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})
+        assert denied.status_code == 403
+        assert denied.json()["code"] == "forbidden"
+        assert (await c.get("/v1/jobs/00000000-0000-0000-0000-000000000000")).status_code == 403
+
+
+async def test_oversized_body_is_413_before_authentication(anon):
+    response = await anon.post("/v1/customers", content=b"x" * (1024 * 1024 + 1),
+                               headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["code"] == "payload_too_large"
+
+
+async def test_request_id_is_echoed_and_headers_are_safe(client):
+    response = await client.get("/v1/customers", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["referrer-policy"] == "no-referrer"
+    assert "server" not in response.headers
+    generated = await client.get("/v1/customers", headers={"X-Request-Id": "x" * 129})
+    assert generated.headers["x-request-id"] != "x" * 129
+
+
+async def test_unknown_route_is_404_problem_with_request_id(anon):
+    response = await anon.get("/nope")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert response.headers["x-request-id"]
+
+
+async def test_health_and_openapi(anon):
+    ready = await anon.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    schema = (await anon.get("/schema/openapi.json")).json()
+    for path in ("/v1/customers", "/v1/customers/{customer_id}", "/v1/plans", "/v1/services",
+                 "/v1/services/{service_id}", "/v1/jobs/{job_id}", "/v1/provision/{job_id}/status"):
+        assert path in schema["paths"], path
+    assert "signedRequest" in schema["components"]["securitySchemes"]
+
+
+async def test_ready_names_the_dependency_that_is_down(settings):
+    from dataclasses import replace
+
+    from api.app import create_app
+    from api.resources import Resources
+    broken = Resources.open(replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, broken)),
+                                     base_url="http://t") as c:
+            started = time.monotonic()
+            response = await c.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"] == {"postgres": "ok", "redis": "down"}
+        assert "redis" in response.json()["detail"]
+        assert time.monotonic() - started < 3
+    finally:
+        await broken.close()
+
+
+async def test_tenants_are_isolated(app, sessions, settings, client):
+    mine = (await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})).json()
+    other = await make_tenant(sessions, settings)
+    async with signed_client(app, other) as theirs:
+        assert (await theirs.get(f"/v1/customers/{mine['id']}")).status_code == 404
+        listed = (await theirs.get("/v1/customers")).json()
+        assert mine["id"] not in [c["id"] for c in listed["data"]]

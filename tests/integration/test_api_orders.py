@@ -1,0 +1,137 @@
+"""Customers, plans, orders and jobs through the signed API, against real Postgres and Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+
+from domain.jobs.models import Job
+from tests.integration.helpers import add_region, customer_and_plan, order_body
+
+
+async def test_order_now_answers_202_with_job_location_and_queues_it(client, sessions, settings, resources):
+    region, server_id = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    response = await client.post("/v1/services", json=order_body(customer_id, plan, region),
+                                 headers={"X-Request-Id": "order-1"})
+    assert response.status_code == 202, response.text
+    body = response.json()
+    job, service = body["job"], body["service"]
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["kind"] == "provision.create" and job["status"] == "queued"
+    assert job["max_attempts"] == settings.job_max_attempts and job["request_id"] == "order-1"
+    assert job["resource"] == {"type": "service", "id": service["id"]}
+    assert service["status"] == "provisioning" and service["server_id"] == str(server_id)
+    assert service["last_job_id"] == job["id"] and service["region"] == region
+
+    polled = await client.get(f"/v1/jobs/{job['id']}")
+    alias = await client.get(f"/v1/provision/{job['id']}/status")
+    assert polled.status_code == alias.status_code == 200
+    assert polled.json()["id"] == alias.json()["id"] == job["id"]
+    assert (await client.get(f"/v1/services/{service['id']}")).json()["domain"] == service["domain"]
+
+    # The message reached the broker's queue for that region, carrying only the job id.
+    queue = f"{settings.namespace}:dramatiq:provisioning.{region}"
+    assert await resources.redis.llen(queue) == 1
+    async with sessions() as session:
+        row = await session.scalar(select(Job).where(Job.id == uuid.UUID(job["id"])))
+    assert row.queue == f"provisioning.{region}"
+
+
+async def test_order_validation(client, sessions, settings):
+    region, _ = await add_region(sessions, settings, capacity=1)
+    customer_id, plan = await customer_and_plan(client)
+    cases = {
+        "region": order_body(customer_id, plan, "nowhere"),
+        "domain": order_body(customer_id, plan, region, domain="not a domain"),
+        "plan": order_body(customer_id, "no-such-plan", region),
+        "customer_id": order_body(str(uuid.uuid4()), plan, region),
+        "billing_cycle": order_body(customer_id, plan, region, billing_cycle="quarterly"),
+        "username": order_body(customer_id, plan, region, username="test1"),
+        "provision": order_body(customer_id, plan, region, provision="on_payment"),
+    }
+    for field, body in cases.items():
+        response = await client.post("/v1/services", json=body)
+        assert response.status_code == 400, (field, response.text)
+        problem = response.json()
+        assert problem["code"] == "validation_error"
+        assert problem["errors"][0]["field"] == field, problem
+
+    assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
+    full = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    assert full.status_code == 422 and full.json()["code"] == "no_capacity"
+
+
+async def test_a_live_domain_cannot_be_ordered_twice(client, sessions, settings):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    body = order_body(customer_id, plan, region)
+    assert (await client.post("/v1/services", json=body)).status_code == 202
+    again = await client.post("/v1/services", json={**body, "domain": body["domain"].upper()})
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+
+async def test_orders_are_placed_on_the_least_loaded_server(client, sessions, settings):
+    region, first = await add_region(sessions, settings, capacity=10)
+    _, second = await add_region(sessions, settings, region, capacity=10)
+    customer_id, plan = await customer_and_plan(client)
+    placed = []
+    for _ in range(4):
+        response = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+        placed.append(response.json()["service"]["server_id"])
+    assert sorted(placed) == sorted([str(first), str(second)] * 2)
+
+
+async def test_customer_pagination_and_filters(client):
+    ids = []
+    for n in range(5):
+        response = await client.post("/v1/customers", json={"name": f"C{n}", "email": f"c{n}@example.com",
+                                                            "external_id": f"ext-{n}"})
+        ids.append(response.json()["id"])
+    first = (await client.get("/v1/customers?limit=2")).json()
+    assert [c["id"] for c in first["data"]] == ids[::-1][:2]
+    second = (await client.get(f"/v1/customers?limit=2&cursor={first['next_cursor']}")).json()
+    assert [c["id"] for c in second["data"]] == ids[::-1][2:4]
+    last = (await client.get(f"/v1/customers?limit=2&cursor={second['next_cursor']}")).json()
+    assert [c["id"] for c in last["data"]] == ids[:1] and last["next_cursor"] is None
+    assert (await client.get("/v1/customers?limit=201")).status_code == 400
+    assert (await client.get("/v1/customers?cursor=%%%")).status_code == 400
+    found = (await client.get("/v1/customers?external_id=ext-3")).json()["data"]
+    assert [c["id"] for c in found] == [ids[3]]
+
+
+async def test_customer_rules_and_conflicts(client):
+    bad = await client.post("/v1/customers", json={"name": "A", "email": "nope", "document": "12345678900",
+                                                  "channels": ["fax"]})
+    assert bad.status_code == 400
+    assert {e["field"] for e in bad.json()["errors"]} == {"email", "document", "channels"}
+    ok = await client.post("/v1/customers", json={"name": "A", "email": "a@example.com", "document": "52998224725",
+                                                 "phone": "+5511987654321", "channels": ["email", "whatsapp"],
+                                                 "external_id": "dup"})
+    assert ok.status_code == 201, ok.text
+    dup = await client.post("/v1/customers", json={"name": "B", "email": "b@example.com", "external_id": "dup"})
+    assert dup.status_code == 409 and dup.json()["code"] == "conflict"
+    unknown_field = await client.post("/v1/customers", json={"name": "A", "email": "a@example.com", "x": 1})
+    assert unknown_field.status_code == 400
+
+
+async def test_plans(client):
+    body = {"code": "pro", "name": "Pro", "whm_package": "pro", "prices": {"monthly": 9990}}
+    created = await client.post("/v1/plans", json=body)
+    assert created.status_code == 201 and created.json()["currency"] == "BRL"
+    assert (await client.post("/v1/plans", json=body)).status_code == 409
+    bad = await client.post("/v1/plans", json={**body, "code": "x", "prices": {"weekly": 1}})
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "prices"
+    listed = (await client.get("/v1/plans")).json()["data"]
+    assert [p["code"] for p in listed] == ["pro"]
+
+
+async def test_jobs_of_another_tenant_are_404(app, client, sessions, settings):
+    from tests.conftest import make_tenant, signed_client
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    job_id = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()["job"]["id"]
+    async with signed_client(app, await make_tenant(sessions, settings)) as other:
+        assert (await other.get(f"/v1/jobs/{job_id}")).status_code == 404
+        assert (await other.get("/v1/jobs/not-an-id")).status_code == 404

@@ -1,0 +1,104 @@
+"""A real Dramatiq worker on real Redis and Postgres keeps the job row honest through retries and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import dramatiq
+import pytest
+from sqlalchemy import select
+
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.errors import PermanentIntegrationError, TransientIntegrationError
+from domain.jobs.models import Job, JobAttempt
+from domain.jobs.service import record_job
+from workers.broker import setup_broker
+from workers.dispatch import dispatch
+
+CALLS: dict[str, int] = {}
+PLANS: dict[str, list[str]] = {}  # job id -> what each attempt does: "ok", "transient", "permanent"
+
+
+@pytest.fixture(scope="module")
+def worker_broker(settings):
+    """A broker with hostq's middleware and a scripted actor, and a running in-process worker."""
+    lazy: dict = {}
+
+    def sessions():  # made on the worker's own event loop thread, on first use
+        if "s" not in lazy:
+            lazy["s"] = make_sessionmaker(make_engine(settings.database_url, pool_size=2))
+        return lazy["s"]
+
+    broker = setup_broker(replace(settings, namespace=f"{settings.namespace}-tracking"), sessions)
+
+    async def scripted(job_id: str) -> dict:
+        n = CALLS.get(job_id, 0)
+        CALLS[job_id] = n + 1
+        step = PLANS[job_id][min(n, len(PLANS[job_id]) - 1)]
+        if step == "transient":
+            raise TransientIntegrationError("whm_unavailable", f"attempt {n + 1}: WHM answered 503")
+        if step == "permanent":
+            raise PermanentIntegrationError("whm_rejected", "Unable to find package nope")
+        return {"done": n + 1}
+
+    dramatiq.actor(scripted, broker=broker, actor_name="test.scripted", queue_name="test")
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    yield broker
+    worker.stop()
+    broker.close()
+
+
+async def _run(sessions, broker, plan: list[str], max_attempts: int = 3) -> Job:
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=max_attempts)
+    PLANS[str(job.id)] = plan
+    assert dispatch(broker, [job]) == [job.id]
+    for _ in range(300):
+        async with sessions() as session:
+            row = await session.get(Job, job.id)
+            if row.status in ("succeeded", "failed"):
+                return row
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job stuck in {row.status}")
+
+
+async def _attempts(sessions, job_id: uuid.UUID) -> list[tuple[int, str, str | None]]:
+    async with sessions() as session:
+        rows = await session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)
+                                     .order_by(JobAttempt.attempt))
+        return [(a.attempt, a.outcome, a.error_code) for a in rows]
+
+
+async def test_transient_errors_retry_then_succeed(worker_broker, sessions):
+    job = await _run(sessions, worker_broker, ["transient", "transient", "ok"])
+    assert job.status == "succeeded" and job.attempts == 3
+    assert job.result == {"done": 3} and job.error_code is None and job.finished_at is not None
+    assert await _attempts(sessions, job.id) == [(1, "retrying", "whm_unavailable"),
+                                                 (2, "retrying", "whm_unavailable"), (3, "succeeded", None)]
+
+
+async def test_retries_end_failed_with_the_last_error(worker_broker, sessions):
+    job = await _run(sessions, worker_broker, ["transient"], max_attempts=3)
+    assert job.status == "failed" and job.attempts == 3
+    assert job.error_code == "whm_unavailable" and "attempt 3" in job.error_message
+    assert CALLS[str(job.id)] == 3  # Dramatiq did not retry past the job row's verdict
+    await asyncio.sleep(0.5)
+    assert CALLS[str(job.id)] == 3
+
+
+async def test_permanent_error_fails_at_once(worker_broker, sessions):
+    job = await _run(sessions, worker_broker, ["permanent"], max_attempts=5)
+    assert job.status == "failed" and job.attempts == 1 and job.error_code == "whm_rejected"
+    assert CALLS[str(job.id)] == 1
+
+
+async def test_a_finished_job_is_not_run_again(worker_broker, sessions):
+    job = await _run(sessions, worker_broker, ["ok"])
+    assert dispatch(worker_broker, [job]) == [job.id]  # a duplicate delivery (e.g. relay after a crash)
+    await asyncio.sleep(0.5)
+    assert CALLS[str(job.id)] == 1
+    async with sessions() as session:
+        assert (await session.get(Job, job.id)).attempts == 1

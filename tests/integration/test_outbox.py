@@ -1,0 +1,56 @@
+"""The outbox: a job recorded while the broker is down is not lost; the relay sends it later."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+
+import httpx
+
+from api.app import create_app
+from api.resources import Resources
+from domain.jobs.models import Job
+from schedules.clock import relay_once
+from tests.conftest import signed_client
+from tests.integration.helpers import add_region, customer_and_plan, order_body
+from workers.dispatch import make_broker
+
+
+async def test_job_recorded_while_broker_down_is_relayed(settings, sessions, tenant, resources):
+    region, _ = await add_region(sessions, settings)
+    down = Resources.open(replace(settings, broker_url="redis://127.0.0.1:1/0"))
+    try:
+        async with signed_client(create_app(settings, down), tenant) as client:
+            customer_id, plan = await customer_and_plan(client)
+            response = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+        assert response.status_code == 202  # accepted: the intent is in Postgres
+    finally:
+        await down.close()
+    job_id = uuid.UUID(response.json()["job"]["id"])
+    async with sessions() as session:
+        assert (await session.get(Job, job_id)).dispatched_at is None
+
+    queue = f"{settings.namespace}:dramatiq:provisioning.{region}"
+    assert await resources.redis.llen(queue) == 0
+    broker = make_broker(settings)
+    try:
+        assert await relay_once(sessions, broker, grace_s=0) >= 1
+        assert await relay_once(sessions, broker, grace_s=0) == 0  # once sent, never again
+    finally:
+        broker.close()
+    assert await resources.redis.llen(queue) == 1
+    async with sessions() as session:
+        assert (await session.get(Job, job_id)).dispatched_at is not None
+
+
+async def test_dispatched_jobs_are_marked(client, sessions, settings):
+    import asyncio
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    job_id = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()["job"]["id"]
+    for _ in range(50):
+        async with sessions() as session:
+            if (await session.get(Job, uuid.UUID(job_id))).dispatched_at is not None:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("dispatched job never marked")
