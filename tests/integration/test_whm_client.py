@@ -1,0 +1,190 @@
+"""WhmClient against the fake WHM, over real sockets so timeouts and resets are real."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from domain.errors import PermanentIntegrationError, TransientIntegrationError
+from hostq.sandbox.whm import create_app
+from workers.integrations.whm import WhmAccountExists, WhmAuthError, WhmClient
+
+NEW = {"password": "s3cret-Pass", "contactemail": "ops@alice.example"}
+
+
+class Swappable:
+    """One server for the module, a fresh fake behind it for every test."""
+
+    app = create_app()
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def server():
+    holder = Swappable()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(holder, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=1)
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not uv.started:
+        time.sleep(0.01)
+    yield holder, "http://127.0.0.1:%d" % sock.getsockname()[1]
+    uv.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+async def fake(server):
+    holder, url = server
+    holder.app = create_app(token="sandbox")
+    async with httpx.AsyncClient(base_url=url) as control:
+        yield control
+
+
+@pytest.fixture
+async def whm(server):
+    async with WhmClient(server[1], "root", "sandbox", create_timeout=0.5, read_timeout=2.0) as client:
+        yield client
+
+
+async def accounts(fake) -> list[dict]:
+    return (await fake.get("/__sandbox/accounts")).json()["accounts"]
+
+
+async def fault(fake, function: str, mode: str, **extra) -> None:
+    (await fake.post("/__sandbox/faults", json={"function": function, "mode": mode, **extra})).raise_for_status()
+
+
+async def test_create_then_adopt_by_accountsummary(fake, whm):
+    data = await whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW)
+    assert data["package"] == "pro" and data["ip"]
+    found = await whm.accountsummary(user="alice")
+    assert (found["user"], found["domain"], found["plan"], found["suspended"]) == ("alice", "alice.example", "pro", 0)
+    assert (await whm.accountsummary(domain="alice.example"))["user"] == "alice"
+    assert await whm.accountsummary(user="ghost") is None
+    assert await whm.verify_new_username("alice") is False
+    assert await whm.verify_new_username("bob") is True
+    assert [a["user"] for a in await whm.listaccts("alice.example", searchtype="domain")] == ["alice"]
+    assert [p["name"] for p in await whm.listpkgs()] == ["default", "basic", "pro"]
+
+
+@pytest.mark.parametrize(
+    ("username", "domain", "expected"),
+    [
+        ("alice", "other.example", 'This system already has an account named "alice".'),
+        ("bob", "alice.example", 'The domain "alice.example" already exists in the userdata for the user "alice".'),
+    ],
+)
+async def test_taken_name_or_domain_raises_account_exists(fake, whm, username, domain, expected):
+    await whm.createacct(username="alice", domain="alice.example", plan="basic", **NEW)
+    with pytest.raises(WhmAccountExists) as caught:
+        await whm.createacct(username=username, domain=domain, plan="basic", **NEW)
+    assert caught.value.message == expected
+
+
+async def test_unknown_package_is_rejected(fake, whm):
+    with pytest.raises(PermanentIntegrationError) as caught:
+        await whm.createacct(username="alice", domain="alice.example", plan="gold", **NEW)
+    assert caught.value.code == "whm_rejected"
+    assert await accounts(fake) == []
+
+
+async def test_wrong_token_fails_once_and_keeps_the_token_secret(fake, server):
+    async with WhmClient(server[1], "root", "not-the-token") as bad:
+        with pytest.raises(WhmAuthError) as caught:
+            await bad.listpkgs()
+    assert caught.value.code == "whm_auth_failed"
+    assert "not-the-token" not in str(caught.value)
+    assert (await fake.get("/__sandbox/calls")).json()["calls"] == {"listpkgs": 1}
+
+
+async def test_http_500_is_unavailable(fake, whm):
+    await fault(fake, "createacct", "http_500")
+    with pytest.raises(TransientIntegrationError) as caught:
+        await whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW)
+    assert caught.value.code == "whm_unavailable" and "HTTP 500" in caught.value.message
+
+
+async def test_reset_drops_the_connection_without_a_response(fake, whm, server):
+    await fault(fake, "createacct", "reset")
+    with pytest.raises(TransientIntegrationError) as caught:
+        await whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW)
+    assert caught.value.code == "whm_unavailable" and "HTTP" not in caught.value.message
+    await fault(fake, "listpkgs", "reset")
+    with pytest.raises(httpx.TransportError):
+        await fake.get(server[1] + "/json-api/listpkgs?api.version=1", headers={"Authorization": "whm root:sandbox"})
+
+
+async def test_read_calls_survive_one_reset(fake, whm):
+    await fault(fake, "listpkgs", "reset")
+    assert len(await whm.listpkgs()) == 3
+    assert (await fake.get("/__sandbox/calls")).json()["calls"] == {"listpkgs": 2}
+
+
+async def test_timeout_is_quick_and_does_not_block_the_server(fake, whm):
+    await fault(fake, "createacct", "timeout", hold_s=600)
+    started = time.monotonic()
+    create = asyncio.create_task(whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW))
+    await asyncio.sleep(0.1)
+    assert len(await whm.listpkgs()) == 3  # served while createacct is held
+    with pytest.raises(TransientIntegrationError) as caught:
+        await create
+    assert caught.value.code == "whm_timeout"
+    assert time.monotonic() - started < 1.5
+    assert await accounts(fake) == []
+
+
+async def test_timeout_then_create_leaves_an_account_to_adopt(fake, whm):
+    await fault(fake, "createacct", "timeout_then_create")
+    with pytest.raises(TransientIntegrationError) as caught:
+        await whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW)
+    assert caught.value.code == "whm_timeout"
+    assert (await whm.accountsummary(user="alice"))["domain"] == "alice.example"
+    assert (await fake.get("/__sandbox/faults")).json()["faults"] == []
+
+
+async def test_result_0_fault_carries_its_reason(fake, whm):
+    await fault(fake, "suspendacct", "result_0", reason="Could not write the suspension file.", times=2)
+    await whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW)
+    for _ in range(2):
+        with pytest.raises(PermanentIntegrationError, match="suspension file"):
+            await whm.suspendacct("alice", "unpaid")
+    await whm.suspendacct("alice", "unpaid")
+
+
+async def test_lifecycle_shows_in_the_sandbox(fake, whm):
+    await whm.createacct(username="alice", domain="alice.example", plan="basic", **NEW)
+    await whm.suspendacct("alice", "unpaid invoice")
+    assert (await whm.accountsummary(user="alice"))["suspendreason"] == "unpaid invoice"
+    assert (await accounts(fake))[0]["suspended"] == 1
+    await whm.unsuspendacct("alice")
+    await whm.changepackage("alice", "pro")
+    await whm.passwd("alice", "n3w-Pass")
+    [account] = await accounts(fake)
+    assert (account["suspended"], account["plan"]) == (0, "pro")
+    assert account["created_at"].endswith("Z")
+    await whm.removeacct("alice")
+    assert await accounts(fake) == []
+    with pytest.raises(PermanentIntegrationError):
+        await whm.suspendacct("alice")
+
+
+async def test_latency_is_applied_and_cleared(fake, whm):
+    await fake.post("/__sandbox/latency", json={"function": "listpkgs", "seconds": 0.3})
+    started = time.monotonic()
+    await whm.listpkgs()
+    assert time.monotonic() - started >= 0.3
+    await fake.post("/__sandbox/latency", json={"function": "listpkgs", "seconds": 0})
+    started = time.monotonic()
+    await whm.listpkgs()
+    assert time.monotonic() - started < 0.2
