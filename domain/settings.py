@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type, minim
         value = kind(raw)
     except ValueError:
         raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-    if value < minimum:
+    if not math.isfinite(value) or value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
     return value
 

@@ -8,6 +8,7 @@ import signal
 
 import redis.asyncio as aioredis
 
+import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.jobs.service import mark_dispatched, undispatched_jobs
 from domain.settings import Settings

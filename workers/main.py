@@ -2,8 +2,11 @@
 
 import os
 
+import logging
+
 import dramatiq
 
+import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.settings import load_settings
 from workers.broker import setup_broker
 from workers.runtime import runtime
@@ -12,5 +15,17 @@ from workers.runtime import runtime
 _queues = filter(None, os.environ.get("HOSTQ_WORKER_QUEUES", "").split(","))
 broker = setup_broker(load_settings(), lambda: runtime().sessions, _queues)
 dramatiq.set_broker(broker)
+
+
+class _ResultsKept(logging.Filter):
+    """Actors return their job's result for JobStateMiddleware to store; Dramatiq warns it was 'discarded'."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "haven't added the Results middleware" not in str(record.msg)
+
+
+logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsKept())
+# httpx logs every request URL at INFO; keep them out of worker logs.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 from workers import provisioning  # noqa: E402,F401  (actors register on the broker set above)

@@ -11,12 +11,12 @@ _E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 
 def valid_email(email: str) -> bool:
     """A plausible address: local@domain with a dotted domain."""
-    return len(email) <= 320 and bool(_EMAIL.match(email))
+    return len(email) <= 320 and bool(_EMAIL.fullmatch(email))
 
 
 def valid_phone(phone: str) -> bool:
     """E.164: '+', country code, 8 to 15 digits in all."""
-    return bool(_E164.match(phone))
+    return bool(_E164.fullmatch(phone))
 
 
 def _check_digit(digits: str, weights: list[int]) -> int:
@@ -26,7 +26,7 @@ def _check_digit(digits: str, weights: list[int]) -> int:
 
 def valid_cpf(cpf: str) -> bool:
     """11 digits, not all equal, with both check digits right."""
-    if len(cpf) != 11 or not cpf.isdigit() or len(set(cpf)) == 1:
+    if len(cpf) != 11 or not (cpf.isascii() and cpf.isdigit()) or len(set(cpf)) == 1:
         return False
     first = _check_digit(cpf[:9], list(range(10, 1, -1)))
     second = _check_digit(cpf[:10], list(range(11, 1, -1)))
@@ -35,7 +35,7 @@ def valid_cpf(cpf: str) -> bool:
 
 def valid_cnpj(cnpj: str) -> bool:
     """14 digits, not all equal, with both check digits right."""
-    if len(cnpj) != 14 or not cnpj.isdigit() or len(set(cnpj)) == 1:
+    if len(cnpj) != 14 or not (cnpj.isascii() and cnpj.isdigit()) or len(set(cnpj)) == 1:
         return False
     first = _check_digit(cnpj[:12], [5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2])
     second = _check_digit(cnpj[:13], [6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2])

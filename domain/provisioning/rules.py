@@ -23,13 +23,13 @@ def valid_domain(domain: str) -> bool:
     if not domain or len(domain) > 253 or not domain.isascii():
         return False
     labels = domain.split(".")
-    return len(labels) >= 2 and all(_LABEL.match(label) for label in labels) and labels[-1].isalpha() \
+    return len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels) and labels[-1].isalpha() \
         and len(labels[-1]) >= 2
 
 
 def username_problem(username: str) -> str | None:
     """Why WHM would refuse this username, or None when it is acceptable."""
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):
         return "must be 1-16 lower-case letters and digits, starting with a letter"
     if username.startswith("test"):
         return "must not start with 'test'"
@@ -39,7 +39,7 @@ def username_problem(username: str) -> str | None:
 def username_base(domain: str) -> str:
     """The first 8 letters/digits of the domain's first label, made WHM-safe."""
     stem = re.sub(r"[^a-z0-9]", "", domain.split(".")[0].lower()).lstrip("0123456789")
-    if stem.startswith("test"):
+    while stem.startswith("test"):  # 'testest' must not become 'test'
         stem = "t" + stem[4:]
     return (stem or "user")[:UNIQUE_PREFIX]
 

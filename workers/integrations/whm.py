@@ -159,14 +159,19 @@ class WhmClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _call(self, function: str, params: dict[str, Any], timeout: httpx.Timeout | None = None) -> dict:
-        """One request, no retry; returns the envelope's data."""
+    async def _call(self, function: str, params: dict[str, Any], timeout: httpx.Timeout | None = None,
+                    secret: dict[str, Any] | None = None) -> dict:
+        """One request, no retry; returns the envelope's data. `secret` params go in a POST body, never the URL."""
         query = {"api.version": "1", **_encode(params)}
         outcome: httpx.Response | Exception
         try:
-            outcome = await self._http.get(
-                f"/json-api/{function}", params=query, timeout=timeout or httpx.USE_CLIENT_DEFAULT
-            )
+            if secret:
+                outcome = await self._http.post(f"/json-api/{function}", params=query, data=_encode(secret),
+                                                timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+            else:
+                outcome = await self._http.get(
+                    f"/json-api/{function}", params=query, timeout=timeout or httpx.USE_CLIENT_DEFAULT
+                )
         except httpx.HTTPError as exc:
             outcome = exc
         # Raised outside the except block so no chained httpx error carries the URL (passwords) along.
@@ -189,9 +194,8 @@ class WhmClient:
         self, *, username: str, domain: str, plan: str, password: str, contactemail: str, owner: str | None = None
     ) -> dict:
         """Create an account; slow, never retried here (a timeout may still have created it)."""
-        params = {"username": username, "domain": domain, "plan": plan, "password": password,
-                  "contactemail": contactemail, "owner": owner}
-        return await self._call("createacct", params, timeout=self._create_timeout)
+        params = {"username": username, "domain": domain, "plan": plan, "contactemail": contactemail, "owner": owner}
+        return await self._call("createacct", params, timeout=self._create_timeout, secret={"password": password})
 
     async def verify_new_username(self, user: str) -> bool:
         """True if WHM would accept `user` as a new account name."""
@@ -230,7 +234,7 @@ class WhmClient:
 
     async def passwd(self, user: str, password: str) -> None:
         """Set an account's password."""
-        await self._call("passwd", {"user": user, "password": password})
+        await self._call("passwd", {"user": user}, secret={"password": password})
 
     async def listaccts(
         self, search: str | None = None, searchtype: str = "user", searchmethod: str = "exact"

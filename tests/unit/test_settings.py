@@ -1,0 +1,96 @@
+"""Settings from the environment (operations.md, 'Configuration')."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from domain.settings import SettingsError, load_settings
+
+KEK = base64.b64encode(bytes(range(32))).decode()
+
+
+def test_defaults_match_operations_md():
+    s = load_settings({})
+    assert s.database_url == "postgresql+asyncpg://postgres@127.0.0.1:5432/hostq"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+    assert s.kek is None
+    assert s.smtp_url == "smtp://127.0.0.1:1025"
+    assert s.psp_url == "http://127.0.0.1:8089"
+    assert s.psp_webhook_secret == "sandbox"
+    assert (s.whm_create_timeout, s.whm_read_timeout) == (300, 15)
+    assert s.job_max_attempts == 6 and isinstance(s.job_max_attempts, int)
+    assert (s.job_backoff_min_s, s.job_backoff_max_s) == (5, 120)
+    assert s.env == "development" and not s.production
+
+
+def test_broker_url_defaults_to_redis_url():
+    s = load_settings({"REDIS_URL": "redis://cache.internal:6380/2"})
+    assert s.broker_url == "redis://cache.internal:6380/2"
+    s = load_settings({"REDIS_URL": "redis://cache.internal:6380/2", "HOSTQ_BROKER_URL": "amqp://rabbit:5672"})
+    assert s.broker_url == "amqp://rabbit:5672"
+
+
+def test_values_are_read():
+    s = load_settings({"HOSTQ_JOB_MAX_ATTEMPTS": "3", "HOSTQ_WHM_READ_TIMEOUT": "2.5", "HOSTQ_KEK": KEK,
+                       "HOSTQ_JOB_BACKOFF_MIN_S": "", "DATABASE_URL": "postgresql+asyncpg://u@db:5432/x"})
+    assert s.job_max_attempts == 3 and s.whm_read_timeout == 2.5 and s.kek == bytes(range(32))
+    assert s.job_backoff_min_s == 5.0
+    assert s.database_url == "postgresql+asyncpg://u@db:5432/x"
+    assert s.require_kek() == bytes(range(32))
+
+
+def test_require_kek_names_the_variable():
+    with pytest.raises(SettingsError, match="HOSTQ_KEK"):
+        load_settings({}).require_kek()
+
+
+@pytest.mark.parametrize("env, variable", [
+    ({"HOSTQ_JOB_MAX_ATTEMPTS": "abc"}, "HOSTQ_JOB_MAX_ATTEMPTS"),
+    ({"HOSTQ_JOB_MAX_ATTEMPTS": "2.5"}, "HOSTQ_JOB_MAX_ATTEMPTS"),
+    ({"HOSTQ_JOB_MAX_ATTEMPTS": "0"}, "HOSTQ_JOB_MAX_ATTEMPTS"),
+    ({"HOSTQ_WHM_CREATE_TIMEOUT": "fast"}, "HOSTQ_WHM_CREATE_TIMEOUT"),
+    ({"HOSTQ_WHM_READ_TIMEOUT": "0"}, "HOSTQ_WHM_READ_TIMEOUT"),
+    ({"HOSTQ_JOB_BACKOFF_MIN_S": "-1"}, "HOSTQ_JOB_BACKOFF_MIN_S"),
+    ({"HOSTQ_JOB_BACKOFF_MIN_S": "10", "HOSTQ_JOB_BACKOFF_MAX_S": "5"}, "HOSTQ_JOB_BACKOFF_MAX_S"),
+    ({"HOSTQ_KEK": "not base64!!"}, "HOSTQ_KEK"),
+    ({"HOSTQ_KEK": base64.b64encode(b"x" * 16).decode()}, "HOSTQ_KEK"),
+    ({"HOSTQ_KEK": base64.b64encode(b"x" * 33).decode()}, "HOSTQ_KEK"),
+    ({"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/hostq"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "mysql://root@db/hostq"}, "DATABASE_URL"),
+    ({"DATABASE_URL": "postgresql+asyncpg:///nohost"}, "DATABASE_URL"),
+    ({"REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL"),
+    ({"HOSTQ_BROKER_URL": "kafka://k:9092"}, "HOSTQ_BROKER_URL"),
+    ({"HOSTQ_SMTP_URL": "http://mail"}, "HOSTQ_SMTP_URL"),
+    ({"HOSTQ_PSP_URL": "ftp://psp"}, "HOSTQ_PSP_URL"),
+    ({"HOSTQ_ENV": "staging"}, "HOSTQ_ENV"),
+    ({"HOSTQ_ENV": ""}, "HOSTQ_ENV"),
+])
+def test_bad_values_name_the_variable(env, variable):
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    assert str(info.value).startswith(variable)
+
+
+@pytest.mark.parametrize("variable", ["HOSTQ_WHM_READ_TIMEOUT", "HOSTQ_JOB_BACKOFF_MIN_S"])
+def test_nan_is_refused(variable):
+    with pytest.raises(SettingsError, match=variable):
+        load_settings({variable: "nan"})
+
+
+def test_production_without_kek_names_hostq_kek():
+    with pytest.raises(SettingsError, match="HOSTQ_KEK"):
+        load_settings({"HOSTQ_ENV": "production", "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret"})
+
+
+@pytest.mark.parametrize("extra", [{}, {"HOSTQ_PSP_WEBHOOK_SECRET": "sandbox"}, {"HOSTQ_PSP_WEBHOOK_SECRET": ""}])
+def test_production_with_default_webhook_secret_raises(extra):
+    with pytest.raises(SettingsError, match="HOSTQ_PSP_WEBHOOK_SECRET"):
+        load_settings({"HOSTQ_ENV": "production", "HOSTQ_KEK": KEK, **extra})
+
+
+def test_production_with_real_settings_loads():
+    s = load_settings({"HOSTQ_ENV": "production", "HOSTQ_KEK": KEK, "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret"})
+    assert s.production and s.psp_webhook_secret == "real-secret"
