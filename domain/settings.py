@@ -41,6 +41,8 @@ class Settings:
     namespace: str = "hostq"
     # Seconds a recorded job may wait undispatched before the relay re-sends it.
     relay_grace_s: float = 5.0
+    # Seconds without a worker's heartbeat before its unacknowledged messages are redelivered.
+    broker_heartbeat_s: float = 30.0
 
     @property
     def production(self) -> bool:
@@ -110,6 +112,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         env=mode,
         namespace=env.get("HOSTQ_NAMESPACE", "hostq") or "hostq",
         relay_grace_s=_number(env, "HOSTQ_RELAY_GRACE_S", 5.0, float, 0.0),
+        broker_heartbeat_s=_number(env, "HOSTQ_BROKER_HEARTBEAT_S", 30.0, float, 1.0),
     )
     if settings.job_backoff_max_s < settings.job_backoff_min_s:
         raise SettingsError("HOSTQ_JOB_BACKOFF_MAX_S must be >= HOSTQ_JOB_BACKOFF_MIN_S")

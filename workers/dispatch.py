@@ -10,10 +10,6 @@ from dramatiq.brokers.redis import RedisBroker
 from domain.jobs.models import Job
 from domain.settings import Settings, SettingsError
 
-#: A crashed worker's unacknowledged messages return after this long without its heartbeat.
-HEARTBEAT_TIMEOUT_MS = 30_000
-
-
 def make_broker(settings: Settings) -> dramatiq.Broker:
     """The Dramatiq broker named by HOSTQ_BROKER_URL, namespaced so deployments can share one Redis."""
     if not settings.broker_url.startswith(("redis://", "rediss://")):
@@ -21,13 +17,15 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     # maintenance_chance: of every million broker commands, how many also requeue the messages of
     # workers whose heartbeat stopped; a high value brings a killed worker's message back within a minute.
     return RedisBroker(url=settings.broker_url, namespace=f"{settings.namespace}:dramatiq",
-                       heartbeat_timeout=HEARTBEAT_TIMEOUT_MS, maintenance_chance=50_000, middleware=[])
+                       heartbeat_timeout=int(settings.broker_heartbeat_s * 1000), maintenance_chance=50_000,
+                       middleware=[])
 
 
 def job_message(job: Job) -> dramatiq.Message:
     """The broker message for a job: its id as the only argument, on the job's queue."""
     return dramatiq.Message(queue_name=job.queue, actor_name=job.kind, args=(str(job.id),), kwargs={},
-                            options={"job_id": str(job.id), "request_id": job.request_id})
+                            options={"job_id": str(job.id), "request_id": job.request_id,
+                                     "resource_id": str(job.resource_id) if job.resource_id else None})
 
 
 def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list:

@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DomainError, IntegrationError
-from domain.jobs import rules
+from domain.jobs import effects, rules
 from domain.jobs.models import Job, JobAttempt
 
 
@@ -79,6 +79,7 @@ async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError
     job.status, job.error_code, job.error_message, job.updated_at = outcome, error.code, error.message, now
     if outcome == rules.FAILED:
         job.finished_at = now
+        await effects.on_failed(session, job)
     await _close_attempt(session, job, outcome, error)
     return outcome
 

@@ -17,9 +17,9 @@ class Service(Base):
 
     __tablename__ = "services"
     __table_args__ = (
-        # One live account per domain: WHM itself refuses a domain twice.
+        # One account per domain until terminated (a failed one may exist on WHM): WHM refuses a domain twice.
         Index("uq_services_live_domain", text("lower(domain)"), unique=True,
-              postgresql_where=text("status NOT IN ('terminated', 'failed')")),
+              postgresql_where=text("status <> 'terminated'")),
         # A username is unique on its server by its first 8 characters (WHM's rule).
         Index("uq_services_server_user8", "server_id", text("left(username, 8)"), unique=True,
               postgresql_where=text("username IS NOT NULL AND status <> 'terminated'")),
