@@ -43,6 +43,13 @@ class Settings:
     relay_grace_s: float = 5.0
     # Seconds without a worker's heartbeat before its unacknowledged messages are redelivered.
     broker_heartbeat_s: float = 30.0
+    # TTL of the per-service lock; 0 means "the slowest WHM call plus a minute".
+    lock_ttl_s: float = 0.0
+
+    @property
+    def service_lock_ttl_s(self) -> float:
+        """How long a service's lock lives without renewal: longer than the slowest call it covers."""
+        return self.lock_ttl_s or max(self.whm_create_timeout, self.whm_read_timeout) + 60
 
     @property
     def production(self) -> bool:
@@ -113,6 +120,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         namespace=env.get("HOSTQ_NAMESPACE", "hostq") or "hostq",
         relay_grace_s=_number(env, "HOSTQ_RELAY_GRACE_S", 5.0, float, 0.0),
         broker_heartbeat_s=_number(env, "HOSTQ_BROKER_HEARTBEAT_S", 30.0, float, 1.0),
+        lock_ttl_s=_number(env, "HOSTQ_LOCK_TTL_S", 0.0, float, 0.0),
     )
     if settings.job_backoff_max_s < settings.job_backoff_min_s:
         raise SettingsError("HOSTQ_JOB_BACKOFF_MAX_S must be >= HOSTQ_JOB_BACKOFF_MIN_S")

@@ -12,7 +12,7 @@ import domain.models  # noqa: F401  (every table known, so foreign keys resolve 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.jobs.service import mark_dispatched, undispatched_jobs
 from domain.settings import Settings
-from schedules.leader import RedisLock
+from workers.locks import RedisLock
 from workers.dispatch import dispatch, make_broker
 
 log = logging.getLogger("hostq.scheduler")

@@ -9,22 +9,30 @@ from dramatiq.middleware import AsyncIO, CurrentMessage, Pipelines, Retries, Shu
 
 from domain.settings import Settings
 from workers.dispatch import make_broker
+from workers.locks import RedisLock
 from workers.middleware import JobStateMiddleware
 
 #: Dramatiq's own retry budget is only a backstop: the job row decides when to stop (JobStateMiddleware).
 BACKSTOP_RETRIES = 1000
 
 
-def setup_broker(settings: Settings, sessions: Callable, queues: Iterable[str] = ()) -> dramatiq.Broker:
-    """Make the broker with its middleware in the order they must run, and declare extra queues to consume."""
+def setup_broker(settings: Settings, sessions: Callable, queues: Iterable[str] = (),
+                 redis: Callable | None = None) -> dramatiq.Broker:
+    """Make the broker with its middleware in the order they must run, and declare extra queues to consume.
+
+    `sessions` and `redis` are factories called on the worker's event loop (connections belong to a loop).
+    """
     broker = make_broker(settings)
+    ttl_ms = int(settings.service_lock_ttl_s * 1000)
+    locks = (lambda resource: RedisLock(redis(), f"{settings.namespace}:lock:service:{resource}", ttl_ms)) \
+        if redis else None
     for middleware in (
         TimeLimit(time_limit=int((settings.whm_create_timeout + 120) * 1000)),
         ShutdownNotifications(),
         Pipelines(),
         Retries(max_retries=BACKSTOP_RETRIES, min_backoff=max(1, int(settings.job_backoff_min_s * 1000)),
                 max_backoff=max(1, int(settings.job_backoff_max_s * 1000))),
-        JobStateMiddleware(sessions),
+        JobStateMiddleware(sessions, locks, renew_every_s=min(10.0, settings.service_lock_ttl_s / 3)),
         AsyncIO(),
         CurrentMessage(),
     ):

@@ -1,7 +1,9 @@
-"""The Dramatiq middleware that keeps each job row honest: running, succeeded, retrying, failed."""
+"""The Dramatiq middleware that keeps each job row honest and runs one action at a time per service."""
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Callable
 
@@ -11,17 +13,25 @@ from dramatiq.middleware import SkipMessage
 
 from domain.db import session_scope
 from domain.jobs import rules, tracking
+from workers.locks import RedisLock
+
+#: How long a message waits before trying again when its service is busy with another action.
+BUSY_DELAY_MS = (500, 2000)
 
 
 class JobStateMiddleware(dramatiq.Middleware):
     """Writes each attempt's start and outcome to the job row, and decides whether Retries retries.
 
-    It must sit after Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so
-    this one decides (by setting the message's max_retries) before Retries acts on it.
+    Before an attempt it takes the lock of the job's resource (a service): when another action holds
+    it, the message is put back with a short delay and skipped, which costs no attempt. It must sit
+    after Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one
+    decides (by setting the message's max_retries) before Retries acts on it.
     """
 
-    def __init__(self, sessions: Callable) -> None:
-        self._sessions = sessions
+    def __init__(self, sessions: Callable, locks: Callable[[str], RedisLock] | None = None,
+                 renew_every_s: float = 10.0) -> None:
+        self._sessions, self._locks, self._renew_every_s = sessions, locks, renew_every_s
+        self._held: dict[str, tuple[RedisLock, object]] = {}
 
     def _run(self, work: Callable) -> object:
         async def go():
@@ -34,26 +44,60 @@ class JobStateMiddleware(dramatiq.Middleware):
         value = message.options.get("job_id")
         return uuid.UUID(value) if value else None
 
+    @staticmethod
+    def _key(message: dramatiq.Message) -> str:
+        return f"{message.message_id}:{message.options.get('redis_message_id')}"
+
+    def _lock(self, message: dramatiq.Message) -> bool:
+        """Take the resource's lock (and start renewing it); False when another holder has it."""
+        resource = message.options.get("resource_id")
+        if self._locks is None or not resource:
+            return True
+        lock = self._locks(resource)
+        loop_thread = get_event_loop_thread()
+        if not loop_thread.run_coroutine(lock.acquire_new()):
+            return False
+        renewer = asyncio.run_coroutine_threadsafe(lock.keep(self._renew_every_s), loop_thread.loop)
+        self._held[self._key(message)] = (lock, renewer)
+        return True
+
+    def _unlock(self, message: dramatiq.Message) -> None:
+        held = self._held.pop(self._key(message), None)
+        if held is not None:
+            lock, renewer = held
+            renewer.cancel()
+            get_event_loop_thread().run_coroutine(lock.release())
+
     def before_process_message(self, broker, message):
         job_id = self._job_id(message)
         if job_id is None:
             return
+        if not self._lock(message):  # busy with another action: come back soon, no attempt spent
+            broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
+            raise SkipMessage(f"job {job_id}: its service is busy")
         job = self._run(lambda s: tracking.start_attempt(s, job_id))
         if job is None:  # done, cancelled, failed or unknown: a duplicate or stale delivery
+            self._unlock(message)
             raise SkipMessage(f"job {job_id} does not need to run")
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         job_id = self._job_id(message)
         if job_id is None:
             return
-        if exception is None:
-            self._run(lambda s: tracking.finish_success(s, job_id, result if isinstance(result, dict) else None))
-            return
-        error = tracking.describe_error(exception)
-        outcome = self._run(lambda s: tracking.finish_error(s, job_id, error))
-        # Postgres decides; Retries only schedules: no retry once the job row says failed.
-        retries = message.options.get("retries", 0)
-        message.options["max_retries"] = retries + 1 if outcome == rules.RETRYING else 0
+        try:
+            if exception is None:
+                self._run(lambda s: tracking.finish_success(s, job_id, result if isinstance(result, dict) else None))
+                return
+            error = tracking.describe_error(exception)
+            outcome = self._run(lambda s: tracking.finish_error(s, job_id, error))
+            # Postgres decides; Retries only schedules: no retry once the job row says failed.
+            retries = message.options.get("retries", 0)
+            message.options["max_retries"] = retries + 1 if outcome == rules.RETRYING else 0
+        finally:
+            self._unlock(message)
+
+    def after_skip_message(self, broker, message):
+        self._unlock(message)
 
     def before_enqueue(self, broker, message, delay):
         job_id = self._job_id(message)

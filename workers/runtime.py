@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.db import make_engine, make_sessionmaker
@@ -20,6 +21,7 @@ class Runtime:
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
+    redis: aioredis.Redis
     _whm: dict[uuid.UUID, WhmClient] = field(default_factory=dict)
 
     def whm_for(self, server: WhmServer) -> WhmClient:
@@ -41,5 +43,6 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = load_settings()
-        _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)))
+        _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)),
+                           redis=aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
     return _runtime

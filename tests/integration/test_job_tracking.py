@@ -6,8 +6,11 @@ import asyncio
 import uuid
 from dataclasses import replace
 
+import time
+
 import dramatiq
 import pytest
+import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from domain.db import make_engine, make_sessionmaker, session_scope
@@ -18,6 +21,7 @@ from workers.broker import setup_broker
 from workers.dispatch import dispatch
 
 CALLS: dict[str, int] = {}
+SPANS: list[tuple[str, float | None, float | None]] = []
 PLANS: dict[str, list[str]] = {}  # job id -> what each attempt does: "ok", "transient", "permanent"
 
 
@@ -31,7 +35,13 @@ def worker_broker(settings):
             lazy["s"] = make_sessionmaker(make_engine(settings.database_url, pool_size=2))
         return lazy["s"]
 
-    broker = setup_broker(replace(settings, namespace=f"{settings.namespace}-tracking"), sessions)
+    def redis_client():
+        if "r" not in lazy:
+            lazy["r"] = aioredis.from_url(settings.redis_url)
+        return lazy["r"]
+
+    broker = setup_broker(replace(settings, namespace=f"{settings.namespace}-tracking", lock_ttl_s=5), sessions,
+                          redis=redis_client)
 
     async def scripted(job_id: str) -> dict:
         n = CALLS.get(job_id, 0)
@@ -39,6 +49,11 @@ def worker_broker(settings):
         step = PLANS[job_id][min(n, len(PLANS[job_id]) - 1)]
         if step == "transient":
             raise TransientIntegrationError("whm_unavailable", f"attempt {n + 1}: WHM answered 503")
+        if step == "slow":
+            SPANS.append((job_id, time.monotonic(), None))
+            await asyncio.sleep(0.3)
+            SPANS.append((job_id, None, time.monotonic()))
+            return {"done": n + 1}
         if step == "permanent":
             raise PermanentIntegrationError("whm_rejected", "Unable to find package nope")
         return {"done": n + 1}
@@ -51,9 +66,10 @@ def worker_broker(settings):
     broker.close()
 
 
-async def _run(sessions, broker, plan: list[str], max_attempts: int = 3) -> Job:
+async def _run(sessions, broker, plan: list[str], max_attempts: int = 3, resource_id=None) -> Job:
     async with session_scope(sessions) as session:
-        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=max_attempts)
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=max_attempts,
+                         resource_type="service" if resource_id else None, resource_id=resource_id)
     PLANS[str(job.id)] = plan
     assert dispatch(broker, [job]) == [job.id]
     for _ in range(300):
@@ -102,3 +118,24 @@ async def test_a_finished_job_is_not_run_again(worker_broker, sessions):
     assert CALLS[str(job.id)] == 1
     async with sessions() as session:
         assert (await session.get(Job, job.id)).attempts == 1
+
+
+async def test_one_action_at_a_time_per_service_and_waiting_costs_no_attempt(worker_broker, sessions):
+    service_id = uuid.uuid4()
+    jobs = await asyncio.gather(*[_run(sessions, worker_broker, ["slow"], resource_id=service_id) for _ in range(3)])
+    assert [j.status for j in jobs] == ["succeeded"] * 3
+    assert [j.attempts for j in jobs] == [1, 1, 1]  # waiting for the lock is not an attempt
+    mine = {str(j.id) for j in jobs}
+    starts = sorted(t for job, t, _ in SPANS if job in mine and t is not None)
+    ends = sorted(t for job, _, t in SPANS if job in mine and t is not None)
+    assert all(end <= next_start for end, next_start in zip(ends, starts[1:]))  # never overlapping
+
+
+async def test_different_services_run_in_parallel(worker_broker, sessions):
+    jobs = await asyncio.gather(*[_run(sessions, worker_broker, ["slow"], resource_id=uuid.uuid4())
+                                  for _ in range(2)])
+    assert [j.status for j in jobs] == ["succeeded"] * 2
+    first, second = (str(j.id) for j in jobs)
+    start = {job: t for job, t, _ in SPANS if t is not None}
+    end = {job: t for job, _, t in SPANS if t is not None}
+    assert start[first] < end[second] and start[second] < end[first]  # the two actions overlapped

@@ -1,7 +1,9 @@
-"""One leader among schedulers: a Redis lock with a TTL, renewed while held, released only by its holder."""
+"""Redis locks with a TTL, renewed while held, released only by their holder (service actions, the clock's leader)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 
 import redis.asyncio as aioredis
@@ -24,6 +26,10 @@ class RedisLock:
             return True
         return await self.renew()
 
+    async def acquire_new(self) -> bool:
+        """Take the lock only if nobody (ourselves included) holds it."""
+        return bool(await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+
     async def renew(self) -> bool:
         """Extend our hold; False when the lock is no longer ours."""
         return bool(await self.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms))
@@ -31,3 +37,10 @@ class RedisLock:
     async def release(self) -> None:
         """Let go, only if we still hold it."""
         await self.client.eval(_RELEASE, 1, self.key, self.token)
+
+    async def keep(self, every_s: float) -> None:
+        """Renew every `every_s` seconds until cancelled (run as a task while the work goes on)."""
+        while True:
+            await asyncio.sleep(every_s)
+            with contextlib.suppress(Exception):  # a missed renewal is retried at the next beat
+                await self.renew()
