@@ -17,7 +17,7 @@ from api.health import live, ready
 from api.jobs.controller import JobController
 from api.request_ids import request_id
 from api.resources import Resources
-from api.services.controller import ServiceController
+from api.services.controller import ProvisionController, ServiceController
 from domain.settings import Settings
 
 DESCRIPTION = """\
@@ -58,7 +58,8 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
     async def shutdown(app: Litestar) -> None:
         await app.state.resources.close()
 
-    v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, JobController],
+    v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
+                                    JobController],
                 middleware=[SignatureAuthMiddleware()], security=[{"signedRequest": []}])
     return Litestar(
         route_handlers=[v1, live, ready],

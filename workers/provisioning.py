@@ -9,6 +9,7 @@ import dramatiq
 from domain.db import session_scope
 from domain.jobs.models import Job
 from domain.provisioning.accounts import create_account
+from domain.provisioning.actions import run_action
 from workers.runtime import runtime
 
 
@@ -23,3 +24,12 @@ async def provision_create(job_id: str) -> dict:
     """Create the service's WHM account exactly once (adopting one a timed-out call left behind)."""
     rt = runtime()
     return await create_account(rt.sessions, await _service_of(job_id), rt.whm_for)
+
+
+async def _action(job_id: str) -> dict:
+    rt = runtime()
+    return await run_action(rt.sessions, uuid.UUID(job_id), rt.whm_for)
+
+
+for _kind in ("provision.suspend", "provision.unsuspend", "provision.terminate", "provision.change_plan"):
+    dramatiq.actor(_action, actor_name=_kind, queue_name="provisioning")

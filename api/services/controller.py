@@ -9,9 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.auth import requires
 from api.customers.controller import Limit
 from api.jobs.schemas import Job
-from api.services.schemas import Accepted, Service, ServiceList, ServiceOrder
+from api.services.schemas import Accepted, ChangePlanRequest, Service, ServiceList, ServiceOrder, SuspendRequest
 from domain.ids import parse_id
 from domain.services import service
+from domain.services.lifecycle import request_action
 from domain.settings import Settings
 from domain.tenants.service import Principal
 
@@ -21,6 +22,18 @@ LOCATION = ResponseHeader(name="Location", description="/v1/jobs/<job_id>: poll 
 def accepted(body: Accepted) -> Response[Accepted]:
     """202 with the job's location."""
     return Response(body, status_code=202, headers={"Location": f"/v1/jobs/{body.job.id}"})
+
+
+IN_FLIGHT_NOTE = ("Answers 202 with the job. Asking again while that job is in flight returns the same job; "
+                  "while a job of another kind is in flight for the service, 409 conflict. A state that does not "
+                  "allow the action: 422 invalid_state.")
+
+
+async def _act(session: AsyncSession, caller: Principal, service_id: str, action: str, request_id: str,
+               settings: Settings, **extra) -> Response[Accepted]:
+    row, job = await request_action(session, caller.tenant_id, parse_id(service_id), action, request_id=request_id,
+                                    max_attempts=settings.job_max_attempts, **extra)
+    return accepted(Accepted(job=Job.of(job), service=Service.of(row)))
 
 
 class ServiceController(Controller):
@@ -48,3 +61,41 @@ class ServiceController(Controller):
             session, caller.tenant_id, limit=limit, cursor=cursor, status=status,
             customer_id=parse_id(customer_id) if customer_id else None)
         return ServiceList(data=[Service.of(r) for r in rows], next_cursor=next_cursor)
+
+    @post("/{service_id:str}/suspend", guards=[requires("services:write")], status_code=202,
+          response_headers=[LOCATION], summary="Suspend a service", description=IN_FLIGHT_NOTE)
+    async def suspend(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+                      settings: Settings, data: SuspendRequest | None = None) -> Response[Accepted]:
+        reason = data.reason if data else None
+        return await _act(session, caller, service_id, "suspend", request_id, settings, reason=reason)
+
+    @post("/{service_id:str}/unsuspend", guards=[requires("services:write")], status_code=202,
+          response_headers=[LOCATION], summary="Unsuspend a service", description=IN_FLIGHT_NOTE)
+    async def unsuspend(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+                        settings: Settings) -> Response[Accepted]:
+        return await _act(session, caller, service_id, "unsuspend", request_id, settings)
+
+    @post("/{service_id:str}/terminate", guards=[requires("services:write")], status_code=202,
+          response_headers=[LOCATION], summary="Terminate a service (removes the WHM account)",
+          description=IN_FLIGHT_NOTE)
+    async def terminate(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+                        settings: Settings) -> Response[Accepted]:
+        return await _act(session, caller, service_id, "terminate", request_id, settings)
+
+    @post("/{service_id:str}/change-plan", guards=[requires("services:write")], status_code=202,
+          response_headers=[LOCATION], summary="Move a service to another plan (WHM changepackage)",
+          description=IN_FLIGHT_NOTE)
+    async def change_plan(self, service_id: str, data: ChangePlanRequest, session: AsyncSession, caller: Principal,
+                          request_id: str, settings: Settings) -> Response[Accepted]:
+        return await _act(session, caller, service_id, "change_plan", request_id, settings, plan=data.plan)
+
+
+class ProvisionController(Controller):
+    path = "/v1/provision"
+    tags = ["provisioning"]
+
+    @post("/{service_id:str}", guards=[requires("provisioning:write")], status_code=202,
+          response_headers=[LOCATION], summary="Provision a pending or failed service", description=IN_FLIGHT_NOTE)
+    async def provision(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+                        settings: Settings) -> Response[Accepted]:
+        return await _act(session, caller, service_id, "provision", request_id, settings)

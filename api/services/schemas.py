@@ -63,3 +63,15 @@ class ServiceList(msgspec.Struct):
 
     data: list[Service]
     next_cursor: str | None
+
+
+class SuspendRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/services/{id}/suspend`: an optional reason, shown on WHM."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class ChangePlanRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /v1/services/{id}/change-plan`: the new plan's code."""
+
+    plan: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["pro"])]

@@ -10,18 +10,31 @@ PENDING, PROVISIONING, ACTIVE, SUSPENDED, TERMINATED, FAILED = (
 STATUSES = (PENDING, PROVISIONING, ACTIVE, SUSPENDED, TERMINATED, FAILED)
 BILLING_CYCLES = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}
 
-# action -> (states it may start from, state while its job runs)
-ACTIONS: dict[str, tuple[frozenset[str], str]] = {
-    "provision": (frozenset({PENDING, FAILED}), PROVISIONING),
+
+
+class Action:
+    """What a request on a service starts: the states it is allowed from, its job kind, the state at once."""
+
+    def __init__(self, kind: str, allowed: frozenset[str], at_once: str | None = None) -> None:
+        self.kind, self.allowed, self.at_once = kind, allowed, at_once
+
+
+ACTIONS: dict[str, Action] = {
+    "provision": Action("provision.create", frozenset({PENDING, FAILED}), at_once=PROVISIONING),
+    "suspend": Action("provision.suspend", frozenset({ACTIVE})),
+    "unsuspend": Action("provision.unsuspend", frozenset({SUSPENDED})),
+    "terminate": Action("provision.terminate", frozenset({PENDING, ACTIVE, SUSPENDED, FAILED})),
+    "change_plan": Action("provision.change_plan", frozenset({ACTIVE, SUSPENDED})),
 }
-# Outcomes of a provisioning job.
-PROVISIONED = {PROVISIONING: ACTIVE}
+# The state a service reaches when its action's job succeeds.
+DONE = {"provision.create": ACTIVE, "provision.suspend": SUSPENDED, "provision.unsuspend": ACTIVE,
+        "provision.terminate": TERMINATED}
+SUSPEND_REASONS = ("reseller", "non_payment")
 
 
 def can_start(action: str, status: str) -> bool:
     """Whether a service in `status` accepts `action`."""
-    allowed, _ = ACTIONS[action]
-    return status in allowed
+    return status in ACTIONS[action].allowed
 
 
 def after_provisioned(status: str) -> str:

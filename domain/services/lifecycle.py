@@ -1,0 +1,62 @@
+"""Asking for an action on a service: check its state, return an in-flight job, or record a new one."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.catalog.service import plan_by_code
+from domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from domain.jobs import rules as job_rules
+from domain.jobs.models import Job
+from domain.jobs.service import record_job
+from domain.services import rules
+from domain.services.models import Service
+
+
+async def _in_flight(session: AsyncSession, service_id: uuid.UUID) -> Job | None:
+    return await session.scalar(select(Job).where(Job.resource_id == service_id,
+                                                  Job.status.in_(job_rules.IN_FLIGHT))
+                                .order_by(Job.created_at.desc()).limit(1))
+
+
+async def _args(session: AsyncSession, service: Service, action: str, reason: str | None,
+                plan: str | None) -> dict:
+    if action == "suspend":
+        return {"reason": (reason or "").strip()[:200], "suspended_reason": "reseller"}
+    if action != "change_plan":
+        return {}
+    target = await plan_by_code(session, service.tenant_id, plan or "")
+    if target is None:
+        raise ValidationFailed("plan: no such plan", errors=[{"field": "plan", "message": "no such plan"}])
+    if target.id == service.plan_id:
+        raise InvalidState(f"the service is already on plan {target.code!r}")
+    return {"plan_id": str(target.id)}
+
+
+async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id: uuid.UUID | None, action: str, *,
+                         max_attempts: int, request_id: str | None, reason: str | None = None,
+                         plan: str | None = None) -> tuple[Service, Job]:
+    """The job doing `action` on the service: the one already in flight for it, or a new one."""
+    service = await session.get(Service, service_id, with_for_update=True) if service_id else None
+    if service is None or service.tenant_id != tenant_id:
+        raise NotFound("no such service")
+    spec = rules.ACTIONS[action]
+    running = await _in_flight(session, service.id)
+    if running is not None:
+        if running.kind == spec.kind:
+            return service, running  # natural idempotency: asking again returns the same job
+        raise Conflict(f"the service has a {running.kind} job in flight ({running.id}); try again when it ends")
+    if not rules.can_start(action, service.status):
+        raise InvalidState(f"cannot {action.replace('_', ' ')} a {service.status} service")
+    args = await _args(session, service, action, reason, plan)
+    job = record_job(session, kind=spec.kind, tenant_id=tenant_id, max_attempts=max_attempts,
+                     resource_type="service", resource_id=service.id, region=service.region, args=args,
+                     request_id=request_id)
+    if spec.at_once:
+        service.status = spec.at_once
+    service.last_job_id = job.id
+    await session.flush()
+    return service, job

@@ -1,0 +1,91 @@
+"""Suspend, unsuspend, change plan and terminate through the real processes, reflected on the fake WHM."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+
+from hostq.client import HostqSigner
+from tests.e2e.conftest import wait_until
+
+
+def _done(api: httpx.Client, job_id: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still {job['status']}")
+
+
+@pytest.fixture
+def stack(procs, ports):
+    region = f"l{uuid.uuid4().hex[:6]}"
+    whm = f"http://127.0.0.1:{ports['whm']}"
+    procs.start("whm", "sandbox", "whm", "--port", str(ports["whm"]))
+    wait_until(f"{whm}/__sandbox/accounts")
+    procs.run("servers", "add", "--region", region, "--url", whm, "--username", "root", "--token", "sandbox")
+    creds = procs.run("tenants", "create", "--name", "Lifecycle Hosting")
+    procs.start("api", "api", "--port", str(ports["api"]))
+    procs.start("worker", "worker", "--region", region)
+    base = f"http://127.0.0.1:{ports['api']}"
+    wait_until(f"{base}/health/ready")
+    with httpx.Client(base_url=base, auth=HostqSigner(creds["api_key"], creds["signing_secret"])) as api, \
+            httpx.Client(base_url=whm) as fake:
+        yield api, fake, region
+
+
+def _account(fake: httpx.Client, domain: str) -> list[dict]:
+    return [a for a in fake.get("/__sandbox/accounts").json()["accounts"] if a["domain"] == domain]
+
+
+def test_service_life_cycle_on_whm(stack):
+    api, fake, region = stack
+    customer = api.post("/v1/customers", json={"name": "Bia", "email": "bia@example.com"}).json()
+    for code in ("basic", "pro"):
+        assert api.post("/v1/plans", json={"code": code, "name": code, "whm_package": code,
+                                           "prices": {"monthly": 1000}}).status_code == 201
+    domain = f"bia-{uuid.uuid4().hex[:6]}.example.com"
+    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
+                                           "region": region, "billing_cycle": "monthly", "provision": "now"}).json()
+    service_id = order["service"]["id"]
+    assert _done(api, order["job"]["id"])["status"] == "succeeded"
+
+    # Suspend, slowly, and ask twice: the second request returns the same job.
+    fake.post("/__sandbox/latency", json={"function": "suspendacct", "seconds": 1})
+    first = api.post(f"/v1/services/{service_id}/suspend", json={"reason": "abuse report"})
+    second = api.post(f"/v1/services/{service_id}/suspend", json={"reason": "abuse report"})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["job"]["id"] == second.json()["job"]["id"]
+    assert first.json()["job"]["kind"] == "provision.suspend"
+    busy = api.post(f"/v1/services/{service_id}/terminate")
+    assert busy.status_code == 409 and busy.json()["code"] == "conflict"
+    assert _done(api, first.json()["job"]["id"])["status"] == "succeeded"
+    service = api.get(f"/v1/services/{service_id}").json()
+    assert service["status"] == "suspended" and service["suspended_reason"] == "reseller"
+    assert _account(fake, domain)[0]["suspended"] == 1
+    again = api.post(f"/v1/services/{service_id}/suspend")
+    assert again.status_code == 422 and again.json()["code"] == "invalid_state"
+
+    job = api.post(f"/v1/services/{service_id}/unsuspend").json()["job"]
+    assert _done(api, job["id"])["status"] == "succeeded"
+    assert api.get(f"/v1/services/{service_id}").json()["status"] == "active"
+    assert _account(fake, domain)[0]["suspended"] == 0
+
+    changed = api.post(f"/v1/services/{service_id}/change-plan", json={"plan": "pro"})
+    assert changed.status_code == 202
+    assert _done(api, changed.json()["job"]["id"])["status"] == "succeeded"
+    assert api.get(f"/v1/services/{service_id}").json()["plan"] == "pro"
+    assert _account(fake, domain)[0]["plan"] == "pro"
+    assert api.post(f"/v1/services/{service_id}/change-plan", json={"plan": "nope"}).status_code == 400
+
+    job = api.post(f"/v1/services/{service_id}/terminate").json()["job"]
+    assert _done(api, job["id"])["status"] == "succeeded"
+    assert api.get(f"/v1/services/{service_id}").json()["status"] == "terminated"
+    assert _account(fake, domain) == []
+    assert api.post(f"/v1/services/{service_id}/unsuspend").json()["code"] == "invalid_state"
+    assert api.post(f"/v1/provision/{service_id}").json()["code"] == "invalid_state"
