@@ -63,13 +63,14 @@ def _demo_credentials(settings) -> dict:
         return {"slug": "demo", **asyncio.run(create_key(settings, tenant_slug="demo", scopes=",".join(ALL_SCOPES)))}
 
 
-def _banner(creds: dict, port: int, whm_port: int) -> str:
+def _banner(creds: dict, port: int, whm_ports: dict[str, int]) -> str:
     base = f"http://127.0.0.1:{port}"
+    fakes = "\n".join(f"  fake WHM     region {region}: http://127.0.0.1:{p}   (accounts: http://127.0.0.1:{p}/__sandbox/accounts)"
+                      for region, p in whm_ports.items())
     return f"""
 hostq is running.
   API          {base}   (OpenAPI: {base}/schema/openapi.json, docs: {base}/schema/swagger)
-  fake WHM     http://127.0.0.1:{whm_port}   (accounts: http://127.0.0.1:{whm_port}/__sandbox/accounts)
-  region       us
+{fakes}
 
 Demo tenant credentials (shown once):
   {json.dumps(creds)}
@@ -78,7 +79,7 @@ Try a signed request (in another terminal, from this directory):
   export HOSTQ_API_URL={base} HOSTQ_API_KEY={creds['api_key']} HOSTQ_SIGNING_SECRET={creds['signing_secret']}
   .venv/bin/hostq call POST /v1/customers --data '{{"name": "Ana", "email": "ana@example.com"}}'
   .venv/bin/hostq call POST /v1/plans --data '{{"code": "basic", "name": "Basic", "whm_package": "basic", "prices": {{"monthly": 6990}}}}'
-  .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "us", "billing_cycle": "monthly", "provision": "now"}}'
+  .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "{next(iter(whm_ports))}", "billing_cycle": "monthly", "provision": "now"}}'
   .venv/bin/hostq call GET /v1/jobs/<job id>
 
 Ctrl-C stops everything.
@@ -93,7 +94,9 @@ def run_dev(args) -> None:
     """Migrate, start the fake WHM, register it, start API, workers and scheduler, print credentials."""
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
-    for port in (args.port, args.whm_port):
+    regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+    whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
+    for port in (args.port, *whm_ports.values()):
         if not _port_free(port):
             raise RuntimeError(f"port {port} is already in use: stop what uses it or pass --port/--whm-port")
     upgrade(settings.database_url)
@@ -104,17 +107,19 @@ def run_dev(args) -> None:
         children.append(subprocess.Popen([*hostq, *argv], env=os.environ.copy()))
 
     try:
-        start("sandbox", "whm", "--port", str(args.whm_port))
-        _wait_http(f"http://127.0.0.1:{args.whm_port}/__sandbox/accounts")
         from hostq.admin import register_server
-        asyncio.run(register_server(settings, region="us", url=f"http://127.0.0.1:{args.whm_port}", username="root",
-                                    token="sandbox", name="sandbox-us", capacity=500, reuse=True))
+        for region, port in whm_ports.items():  # one fake WHM per region, as real regions have their own servers
+            start("sandbox", "whm", "--port", str(port))
+            _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
+            asyncio.run(register_server(settings, region=region, url=f"http://127.0.0.1:{port}", username="root",
+                                        token="sandbox", name=f"sandbox-{region}", capacity=500, reuse=True))
         start("api", "--port", str(args.port))
         start("worker")
-        start("worker", "--region", "us")
+        for region in regions:
+            start("worker", "--region", region)
         start("scheduler")
         _wait_http(f"http://127.0.0.1:{args.port}/health/ready")
-        print(_banner(_demo_credentials(settings), args.port, args.whm_port), flush=True)
+        print(_banner(_demo_credentials(settings), args.port, whm_ports), flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
