@@ -18,6 +18,7 @@ from api.jobs.controller import JobController
 from api.request_ids import request_id
 from api.resources import Resources
 from api.services.controller import ProvisionController, ServiceController
+from api.tenant.controller import TenantController
 from domain.settings import Settings
 
 DESCRIPTION = """\
@@ -59,7 +60,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
         await app.state.resources.close()
 
     v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
-                                    JobController],
+                                    JobController, TenantController],
                 middleware=[SignatureAuthMiddleware()], security=[{"signedRequest": []}])
     return Litestar(
         route_handlers=[v1, live, ready],

@@ -50,3 +50,10 @@ class Job(msgspec.Struct):
             resource=JobResource(type=row.resource_type, id=row.resource_id) if row.resource_id else None,
             error=JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None,
             result=row.result, request_id=row.request_id)
+
+
+class JobList(msgspec.Struct):
+    """A page of jobs, newest first."""
+
+    data: list[Job]
+    next_cursor: str | None

@@ -8,10 +8,11 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import NotFound
+from domain.errors import NotFound, ValidationFailed
 from domain.ids import new_id
 from domain.jobs import rules
 from domain.jobs.models import Job
+from domain.pagination import page, paginate
 
 OUTBOX = "hostq_outbox"
 
@@ -53,3 +54,21 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
     stmt = (select(Job).where(Job.status == rules.QUEUED, Job.dispatched_at.is_(None), Job.created_at < cutoff)
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
+
+
+async def list_tenant_jobs(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, cursor: str | None,
+                           status: str | None = None, kind: str | None = None,
+                           resource_id: uuid.UUID | None = None) -> tuple[list[Job], str | None]:
+    """A page of the tenant's jobs, newest first, filtered by status, kind and resource."""
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        if status not in rules.STATUSES:
+            raise ValidationFailed(f"status must be one of {', '.join(rules.STATUSES)}",
+                                   errors=[{"field": "status", "message": "unknown status"}])
+        stmt = stmt.where(Job.status == status)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    if resource_id is not None:
+        stmt = stmt.where(Job.resource_id == resource_id)
+    rows = list((await session.scalars(paginate(stmt, Job.id, limit, cursor))).all())
+    return page(rows, limit)

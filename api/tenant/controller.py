@@ -1,0 +1,24 @@
+"""`/v1/tenant`: the caller's own brand and settings."""
+
+from __future__ import annotations
+
+from litestar import Controller, get, patch
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.auth import requires
+from api.tenant.schemas import TenantPatch, TenantProfile
+from domain.tenants.profile import get_tenant, update_tenant
+from domain.tenants.service import Principal
+
+
+class TenantController(Controller):
+    path = "/v1/tenant"
+    tags = ["tenant"]
+
+    @get("/", summary="The tenant's brand and settings (any key)")
+    async def read(self, session: AsyncSession, caller: Principal) -> TenantProfile:
+        return TenantProfile.of(await get_tenant(session, caller.tenant_id))
+
+    @patch("/", guards=[requires("tenant:write")], summary="Change the tenant's brand and settings")
+    async def update(self, data: TenantPatch, session: AsyncSession, caller: Principal) -> TenantProfile:
+        return TenantProfile.of(await update_tenant(session, caller.tenant_id, data.changes()))
