@@ -159,7 +159,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_services_customer_id'), 'services', ['customer_id'], unique=False)
     op.create_index(op.f('ix_services_server_id'), 'services', ['server_id'], unique=False)
     op.create_index(op.f('ix_services_tenant_id'), 'services', ['tenant_id'], unique=False)
-    op.create_index('uq_services_live_domain', 'services', [sa.literal_column('lower(domain)')], unique=True, postgresql_where=sa.text("status NOT IN ('terminated', 'failed')"))
+    op.create_index('uq_services_live_domain', 'services', [sa.literal_column('lower(domain)')], unique=True, postgresql_where=sa.text("status <> 'terminated'"))
     op.create_index('uq_services_server_user8', 'services', ['server_id', sa.literal_column('left(username, 8)')], unique=True, postgresql_where=sa.text("username IS NOT NULL AND status <> 'terminated'"))
 
 
@@ -167,7 +167,7 @@ def upgrade() -> None:
 def downgrade() -> None:
 
     op.drop_index('uq_services_server_user8', table_name='services', postgresql_where=sa.text("username IS NOT NULL AND status <> 'terminated'"))
-    op.drop_index('uq_services_live_domain', table_name='services', postgresql_where=sa.text("status NOT IN ('terminated', 'failed')"))
+    op.drop_index('uq_services_live_domain', table_name='services', postgresql_where=sa.text("status <> 'terminated'"))
     op.drop_index(op.f('ix_services_tenant_id'), table_name='services')
     op.drop_index(op.f('ix_services_server_id'), table_name='services')
     op.drop_index(op.f('ix_services_customer_id'), table_name='services')
