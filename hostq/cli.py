@@ -9,6 +9,7 @@ import os
 import sys
 
 from domain.errors import DomainError
+from hostq import jobs_cli
 from domain.settings import Settings, SettingsError, load_settings
 
 
@@ -149,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("path", help="e.g. /v1/customers?limit=5")
     call.add_argument("--data", help="JSON body")
     call.set_defaults(run=_call)
+    jobs_cli.register(sub)
     return parser
 
 

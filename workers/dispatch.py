@@ -18,7 +18,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     # workers whose heartbeat stopped; a high value brings a killed worker's message back within a minute.
     return RedisBroker(url=settings.broker_url, namespace=f"{settings.namespace}:dramatiq",
                        heartbeat_timeout=int(settings.broker_heartbeat_s * 1000), maintenance_chance=50_000,
-                       middleware=[])
+                       middleware=[], socket_connect_timeout=2, socket_timeout=10)
 
 
 def job_message(job: Job) -> dramatiq.Message:

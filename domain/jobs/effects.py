@@ -24,3 +24,8 @@ async def on_requeued(session: AsyncSession, job: Job) -> None:
         await session.execute(update(Service).where(Service.id == job.resource_id,
                                                     Service.status == service_rules.FAILED)
                               .values(status=service_rules.PROVISIONING, last_job_id=job.id))
+
+
+async def on_cancelled(session: AsyncSession, job: Job) -> None:
+    """A cancelled provisioning job leaves its service `failed`, not waiting for work that will never run."""
+    await on_failed(session, job)

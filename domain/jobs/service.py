@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound, ValidationFailed
@@ -51,7 +51,9 @@ async def mark_dispatched(session: AsyncSession, job_ids: list[uuid.UUID]) -> No
 async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 500) -> list[Job]:
     """Queued jobs recorded more than `grace_s` ago whose message never reached the broker."""
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_s)
-    stmt = (select(Job).where(Job.status == rules.QUEUED, Job.dispatched_at.is_(None), Job.created_at < cutoff)
+    # From the last change, not creation: a job retried by ops just now is being sent by whoever retried it.
+    changed = func.coalesce(Job.updated_at, Job.created_at)
+    stmt = (select(Job).where(Job.status == rules.QUEUED, Job.dispatched_at.is_(None), changed < cutoff)
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 

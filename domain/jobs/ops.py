@@ -1,0 +1,160 @@
+"""Ops actions on jobs (list, retry, cancel), shared by `hostq jobs` and the ops dashboard."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import TypedDict
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.errors import ValidationFailed
+from domain.ids import parse_id
+from domain.jobs import effects, rules
+from domain.jobs.models import Job
+from domain.jobs.service import OUTBOX
+from domain.pagination import page, paginate
+
+NOT_AN_ID, NO_SUCH_JOB = "not a job id", "no such job"
+
+
+class Skipped(TypedDict):
+    """A job an ops action left alone, and why."""
+
+    id: str
+    reason: str
+
+
+class RetryOutcome(TypedDict):
+    retried: list[str]
+    skipped: list[Skipped]
+
+
+class CancelOutcome(TypedDict):
+    cancelled: list[str]
+    skipped: list[Skipped]
+
+
+def retry_refusal(status: str) -> str | None:
+    """Why ops cannot retry a job in `status` (only `failed` jobs go back to `queued`), or None."""
+    return None if rules.can_move(status, rules.QUEUED) else f"status is {status}"
+
+
+def cancel_refusal(status: str) -> str | None:
+    """Why ops cannot cancel a job in `status`, or None.
+
+    `running` is refused although the state machine allows it: the attempt in progress
+    (a WHM call, a payment) cannot be interrupted safely, and its outcome would be lost.
+    """
+    if status == rules.RUNNING or not rules.can_move(status, rules.CANCELLED):
+        return f"status is {status}"
+    return None
+
+
+async def list_jobs(session: AsyncSession, *, status: str | None = None, kind: str | None = None,
+                    tenant_id: uuid.UUID | None = None, limit: int = 100,
+                    cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A newest-first page of every tenant's jobs, filtered, and the cursor of the next page."""
+    if status is not None and status not in rules.STATUSES:
+        raise ValidationFailed(f"unknown job status {status!r}",
+                               errors=[{"field": "status", "message": f"one of {', '.join(rules.STATUSES)}"}])
+    stmt = select(Job)
+    if status is not None:
+        stmt = stmt.where(Job.status == status)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    rows = list((await session.scalars(paginate(stmt, Job.id, limit, cursor))).all())
+    return page(rows, limit)
+
+
+async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> RetryOutcome:
+    """Put these failed jobs back to `queued` for a fresh round; skip the others with a reason."""
+    ids, skipped = _parse_ids(job_ids)
+    jobs = await _locked(session, select(Job).where(Job.id.in_(ids))) if ids else {}
+    retried: list[str] = []
+    for job_id in ids:
+        job = jobs.get(job_id)
+        reason = NO_SUCH_JOB if job is None else retry_refusal(job.status)
+        if reason:
+            skipped.append({"id": str(job_id), "reason": reason})
+            continue
+        await _requeue(session, job)
+        retried.append(str(job_id))
+    return {"retried": retried, "skipped": skipped}
+
+
+async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, kind: str | None = None,
+                         tenant_id: uuid.UUID | None = None) -> RetryOutcome:
+    """Retry every job in `status` (only `failed` can be), optionally of one kind or tenant."""
+    if status != rules.FAILED:
+        raise ValidationFailed("only failed jobs can be retried",
+                               errors=[{"field": "status", "message": "must be failed"}])
+    stmt = select(Job).where(Job.status == rules.FAILED)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    if tenant_id is not None:
+        stmt = stmt.where(Job.tenant_id == tenant_id)
+    jobs = await _locked(session, stmt)
+    for job in jobs.values():
+        await _requeue(session, job)
+    return {"retried": [str(job_id) for job_id in jobs], "skipped": []}
+
+
+async def cancel_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> CancelOutcome:
+    """Cancel these queued, retrying or failed jobs; a message still in the broker is then skipped."""
+    ids, skipped = _parse_ids(job_ids)
+    jobs = await _locked(session, select(Job).where(Job.id.in_(ids))) if ids else {}
+    cancelled: list[str] = []
+    now = datetime.now(timezone.utc)
+    for job_id in ids:
+        job = jobs.get(job_id)
+        reason = NO_SUCH_JOB if job is None else cancel_refusal(job.status)
+        if reason:
+            skipped.append({"id": str(job_id), "reason": reason})
+            continue
+        job.status, job.finished_at, job.next_attempt_at, job.updated_at = rules.CANCELLED, now, None, now
+        await effects.on_cancelled(session, job)
+        cancelled.append(str(job_id))
+    return {"cancelled": cancelled, "skipped": skipped}
+
+
+async def claim_undispatched(session: AsyncSession, job_ids: list[uuid.UUID]) -> list[Job]:
+    """Those of these jobs still queued and unsent, locked so the relay cannot send them at the same time."""
+    stmt = (select(Job).where(Job.id.in_(job_ids), Job.status == rules.QUEUED, Job.dispatched_at.is_(None))
+            .order_by(Job.id).with_for_update(skip_locked=True))
+    return list((await session.scalars(stmt)).all())
+
+
+def _parse_ids(values: Iterable[uuid.UUID | str]) -> tuple[list[uuid.UUID], list[Skipped]]:
+    ids: list[uuid.UUID] = []
+    skipped: list[Skipped] = []
+    for value in values:
+        job_id = value if isinstance(value, uuid.UUID) else parse_id(str(value))
+        if job_id is None:
+            skipped.append({"id": str(value), "reason": NOT_AN_ID})
+        elif job_id not in ids:
+            ids.append(job_id)
+    return ids, skipped
+
+
+async def _locked(session: AsyncSession, stmt: Select) -> dict[uuid.UUID, Job]:
+    # Locks taken in id order, so two ops acting on overlapping sets cannot deadlock;
+    # populate_existing so a job already in this session shows its current row.
+    stmt = stmt.order_by(Job.id).with_for_update().execution_options(populate_existing=True)
+    return {job.id: job for job in (await session.scalars(stmt)).all()}
+
+
+async def _requeue(session: AsyncSession, job: Job) -> None:
+    """A fresh round: attempts restart at 0; the JobAttempt rows of earlier rounds stay as history.
+
+    The last error stays on the row until the next attempt replaces or clears it.
+    """
+    job.status, job.round, job.attempts, job.updated_at = rules.QUEUED, job.round + 1, 0, datetime.now(timezone.utc)
+    job.started_at = job.finished_at = job.next_attempt_at = job.dispatched_at = None
+    await effects.on_requeued(session, job)
+    # Sent after commit, like a newly recorded job (domain.jobs.service.record_job).
+    session.info.setdefault(OUTBOX, []).append(job)

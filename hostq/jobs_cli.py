@@ -1,0 +1,161 @@
+"""`hostq jobs list|retry|cancel`: ops on jobs from the terminal (operations.md, 'Commands')."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from domain.jobs import rules
+
+if TYPE_CHECKING:
+    from domain.jobs.models import Job
+    from domain.settings import Settings
+
+# The database, broker and model modules are imported inside the functions that use them, as in
+# hostq/cli.py: `register` runs on every `hostq` invocation and must stay quick to import.
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `jobs` command tree to the `hostq` parser."""
+    jobs = sub.add_parser("jobs", help="list, retry and cancel jobs").add_subparsers(dest="action", required=True)
+
+    listing = jobs.add_parser("list", help="jobs as JSON lines, newest first")
+    listing.add_argument("--status", choices=rules.STATUSES)
+    listing.add_argument("--kind", help="e.g. provision.create")
+    listing.add_argument("--tenant", help="tenant slug")
+    listing.add_argument("--limit", type=_positive, default=100, help="at most this many jobs (default 100)")
+    listing.set_defaults(run=_list)
+
+    retry = jobs.add_parser("retry", help="put failed jobs back to queued for a fresh round of attempts")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("ids", nargs="*", default=[], metavar="ID", help="job ids")
+    which.add_argument("--status", choices=[rules.FAILED], help="every failed job (of --kind, if given)")
+    retry.add_argument("--kind", help="with --status: only jobs of this kind")
+    retry.set_defaults(run=_retry)
+
+    cancel = jobs.add_parser("cancel", help="cancel queued, retrying or failed jobs (never a running one)")
+    cancel.add_argument("ids", nargs="+", metavar="ID", help="job ids")
+    cancel.set_defaults(run=_cancel)
+
+
+def _list(args, settings: Settings) -> None:
+    for line in asyncio.run(list_lines(settings, status=args.status, kind=args.kind, tenant=args.tenant,
+                                       limit=args.limit)):
+        _print(line)
+
+
+def _retry(args, settings: Settings) -> None:
+    if args.ids and args.kind:
+        raise ValueError("--kind goes with --status failed, not with job ids")
+    _print(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
+
+
+def _cancel(args, settings: Settings) -> None:
+    _print(asyncio.run(cancel(settings, ids=args.ids)))
+
+
+async def list_lines(settings: Settings, *, status: str | None = None, kind: str | None = None,
+                     tenant: str | None = None, limit: int = 100) -> list[dict]:
+    """`hostq jobs list`: up to `limit` jobs, newest first, one dict per JSON line."""
+    from domain.jobs import ops
+    from domain.pagination import MAX_LIMIT
+    from domain.tenants.service import tenant_by_slug
+
+    async def work(session):
+        tenant_id = (await tenant_by_slug(session, tenant)).id if tenant else None
+        lines, cursor = [], None
+        while len(lines) < limit:
+            rows, cursor = await ops.list_jobs(session, status=status, kind=kind, tenant_id=tenant_id,
+                                               limit=min(MAX_LIMIT, limit - len(lines)), cursor=cursor)
+            lines += [job_line(job) for job in rows]
+            if cursor is None:
+                break
+        return lines
+    return await _in_transaction(settings, work)
+
+
+async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str | None = None) -> dict:
+    """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; then send them."""
+    from domain.jobs import ops
+
+    async def work(session):
+        if ids:
+            return await ops.retry_jobs(session, ids)
+        return await ops.retry_matching(session, status=rules.FAILED, kind=kind)
+    return await _in_transaction(settings, work)
+
+
+async def cancel(settings: Settings, *, ids: list[str]) -> dict:
+    """`hostq jobs cancel`."""
+    from domain.jobs import ops
+    return await _in_transaction(settings, lambda session: ops.cancel_jobs(session, ids))
+
+
+def job_line(job: Job) -> dict:
+    """One job as `hostq jobs list` prints it."""
+    return {"id": str(job.id), "kind": job.kind, "status": job.status, "attempts": job.attempts,
+            "max_attempts": job.max_attempts, "round": job.round,
+            "tenant_id": str(job.tenant_id) if job.tenant_id else None,
+            "resource": {"type": job.resource_type, "id": str(job.resource_id)} if job.resource_id else None,
+            "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
+            "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at)}
+
+
+async def _in_transaction(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `work` in one transaction; after it commits, send the jobs it put back to `queued`."""
+    import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
+    from domain.db import make_engine, make_sessionmaker
+    from domain.jobs.service import take_outbox
+
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        sessions = make_sessionmaker(engine)
+        async with sessions() as session:
+            async with session.begin():
+                result = await work(session)
+            requeued = [job.id for job in take_outbox(session)]
+        if requeued:
+            await _send(settings, sessions, requeued)
+        return result
+    finally:
+        await engine.dispose()
+
+
+async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
+    from domain.db import session_scope
+    from domain.jobs import ops
+    from domain.jobs.service import mark_dispatched
+    from workers.dispatch import dispatch, make_broker
+
+    # Sent while the rows are locked, as the relay does, so the relay cannot send the same job too
+    # (a retried job's created_at is old: the relay's grace period does not protect it).
+    broker = make_broker(settings)
+    try:
+        async with session_scope(sessions) as session:
+            jobs = await ops.claim_undispatched(session, job_ids)
+            sent = dispatch(broker, jobs)
+            if sent:
+                await mark_dispatched(session, sent)
+    except Exception as exc:  # the change is committed: the relay sends what did not go now
+        print(f"hostq: jobs requeued; the relay will send them ({type(exc).__name__}: {exc})", file=sys.stderr)
+    finally:
+        broker.close()
+
+
+def _print(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, got {value!r}")
+    return int(value)

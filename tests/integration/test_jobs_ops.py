@@ -1,0 +1,317 @@
+"""Ops on jobs (list, retry, cancel) and `hostq jobs`, against real Postgres and Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select, update
+
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.errors import ValidationFailed
+from domain.jobs import ops, tracking
+from domain.jobs.models import Job, JobAttempt
+from domain.jobs.service import record_job, take_outbox, undispatched_jobs
+from domain.services.models import Service
+from hostq import jobs_cli
+from tests.integration.helpers import add_region, customer_and_plan, order_body
+from tests.integration.test_job_tracking import PLANS, worker_broker  # noqa: F401  (a real worker)
+from workers.dispatch import dispatch
+
+
+def _kind() -> str:
+    """A job kind of its own for one test (the database is shared by the run); its queue is `test`."""
+    return f"test.k{uuid.uuid4().hex[:8]}"
+
+
+def _add_job(session, kind: str, status: str = "queued", *, attempts: int = 0, tenant_id=None) -> Job:
+    """A job in `status` as a worker would have left it, with one JobAttempt row per attempt."""
+    job = record_job(session, kind=kind, tenant_id=tenant_id, max_attempts=3)
+    take_outbox(session)  # these jobs are not sent: the tests say what reaches the broker
+    now = datetime.now(timezone.utc)
+    job.status, job.attempts = status, attempts
+    if status != "queued":
+        job.started_at, job.dispatched_at = now, now
+    if status == "failed":
+        job.error_code, job.error_message, job.finished_at = "whm_unavailable", "WHM answered 503", now
+    for n in range(1, attempts + 1):
+        last = n == attempts and status != "running"
+        session.add(JobAttempt(job_id=job.id, round=1, attempt=n, started_at=now, finished_at=now,
+                               outcome=status if last else "retrying", error_code="whm_unavailable"))
+    return job
+
+
+async def _jobs(sessions, *specs) -> list[uuid.UUID]:
+    async with session_scope(sessions) as session:
+        jobs = [_add_job(session, *spec[:2], attempts=spec[2] if len(spec) > 2 else 0) for spec in specs]
+    return [job.id for job in jobs]
+
+
+async def _row(sessions, job_id) -> Job:
+    async with sessions() as session:
+        return await session.get(Job, uuid.UUID(str(job_id)))
+
+
+async def _history(sessions, job_id) -> list[tuple[int, int, str | None]]:
+    async with sessions() as session:
+        rows = await session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)
+                                     .order_by(JobAttempt.round, JobAttempt.attempt))
+        return [(a.round, a.attempt, a.outcome) for a in rows]
+
+
+async def test_retry_puts_the_same_job_back_for_a_fresh_round_and_sends_it(sessions, settings, resources):
+    [job_id] = await _jobs(sessions, (_kind(), "failed", 3))
+    queue = f"{settings.namespace}:dramatiq:test"
+    before = await resources.redis.llen(queue)
+
+    outcome = await jobs_cli.retry(settings, ids=[str(job_id)])
+
+    assert outcome == {"retried": [str(job_id)], "skipped": []}
+    job = await _row(sessions, job_id)
+    assert (job.status, job.round, job.attempts) == ("queued", 2, 0)
+    assert job.started_at is job.finished_at is job.next_attempt_at is None
+    assert job.error_code == "whm_unavailable"  # the last error stays visible until the next attempt
+    assert job.dispatched_at is not None and await resources.redis.llen(queue) == before + 1
+    assert await _history(sessions, job_id) == [(1, 1, "retrying"), (1, 2, "retrying"), (1, 3, "failed")]
+
+
+async def test_retry_while_the_broker_is_down_leaves_the_job_for_the_relay(sessions, settings):
+    [job_id] = await _jobs(sessions, (_kind(), "failed", 3))
+    down = replace(settings, broker_url="redis://127.0.0.1:1/0")
+    assert (await jobs_cli.retry(down, ids=[str(job_id)]))["retried"] == [str(job_id)]
+    job = await _row(sessions, job_id)
+    assert (job.status, job.dispatched_at) == ("queued", None)
+    async with session_scope(sessions) as session:  # what the relay looks for
+        assert job_id in [j.id for j in await undispatched_jobs(session, grace_s=0, limit=10_000)]
+
+
+async def test_only_failed_jobs_are_retried_the_rest_are_skipped_with_a_reason(sessions):
+    kind = _kind()
+    failed, done, queued, running, cancelled = await _jobs(
+        sessions, (kind, "failed", 1), (kind, "succeeded", 1), (kind, "queued"), (kind, "running", 1),
+        (kind, "cancelled"))
+    unknown = uuid.uuid4()
+    async with session_scope(sessions) as session:
+        outcome = await ops.retry_jobs(session, [done, "nope", failed, str(failed), queued, running, cancelled,
+                                                 unknown])
+        assert [job.id for job in session.info["hostq_outbox"]] == [failed]  # sent after commit
+    assert outcome == {"retried": [str(failed)], "skipped": [
+        {"id": "nope", "reason": "not a job id"},
+        {"id": str(done), "reason": "status is succeeded"},
+        {"id": str(queued), "reason": "status is queued"},
+        {"id": str(running), "reason": "status is running"},
+        {"id": str(cancelled), "reason": "status is cancelled"},
+        {"id": str(unknown), "reason": "no such job"}]}
+    assert (await _row(sessions, done)).status == "succeeded" and (await _row(sessions, running)).attempts == 1
+
+
+async def test_retry_by_status_and_kind_retries_only_that_kind(sessions):
+    kind, other = _kind(), _kind()
+    first, second, done, elsewhere = await _jobs(sessions, (kind, "failed", 3), (kind, "failed", 3),
+                                                 (kind, "succeeded", 1), (other, "failed", 3))
+    async with session_scope(sessions) as session:
+        outcome = await ops.retry_matching(session, status="failed", kind=kind)
+    assert sorted(outcome["retried"]) == sorted([str(first), str(second)]) and outcome["skipped"] == []
+    assert [(await _row(sessions, i)).status for i in (first, second, done, elsewhere)] == [
+        "queued", "queued", "succeeded", "failed"]
+    async with session_scope(sessions) as session:
+        with pytest.raises(ValidationFailed):
+            await ops.retry_matching(session, status="succeeded", kind=kind)
+
+
+async def test_cancel_stops_waiting_jobs_but_never_a_running_one(sessions):
+    kind = _kind()
+    queued, retrying, failed, running, done = await _jobs(
+        sessions, (kind, "queued"), (kind, "retrying", 1), (kind, "failed", 3), (kind, "running", 1),
+        (kind, "succeeded", 1))
+    async with session_scope(sessions) as session:
+        outcome = await ops.cancel_jobs(session, [queued, retrying, failed, running, done, "x"])
+    assert outcome == {"cancelled": [str(queued), str(retrying), str(failed)], "skipped": [
+        {"id": "x", "reason": "not a job id"}, {"id": str(running), "reason": "status is running"},
+        {"id": str(done), "reason": "status is succeeded"}]}
+    for job_id in (queued, retrying, failed):
+        job = await _row(sessions, job_id)
+        assert job.status == "cancelled" and job.finished_at is not None
+    assert (await _row(sessions, running)).status == "running"
+    # The cancelled job's message, when a worker receives it, does not start an attempt.
+    async with session_scope(sessions) as session:
+        assert await tracking.start_attempt(session, queued) is None
+    assert await _history(sessions, queued) == []
+    async with session_scope(sessions) as session:
+        again = await ops.cancel_jobs(session, [queued])
+    assert again == {"cancelled": [], "skipped": [{"id": str(queued), "reason": "status is cancelled"}]}
+
+
+async def test_list_filters_by_status_kind_and_tenant_newest_first(sessions, settings, tenant):
+    kind = _kind()
+    old, done, new = await _jobs(sessions, (kind, "failed", 3), (kind, "succeeded", 1), (kind, "failed", 3))
+    async with session_scope(sessions) as session:
+        owned = _add_job(session, kind, "failed", attempts=3, tenant_id=tenant["tenant_id"]).id
+    async with sessions() as session:
+        page, cursor = await ops.list_jobs(session, status="failed", kind=kind, limit=2)
+        assert [j.id for j in page] == [owned, new] and cursor
+        page, cursor = await ops.list_jobs(session, status="failed", kind=kind, limit=2, cursor=cursor)
+        assert [j.id for j in page] == [old] and cursor is None
+        assert [j.id for j in (await ops.list_jobs(session, kind=kind))[0]] == [owned, new, done, old]
+        assert [j.id for j in (await ops.list_jobs(session, tenant_id=tenant["tenant_id"]))[0]] == [owned]
+        with pytest.raises(ValidationFailed):
+            await ops.list_jobs(session, status="stuck")
+
+    lines = await jobs_cli.list_lines(settings, kind=kind, tenant=tenant["slug"])
+    assert lines == [{"id": str(owned), "kind": kind, "status": "failed", "attempts": 3, "max_attempts": 3,
+                      "round": 1, "tenant_id": str(tenant["tenant_id"]), "resource": None,
+                      "error": {"code": "whm_unavailable", "message": "WHM answered 503"},
+                      "created_at": lines[0]["created_at"], "finished_at": lines[0]["finished_at"]}]
+    assert datetime.fromisoformat(lines[0]["created_at"]) and datetime.fromisoformat(lines[0]["finished_at"])
+    assert len(await jobs_cli.list_lines(settings, kind=kind, limit=3)) == 3
+
+
+async def test_retry_of_a_failed_provisioning_job_puts_its_service_back_to_provisioning(
+        client, sessions, settings, resources):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    body = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    job_id, service_id = uuid.UUID(body["job"]["id"]), uuid.UUID(body["service"]["id"])
+    async with session_scope(sessions) as session:  # as the worker leaves them when the job gives up
+        await session.execute(update(Job).where(Job.id == job_id).values(
+            status="failed", attempts=3, error_code="whm_unavailable", error_message="503",
+            finished_at=datetime.now(timezone.utc)))
+        await session.execute(update(Service).where(Service.id == service_id).values(status="failed"))
+    queue = f"{settings.namespace}:dramatiq:provisioning.{region}"
+    before = await resources.redis.llen(queue)
+
+    assert (await jobs_cli.retry(settings, ids=[str(job_id)]))["retried"] == [str(job_id)]
+
+    async with sessions() as session:
+        service = await session.get(Service, service_id)
+    assert service.status == "provisioning" and service.last_job_id == job_id
+    assert (await _row(sessions, job_id)).round == 2 and await resources.redis.llen(queue) == before + 1
+
+
+async def test_cancelling_a_provisioning_job_leaves_its_service_failed_not_waiting(client, sessions, settings):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    body = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    job_id, service_id = uuid.UUID(body["job"]["id"]), uuid.UUID(body["service"]["id"])
+
+    assert (await jobs_cli.cancel(settings, ids=[str(job_id)]))["cancelled"] == [str(job_id)]
+
+    async with sessions() as session:
+        assert (await session.get(Service, service_id)).status == "failed"
+    assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
+
+
+async def test_a_retried_job_runs_again_on_a_real_worker_and_keeps_both_rounds(worker_broker, sessions):  # noqa: F811
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3)
+    PLANS[str(job.id)] = ["permanent", "ok"]
+    dispatch(worker_broker, [job])
+    assert (await _wait(sessions, job.id, "failed")).attempts == 1
+
+    async with sessions() as session:
+        async with session.begin():
+            assert (await ops.retry_jobs(session, [job.id]))["retried"] == [str(job.id)]
+        requeued = take_outbox(session)
+    assert dispatch(worker_broker, requeued) == [job.id]
+
+    done = await _wait(sessions, job.id, "succeeded")
+    assert (done.round, done.attempts, done.error_code) == (2, 1, None)
+    assert await _history(sessions, job.id) == [(1, 1, "failed"), (2, 1, "succeeded")]
+
+
+async def _wait(sessions, job_id, status: str) -> Job:
+    for _ in range(250):
+        job = await _row(sessions, job_id)
+        if job.status == status:
+            return job
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"job is {job.status}, never {status}")
+
+
+# The command line. `hostq jobs` runs its own event loop (asyncio.run), so these tests are synchronous.
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hostq")
+    jobs_cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _in_db(settings, work):
+    async def go():
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            async with session_scope(make_sessionmaker(engine)) as session:
+                return work(session)
+        finally:
+            await engine.dispose()
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["jobs", "retry"], "one of the arguments ID --status is required"),
+    (["jobs", "retry", "--status", "failed", "0190a6c4-0000-7000-8000-000000000000"], "not allowed with"),
+    (["jobs", "retry", "--status", "succeeded"], "invalid choice"),
+    (["jobs", "cancel"], "the following arguments are required: ID"),
+    (["jobs", "list", "--limit", "0"], "must be a whole number"),
+])
+def test_cli_usage_errors_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _parser().parse_args(argv)
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and message in captured.err and captured.out == ""
+
+
+def test_cli_retry_list_and_cancel_print_json(settings, capsys):
+    kind = _kind()
+    failed, queued = _in_db(settings, lambda s: [_add_job(s, kind, "failed", attempts=3).id,
+                                                 _add_job(s, kind, "queued").id])
+
+    def run(*argv) -> list[dict]:
+        args = _parser().parse_args(["jobs", *argv])
+        args.run(args, settings)
+        return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    assert [(j["id"], j["status"]) for j in run("list", "--kind", kind)] == [(str(queued), "queued"),
+                                                                             (str(failed), "failed")]
+    assert run("retry", str(failed), "bad-id") == [{"retried": [str(failed)],
+                                                    "skipped": [{"id": "bad-id", "reason": "not a job id"}]}]
+    assert [(j["status"], j["round"]) for j in run("list", "--kind", kind, "--status", "queued")] == [
+        ("queued", 1), ("queued", 2)]
+    assert run("cancel", str(queued)) == [{"cancelled": [str(queued)], "skipped": []}]
+    with pytest.raises(ValueError, match="--kind goes with --status"):
+        run("retry", str(failed), "--kind", kind)
+
+
+# Runs the real `hostq` entry point; registers `jobs` on its parser when hostq/cli.py does not yet.
+_HOSTQ = """
+import argparse, sys
+from hostq import cli, jobs_cli
+build = cli._parser
+def parser():
+    p = build()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    if "jobs" not in sub.choices:
+        jobs_cli.register(sub)
+    return p
+cli._parser = parser
+cli.main(sys.argv[1:])
+"""
+
+
+def test_hostq_jobs_retry_by_kind_as_a_process(settings, test_env):
+    kind = _kind()
+    ids = _in_db(settings, lambda s: [_add_job(s, kind, "failed", attempts=3).id for _ in range(2)])
+    done = subprocess.run([sys.executable, "-c", _HOSTQ, "jobs", "retry", "--status", "failed", "--kind", kind],
+                          env={**os.environ, **test_env}, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert sorted(json.loads(line)["retried"]) == sorted(str(i) for i in ids)
+    assert json.loads(line)["skipped"] == []
