@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, event, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -37,9 +38,21 @@ class Base(DeclarativeBase):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), default=_utcnow)
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine; short connect and statement timeouts so a dead database answers, not hangs."""
-    return create_async_engine(
+#: The tenant whose rows this request may see (set by the API's authentication, per request task).
+CURRENT_TENANT: ContextVar[str] = ContextVar("hostq_tenant", default="")
+APP_ROLE = "hostq_app"
+
+
+def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system") -> AsyncEngine:
+    """An asyncpg engine whose sessions run as the app role, under row-level security.
+
+    `scope="tenant"` (the API): each checkout sees only CURRENT_TENANT's rows, none when unset.
+    `scope="system"` (workers, scheduler, CLI): platform processes that act by job id across tenants.
+    Short connect and statement timeouts, so a dead database answers instead of hanging.
+    """
+    if scope not in ("tenant", "system"):
+        raise ValueError(f"unknown scope {scope!r}")
+    engine = create_async_engine(
         database_url,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -47,6 +60,22 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=False,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": {"application_name": "hostq"}},
     )
+
+    # Both run on the raw asyncpg connection, outside any transaction: a SET inside the driver's
+    # implicit transaction would be undone by the first rollback, and the session would run as the
+    # (superuser) login role, which bypasses row-level security.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _as_app_role(dbapi_connection, _record) -> None:
+        # A superuser bypasses row-level security; hostq_app (created by the migrations) does not.
+        dbapi_connection.run_async(lambda raw: raw.execute(f"SET ROLE {APP_ROLE}"))
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _scope(dbapi_connection, _record, _proxy) -> None:
+        tenant = CURRENT_TENANT.get() if scope == "tenant" else ""
+        dbapi_connection.run_async(lambda raw: raw.execute(
+            "SELECT set_config('hostq.tenant_id', $1, false), set_config('hostq.scope', $2, false)", tenant, scope))
+
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, delete, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import requires
-from api.customers.schemas import Customer, CustomerCreate, CustomerList
-from domain.customers import service
+from api.customers.schemas import Customer, CustomerCreate, CustomerExport, CustomerList, Job, Service
+from domain.customers import privacy, service
 from domain.ids import parse_id
 from domain.tenants.service import Principal
 
@@ -38,3 +38,17 @@ class CustomerController(Controller):
         rows, next_cursor = await service.list_customers(session, caller.tenant_id, limit=limit, cursor=cursor,
                                                          external_id=external_id)
         return CustomerList(data=[Customer.of(r) for r in rows], next_cursor=next_cursor)
+
+    @get("/{customer_id:str}/export", guards=[requires("customers:read")], summary="Export a customer's data (LGPD)")
+    async def export(self, customer_id: str, session: AsyncSession, caller: Principal) -> CustomerExport:
+        held = await privacy.export_customer(session, caller.tenant_id, parse_id(customer_id))
+        return CustomerExport(customer=Customer.of(held["customer"]), services=[Service.of(s) for s in held["services"]],
+                              jobs=[Job.of(j) for j in held["jobs"]])
+
+    @delete("/{customer_id:str}", guards=[requires("customers:write")], status_code=204,
+            summary="Erase a customer's personal data (LGPD)",
+            description="Blanks name, e-mail, phone, document and external_id; the customer row (and, once billing "
+                        "exists, invoices and payments) stays for fiscal retention. 422 invalid_state while the "
+                        "customer has pending, provisioning, active or suspended services.")
+    async def erase(self, customer_id: str, session: AsyncSession, caller: Principal) -> None:
+        await privacy.erase_customer(session, caller.tenant_id, parse_id(customer_id))

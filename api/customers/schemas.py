@@ -33,11 +33,13 @@ class Customer(msgspec.Struct):
     channels: list[str]
     external_id: str | None
     created_at: datetime
+    erased_at: datetime | None = None
 
     @classmethod
     def of(cls, row: CustomerRow) -> "Customer":
         return cls(id=row.id, name=row.name, email=row.email, phone=row.phone, document=row.document,
-                   channels=list(row.channels), external_id=row.external_id, created_at=row.created_at)
+                   channels=list(row.channels), external_id=row.external_id, created_at=row.created_at,
+                   erased_at=row.erased_at)
 
 
 class CustomerList(msgspec.Struct):
@@ -45,3 +47,15 @@ class CustomerList(msgspec.Struct):
 
     data: list[Customer]
     next_cursor: str | None
+
+
+class CustomerExport(msgspec.Struct):
+    """Everything hostq holds on a customer (LGPD access request)."""
+
+    customer: Customer
+    services: list["Service"]
+    jobs: list["Job"]
+
+
+from api.jobs.schemas import Job  # noqa: E402  (after Customer: the service schema imports nothing of ours)
+from api.services.schemas import Service  # noqa: E402

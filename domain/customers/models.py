@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import ARRAY, ForeignKey, String, Text, UniqueConstraint
+from datetime import datetime
+
+from sqlalchemy import ARRAY, DateTime, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -24,3 +26,5 @@ class Customer(Base):
     document: Mapped[str | None] = mapped_column(String(14))
     channels: Mapped[list[str]] = mapped_column(ARRAY(Text))
     external_id: Mapped[str | None] = mapped_column(String(200))
+    # Set when the personal fields were erased (LGPD); the row stays for invoices and payments.
+    erased_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

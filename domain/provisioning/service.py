@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.crypto import seal, unseal
@@ -12,10 +12,6 @@ from domain.errors import NoCapacity, ValidationFailed
 from domain.ids import new_id
 from domain.provisioning import rules
 from domain.provisioning.models import WhmServer
-from domain.services.models import Service
-
-LIVE = ("pending", "provisioning", "active", "suspended")
-
 
 async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str, username: str, token: str,
                      name: str | None = None, capacity: int = 500) -> WhmServer:
@@ -46,12 +42,10 @@ async def regions(session: AsyncSession) -> set[str]:
 
 async def place_in_region(session: AsyncSession, region: str) -> uuid.UUID:
     """The least-loaded enabled server of the region with room; ValidationFailed / NoCapacity otherwise."""
-    used = (select(Service.server_id, func.count().label("used")).where(Service.status.in_(LIVE))
-            .group_by(Service.server_id).subquery())
-    rows = (await session.execute(
-        select(WhmServer.id, WhmServer.capacity, WhmServer.enabled, func.coalesce(used.c.used, 0))
-        .outerjoin(used, used.c.server_id == WhmServer.id).where(WhmServer.region == region)
-        .order_by(WhmServer.id))).all()
+    # Across every tenant's services: a SECURITY DEFINER function (migration 0003), as the tenant's
+    # own session sees only its rows.
+    rows = (await session.execute(text("SELECT server_id, capacity, enabled, used FROM hostq_server_loads(:region)"),
+                                  {"region": region})).all()
     if not rows:
         raise ValidationFailed(f"unknown region {region!r}", errors=[{"field": "region", "message": "no such region"}])
     chosen = rules.place(rules.ServerLoad(r[0], r[1], r[3]) for r in rows if r[2])

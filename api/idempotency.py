@@ -1,0 +1,172 @@
+"""Idempotency-Key on POST (api-v1.md, 'Idempotency'): claim the key, run once, store the answer, replay it.
+
+Sits on the v1 router after SignatureAuthMiddleware, so the tenant is known and the body is already read.
+Litestar renders a handler's exceptions (problems.handle) inside the route's middleware stack, so the
+problem+json of a 4xx/5xx reaches this middleware as ordinary response messages.
+
+The response is buffered until complete and stored *before* the client sees any of it: a client that got an
+answer and retries always gets the replay, and a client that goes away mid-send cannot make us release a key
+whose effect is already committed.
+
+Known window: the business transaction commits (api.deps.provide_session) before the response is rendered
+and stored here. If the process dies in between, the row stays `in_flight` and every retry with that key gets
+409 idempotency_in_flight until the row expires (24 h) -- never a second effect. Rows past their lock
+(`locked_until`) are reported as such but deliberately not reclaimed: their request may have committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+
+from litestar import Request
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import problems
+from api.auth import AUTH_KEY, signed_target
+from domain.db import session_scope
+from domain.idempotency import rules, service
+
+log = logging.getLogger("hostq.api.idempotency")
+
+HEADER = b"idempotency-key"
+REPLAYED = (b"idempotent-replayed", b"true")
+_CLAIM_ATTEMPTS = 3
+
+
+class IdempotencyMiddleware(ASGIMiddleware):
+    """Run a keyed POST at most once per tenant and key; replay its stored answer to retries."""
+
+    def __init__(self, lock_timeout: timedelta = timedelta(seconds=60)) -> None:
+        self.lock_timeout = lock_timeout
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        keys = [value for name, value in scope["headers"] if name == HEADER]
+        if scope["method"] != "POST" or not keys:
+            await next_app(scope, receive, send)
+            return
+        request: Request = Request(scope, receive)
+        key = keys[0].decode("latin-1") if len(keys) == 1 else ""
+        if not rules.valid_key(key):
+            await _problem(request, send, 400, "validation_error", "Validation failed",
+                           "the Idempotency-Key header must be one value of 1..255 printable ASCII characters",
+                           field_errors=[{"field": "Idempotency-Key", "message": "1..255 printable characters"}])
+            return
+        tenant_id: uuid.UUID = scope[AUTH_KEY].tenant_id  # type: ignore[literal-required]
+        fingerprint = rules.fingerprint(scope["method"], signed_target(scope), await request.body())
+        sessions = scope["litestar_app"].state.resources.sessions
+
+        for _ in range(_CLAIM_ATTEMPTS):
+            async with session_scope(sessions) as session:
+                claim_id = await service.claim(session, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
+                found = None if claim_id else await service.find(session, tenant_id, key)
+            if claim_id:
+                await self._run_once(claim_id, sessions, scope, receive, send, next_app)
+                return
+            if found is not None:
+                await _answer_taken(request, send, *found, fingerprint)
+                return
+            # The holder released the key between our insert and our read (its request failed): claim again.
+        await _in_flight(request, send, stale=False)
+
+    async def _run_once(self, claim_id: uuid.UUID, sessions, scope: Scope, receive: Receive, send: Send,
+                        next_app: ASGIApp) -> None:
+        captured = _Capture()
+        try:
+            await next_app(scope, receive, captured)
+        except BaseException:
+            # Not rendered by any exception handler (or raised after the answer): keep a complete answer,
+            # else give the key back so the client may retry; then let the exception go on.
+            if captured.complete:
+                await _settle(claim_id, sessions, captured)
+                await captured.forward(send)
+            else:
+                await _release(claim_id, sessions)
+            raise
+        if captured.complete:
+            await _settle(claim_id, sessions, captured)
+        else:
+            await _release(claim_id, sessions)
+        await captured.forward(send)
+
+
+class _Capture:
+    """An ASGI `send` that keeps the response messages instead of sending them."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.complete = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers") or [])
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+        self.messages.append(message)
+
+    async def forward(self, send: Send) -> None:
+        for message in self.messages:
+            await send(message)
+
+
+async def _settle(claim_id: uuid.UUID, sessions, captured: _Capture) -> None:
+    """Store a replayable answer, or release the key for a 5xx."""
+    assert captured.status is not None
+    if not rules.storable(captured.status):
+        await _release(claim_id, sessions)
+        return
+    try:
+        async with session_scope(sessions) as session:
+            await service.complete(session, claim_id, status=captured.status,
+                                   headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
+    except Exception:
+        # The effect is committed: never release here. The row stays in_flight (409) until it expires.
+        log.exception("could not store the response of idempotency claim %s", claim_id)
+
+
+async def _release(claim_id: uuid.UUID, sessions) -> None:
+    try:
+        async with session_scope(sessions) as session:
+            await service.release(session, claim_id)
+    except Exception:
+        log.exception("could not release idempotency claim %s", claim_id)
+
+
+async def _answer_taken(request: Request, send: Send, row, stale: bool, fingerprint: str) -> None:
+    decision = rules.decide(row.fingerprint, row.state, fingerprint)
+    if decision == rules.REUSED:
+        await _problem(request, send, 422, "idempotency_key_reused", "Idempotency key reused",
+                       "this Idempotency-Key was used with a different method, path or body")
+    elif decision == rules.IN_FLIGHT:
+        await _in_flight(request, send, stale=stale)
+    else:
+        body = bytes(row.response_body or b"")
+        headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in row.response_headers or []]
+        headers += [(b"content-length", str(len(body)).encode()), REPLAYED]
+        await send({"type": "http.response.start", "status": row.response_status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _in_flight(request: Request, send: Send, *, stale: bool) -> None:
+    if stale:
+        # Its process probably died, perhaps after committing: retrying it could double the effect.
+        await _problem(request, send, 409, "idempotency_in_flight", "Idempotency key in flight",
+                       "the first request with this Idempotency-Key did not finish; its outcome is unknown. "
+                       "Check the resource before sending the request again with a new key")
+        return
+    await _problem(request, send, 409, "idempotency_in_flight", "Idempotency key in flight",
+                   "a request with this Idempotency-Key is still being processed; retry shortly",
+                   headers={"Retry-After": "1"})
+
+
+async def _problem(request: Request, send: Send, status: int, code: str, title: str, detail: str,
+                   **kwargs) -> None:
+    response = problems.problem(request, status, code, title, detail, **kwargs)
+    await response.to_asgi_response(app=None, request=request)(request.scope, request.receive, send)

@@ -1,0 +1,44 @@
+"""Personal data (LGPD): export everything held on a customer; erase the personal fields, keep fiscal records."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.customers.models import Customer
+from domain.customers.service import get_customer
+from domain.errors import InvalidState
+from domain.jobs.models import Job
+from domain.services.models import Service
+
+#: Services in these states still run on WHM for the customer: erasure waits until they end.
+LIVE = ("pending", "provisioning", "active", "suspended")
+ERASED_NAME = "[erased]"
+
+
+async def export_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None) -> dict:
+    """The customer, their services and the jobs that worked on those services."""
+    customer = await get_customer(session, tenant_id, customer_id)
+    services = list((await session.scalars(select(Service).where(Service.customer_id == customer.id)
+                                           .order_by(Service.id))).all())
+    jobs = list((await session.scalars(select(Job).where(Job.resource_id.in_([s.id for s in services]))
+                                       .order_by(Job.id))).all()) if services else []
+    return {"customer": customer, "services": services, "jobs": jobs}
+
+
+async def erase_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None) -> Customer:
+    """Blank the personal fields; refused while the customer has live services."""
+    customer = await get_customer(session, tenant_id, customer_id)
+    live = await session.scalar(select(Service.id).where(Service.customer_id == customer.id,
+                                                         Service.status.in_(LIVE)).limit(1))
+    if live is not None:
+        raise InvalidState("the customer has live services: terminate them before erasing personal data")
+    customer.name, customer.email = ERASED_NAME, f"erased-{customer.id}@erased.invalid"
+    customer.phone = customer.document = customer.external_id = None
+    customer.channels = []
+    customer.erased_at = customer.erased_at or datetime.now(timezone.utc)
+    await session.flush()
+    return customer

@@ -1,0 +1,127 @@
+"""The benchmark's world: its own database and Redis namespace, and the processes it starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_BASE = os.environ.get("BENCH_PG_BASE", "postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hostq_command() -> list[str]:
+    """The `hostq` script next to this interpreter (the venv's), else `python -m hostq`."""
+    script = Path(sys.executable).parent / "hostq"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "hostq"]
+
+
+class Stack:
+    """One run's database, namespace and processes; close() removes all of them."""
+
+    def __init__(self, logs: Path) -> None:
+        run = secrets.token_hex(4)
+        self.database = f"hostq_bench_{run}"
+        self.namespace = f"bench-{run}"
+        self.logs = logs
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._log_files: dict[str, object] = {}
+        self.env = {**os.environ, "DATABASE_URL": f"postgresql+asyncpg://{PG_BASE}/{self.database}",
+                    "REDIS_URL": REDIS_URL, "HOSTQ_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
+                    "HOSTQ_NAMESPACE": self.namespace, "PYTHONUNBUFFERED": "1"}
+
+    @property
+    def plain_database_url(self) -> str:
+        """The database URL as asyncpg (not SQLAlchemy) spells it."""
+        return f"postgresql://{PG_BASE}/{self.database}"
+
+    def hostq(self, *argv: str) -> dict:
+        """Run a one-shot `hostq` command; return the JSON object it prints (if any)."""
+        done = subprocess.run([*hostq_command(), *argv], env=self.env, cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"hostq {' '.join(argv)} failed:\n{done.stderr}")
+        return json.loads(done.stdout) if done.stdout.strip() else {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start a long-running process; its output goes to <logs>/<name>.log."""
+        log = self._log_files[name] = open(self.logs / f"{name}.log", "w")
+        process = subprocess.Popen(argv, env={**self.env, **(env or {})}, cwd=ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def wait_ready(self, name: str, url: str, timeout: float = 30.0) -> None:
+        """Poll `url` until it answers 200; fail early if the process died."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{url} not ready after {timeout} s")
+
+    def stop(self, name: str) -> None:
+        """SIGTERM, then SIGKILL after 10 s."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._log_files.pop(name).close()
+
+    def close(self) -> None:
+        """Stop every process, drop the database, delete the namespace's Redis keys; report what failed."""
+        for name in list(self.processes):
+            self.stop(name)
+        for step in (self._drop_database, self._delete_keys):
+            try:
+                step()
+            except Exception as exc:  # keep cleaning; say what is left behind
+                print(f"cleanup: {step.__name__} failed: {exc!r}", file=sys.stderr)
+
+    def _drop_database(self) -> None:
+        asyncio.run(_drop(self.database))
+
+    def _delete_keys(self) -> None:
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            for key in client.scan_iter(match=f"{self.namespace}*", count=1000):
+                client.delete(key)
+        finally:
+            client.close()
+
+
+async def _drop(database: str) -> None:
+    admin = await asyncpg.connect(f"postgresql://{PG_BASE}/postgres", timeout=5)
+    try:
+        name = database.replace('"', '""')
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

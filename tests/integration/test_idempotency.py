@@ -1,0 +1,248 @@
+"""Idempotency-Key on POST through the signed API, against real Postgres and Redis (api-v1.md, 'Idempotency')."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from sqlalchemy import func, select, update
+
+from api.auth import AUTH_KEY
+from api.idempotency import IdempotencyMiddleware
+from domain.db import session_scope
+from domain.idempotency import rules, service as keys
+from domain.idempotency.models import IdempotencyKey
+from domain.jobs.models import Job
+from domain.services.models import Service
+from tests.conftest import make_tenant, signed_client
+from tests.integration.helpers import add_region, customer_and_plan, order_body
+
+CUSTOMER = {"name": "Ana", "email": "ana@example.com"}
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+
+
+async def _rows(sessions, tenant_id) -> list[IdempotencyKey]:
+    async with sessions() as session:
+        return list((await session.scalars(select(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id)))
+                    .all())
+
+
+async def test_a_customer_post_is_replayed_not_repeated(client, tenant, sessions):
+    headers = key()
+    first = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    second = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert first.status_code == second.status_code == 201, second.text
+    assert second.content == first.content and second.json()["id"] == first.json()["id"]
+    assert second.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert second.headers["content-type"] == first.headers["content-type"]
+    assert second.headers["x-request-id"] != first.headers["x-request-id"]  # each request keeps its own id
+    listed = (await client.get("/v1/customers")).json()["data"]
+    assert [c["id"] for c in listed] == [first.json()["id"]]
+    [row] = await _rows(sessions, tenant["tenant_id"])
+    assert row.state == "done" and row.response_status == 201 and row.completed_at is not None
+
+
+async def test_an_order_is_replayed_with_its_job_and_location(client, tenant, sessions, settings, resources):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    body, headers = order_body(customer_id, plan, region), key()
+    first = await client.post("/v1/services", json=body, headers=headers)
+    second = await client.post("/v1/services", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202, second.text
+    assert second.content == first.content and second.headers["idempotent-replayed"] == "true"
+    job_id = first.json()["job"]["id"]
+    assert second.json()["job"]["id"] == job_id
+    assert second.headers["location"] == first.headers["location"] == f"/v1/jobs/{job_id}"
+    service_id = uuid.UUID(first.json()["service"]["id"])
+    async with sessions() as session:
+        jobs = await session.scalar(select(func.count()).select_from(Job).where(
+            Job.tenant_id == tenant["tenant_id"], Job.resource_id == service_id))
+        services = await session.scalar(select(func.count()).select_from(Service).where(
+            Service.tenant_id == tenant["tenant_id"], Service.domain == body["domain"]))
+    assert jobs == 1 and services == 1
+    assert await resources.redis.llen(f"{settings.namespace}:dramatiq:provisioning.{region}") == 1
+
+
+async def test_a_key_reused_for_another_request_is_422(client):
+    headers = key()
+    assert (await client.post("/v1/customers", json=CUSTOMER, headers=headers)).status_code == 201
+    other_body = await client.post("/v1/customers", json={**CUSTOMER, "name": "Bia"}, headers=headers)
+    other_path = await client.post("/v1/plans", json=CUSTOMER, headers=headers)
+    other_query = await client.post("/v1/customers?x=1", json=CUSTOMER, headers=headers)
+    for response in (other_body, other_path, other_query):
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["code"] == "idempotency_key_reused" and problem["status"] == 422
+        assert problem["request_id"] == response.headers["x-request-id"]
+    assert len((await client.get("/v1/customers")).json()["data"]) == 1
+
+
+async def test_a_4xx_is_stored_and_replayed(client, tenant, sessions):
+    headers = key()
+    bad = {"name": "A", "email": "nope"}
+    first = await client.post("/v1/customers", json=bad, headers=headers)
+    second = await client.post("/v1/customers", json=bad, headers=headers)
+    assert first.status_code == second.status_code == 400
+    assert first.json()["code"] == "validation_error"
+    assert second.content == first.content  # byte for byte, the first request_id included
+    assert second.headers["content-type"] == first.headers["content-type"] == "application/problem+json"
+    assert second.headers["idempotent-replayed"] == "true"
+    [row] = await _rows(sessions, tenant["tenant_id"])
+    assert row.response_status == 400
+
+
+async def test_a_5xx_is_not_stored_and_the_retry_runs(client, tenant, sessions, monkeypatch):
+    from domain.customers import service as customers
+    real = customers.create_customer
+
+    async def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(customers, "create_customer", boom)
+    headers = key()
+    failed = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert failed.status_code == 500 and failed.json()["code"] == "internal_error"
+    assert await _rows(sessions, tenant["tenant_id"]) == []
+    monkeypatch.setattr(customers, "create_customer", real)
+    retried = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert retried.status_code == 201 and "idempotent-replayed" not in retried.headers
+    replayed = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert replayed.status_code == 201 and replayed.json()["id"] == retried.json()["id"]
+
+
+async def test_concurrent_requests_with_one_key_create_one_customer(client):
+    headers = key()
+    answers = await asyncio.gather(*[client.post("/v1/customers", json=CUSTOMER, headers=headers)
+                                     for _ in range(20)])
+    created = [a for a in answers if a.status_code == 201]
+    in_flight = [a for a in answers if a.status_code == 409]
+    assert len(created) + len(in_flight) == 20 and created
+    assert len({a.json()["id"] for a in created}) == 1
+    assert sum("idempotent-replayed" not in a.headers for a in created) == 1
+    for answer in in_flight:
+        assert answer.json()["code"] == "idempotency_in_flight" and answer.headers["retry-after"] == "1"
+    assert len((await client.get("/v1/customers")).json()["data"]) == 1
+
+
+async def test_tenants_use_the_same_key_independently(app, client, sessions, settings):
+    headers = key()
+    mine = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    async with signed_client(app, await make_tenant(sessions, settings)) as other:
+        theirs = await other.post("/v1/customers", json=CUSTOMER, headers=headers)
+        reused = await other.post("/v1/customers", json={**CUSTOMER, "name": "Bia"}, headers=headers)
+    assert mine.status_code == theirs.status_code == 201
+    assert "idempotent-replayed" not in theirs.headers and theirs.json()["id"] != mine.json()["id"]
+    assert reused.status_code == 422
+
+
+async def test_key_validation(client, tenant, sessions):
+    too_long = await client.post("/v1/customers", json=CUSTOMER, headers={"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 400
+    problem = too_long.json()
+    assert problem["code"] == "validation_error" and problem["errors"][0]["field"] == "Idempotency-Key"
+    empty = await client.post("/v1/customers", json=CUSTOMER, headers={"Idempotency-Key": ""})
+    assert empty.status_code == 400
+    twice = await client.post("/v1/customers", json=CUSTOMER, headers=[("Idempotency-Key", "a"),
+                                                                          ("Idempotency-Key", "b")])
+    assert twice.status_code == 400
+    assert (await client.get("/v1/customers")).json()["data"] == []
+    longest = await client.post("/v1/customers", json=CUSTOMER, headers={"Idempotency-Key": "~ " * 127 + "k"})
+    assert longest.status_code == 201
+    assert len(await _rows(sessions, tenant["tenant_id"])) == 1
+
+
+async def test_a_stale_in_flight_key_is_never_reclaimed(client, tenant, sessions):
+    # What a crash between the business commit and storing the response leaves behind.
+    body = json.dumps(CUSTOMER).encode()
+    name = f"k-{uuid.uuid4()}"
+    async with session_scope(sessions) as session:
+        claim_id = await keys.claim(session, tenant["tenant_id"], name,
+                                    rules.fingerprint("POST", "/v1/customers", body), lock_timeout=timedelta(seconds=60))
+        await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id)
+                              .values(locked_until=func.now() - timedelta(seconds=1)))
+    answer = await client.post("/v1/customers", content=body,
+                               headers={"Idempotency-Key": name, "Content-Type": "application/json"})
+    assert answer.status_code == 409 and answer.json()["code"] == "idempotency_in_flight"
+    assert "retry-after" not in answer.headers
+    assert (await client.get("/v1/customers")).json()["data"] == []
+    [row] = await _rows(sessions, tenant["tenant_id"])
+    assert row.id == claim_id and row.state == "in_flight"
+
+
+def _scope(app, tenant_id, name: str) -> dict:
+    return {"type": "http", "method": "POST", "path": "/v1/customers", "raw_path": b"/v1/customers",
+            "query_string": b"", "headers": [(b"idempotency-key", name.encode())], "litestar_app": app,
+            "app": app, "state": {}, AUTH_KEY: SimpleNamespace(tenant_id=tenant_id),
+            "route_handler": SimpleNamespace(resolve_request_max_body_size=lambda: None)}
+
+
+async def _receive():
+    return {"type": "http.request", "body": b"{}", "more_body": False}
+
+
+@pytest.fixture
+def as_tenant(tenant):
+    """The tenant the API's sessions act for, as SignatureAuthMiddleware would set it (when row-level security
+    scopes the API's sessions by tenant)."""
+    import domain.db
+    current = getattr(domain.db, "CURRENT_TENANT", None)
+    token = current.set(str(tenant["tenant_id"])) if current is not None else None
+    yield
+    if token is not None:
+        current.reset(token)
+
+
+async def test_an_exception_escaping_the_stack_releases_the_key(app, tenant, sessions, as_tenant):
+    async def crash(scope, receive, send):
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        raise RuntimeError("unrendered")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    with pytest.raises(RuntimeError):
+        await IdempotencyMiddleware().handle(_scope(app, tenant["tenant_id"], "crash"), _receive, send, crash)
+    assert sent == [] and await _rows(sessions, tenant["tenant_id"]) == []
+
+    async def late(scope, receive, send):  # the answer is complete, then something fails (a background task)
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"content-type", b"x/y"),
+                                                                              (b"set-cookie", b"a=b")]})
+        await send({"type": "http.response.body", "body": b"done", "more_body": False})
+        raise RuntimeError("after the answer")
+
+    with pytest.raises(RuntimeError):
+        await IdempotencyMiddleware().handle(_scope(app, tenant["tenant_id"], "late"), _receive, send, late)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+    [row] = await _rows(sessions, tenant["tenant_id"])
+    assert (row.state, row.response_status, row.response_body) == ("done", 201, b"done")
+    assert row.response_headers == [["content-type", "x/y"]]
+
+
+async def test_delete_expired_keeps_keys_24_hours(tenant, sessions):
+    tenant_id = tenant["tenant_id"]
+    ages = {"fresh": timedelta(0), "almost": timedelta(hours=23, minutes=59), "old": timedelta(hours=24, minutes=1),
+            "ancient": timedelta(days=3)}
+    async with session_scope(sessions) as session:
+        for name, age in ages.items():
+            claim_id = await keys.claim(session, tenant_id, name, "0" * 64, lock_timeout=timedelta(seconds=60))
+            await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id)
+                                  .values(created_at=func.now() - age))
+    with pytest.raises(ValueError):
+        async with session_scope(sessions) as session:
+            await keys.delete_expired(session, older_than=timedelta(hours=1))
+    async with session_scope(sessions) as session:
+        deleted = await keys.delete_expired(session)
+    assert deleted >= 2  # other tests' rows are young; only rows older than 24 h go
+    assert sorted(r.key for r in await _rows(sessions, tenant_id)) == ["almost", "fresh"]
+    async with session_scope(sessions) as session:
+        assert await keys.delete_expired(session, older_than=timedelta(days=2)) == 0
