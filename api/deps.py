@@ -9,8 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import principal
 from api.request_ids import request_id
-from domain.db import session_scope
-from domain.jobs.service import mark_dispatched, take_outbox
+from domain.jobs.service import take_outbox
 from domain.settings import Settings
 from domain.tenants.service import Principal
 from workers.dispatch import dispatch
@@ -26,16 +25,7 @@ async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None
     if jobs:
         sent = dispatch(resources.broker, jobs)
         if sent:
-            resources.spawn(_mark(resources.sessions, sent))
-
-
-async def _mark(sessions, job_ids) -> None:
-    # Best effort: if this fails the relay re-sends, and the actor skips work already done.
-    try:
-        async with session_scope(sessions) as session:
-            await mark_dispatched(session, job_ids)
-    except Exception:
-        pass
+            resources.marks.add(jobs[0].tenant_id, sent)
 
 
 async def provide_principal(request: Request) -> Principal:

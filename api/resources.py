@@ -9,6 +9,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.dispatch_marks import DispatchMarks
 from domain.db import make_engine, make_sessionmaker
 from domain.settings import Settings
 from workers.dispatch import make_broker
@@ -23,15 +24,17 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     redis: aioredis.Redis
     broker: dramatiq.Broker
+    marks: DispatchMarks
     background: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
         """Connect lazily: nothing here blocks when a dependency is down."""
         engine = make_engine(settings.database_url, pool_size=20)
+        sessions = make_sessionmaker(engine)
         client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        return cls(settings=settings, engine=engine, sessions=make_sessionmaker(engine), redis=client,
-                   broker=make_broker(settings))
+        return cls(settings=settings, engine=engine, sessions=sessions, redis=client, broker=make_broker(settings),
+                   marks=DispatchMarks(sessions))
 
     def spawn(self, coro) -> None:
         """Run a fire-and-forget task, keeping a reference so it is not collected early."""
@@ -43,6 +46,7 @@ class Resources:
         """Finish background tasks, then close every connection."""
         if self.background:
             await asyncio.wait(self.background, timeout=5)
+        await self.marks.close()
         await self.redis.aclose()
         await self.engine.dispose()
         self.broker.close()
