@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dramatiq
 import redis.asyncio as aioredis
@@ -25,7 +24,6 @@ class Resources:
     redis: aioredis.Redis
     broker: dramatiq.Broker
     marks: DispatchMarks
-    background: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
@@ -36,16 +34,8 @@ class Resources:
         return cls(settings=settings, engine=engine, sessions=sessions, redis=client, broker=make_broker(settings),
                    marks=DispatchMarks(sessions))
 
-    def spawn(self, coro) -> None:
-        """Run a fire-and-forget task, keeping a reference so it is not collected early."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
     async def close(self) -> None:
-        """Finish background tasks, then close every connection."""
-        if self.background:
-            await asyncio.wait(self.background, timeout=5)
+        """Write the pending dispatch marks, then close every connection."""
         await self.marks.close()
         await self.redis.aclose()
         await self.engine.dispose()
