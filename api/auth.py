@@ -6,11 +6,14 @@ import time
 
 from litestar import Request
 from litestar.connection import ASGIConnection
-from litestar.exceptions import ClientException, NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (ClientException, NotAuthorizedException, PermissionDeniedException,
+                                 TooManyRequestsException)
 from litestar.handlers import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
+from api.ratelimit import limiter_for, send_with_headers
+from domain.db import CURRENT_TENANT
 from domain.tenants import signing
 from domain.tenants.service import Principal, resolve_key
 
@@ -38,15 +41,34 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class SignatureAuthMiddleware(ASGIMiddleware):
-    """Refuse oversized bodies (413), then verify key, timestamp and signature (401) before anything else."""
+    """Refuse oversized bodies (413), verify key, timestamp and signature (401), then the tenant's rate limit (429)."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         if (_content_length(scope) or 0) > MAX_BODY:
             raise ClientException("the request body is larger than 1 MiB", status_code=413)
         request: Request = Request(scope, receive)
         body = await request.body()  # cached in the connection state for the handler
-        scope[AUTH_KEY] = await self._authenticate(request, scope, body)  # type: ignore[literal-required]
-        await next_app(scope, receive, send)
+        caller = await self._authenticate(request, scope, body)
+        scope[AUTH_KEY] = caller  # type: ignore[literal-required]
+        # Every database session of this request now sees this tenant's rows only (row-level security).
+        token = CURRENT_TENANT.set(str(caller.tenant_id))
+        try:
+            await self._limited(request, scope, receive, send, next_app, caller)
+        finally:
+            CURRENT_TENANT.reset(token)
+
+    async def _limited(self, request: Request, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp,
+                       caller: Principal) -> None:
+        resources = request.app.state.resources
+        decision = await limiter_for(resources.redis, resources.settings.namespace).hit(caller.tenant_id,
+                                                                                        caller.rate_limit)
+        if decision is None:  # Redis unreachable: fail open, without headers (see api/ratelimit.py)
+            await next_app(scope, receive, send)
+            return
+        if not decision.allowed:
+            raise TooManyRequestsException(f"over {decision.limit} requests a minute; retry after "
+                                           f"{decision.retry_after} s", headers=decision.headers())
+        await next_app(scope, receive, send_with_headers(send, decision.headers()))
 
     async def _authenticate(self, request: Request, scope: Scope, body: bytes) -> Principal:
         authorization = _header(scope, b"authorization") or ""

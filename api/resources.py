@@ -28,7 +28,7 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
         """Connect lazily: nothing here blocks when a dependency is down."""
-        engine = make_engine(settings.database_url, pool_size=20)
+        engine = make_engine(settings.database_url, pool_size=20, scope="tenant")
         sessions = make_sessionmaker(engine)
         client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         return cls(settings=settings, engine=engine, sessions=sessions, redis=client, broker=make_broker(settings),

@@ -9,7 +9,7 @@ import os
 import sys
 
 from domain.errors import DomainError
-from hostq import jobs_cli
+from hostq import jobs_cli, tenants_cli
 from domain.settings import Settings, SettingsError, load_settings
 
 
@@ -101,12 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--support-email")
     create.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
     create.set_defaults(run=_tenants_create)
+    tenants_cli.register_tenants_update(tenants)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     kcreate = keys.add_parser("create", help="issue a key with the given scopes")
     kcreate.add_argument("--tenant", required=True, help="tenant slug")
     kcreate.add_argument("--scopes", required=True, help="comma-separated, e.g. customers:read,jobs:read")
     kcreate.set_defaults(run=_keys_create)
+    tenants_cli.register_keys(keys)
 
     servers = sub.add_parser("servers", help="WHM servers").add_subparsers(dest="action", required=True)
     sadd = servers.add_parser("add", help="register a WHM server in a region")

@@ -6,14 +6,16 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from email.utils import parseaddr
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.crypto import hash_api_key, seal, unseal
+from domain.customers.rules import valid_email
 from domain.ids import new_id
-from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from domain.tenants.models import ApiKey, Tenant
 from domain.tenants.scopes import ALL_SCOPES
 
@@ -102,3 +104,129 @@ async def resolve_key(session: AsyncSession, kek: bytes, api_key: str) -> Princi
         secrets_.append(unseal(kek, key.previous_secret_encrypted, context=key.id.bytes))
     return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes), secrets=secrets_,
                      rate_limit=rate_limit)
+
+
+# product.md, 'Dunning': a reminder 3 days before due, 1, 3 and 7 days after, suspend at 10, terminate at 30.
+DEFAULT_DUNNING = {"reminders": [-3, 1, 3, 7], "suspend": 10, "terminate": 30}
+MAX_RATE_LIMIT = 1_000_000
+MAX_LEAD_DAYS = 90
+MAX_LADDER_DAYS = 365
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field.replace('_', '-')}: {message}", errors=[{"field": field, "message": message}])
+
+
+def _day(field: str, text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise _invalid("dunning", f"{field} must be whole days, got {text.strip()!r}") from None
+
+
+def parse_dunning(text: str, current: dict | None = None) -> dict:
+    """`reminders=-3,1,3,7;suspend=10;terminate=30` over the current ladder; parts not given are kept."""
+    ladder = dict(current or DEFAULT_DUNNING)
+    seen: set[str] = set()
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or name not in DEFAULT_DUNNING or name in seen:
+            raise _invalid("dunning", f"expected reminders=D,D,...;suspend=D;terminate=D, got {part!r}")
+        seen.add(name)
+        if name == "reminders":
+            ladder[name] = sorted({_day(name, d) for d in value.split(",") if d.strip()})
+        else:
+            ladder[name] = _day(name, value)
+    if not seen:
+        raise _invalid("dunning", "give at least one of reminders, suspend, terminate")
+    return check_dunning(ladder)
+
+
+def check_dunning(ladder: dict) -> dict:
+    """The ladder if its days make sense: 0 < suspend < terminate, reminders (negative = before due) before terminate."""
+    suspend, terminate, reminders = ladder["suspend"], ladder["terminate"], ladder["reminders"]
+    if not 1 <= suspend < terminate <= MAX_LADDER_DAYS:
+        raise _invalid("dunning", f"need 1 <= suspend < terminate <= {MAX_LADDER_DAYS} days overdue, "
+                                  f"got suspend={suspend} terminate={terminate}")
+    if any(not -MAX_LADDER_DAYS <= day < terminate for day in reminders):
+        raise _invalid("dunning", f"reminders must fall between {-MAX_LADDER_DAYS} and terminate-1 days, "
+                                  f"got {reminders}")
+    return {"reminders": list(reminders), "suspend": suspend, "terminate": terminate}
+
+
+def _check_sender(value: str) -> str:
+    """`Brand <billing@brand.example>` or a bare address."""
+    value = value.strip()
+    _, address = parseaddr(value)
+    if not valid_email(address) or (value != address and not value.endswith(f"<{address}>")):
+        raise _invalid("sender", f'expected "Brand <billing@brand.example>" or an address, got {value!r}')
+    return value
+
+
+async def update_tenant(session: AsyncSession, slug: str, *, sender: str | None = None,
+                        support_email: str | None = None, rate_limit: int | None = None,
+                        lead_days: int | None = None, dunning: str | None = None) -> Tenant:
+    """Change the settings that are given; the rest stay as they are."""
+    tenant = await tenant_by_slug(session, slug)
+    if sender is not None:
+        tenant.sender = _check_sender(sender)
+    if support_email is not None:
+        if not valid_email(support_email.strip()):
+            raise _invalid("support_email", f"not a valid e-mail address: {support_email!r}")
+        tenant.support_email = support_email.strip()
+    if rate_limit is not None:
+        if not 1 <= rate_limit <= MAX_RATE_LIMIT:
+            raise _invalid("rate_limit", f"must be 1..{MAX_RATE_LIMIT} requests a minute, got {rate_limit}")
+        tenant.rate_limit = rate_limit
+    if lead_days is not None:
+        if not 0 <= lead_days <= MAX_LEAD_DAYS:
+            raise _invalid("lead_days", f"must be 0..{MAX_LEAD_DAYS} days, got {lead_days}")
+        tenant.lead_days = lead_days
+    if dunning is not None:
+        # A new dict, so SQLAlchemy sees the JSONB column change.
+        tenant.settings = {**(tenant.settings or {}), "dunning": parse_dunning(dunning, dunning_ladder(tenant))}
+    await session.flush()
+    return tenant
+
+
+def dunning_ladder(tenant: Tenant) -> dict:
+    """The tenant's dunning ladder, or the default one."""
+    return dict((tenant.settings or {}).get("dunning") or DEFAULT_DUNNING)
+
+
+async def _key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
+    key = await session.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        raise NotFound(f"no API key with id {key_id}")
+    return key
+
+
+async def rotate_key(session: AsyncSession, kek: bytes, key_id: uuid.UUID, *,
+                     grace: timedelta) -> tuple[str, datetime | None]:
+    """A new signing secret for the key; the old one stays valid for `grace` (none when zero).
+
+    Returns the new secret and until when the old one is accepted. A rotation
+    during another's grace period ends that period: only one previous secret is kept.
+    """
+    if grace < timedelta(0):
+        raise _invalid("grace", "must not be negative")
+    key = await _key(session, key_id)
+    if key.revoked_at is not None:
+        raise InvalidState(f"API key {key_id} is revoked")
+    signing_secret = "hqs_" + secrets.token_urlsafe(32)
+    valid_until = datetime.now(timezone.utc) + grace if grace else None
+    key.previous_secret_encrypted = key.secret_encrypted if valid_until else None
+    key.previous_expires_at = valid_until
+    key.secret_encrypted = seal(kek, signing_secret, context=key.id.bytes)
+    await session.flush()
+    return signing_secret, valid_until
+
+
+async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> datetime:
+    """The key stops working at once; revoking twice keeps the first time."""
+    key = await _key(session, key_id)
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(timezone.utc)
+        key.previous_secret_encrypted, key.previous_expires_at = None, None
+        await session.flush()
+    return key.revoked_at

@@ -1,0 +1,153 @@
+"""Per-tenant rate limits in Redis (api-v1.md, 'Rate limits'): one GCRA script, one round trip a request.
+
+The bucket holds N tokens (the tenant's limit per minute) and refills at N per
+minute, so a burst of N passes and the next request within the minute is
+refused. It is kept as GCRA (the generic cell rate algorithm): Redis stores one
+number per tenant, the "theoretical arrival time" (TAT), under
+`{namespace}:ratelimit:{tenant_id}`. Every request adds one emission interval
+(60 s / N) to the TAT; a request is refused while the TAT would run more than
+60 s ahead of now. The whole check-and-update is a Lua script run with EVALSHA,
+so it is atomic across every API process sharing that Redis, and the clock is
+Redis's own (`TIME`), so API hosts with skewed clocks still agree. A tenant
+whose limit changes keeps its TAT: the new limit applies from the next request.
+
+Headers, on every authenticated response that passed the limiter:
+- `X-RateLimit-Limit`: N, requests per minute.
+- `X-RateLimit-Remaining`: requests that would pass if sent right now.
+- `X-RateLimit-Reset`: unix seconds (rounded up) at which the bucket is full
+  again, i.e. when `Remaining` is back to `Limit` if nothing more is sent. This
+  is GitHub's meaning ("when the quota resets"), not "when the next token
+  arrives": that second meaning is `Retry-After`.
+- On a refusal (429): the same headers with `Remaining: 0`, and `Retry-After`,
+  whole seconds (>= 1) until one more request would pass.
+
+Redis unreachable or slow: fail open. The request goes through without the
+headers and a warning is logged (at most one every few seconds). A limiter
+that fails closed would turn a Redis blip into a full API outage, while the
+request itself still needs Postgres, whose outage answers 503 elsewhere. After
+a failure the limiter is skipped for a short pause, so a dead Redis does not
+add its timeout to every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from litestar.types import Message, Send
+from redis.exceptions import RedisError
+
+log = logging.getLogger("hostq.api.ratelimit")
+
+PERIOD_S = 60
+_US = 1_000_000
+
+# KEYS[1]: the bucket. ARGV: limit, period in microseconds, now in microseconds ('' = Redis's clock).
+# Returns {allowed (1|0), remaining, reset (unix s, rounded up), wait until one more passes (us)}.
+GCRA_LUA = """
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local now
+if ARGV[3] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[3])
+end
+local interval = math.max(1, math.floor(period / limit))
+local burst = interval * limit
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst
+if now < allow_at then
+  return {0, 0, math.ceil(tat / 1000000), allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) / 1000)))
+return {1, math.floor((now - allow_at) / interval), math.ceil(new_tat / 1000000), 0}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The limiter's answer for one request."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset: int
+    retry_after: int
+
+    def headers(self) -> dict[str, str]:
+        """The X-RateLimit-* headers, plus Retry-After when refused."""
+        out = {"X-RateLimit-Limit": str(self.limit), "X-RateLimit-Remaining": str(self.remaining),
+               "X-RateLimit-Reset": str(self.reset)}
+        if not self.allowed:
+            out["Retry-After"] = str(self.retry_after)
+        return out
+
+
+class RateLimiter:
+    """Per-tenant GCRA buckets in Redis; `clock` (unix seconds) replaces Redis's clock in tests."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str, *, period_s: float = PERIOD_S,
+                 clock: Callable[[], float] | None = None, timeout_s: float = 0.5, pause_s: float = 5.0) -> None:
+        self._script = client.register_script(GCRA_LUA)
+        self._namespace = namespace
+        self._period_us = int(period_s * _US)
+        self._clock = clock
+        self._timeout_s = timeout_s
+        self._pause_s = pause_s
+        self._skip_until = 0.0
+
+    def key(self, tenant_id: uuid.UUID) -> str:
+        """The tenant's bucket."""
+        return f"{self._namespace}:ratelimit:{tenant_id}"
+
+    async def hit(self, tenant_id: uuid.UUID, limit: int) -> Decision | None:
+        """Take one token from the tenant's bucket; None when Redis cannot answer (fail open)."""
+        if time.monotonic() < self._skip_until:
+            return None
+        limit = max(1, int(limit))
+        now = "" if self._clock is None else str(int(self._clock() * _US))
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                allowed, remaining, reset, wait_us = await self._script(
+                    keys=[self.key(tenant_id)], args=[limit, self._period_us, now])
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._skip_until = time.monotonic() + self._pause_s
+            log.warning("rate limiter unavailable, letting requests through for %ss: %s: %s",
+                        self._pause_s, type(exc).__name__, exc)
+            return None
+        return Decision(allowed=bool(allowed), limit=limit, remaining=int(remaining), reset=int(reset),
+                        retry_after=max(1, math.ceil(int(wait_us) / _US)) if not allowed else 0)
+
+
+_LIMITERS: weakref.WeakKeyDictionary[aioredis.Redis, RateLimiter] = weakref.WeakKeyDictionary()
+
+
+def limiter_for(client: aioredis.Redis, namespace: str) -> RateLimiter:
+    """The process's limiter on this Redis client (the script's SHA is computed once)."""
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = RateLimiter(client, namespace)
+    return limiter
+
+
+def send_with_headers(send: Send, headers: dict[str, str]) -> Send:
+    """A `send` that adds `headers` to the response start, whatever answered (handler, error handler)."""
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *raw]
+        await send(message)
+
+    return wrapped

@@ -1,0 +1,110 @@
+"""`hostq tenants update`, `hostq keys rotate|revoke` (operations.md, 'Commands')."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import uuid
+from datetime import datetime, timedelta
+
+from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.errors import ValidationFailed
+from domain.settings import Settings
+from domain.tenants import service as tenants
+
+_GRACE = re.compile(r"^(\d{1,6})([smhd]?)$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_GRACE = timedelta(days=30)
+
+
+def register_tenants_update(tenants_sub: argparse._SubParsersAction) -> None:
+    """Add `tenants update` to the `tenants` command."""
+    update = tenants_sub.add_parser("update", help="change a tenant's settings (only those given)")
+    update.add_argument("--slug", required=True)
+    update.add_argument("--sender", help='"Brand <billing@brand.example>"')
+    update.add_argument("--support-email")
+    update.add_argument("--rate-limit", type=int, help="requests per minute")
+    update.add_argument("--lead-days", type=int, help="days before the due date that renewal invoices go out")
+    update.add_argument("--dunning", help='"reminders=-3,1,3,7;suspend=10;terminate=30" (days after due; '
+                                          'negative = before); parts not given are kept')
+    update.set_defaults(run=tenants_update)
+
+
+def register_keys(keys_sub: argparse._SubParsersAction) -> None:
+    """Add `keys rotate` and `keys revoke` to the `keys` command."""
+    rotate = keys_sub.add_parser("rotate", help="a new signing secret; the old one stays valid for --grace")
+    rotate.add_argument("--key", required=True, help="key id")
+    rotate.add_argument("--grace", default="24h", help="how long the old secret stays valid: 0, 30m, 24h, 7d")
+    rotate.set_defaults(run=keys_rotate)
+    revoke = keys_sub.add_parser("revoke", help="the key stops working at once")
+    revoke.add_argument("--key", required=True, help="key id")
+    revoke.set_defaults(run=keys_revoke)
+
+
+def parse_grace(text: str) -> timedelta:
+    """`0`, `90s`, `30m`, `24h`, `7d` -> a timedelta of at most 30 days."""
+    match = _GRACE.match(text.strip())
+    if match is None:
+        raise ValidationFailed(f"grace must look like 0, 30m, 24h or 7d, got {text!r}")
+    grace = timedelta(seconds=int(match[1]) * _UNIT_S[match[2] or "s"])
+    if grace > MAX_GRACE:
+        raise ValidationFailed(f"grace must be at most {MAX_GRACE.days}d, got {text!r}")
+    return grace
+
+
+def _key_id(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text.strip())
+    except ValueError:
+        raise ValidationFailed(f"--key must be a key id (a UUID), got {text!r}") from None
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat().replace("+00:00", "Z") if at else None
+
+
+def _print(obj: dict) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+async def _in_transaction(settings: Settings, work):
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        async with session_scope(make_sessionmaker(engine)) as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def tenants_update(args, settings: Settings) -> None:
+    """`hostq tenants update`: prints the tenant's settings after the change."""
+    async def work(session):
+        tenant = await tenants.update_tenant(session, args.slug, sender=args.sender, support_email=args.support_email,
+                                             rate_limit=args.rate_limit, lead_days=args.lead_days,
+                                             dunning=args.dunning)
+        return {"tenant_id": str(tenant.id), "slug": tenant.slug, "name": tenant.name, "sender": tenant.sender,
+                "support_email": tenant.support_email, "rate_limit": tenant.rate_limit,
+                "lead_days": tenant.lead_days, "dunning": tenants.dunning_ladder(tenant)}
+    _print(asyncio.run(_in_transaction(settings, work)))
+
+
+def keys_rotate(args, settings: Settings) -> None:
+    """`hostq keys rotate`: prints the new secret (shown once) and until when the old one is accepted."""
+    key_id, grace, kek = _key_id(args.key), parse_grace(args.grace), settings.require_kek()
+
+    async def work(session):
+        return await tenants.rotate_key(session, kek, key_id, grace=grace)
+    secret, valid_until = asyncio.run(_in_transaction(settings, work))
+    _print({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": _iso(valid_until)})
+
+
+def keys_revoke(args, settings: Settings) -> None:
+    """`hostq keys revoke`: prints when the key stopped working."""
+    key_id = _key_id(args.key)
+
+    async def work(session):
+        return await tenants.revoke_key(session, key_id)
+    revoked_at = asyncio.run(_in_transaction(settings, work))
+    _print({"key_id": str(key_id), "revoked_at": _iso(revoked_at)})

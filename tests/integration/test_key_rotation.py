@@ -1,0 +1,150 @@
+"""Operator commands on keys and tenants: `keys rotate|revoke` against the signed API, `tenants update`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from domain.errors import NotFound, ValidationFailed
+from domain.tenants.signing import sign, signed_payload
+from hostq.tenants_cli import keys_revoke, keys_rotate, parse_grace, register_keys, register_tenants_update
+from tests.conftest import signed_client
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The two command trees as hostq/cli.py wires them."""
+    parser = argparse.ArgumentParser(prog="hostq")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_tenants_update(sub.add_parser("tenants").add_subparsers(dest="action", required=True))
+    register_keys(sub.add_parser("keys").add_subparsers(dest="action", required=True))
+    return parser
+
+
+async def _run(capsys, settings, *argv: str) -> dict:
+    """Run a command as `hostq` would (its own event loop, in a thread) and read its one JSON line."""
+    args = _parser().parse_args(list(argv))
+    await asyncio.to_thread(args.run, args, settings)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, out
+    return json.loads(out[0])
+
+
+def _with(tenant: dict, secret: str) -> dict:
+    return {**tenant, "signing_secret": secret}
+
+
+async def _status(app, creds: dict) -> int:
+    async with signed_client(app, creds) as c:
+        return (await c.get("/v1/customers")).status_code
+
+
+async def test_rotation_keeps_the_old_secret_valid_for_the_grace_period(app, anon, tenant, settings, capsys):
+    out = await _run(capsys, settings, "keys", "rotate", "--key", str(tenant["key_id"]), "--grace", "1h")
+    assert out["key_id"] == str(tenant["key_id"])
+    new_secret = out["signing_secret"]
+    assert new_secret.startswith("hqs_") and new_secret != tenant["signing_secret"]
+    until = datetime.fromisoformat(out["previous_valid_until"].replace("Z", "+00:00"))
+    assert abs(until - datetime.now(timezone.utc) - timedelta(hours=1)) < timedelta(minutes=1)
+
+    assert await _status(app, tenant) == 200  # old secret, same API key
+    assert await _status(app, _with(tenant, new_secret)) == 200
+
+    stamp = str(int(time.time()))
+    payload = signed_payload(stamp, "GET", "/v1/customers", b"")
+    base = {"Authorization": f"Bearer {tenant['api_key']}", "X-Timestamp": stamp}
+    both = f"v1={sign('hqs_wrong', payload)}, v1={sign(new_secret, payload)}"
+    assert (await anon.get("/v1/customers", headers={**base, "X-Signature": both})).status_code == 200
+    wrong = f"v1={sign('hqs_wrong', payload)},v1={sign('hqs_also_wrong', payload)}"
+    assert (await anon.get("/v1/customers", headers={**base, "X-Signature": wrong})).status_code == 401
+
+
+async def test_rotation_without_grace_refuses_the_old_secret_at_once(app, tenant, settings, capsys):
+    first = await _run(capsys, settings, "keys", "rotate", "--key", str(tenant["key_id"]))  # default grace 24h
+    assert first["previous_valid_until"] is not None
+    second = await _run(capsys, settings, "keys", "rotate", "--key", str(tenant["key_id"]), "--grace", "0")
+    assert second["previous_valid_until"] is None
+    assert await _status(app, tenant) == 401
+    assert await _status(app, _with(tenant, first["signing_secret"])) == 401
+    assert await _status(app, _with(tenant, second["signing_secret"])) == 200
+
+
+async def test_revoke_stops_the_key_at_once(app, tenant, settings, capsys):
+    assert await _status(app, tenant) == 200
+    out = await _run(capsys, settings, "keys", "revoke", "--key", str(tenant["key_id"]))
+    assert out["key_id"] == str(tenant["key_id"])
+    assert datetime.fromisoformat(out["revoked_at"].replace("Z", "+00:00")) <= datetime.now(timezone.utc)
+    assert await _status(app, tenant) == 401
+    again = await _run(capsys, settings, "keys", "revoke", "--key", str(tenant["key_id"]))
+    assert again["revoked_at"] == out["revoked_at"]
+
+
+def test_unknown_or_malformed_key_is_one_error(settings, capsys):
+    for command in ("rotate", "revoke"):
+        args = _parser().parse_args(["keys", command, "--key", str(uuid.uuid4())])
+        with pytest.raises(NotFound):
+            args.run(args, settings)
+        args = _parser().parse_args(["keys", command, "--key", "not-a-uuid"])
+        with pytest.raises(ValidationFailed):
+            args.run(args, settings)
+    assert capsys.readouterr().out == ""
+
+
+def test_grace_durations():
+    assert parse_grace("0") == timedelta(0)
+    assert parse_grace("30m") == timedelta(minutes=30)
+    assert parse_grace("24h") == timedelta(hours=24)
+    assert parse_grace("7d") == timedelta(days=7)
+    for bad in ("", "-1h", "1w", "1.5h", "31d"):
+        with pytest.raises(ValidationFailed):
+            parse_grace(bad)
+
+
+def _create_tenant(settings) -> dict:
+    from hostq.admin import create_tenant
+    return asyncio.run(create_tenant(settings, name=f"Brand {uuid.uuid4().hex[:8]}", slug=None, sender=None,
+                                     support_email=None, rate_limit=600))
+
+
+def _update(capsys, settings, *argv: str) -> dict:
+    args = _parser().parse_args(["tenants", "update", *argv])
+    args.run(args, settings)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_tenants_update_changes_what_is_given(settings, capsys):
+    created = _create_tenant(settings)
+    out = _update(capsys, settings, "--slug", created["slug"], "--sender", "Acme <billing@acme.example>",
+                  "--support-email", "help@acme.example", "--rate-limit", "120", "--lead-days", "10",
+                  "--dunning", "reminders=7,-3,1,3;suspend=12;terminate=40")
+    assert out == {"tenant_id": created["tenant_id"], "slug": created["slug"], "name": out["name"],
+                   "sender": "Acme <billing@acme.example>", "support_email": "help@acme.example",
+                   "rate_limit": 120, "lead_days": 10,
+                   "dunning": {"reminders": [-3, 1, 3, 7], "suspend": 12, "terminate": 40}}
+
+    later = _update(capsys, settings, "--slug", created["slug"], "--dunning", "suspend=5")
+    assert later["dunning"] == {"reminders": [-3, 1, 3, 7], "suspend": 5, "terminate": 40}
+    assert (later["sender"], later["rate_limit"], later["lead_days"]) == ("Acme <billing@acme.example>", 120, 10)
+
+
+def test_tenants_update_refuses_bad_values(settings, capsys):
+    slug = _create_tenant(settings)["slug"]
+    capsys.readouterr()
+    bad = [["--dunning", "suspend=30;terminate=10"], ["--dunning", "reminders=1,x"], ["--dunning", "pause=3"],
+           ["--dunning", "reminders=1,40;terminate=30"], ["--dunning", ""], ["--rate-limit", "0"],
+           ["--lead-days", "-1"], ["--sender", "Acme billing"], ["--support-email", "nope"]]
+    for argv in bad:
+        args = _parser().parse_args(["tenants", "update", "--slug", slug, *argv])
+        with pytest.raises(ValidationFailed):
+            args.run(args, settings)
+    args = _parser().parse_args(["tenants", "update", "--slug", "no-such-tenant", "--rate-limit", "5"])
+    with pytest.raises(NotFound):
+        args.run(args, settings)
+    assert capsys.readouterr().out == ""
+    assert _update(capsys, settings, "--slug", slug)["dunning"] == {"reminders": [-3, 1, 3, 7], "suspend": 10,
+                                                                   "terminate": 30}
