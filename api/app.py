@@ -14,6 +14,7 @@ from api.auth import MAX_BODY, SignatureAuthMiddleware
 from api.catalog.controller import PlanController
 from api.customers.controller import CustomerController
 from api.health import live, ready
+from api.cors import TenantCorsMiddleware
 from api.idempotency import IdempotencyMiddleware
 from api.jobs.controller import JobController
 from api.request_ids import request_id
@@ -62,7 +63,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
 
     v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
                                     JobController, TenantController],
-                middleware=[SignatureAuthMiddleware(), IdempotencyMiddleware()], security=[{"signedRequest": []}])
+                middleware=[TenantCorsMiddleware(), SignatureAuthMiddleware(), IdempotencyMiddleware()], security=[{"signedRequest": []}])
     return Litestar(
         route_handlers=[v1, live, ready],
         dependencies={"session": Provide(deps.provide_session), "caller": Provide(deps.provide_principal),

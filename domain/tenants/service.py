@@ -41,6 +41,7 @@ class Principal:
     scopes: frozenset[str]
     secrets: list[str]
     rate_limit: int
+    allowed_origins: frozenset[str] = frozenset()
 
 
 def slugify(name: str) -> str:
@@ -93,17 +94,18 @@ async def create_key(session: AsyncSession, kek: bytes, *, tenant_id: uuid.UUID,
 async def resolve_key(session: AsyncSession, kek: bytes, api_key: str) -> Principal | None:
     """The principal behind a presented key, or None if unknown or revoked."""
     row = (await session.execute(
-        select(ApiKey, Tenant.rate_limit).join(Tenant, Tenant.id == ApiKey.tenant_id)
+        select(ApiKey, Tenant.rate_limit, Tenant.settings).join(Tenant, Tenant.id == ApiKey.tenant_id)
         .where(ApiKey.key_hash == hash_api_key(api_key), ApiKey.revoked_at.is_(None))
     )).first()
     if row is None:
         return None
-    key, rate_limit = row
+    key, rate_limit, tenant_settings = row
     secrets_ = [unseal(kek, key.secret_encrypted, context=key.id.bytes)]
     if key.previous_secret_encrypted and key.previous_expires_at and key.previous_expires_at > datetime.now(timezone.utc):
         secrets_.append(unseal(kek, key.previous_secret_encrypted, context=key.id.bytes))
     return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes), secrets=secrets_,
-                     rate_limit=rate_limit)
+                     rate_limit=rate_limit,
+                     allowed_origins=frozenset((tenant_settings or {}).get("allowed_origins", ())))
 
 
 # product.md, 'Dunning': a reminder 3 days before due, 1, 3 and 7 days after, suspend at 10, terminate at 30.
@@ -230,3 +232,9 @@ async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> datetime:
         key.previous_secret_encrypted, key.previous_expires_at = None, None
         await session.flush()
     return key.revoked_at
+
+
+async def origin_allowed_anywhere(session: AsyncSession, origin: str) -> bool:
+    """Whether any tenant lists `origin` among its CORS origins (a preflight carries no credentials)."""
+    return await session.scalar(select(Tenant.id).where(Tenant.settings["allowed_origins"].contains([origin]))
+                                .limit(1)) is not None

@@ -1,0 +1,74 @@
+"""CORS per tenant: no origin is allowed unless a tenant lists it (PATCH /v1/tenant `allowed_origins`).
+
+A preflight carries no credentials, so it is answered for an origin that some tenant allows; the real
+request then carries CORS headers only when the authenticated tenant allows that origin, so a browser
+exposes a tenant's responses to that tenant's origins and no others.
+"""
+
+from __future__ import annotations
+
+import time
+
+from litestar import Request
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.auth import AUTH_KEY
+from domain.tenants.service import origin_allowed_anywhere
+
+ALLOW_HEADERS = b"authorization, content-type, x-timestamp, x-signature, idempotency-key, x-request-id"
+EXPOSE_HEADERS = (b"x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after, "
+                  b"location, idempotent-replayed")
+CACHE_S = 30.0
+
+
+def _origin(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            return value
+    return None
+
+
+class TenantCorsMiddleware(ASGIMiddleware):
+    """Answer preflights before authentication; add CORS headers to responses for the tenant's origins."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[bool, float]] = {}
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        origin = _origin(scope)
+        if origin is None:
+            await next_app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            await self._preflight(scope, origin, send)
+            return
+
+        async def with_cors(message: Message) -> None:
+            caller = scope.get(AUTH_KEY)  # type: ignore[call-overload]
+            if message["type"] == "http.response.start" and caller is not None \
+                    and origin.decode("latin-1") in caller.allowed_origins:
+                message["headers"] = [*message.get("headers", []), (b"access-control-allow-origin", origin),
+                                      (b"access-control-expose-headers", EXPOSE_HEADERS), (b"vary", b"Origin")]
+            await send(message)
+
+        await next_app(scope, receive, with_cors)
+
+    async def _allowed(self, scope: Scope, origin: str) -> bool:
+        cached = self._known.get(origin)
+        if cached and cached[1] > time.monotonic():
+            return cached[0]
+        resources = Request(scope).app.state.resources
+        async with resources.sessions() as session:
+            allowed = await origin_allowed_anywhere(session, origin)
+        self._known[origin] = (allowed, time.monotonic() + CACHE_S)
+        return allowed
+
+    async def _preflight(self, scope: Scope, origin: bytes, send: Send) -> None:
+        headers = [(b"vary", b"Origin"), (b"content-length", b"0")]
+        if await self._allowed(scope, origin.decode("latin-1")):
+            headers += [(b"access-control-allow-origin", origin),
+                        (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE"),
+                        (b"access-control-allow-headers", ALLOW_HEADERS), (b"access-control-max-age", b"600")]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
