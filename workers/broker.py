@@ -24,8 +24,8 @@ def setup_broker(settings: Settings, sessions: Callable, queues: Iterable[str] =
     """
     broker = make_broker(settings)
     ttl_ms = int(settings.service_lock_ttl_s * 1000)
-    locks = (lambda resource: RedisLock(redis(), f"{settings.namespace}:lock:service:{resource}", ttl_ms)) \
-        if redis else None
+    locks = (lambda resource, owner: RedisLock(redis(), f"{settings.namespace}:lock:service:{resource}", ttl_ms,
+                                               owner)) if redis else None
     for middleware in (
         TimeLimit(time_limit=int((settings.whm_create_timeout + 120) * 1000)),
         ShutdownNotifications(),

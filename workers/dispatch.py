@@ -15,9 +15,10 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         raise SettingsError("HOSTQ_BROKER_URL: only redis:// brokers are supported in this version")
     # maintenance_chance: of every million broker commands, how many also requeue the messages of
-    # workers whose heartbeat stopped; a high value brings a killed worker's message back within a minute.
+    # workers whose heartbeat stopped. One in four: an idle worker polls about once a second, so a killed
+    # worker's messages come back a few seconds after its heartbeat expires (30 s by default).
     return RedisBroker(url=settings.broker_url, namespace=f"{settings.namespace}:dramatiq",
-                       heartbeat_timeout=int(settings.broker_heartbeat_s * 1000), maintenance_chance=50_000,
+                       heartbeat_timeout=int(settings.broker_heartbeat_s * 1000), maintenance_chance=250_000,
                        middleware=[], socket_connect_timeout=2, socket_timeout=10)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import Callable
 
@@ -48,14 +49,17 @@ class JobStateMiddleware(dramatiq.Middleware):
     def _key(message: dramatiq.Message) -> str:
         return f"{message.message_id}:{message.options.get('redis_message_id')}"
 
-    def _lock(self, message: dramatiq.Message) -> bool:
-        """Take the resource's lock (and start renewing it); False when another holder has it."""
+    def _lock(self, broker, message: dramatiq.Message) -> bool:
+        """Take the resource's lock (and start renewing it); False while a live worker holds it."""
         resource = message.options.get("resource_id")
         if self._locks is None or not resource:
             return True
-        lock = self._locks(resource)
+        owner = getattr(broker, "broker_id", "")
+        lock = self._locks(resource, owner)
         loop_thread = get_event_loop_thread()
-        if not loop_thread.run_coroutine(lock.acquire_new()):
+        heartbeats = f"{getattr(broker, 'namespace', 'dramatiq')}:__heartbeats__"
+        dead_before = int(time.time() * 1000) - getattr(broker, "heartbeat_timeout", 60_000)
+        if not loop_thread.run_coroutine(lock.acquire_unless_alive(heartbeats, dead_before)):
             return False
         renewer = asyncio.run_coroutine_threadsafe(lock.keep(self._renew_every_s), loop_thread.loop)
         self._held[self._key(message)] = (lock, renewer)
@@ -72,7 +76,7 @@ class JobStateMiddleware(dramatiq.Middleware):
         job_id = self._job_id(message)
         if job_id is None:
             return
-        if not self._lock(message):  # busy with another action: come back soon, no attempt spent
+        if not self._lock(broker, message):  # busy with another action: come back soon, no attempt spent
             broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
             raise SkipMessage(f"job {job_id}: its service is busy")
         job = self._run(lambda s: tracking.start_attempt(s, job_id))

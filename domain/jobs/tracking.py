@@ -37,11 +37,26 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+WORKER_LOST = JobError("worker_lost", "the worker running this attempt stopped (killed or crashed)", True)
+
+
 async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
-    """Mark the job running and open an attempt; None when the job should not run."""
+    """Mark the job running and open an attempt; None when the job should not run.
+
+    A job found `running` was redelivered because its worker died mid-attempt: that attempt is closed
+    as lost and counts, so a job that keeps killing its worker ends `failed` instead of looping.
+    """
     job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None or not rules.should_run(job.status):
         return None
+    if job.status == rules.RUNNING:
+        outcome = rules.outcome_after_error(True, job.attempts, job.max_attempts)
+        await _close_attempt(session, job, outcome, WORKER_LOST)
+        if outcome == rules.FAILED:
+            job.status, job.error_code, job.error_message = rules.FAILED, WORKER_LOST.code, WORKER_LOST.message
+            job.finished_at = job.updated_at = _now()
+            await effects.on_failed(session, job)
+            return None
     now = _now()
     job.status, job.attempts, job.next_attempt_at, job.updated_at = rules.RUNNING, job.attempts + 1, None, now
     job.started_at = job.started_at or now

@@ -139,3 +139,18 @@ async def test_different_services_run_in_parallel(worker_broker, sessions):
     start = {job: t for job, t, _ in SPANS if t is not None}
     end = {job: t for job, _, t in SPANS if t is not None}
     assert start[first] < end[second] and start[second] < end[first]  # the two actions overlapped
+
+
+async def test_an_attempt_lost_with_its_worker_counts_and_ends_the_job_at_the_limit(sessions):
+    from domain.jobs import tracking
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=2)
+    for _ in range(2):  # first delivery, then a redelivery after the worker died mid-attempt
+        async with session_scope(sessions) as session:
+            assert await tracking.start_attempt(session, job.id) is not None
+    async with session_scope(sessions) as session:  # the second attempt dies too: no third
+        assert await tracking.start_attempt(session, job.id) is None
+    async with sessions() as session:
+        row = await session.get(Job, job.id)
+        assert (row.status, row.attempts, row.error_code) == ("failed", 2, "worker_lost")
+    assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "failed", "worker_lost")]
