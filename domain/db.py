@@ -70,10 +70,13 @@ def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system"
         dbapi_connection.run_async(lambda raw: raw.execute(f"SET ROLE {APP_ROLE}"))
 
     @event.listens_for(engine.sync_engine, "checkout")
-    def _scope(dbapi_connection, _record, _proxy) -> None:
+    def _scope(dbapi_connection, record, _proxy) -> None:
         tenant = CURRENT_TENANT.get() if scope == "tenant" else ""
+        if record.info.get("hostq.scope") == (tenant, scope):
+            return  # this connection already acts for that tenant: spare the round trip
         dbapi_connection.run_async(lambda raw: raw.execute(
             "SELECT set_config('hostq.tenant_id', $1, false), set_config('hostq.scope', $2, false)", tenant, scope))
+        record.info["hostq.scope"] = (tenant, scope)
 
     return engine
 

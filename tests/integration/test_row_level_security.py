@@ -72,3 +72,19 @@ async def test_placement_counts_every_tenants_services(app, client, sessions, se
         their_customer, their_plan = await customer_and_plan(theirs)
         full = await theirs.post("/v1/services", json=order_body(their_customer, their_plan, region))
     assert full.status_code == 422 and full.json()["code"] == "no_capacity"
+
+
+async def test_one_pooled_connection_follows_the_tenant_of_each_checkout(app, client, tenant, sessions, settings,
+                                                                          tenant_sessions):
+    other = await make_tenant(sessions, settings)
+    async with signed_client(app, other) as theirs:
+        await theirs.post("/v1/customers", json={"name": "Eve", "email": "eve@example.com"})
+    await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})
+    for who in (tenant, other, tenant, "", other):  # the engine's pool holds a single connection
+        token = CURRENT_TENANT.set(str(who["tenant_id"]) if who else "")
+        try:
+            async with tenant_sessions() as session:
+                seen = set((await session.scalars(text("SELECT DISTINCT tenant_id FROM customers"))).all())
+        finally:
+            CURRENT_TENANT.reset(token)
+        assert seen == ({who["tenant_id"]} if who else set())
