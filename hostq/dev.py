@@ -86,6 +86,26 @@ Ctrl-C stops everything.
 """
 
 
+def _signal_group(child: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(child.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _stop(children: list[subprocess.Popen]) -> None:
+    """SIGTERM every child's process group, wait, then SIGKILL what is left of each group."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child, signal.SIGKILL)  # also reaps forked workers whose parent already exited
+
+
 def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
@@ -104,7 +124,8 @@ def run_dev(args) -> None:
     children: list[subprocess.Popen] = []
 
     def start(*argv: str) -> None:
-        children.append(subprocess.Popen([*hostq, *argv], env=os.environ.copy()))
+        # Its own process group: a worker forks processes, and stopping it must reach all of them.
+        children.append(subprocess.Popen([*hostq, *argv], env=os.environ.copy(), start_new_session=True))
 
     try:
         from hostq.admin import register_server
@@ -127,11 +148,6 @@ def run_dev(args) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _stop(children)
