@@ -24,7 +24,8 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
 
 def job_message(job: Job) -> dramatiq.Message:
     """The broker message for a job: its id as the only argument, on the job's queue."""
-    return dramatiq.Message(queue_name=job.queue, actor_name=job.kind, args=(str(job.id),), kwargs={},
+    kwargs = {"service_id": str(job.resource_id)} if job.kind == "provision.create" and job.resource_id else {}
+    return dramatiq.Message(queue_name=job.queue, actor_name=job.kind, args=(str(job.id),), kwargs=kwargs,
                             options={"job_id": str(job.id), "request_id": job.request_id,
                                      "resource_id": str(job.resource_id) if job.resource_id else None})
 

@@ -20,10 +20,11 @@ async def _service_of(job_id: str) -> uuid.UUID:
 
 
 @dramatiq.actor(actor_name="provision.create", queue_name="provisioning")
-async def provision_create(job_id: str) -> dict:
+async def provision_create(job_id: str, service_id: str | None = None) -> dict:
     """Create the service's WHM account exactly once (adopting one a timed-out call left behind)."""
     rt = runtime()
-    return await create_account(rt.sessions, await _service_of(job_id), rt.whm_for)
+    service = uuid.UUID(service_id) if service_id else await _service_of(job_id)
+    return await create_account(rt.sessions, service, rt.whm_for)
 
 
 async def _action(job_id: str) -> dict:

@@ -31,31 +31,35 @@ class WhmPort(Protocol):
                          owner: str | None = None) -> dict: ...
 
 
-async def _taken_prefixes(session: AsyncSession, server_id: uuid.UUID, service_id: uuid.UUID) -> set[str]:
-    rows = await session.scalars(select(func.left(Service.username, naming.UNIQUE_PREFIX)).where(
-        Service.server_id == server_id, Service.username.is_not(None), Service.id != service_id,
-        Service.status != rules.TERMINATED))
-    return set(rows.all())
+async def _fix_username(sessions: async_sessionmaker[AsyncSession], service: Service, whm: WhmPort) -> str:
+    """Choose a username, store it (before any createacct) and check WHM has it free; return it.
 
-
-async def _fix_username(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID,
-                        whm: WhmPort, refused: set[str]) -> None:
-    """Choose a username free in our records and on WHM, and store it (before any createacct)."""
-    for _ in range(20):
-        async with session_scope(sessions) as session:
-            service = await session.get(Service, service_id, with_for_update=True)
-            taken = await _taken_prefixes(session, service.server_id, service.id) | refused
-            candidate = naming.choose_username(service.domain, taken)
-        if not await whm.verify_new_username(candidate):
-            refused.add(candidate[: naming.UNIQUE_PREFIX])
+    The unique index on (server, first 8 characters) settles races between workers without reading
+    every other username; a name WHM already knows is given back and the next candidate tried.
+    """
+    refused = 0
+    for candidate in naming.username_candidates(service.domain):
+        if naming.username_problem(candidate) or refused >= 50:
+            if refused >= 50:
+                break
             continue
         try:
             async with session_scope(sessions) as session:
-                await session.execute(update(Service).where(Service.id == service_id, Service.username.is_(None))
-                                      .values(username=candidate))
-            return
-        except IntegrityError:  # another worker took that prefix on this server meanwhile
-            refused.add(candidate[: naming.UNIQUE_PREFIX])
+                stored = (await session.execute(
+                    update(Service).where(Service.id == service.id, Service.username.is_(None))
+                    .values(username=candidate).returning(Service.username))).scalar_one_or_none()
+        except IntegrityError:  # that prefix is taken on this server
+            refused += 1
+            continue
+        if stored is None:  # another delivery of this job chose first: keep its choice
+            async with sessions() as session:
+                return await session.scalar(select(Service.username).where(Service.id == service.id))
+        if await whm.verify_new_username(candidate):
+            return candidate
+        async with session_scope(sessions) as session:  # WHM has it (not ours: we never called createacct)
+            await session.execute(update(Service).where(Service.id == service.id, Service.username == candidate)
+                                  .values(username=None))
+        refused += 1
     raise PermanentIntegrationError("username_unavailable", "could not find a free username on the server")
 
 
@@ -94,28 +98,39 @@ async def create_account(sessions: async_sessionmaker[AsyncSession], service_id:
     if service.status != rules.PROVISIONING:
         raise InvalidState(f"a {service.status} service is not being provisioned")
     whm = whm_for(server)
-    if service.username is None:
-        await _fix_username(sessions, service.id, whm, set())
-        service, server, plan, email = await _load(sessions, service_id)
+    verified = service.username is None
+    if verified:
+        service.username = await _fix_username(sessions, service, whm)
     username, domain = service.username, service.domain
-    adopted = await _existing_is_ours(whm, username, domain, attempted=service.create_attempted_at is not None)
+    if service.create_attempted_at is not None:  # a createacct may have happened: ask WHM first (adopt rule)
+        adopted = await _existing_is_ours(whm, username, domain, attempted=True)
+    elif verified or await whm.verify_new_username(username):
+        adopted = False  # the name is free on WHM and we never called createacct: nothing of ours exists
+    else:
+        adopted = await _existing_is_ours(whm, username, domain, attempted=False)
     if not adopted:
         await _set(sessions, service.id, create_attempted_at=datetime.now(timezone.utc))
-        try:
-            await whm.createacct(username=username, domain=domain, plan=plan.whm_package, contactemail=email,
-                                 password=secrets.token_urlsafe(18))
-        except PermanentIntegrationError as exc:
-            if exc.code != "whm_account_exists":
-                raise
-            found = await whm.accountsummary(user=username)
-            if found is None:
-                raise
-            adopted = _adopt_or_conflict(found, username, domain)
+        adopted = await _create(whm, username, domain, plan.whm_package, email)
     async with session_scope(sessions) as session:
         await session.execute(update(Service).where(Service.id == service.id, Service.status == rules.PROVISIONING)
                               .values(status=rules.after_provisioned(rules.PROVISIONING), updated_at=func.now()))
     return {"service_id": str(service.id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
+
+
+async def _create(whm: WhmPort, username: str, domain: str, package: str, email: str) -> bool:
+    """createacct; on WHM's 'already exists', adopt our own account (True) or name the conflict."""
+    try:
+        await whm.createacct(username=username, domain=domain, plan=package, contactemail=email,
+                             password=secrets.token_urlsafe(18))
+        return False
+    except PermanentIntegrationError as exc:
+        if exc.code != "whm_account_exists":
+            raise
+        found = await whm.accountsummary(user=username)
+        if found is None:  # the domain is someone else's
+            raise PermanentIntegrationError("whm_domain_taken", f"{exc.message}: an operator must look") from None
+        return _adopt_or_conflict(found, username, domain)
 
 
 async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempted: bool) -> bool:
