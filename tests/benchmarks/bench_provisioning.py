@@ -1,0 +1,306 @@
+"""Provisioning throughput: hostq's `provision.create` jobs against no-op Dramatiq actors, same broker, same run.
+
+    .venv/bin/python tests/benchmarks/bench_provisioning.py [--jobs 300] [--baseline-jobs N] [--json F]
+
+One run, on its own database and Redis namespace (stack.py), with the fake WHM at zero latency, `hostq api`
+and no scheduler (nothing here needs the relay; without it no job is sent twice). Measured one after the other:
+
+1. raw Dramatiq: N no-op messages enqueued, then `python -m dramatiq tests.benchmarks.noop_actors
+   --processes 1 --threads 8` started; jobs/s from the first message's start to the last one's end;
+2. hostq, queued: N orders (`POST /v1/services`, provision "now") sent with no worker running (intake
+   req/s), then `hostq worker --region us --processes 1 --threads 8` started; jobs/s from the first job's
+   `started_at` to the last `finished_at` (the primary figure, comparable with 1);
+3. hostq, end to end: N more orders with that worker running; jobs/s from the first 202 to the last job
+   succeeded;
+4. raw Dramatiq again (sync: the baseline is the mean of 1 and 4), and the async no-op.
+
+Completion is polled cheaply (a count in Postgres as superuser, a counter in Redis); the times come from
+the job rows and from the actors themselves. Prints a table and, as the last stdout line, the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
+from tests.benchmarks.bench_intake import ratio, seed_catalog  # noqa: E402
+from tests.benchmarks.drain import CpuMeter, Progress, descendants, wait_drained  # noqa: E402
+from tests.benchmarks.loadgen import pids_named  # noqa: E402
+from tests.benchmarks.stack import REDIS_URL, ROOT, Stack, free_port, hostq_command  # noqa: E402
+
+BURST = Path(__file__).with_name("order_burst.py")
+REGION = "us"
+JOB_COUNTS = """SELECT count(*) FILTER (WHERE status = 'succeeded') AS done,
+    count(*) FILTER (WHERE status <> 'queued') AS begun,
+    count(*) FILTER (WHERE status IN ('failed', 'retrying')) AS failed,
+    extract(epoch FROM min(started_at))::float8 AS first_start,
+    extract(epoch FROM max(finished_at))::float8 AS last_finish
+FROM jobs WHERE created_at >= to_timestamp($1)"""
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=300, help="orders per hostq measurement")
+    parser.add_argument("--baseline-jobs", type=int, help="messages per no-op measurement (default: --jobs)")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections sending the orders")
+    parser.add_argument("--threads", type=int, default=8, help="worker threads (one worker process)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds a queue may take to drain")
+    parser.add_argument("--json", type=Path, help="also write the JSON results to this file")
+    return parser.parse_args()
+
+
+def start_world(stack: Stack) -> tuple[dict[str, int], dict]:
+    """Migrate; start the fake WHM (no added latency); register it and a tenant; start `hostq api`."""
+    ports = {"whm": free_port(), "api": free_port()}
+    whm = f"http://127.0.0.1:{ports['whm']}"
+    stack.hostq("db", "upgrade")
+    stack.start("whm", [*hostq_command(), "sandbox", "whm", "--port", str(ports["whm"])])
+    stack.wait_ready("whm", f"{whm}/__sandbox/accounts")
+    httpx.post(f"{whm}/__sandbox/latency", json={"function": "createacct", "seconds": 0}).raise_for_status()
+    creds = stack.hostq("tenants", "create", "--name", "Bench", "--rate-limit", "1000000")
+    stack.hostq("servers", "add", "--region", REGION, "--url", whm, "--username", "root", "--token", "sandbox",
+                "--capacity", "1000000")
+    stack.start("api", [*hostq_command(), "api", "--port", str(ports["api"])])
+    stack.wait_ready("api", f"http://127.0.0.1:{ports['api']}/health/ready")
+    return ports, creds
+
+
+def send_orders(port: int, creds: dict, customer_id: str, tag: str, args) -> dict:
+    """Send --jobs orders (domains b<tag><n>.example.com) from order_burst.py; its tally."""
+    spec = {"orders": args.jobs, "name": tag, "port": port, "path": "/v1/services", "kind": "order", "tag": tag,
+            "concurrency": args.concurrency, "api_key": creds["api_key"], "signing_secret": creds["signing_secret"],
+            "customer_id": customer_id, "region": REGION}
+    done = subprocess.run([sys.executable, str(BURST), json.dumps(spec)], capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"order burst failed:\n{done.stderr}")
+    tally = json.loads(done.stdout.strip().splitlines()[-1])
+    if tally["errors"]:
+        raise RuntimeError(f"{tally['errors']} order(s) not accepted: {tally['error_samples']}")
+    return tally
+
+
+def wait_queued(key: str, count: int, timeout: float = 30.0) -> None:
+    """Wait until the Redis list `key` (a Dramatiq queue) holds `count` message ids."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        deadline = time.monotonic() + timeout
+        while (queued := client.llen(key)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{key} holds {queued} messages, expected {count}")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+class HostqRun:
+    """hostq's side: the orders to send, the database to watch, and the worker to start and stop."""
+
+    def __init__(self, stack: Stack, db: asyncpg.Connection, ports: dict, creds: dict, customer_id: str,
+                 args) -> None:
+        self.stack, self.db, self.ports, self.args = stack, db, ports, args
+        self.creds, self.customer_id = creds, customer_id
+
+    def start_worker(self) -> None:
+        """`hostq worker --region us --processes 1 --threads N`."""
+        self.stack.start("worker", [*hostq_command(), "worker", "--region", REGION, "--processes", "1",
+                                    "--threads", str(self.args.threads)])
+
+    def meter(self) -> CpuMeter:
+        """CPU of the worker, the bench database's backends, Redis, the fake WHM and the API."""
+        procs, database = self.stack.processes, self.stack.database
+        return CpuMeter({"worker": lambda: descendants(procs["worker"].pid),
+                         "postgres": lambda: pids_named("postgres", f" {database} "),
+                         "redis": lambda: pids_named("redis-server"), "whm": lambda: [procs["whm"].pid],
+                         "api": lambda: [procs["api"].pid]})
+
+    async def drain(self, since: float) -> tuple[asyncpg.Record, dict]:
+        """Wait until every job created since `since` succeeded; the job rows' summary and CPU %."""
+        async def probe() -> Progress:
+            row = await self.db.fetchrow(JOB_COUNTS, since)
+            return Progress(row["done"], row["begun"], row["failed"])
+        cpu = await wait_drained(probe, self.args.jobs, self.meter(), timeout=self.args.timeout, every=0.05)
+        return await self.db.fetchrow(JOB_COUNTS, since), cpu
+
+    async def queued(self) -> tuple[dict, dict]:
+        """Orders sent with the worker stopped, then the worker started: (intake, worker throughput)."""
+        print(f"hostq: {self.args.jobs} orders, worker stopped ...", file=sys.stderr)
+        since = time.time()
+        intake = send_orders(self.ports["api"], self.creds, self.customer_id, "p", self.args)
+        wait_queued(f"{self.stack.namespace}:dramatiq:provisioning.{REGION}", self.args.jobs)
+        whm_calls = f"http://127.0.0.1:{self.ports['whm']}/__sandbox/calls"
+        httpx.delete(whm_calls).raise_for_status()
+        launched = time.time()
+        self.start_worker()
+        jobs, cpu = await self.drain(since)
+        window = jobs["last_finish"] - jobs["first_start"]  # from the first job's start, as for the no-op
+        calls = httpx.get(whm_calls).json()["calls"]
+        return intake, {"jobs": self.args.jobs, "seconds": round(window, 3),
+                        "jobs_per_s": rate(self.args.jobs, window),
+                        "from_launch_s": round(jobs["last_finish"] - launched, 3), "cpu_percent": cpu,
+                        "whm_calls_per_job": {name: round(n / self.args.jobs, 2) for name, n in sorted(calls.items())}}
+
+    async def end_to_end(self) -> dict:
+        """Orders sent with the worker running: from the first 202 to the last job succeeded."""
+        print(f"hostq: {self.args.jobs} orders, worker running ...", file=sys.stderr)
+        since = time.time()
+        during = send_orders(self.ports["api"], self.creds, self.customer_id, "e", self.args)
+        jobs, cpu = await self.drain(since)
+        window = jobs["last_finish"] - during["first_accepted"]
+        return {"jobs": self.args.jobs, "seconds": round(window, 3), "jobs_per_s": rate(self.args.jobs, window),
+                "intake_rps": during["rps"], "cpu_percent": cpu}
+
+
+def rate(jobs: int, seconds: float) -> float | None:
+    """jobs per second, rounded."""
+    return round(jobs / seconds, 1) if seconds > 0 else None
+
+
+async def measure_hostq(stack: Stack, ports: dict, creds: dict, customer_id: str, args) -> dict[str, dict]:
+    """Pre-enqueued (worker stopped while orders arrive), then end to end (worker running)."""
+    db = await asyncpg.connect(stack.plain_database_url)
+    try:
+        hostq = HostqRun(stack, db, ports, creds, customer_id, args)
+        intake, queued = await hostq.queued()
+        end_to_end = await hostq.end_to_end()
+        stack.stop("worker")
+    finally:
+        await db.close()
+    return {"intake": intake, "hostq_queued": queued, "hostq_end_to_end": end_to_end}
+
+
+def noop_module(stack: Stack):
+    """tests.benchmarks.noop_actors, bound to this run's namespace (its broker is made at import)."""
+    os.environ.update(BENCH_NOOP_NAMESPACE=f"{stack.namespace}:noop", REDIS_URL=REDIS_URL)
+    return importlib.import_module("tests.benchmarks.noop_actors")
+
+
+async def measure_noop(stack: Stack, name: str, queue: str, count: int, args) -> dict:
+    """Enqueue `count` no-op messages on `queue`, start a Dramatiq worker (1 process), time the drain."""
+    noop = noop_module(stack)
+    actor = {"noop": noop.noop, "noop_async": noop.noop_async}[queue]
+    done_key, first_key, last_key = noop.tally_keys(queue)
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.delete(done_key, first_key, last_key)
+        for i in range(count):
+            actor.send(i)
+        wait_queued(f"{noop.NAMESPACE}:dramatiq:{queue}", count)
+        print(f"{name}: {count} messages ...", file=sys.stderr)
+        launched = time.time()
+        stack.start(name, [sys.executable, "-m", "dramatiq", "tests.benchmarks.noop_actors", "--processes", "1",
+                           "--threads", str(args.threads), "--queues", queue],
+                    env={"PYTHONPATH": str(ROOT), "BENCH_NOOP_NAMESPACE": noop.NAMESPACE, "REDIS_URL": REDIS_URL})
+        meter = CpuMeter({"worker": lambda: descendants(stack.processes[name].pid),
+                          "redis": lambda: pids_named("redis-server")})
+
+        async def probe() -> Progress:
+            finished = int(client.get(done_key) or 0)
+            fetched = count - client.llen(f"{noop.NAMESPACE}:dramatiq:{queue}")  # taken by the worker
+            return Progress(finished, max(finished, fetched))
+        cpu = await wait_drained(probe, count, meter, timeout=args.timeout, every=0.01)
+        first, last = float(client.get(first_key)), float(client.get(last_key))
+        stack.stop(name)
+    finally:
+        client.close()
+    return {"jobs": count, "seconds": round(last - first, 3), "jobs_per_s": rate(count, last - first),
+            "from_launch_s": round(last - launched, 3), "cpu_percent": cpu}
+
+
+async def run(stack: Stack, args) -> dict[str, dict]:
+    """Set up, then measure one after the other (2 cores: never at the same time)."""
+    print(f"database {stack.database}, namespace {stack.namespace}, logs {stack.logs}", file=sys.stderr)
+    ports, creds = start_world(stack)
+    customer_id = seed_catalog(ports["api"], creds)
+    baseline = args.baseline_jobs or args.jobs
+    results = {"noop_sync_1": await measure_noop(stack, "noop-1", "noop", baseline, args)}
+    results.update(await measure_hostq(stack, ports, creds, customer_id, args))
+    results["noop_sync_2"] = await measure_noop(stack, "noop-2", "noop", baseline, args)
+    results["noop_async"] = await measure_noop(stack, "noop-async", "noop_async", baseline, args)
+    return results
+
+
+def ratios(results: dict[str, dict]) -> dict[str, float | None]:
+    """hostq relative to the no-op baseline (the mean of the two sync runs, which bracket hostq's)."""
+    sync = [results[name]["jobs_per_s"] or 0.0 for name in ("noop_sync_1", "noop_sync_2")]
+    baseline = sum(sync) / len(sync)
+    return {"noop_sync_mean_jobs_per_s": round(baseline, 1),
+            "hostq_queued_over_noop_sync": ratio(results["hostq_queued"]["jobs_per_s"] or 0, baseline),
+            "hostq_end_to_end_over_noop_sync": ratio(results["hostq_end_to_end"]["jobs_per_s"] or 0, baseline),
+            "hostq_queued_over_noop_async": ratio(results["hostq_queued"]["jobs_per_s"] or 0,
+                                                  results["noop_async"]["jobs_per_s"] or 0),
+            "noop_sync_2_over_1": ratio(sync[1], sync[0])}
+
+
+LABELS = {"noop_sync_1": "raw Dramatiq no-op, sync (1)", "hostq_queued": "hostq provision.create, queued",
+          "hostq_end_to_end": "hostq end to end (from 1st 202)", "noop_sync_2": "raw Dramatiq no-op, sync (2)",
+          "noop_async": "raw Dramatiq no-op, async"}
+TARGET = 0.4
+
+
+def print_table(results: dict[str, dict], rates: dict) -> None:
+    """The human-readable report."""
+    print(f"\n{'measurement':<34}{'jobs':>6}{'seconds':>9}{'jobs/s':>9}{'launch->end s':>15}   CPU % of one core")
+    for name, label in LABELS.items():
+        r = results[name]
+        cpu = " ".join(f"{k} {v:.0f}" for k, v in r["cpu_percent"].items()) or "-"
+        launch = f"{r['from_launch_s']:.2f}" if "from_launch_s" in r else "-"
+        print(f"{label:<34}{r['jobs']:>6}{r['seconds']:>9.2f}{r['jobs_per_s']:>9.1f}{launch:>15}   {cpu}")
+    intake = results["intake"]
+    calls = results["hostq_queued"]["whm_calls_per_job"]
+    print(f"\nWHM calls per job: {', '.join(f'{name} {n:g}' for name, n in calls.items())}")
+    print(f"intake: {intake['orders']} orders in {intake['seconds']:.2f} s = {intake['rps']:.0f} req/s "
+          f"({intake['concurrency']} connections, worker stopped); with the worker running: "
+          f"{results['hostq_end_to_end']['intake_rps']:.0f} req/s")
+    verdict = "meets" if (rates["hostq_queued_over_noop_sync"] or 0) >= TARGET else "misses"
+    print(f"hostq / raw Dramatiq (sync no-op, mean of 2 = {rates['noop_sync_mean_jobs_per_s']:.0f} jobs/s): "
+          f"queued x{rates['hostq_queued_over_noop_sync']}, end to end x{rates['hostq_end_to_end_over_noop_sync']}"
+          f"  ({verdict} the x{TARGET} target); vs the async no-op x{rates['hostq_queued_over_noop_async']}; "
+          f"baseline drift (2nd/1st) x{rates['noop_sync_2_over_1']}")
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C does
+
+
+def main() -> None:
+    """Run the benchmark; always stop the processes and remove the database and Redis keys."""
+    args = parse_args()
+    signal.signal(signal.SIGTERM, _terminate)
+    stack = Stack(Path(tempfile.mkdtemp(prefix="hostq-bench-")))
+    try:
+        results = asyncio.run(run(stack, args))
+    except BaseException:
+        print(f"failed; process logs kept in {stack.logs}", file=sys.stderr)
+        raise
+    finally:
+        stack.close()
+    shutil.rmtree(stack.logs, ignore_errors=True)
+    rates = ratios(results)
+    print_table(results, rates)
+    document = json.dumps({"config": {"jobs": args.jobs, "baseline_jobs": args.baseline_jobs or args.jobs,
+                                      "threads": args.threads, "processes": 1, "concurrency": args.concurrency},
+                           "results": results, "ratios": rates})
+    if args.json:
+        args.json.write_text(document + "\n")
+    print(document)
+
+
+if __name__ == "__main__":
+    main()
