@@ -6,10 +6,9 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 
-from api import deps, problems
+from api import deps, openapi, problems
 from api.auth import MAX_BODY, SignatureAuthMiddleware
 from api.catalog.controller import PlanController
 from api.customers.controller import CustomerController
@@ -24,16 +23,84 @@ from api.tenant.controller import TenantController
 from domain.settings import Settings
 
 DESCRIPTION = """\
-The hostq reseller API. Every `/v1` request is signed:
+The hostq reseller API: your customers, your plans, the hosting services you sell them, and the jobs that do
+the slow work (WHM provisioning). JSON in and out (`application/json`, UTF-8); ids are UUIDs, times RFC 3339
+in UTC, money integer cents with an ISO 4217 `currency`.
+
+## Authentication
+
+Every `/v1` request is signed with the key's signing secret (never sent):
 
     Authorization: Bearer <api_key>
     X-Timestamp: <unix seconds>
     X-Signature: v1=<hex HMAC-SHA256(signing_secret, "<X-Timestamp>.<METHOD>.<path?query>.<raw body>")>
 
-Timestamps more than 300 s from server time are refused (401). Errors are `application/problem+json`
-with a machine-readable `code` and the `request_id`. Slow work answers `202` with a job and
-`Location: /v1/jobs/<id>`. Lists are newest first, paginated with `limit` (1..200) and the opaque
-`next_cursor`.
+The path is signed with its query string exactly as sent, the body byte for byte (empty when there is none).
+During a secret rotation `X-Signature` may carry several comma-separated `v1=` values; one valid value is
+enough. A missing or wrong key or signature, or a timestamp more than 300 s from server time, is 401
+`unauthenticated`, checked before anything else (whatever the body or path). A key lacking the operation's
+scope is 403 `forbidden`. A body over 1 MiB is 413 `payload_too_large`, checked even before authentication.
+
+## Tenancy
+
+The key decides the tenant, and a tenant sees only its own rows. An id that belongs to another tenant answers
+404 `not_found`, exactly as an id that does not exist (and as a value that is not a UUID).
+
+## Requests, answers and jobs
+
+Request bodies are strict: an unknown field, a wrong type or a value outside its rule is 400
+`validation_error`. Slow work answers `202 Accepted` with the job and `Location: /v1/jobs/<id>`; poll the job
+until it is `succeeded`, `failed` or `cancelled`. Asking for an action on a service while the same kind of
+job is in flight for it returns that job (202, same id), never a second one.
+
+Every response carries `X-Request-Id`: yours when you send one of 1..128 printable ASCII characters, else
+generated. It is in every problem body and log line and carried into every job the request causes.
+
+## Pagination
+
+Lists are newest first. `limit` is 1..200 (default 50; outside that, 400). The answer is
+`{"data": [...], "next_cursor": "..." | null}`: pass `next_cursor` back as `cursor` for the next page; `null`
+means the last page. Cursors are opaque (an invalid one is 400) and pages are keyset-based, so rows created
+while you page never shift or repeat what you have seen.
+
+## Errors
+
+Errors are `application/problem+json` (RFC 9457):
+
+    {"type": "https://hostq.dev/problems/validation-error", "title": "Validation failed", "status": 400,
+     "detail": "domain: not a valid domain", "code": "validation_error", "request_id": "req_...",
+     "errors": [{"field": "domain", "message": "not a valid domain"}]}
+
+Branch on `code`: 400 `validation_error`, 401 `unauthenticated`, 403 `forbidden`, 404 `not_found`, 409
+`conflict` or `idempotency_in_flight`, 413 `payload_too_large`, 422 `invalid_state` (the resource's state does
+not allow the action), `no_capacity` (every server in the region is full; an unknown region is 400) or
+`idempotency_key_reused`, 429 `rate_limited`, 500 `internal_error` (never with a stack trace), 503
+`unavailable` (a dependency is down; with `Retry-After`). Each operation lists the ones it can answer.
+
+## Rate limits
+
+Per tenant, N requests a minute (its `rate_limit`, default 600): a bucket of N tokens refilled at N a minute,
+shared by every API process, so a burst of N passes and the next requests within the minute get 429
+`rate_limited`. Every authenticated response carries `X-RateLimit-Limit` (N), `X-RateLimit-Remaining`
+(requests that would pass if sent now) and `X-RateLimit-Reset`: unix seconds, rounded up, at which the bucket
+is full again, i.e. when Remaining is back to Limit if nothing more is sent. A 429 has `Remaining: 0` and
+`Retry-After`: whole seconds until one more request would pass. 401 and 413 answers, given before the tenant
+is known, carry none of these; nor do answers while the limiter's store is unreachable (requests are then
+let through rather than refused).
+
+## Idempotency
+
+Any `POST` may carry `Idempotency-Key: <1..255 printable ASCII characters>` (anything else is 400), scoped
+to the tenant and kept at least 24 h from its first use:
+
+- the same key with the same method, path (with query) and body replays the first answer, status and body
+  (and its `Location`), with `Idempotent-Replayed: true`: no second effect, no second job;
+- the same key with a different method, path or body is 422 `idempotency_key_reused`;
+- the same key while the first request is still being processed is 409 `idempotency_in_flight`, with
+  `Retry-After`. A first request still unfinished after 60 s (its process probably died, perhaps after
+  committing) keeps answering 409, without `Retry-After`, until the key expires: its outcome is unknown, so
+  check the resource before retrying with a new key;
+- 2xx and 4xx answers are stored and replayed; a 5xx is not, nor a 408 or 429: retry with the same key.
 """
 
 
@@ -74,10 +141,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
         on_shutdown=[shutdown],
         state=State({"resources": resources}),
         request_max_body_size=MAX_BODY,
-        openapi_config=OpenAPIConfig(
-            title="hostq API", version="1.0.0", description=DESCRIPTION, path="/schema",
-            components=Components(security_schemes={"signedRequest": SecurityScheme(
-                type="http", scheme="bearer",
-                description="API key as Bearer token, plus X-Timestamp and X-Signature headers (see above)")})),
+        openapi_config=OpenAPIConfig(title="hostq API", version="1.0.0", description=DESCRIPTION, path="/schema",
+                                     components=openapi.COMPONENTS),
         debug=False,
     )

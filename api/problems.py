@@ -8,7 +8,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api.request_ids import request_id
@@ -67,6 +67,10 @@ def handle(request: Request, exc: Exception) -> Response:
         detail = exc.detail if status != 500 else ""
         fields = _validation_errors(exc) if isinstance(exc, ValidationException) else None
         return problem(request, status, code, title, detail, field_errors=fields, headers=exc.headers)
+    if isinstance(exc, DataError) or str(getattr(getattr(exc, "orig", None), "sqlstate", "")).startswith("22"):
+        # Postgres refused a value (e.g. a NUL character in text): bad input, not a server fault.
+        return problem(request, 400, "validation_error", "Validation failed", "a value is not acceptable "
+                       "(for example, text may not contain NUL characters)")
     if isinstance(exc, IntegrityError):
         return problem(request, 409, "conflict", "Conflict", "the request conflicts with existing data")
     if isinstance(exc, _DOWN) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):

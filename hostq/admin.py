@@ -12,7 +12,8 @@ from domain.tenants import service as tenants
 from domain.tenants.scopes import parse_scopes
 
 
-async def _in_transaction(settings: Settings, work):
+async def in_transaction(settings: Settings, work):
+    """Run `work(session)` in one transaction on a short-lived engine (a CLI command's whole life)."""
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         async with session_scope(make_sessionmaker(engine)) as session:
@@ -29,7 +30,7 @@ async def create_tenant(settings: Settings, *, name: str, slug: str | None, send
                                                    sender=sender, support_email=support_email, rate_limit=rate_limit)
         return {"tenant_id": str(tenant.id), "slug": tenant.slug, "key_id": str(cred.key_id),
                 "api_key": cred.api_key, "signing_secret": cred.signing_secret, "scopes": cred.scopes}
-    return await _in_transaction(settings, work)
+    return await in_transaction(settings, work)
 
 
 async def create_key(settings: Settings, *, tenant_slug: str, scopes: str) -> dict:
@@ -41,7 +42,7 @@ async def create_key(settings: Settings, *, tenant_slug: str, scopes: str) -> di
         cred = await tenants.create_key(session, settings.require_kek(), tenant_id=tenant.id, scopes=wanted)
         return {"key_id": str(cred.key_id), "api_key": cred.api_key, "signing_secret": cred.signing_secret,
                 "scopes": cred.scopes}
-    return await _in_transaction(settings, work)
+    return await in_transaction(settings, work)
 
 
 async def register_server(settings: Settings, *, region: str, url: str, username: str, token: str,
@@ -56,4 +57,4 @@ async def register_server(settings: Settings, *, region: str, url: str, username
         server = await add_server(session, settings.require_kek(), region=region, url=url, username=username,
                                   token=token, name=name, capacity=capacity)
         return {"server_id": str(server.id), "region": server.region}
-    return await _in_transaction(settings, work)
+    return await in_transaction(settings, work)

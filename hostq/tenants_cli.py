@@ -9,7 +9,7 @@ import re
 import uuid
 from datetime import datetime, timedelta
 
-from domain.db import make_engine, make_sessionmaker, session_scope
+from hostq.admin import in_transaction
 from domain.errors import ValidationFailed
 from domain.settings import Settings
 from domain.tenants import service as tenants
@@ -69,15 +69,6 @@ def _print(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 
 
-async def _in_transaction(settings: Settings, work):
-    engine = make_engine(settings.database_url, pool_size=1)
-    try:
-        async with session_scope(make_sessionmaker(engine)) as session:
-            return await work(session)
-    finally:
-        await engine.dispose()
-
-
 def tenants_update(args, settings: Settings) -> None:
     """`hostq tenants update`: prints the tenant's settings after the change."""
     async def work(session):
@@ -87,7 +78,7 @@ def tenants_update(args, settings: Settings) -> None:
         return {"tenant_id": str(tenant.id), "slug": tenant.slug, "name": tenant.name, "sender": tenant.sender,
                 "support_email": tenant.support_email, "rate_limit": tenant.rate_limit,
                 "lead_days": tenant.lead_days, "dunning": tenants.dunning_ladder(tenant)}
-    _print(asyncio.run(_in_transaction(settings, work)))
+    _print(asyncio.run(in_transaction(settings, work)))
 
 
 def keys_rotate(args, settings: Settings) -> None:
@@ -96,7 +87,7 @@ def keys_rotate(args, settings: Settings) -> None:
 
     async def work(session):
         return await tenants.rotate_key(session, kek, key_id, grace=grace)
-    secret, valid_until = asyncio.run(_in_transaction(settings, work))
+    secret, valid_until = asyncio.run(in_transaction(settings, work))
     _print({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": _iso(valid_until)})
 
 
@@ -106,5 +97,5 @@ def keys_revoke(args, settings: Settings) -> None:
 
     async def work(session):
         return await tenants.revoke_key(session, key_id)
-    revoked_at = asyncio.run(_in_transaction(settings, work))
+    revoked_at = asyncio.run(in_transaction(settings, work))
     _print({"key_id": str(key_id), "revoked_at": _iso(revoked_at)})

@@ -15,23 +15,24 @@ class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
     """`POST /v1/plans`: a plan sold per billing cycle, mapped to a WHM package."""
 
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Basic"])]
     whm_package: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
     prices: Annotated[dict[str, int], msgspec.Meta(
         description="cents per billing cycle (monthly, quarterly, semiannual, annual)",
         examples=[{"monthly": 6990, "annual": 69900}])]
-    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")] = "BRL"
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217", examples=["BRL"])] = "BRL"
 
 
 class Plan(msgspec.Struct):
     """A plan of the tenant's catalogue."""
 
     id: uuid.UUID
-    code: str
-    name: str
-    whm_package: str
-    currency: str
-    prices: dict[str, int]
+    code: Annotated[str, msgspec.Meta(examples=["basic"])]
+    name: Annotated[str, msgspec.Meta(examples=["Basic"])]
+    whm_package: Annotated[str, msgspec.Meta(examples=["basic"])]
+    currency: Annotated[str, msgspec.Meta(examples=["BRL"])]
+    prices: Annotated[dict[str, int], msgspec.Meta(description="Cents per billing cycle; a cycle absent here cannot "
+                                                               "be ordered", examples=[{"monthly": 6990}])]
     created_at: datetime
 
     @classmethod

@@ -14,26 +14,30 @@ from domain.customers.models import Customer as CustomerRow
 class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
     """`POST /v1/customers`: `name` and `email` required."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Ana Souza"])]
     email: Annotated[str, msgspec.Meta(min_length=3, max_length=320, examples=["ana@example.com"])]
     phone: Annotated[str, msgspec.Meta(description="E.164", examples=["+5511987654321"])] | None = None
     document: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{11}$|^[0-9]{14}$", description="CPF or CNPJ digits")] | None = None
-    channels: list[str] | None = None
-    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    channels: Annotated[list[str], msgspec.Meta(
+        description="A non-empty subset of email, whatsapp, sms (whatsapp and sms need `phone`); default [\"email\"]",
+        examples=[["email", "whatsapp"]])] | None = None
+    external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["crm-4711"],
+                                             description="Your own id for the customer, unique per tenant")] | None = None
 
 
 class Customer(msgspec.Struct):
     """A reseller's customer."""
 
     id: uuid.UUID
-    name: str
-    email: str
-    phone: str | None
-    document: str | None
-    channels: list[str]
+    name: Annotated[str, msgspec.Meta(examples=["Ana Souza"])]
+    email: Annotated[str, msgspec.Meta(examples=["ana@example.com"])]
+    phone: Annotated[str, msgspec.Meta(description="E.164", examples=["+5511987654321"])] | None
+    document: Annotated[str, msgspec.Meta(description="CPF or CNPJ digits")] | None
+    channels: Annotated[list[str], msgspec.Meta(examples=[["email"]])]
     external_id: str | None
     created_at: datetime
-    erased_at: datetime | None = None
+    erased_at: Annotated[datetime, msgspec.Meta(
+        description="When the personal data was erased (DELETE); null while it is held")] | None = None
 
     @classmethod
     def of(cls, row: CustomerRow) -> "Customer":

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, get
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import requires
 from api.customers.controller import Limit
 from api.jobs.schemas import Job, JobList
+from api.openapi import Cursor, documented, resource_id
 from domain.ids import parse_id
-from domain.jobs.service import get_job, list_tenant_jobs
+from domain.jobs.rules import STATUSES
+from domain.jobs.service import get_job, list_jobs
 from domain.tenants.service import Principal
+
+JobId = resource_id("job")
 
 
 class JobController(Controller):
@@ -18,21 +25,29 @@ class JobController(Controller):
     tags = ["jobs"]
     guards = [requires("jobs:read")]
 
-    @get("/jobs/{job_id:str}", summary="Get a job")
-    async def read(self, job_id: str, session: AsyncSession, caller: Principal) -> Job:
+    @get("/jobs/{job_id:str}", summary="Get a job", **documented("GET", invalid=False, by_id=True))
+    async def read(self, job_id: JobId, session: AsyncSession, caller: Principal) -> Job:
         return Job.of(await get_job(session, parse_id(job_id), caller.tenant_id))
 
-    @get("/provision/{job_id:str}/status", summary="Get a provisioning job (alias of GET /v1/jobs/{id})")
-    async def status(self, job_id: str, session: AsyncSession, caller: Principal) -> Job:
+    @get("/provision/{job_id:str}/status", summary="Get a provisioning job (alias of GET /v1/jobs/{id})",
+         **documented("GET", invalid=False, by_id=True))
+    async def status(self, job_id: JobId, session: AsyncSession, caller: Principal) -> Job:
         return Job.of(await get_job(session, parse_id(job_id), caller.tenant_id))
 
     @get("/jobs", summary="List jobs", description="Newest first; filter by `status`, `kind` (e.g. provision.create) "
-         "and `resource_id` (e.g. a service id).")
-    async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: str | None = None,
-                    status: str | None = None, kind: str | None = None, resource_id: str | None = None) -> JobList:
+         "and `resource_id` (e.g. a service id).", **documented("GET"))
+    async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: Cursor = None,
+                    status: Annotated[str | None, Parameter(
+                        description="Only jobs in this status; any other value is 400",
+                        schema_extra={"enum": list(STATUSES)})] = None,
+                    kind: Annotated[str | None, Parameter(
+                        description="Only jobs of this kind, e.g. provision.create")] = None,
+                    resource_id: Annotated[str | None, Parameter(
+                        description="Only jobs working on this resource (e.g. a service id); a value that is not "
+                                    "a UUID matches nothing")] = None) -> JobList:
         resource = parse_id(resource_id) if resource_id else None
         if resource_id and resource is None:
             return JobList(data=[], next_cursor=None)  # not an id: nothing can match
-        rows, next_cursor = await list_tenant_jobs(session, caller.tenant_id, limit=limit, cursor=cursor,
-                                                   status=status, kind=kind, resource_id=resource)
+        rows, next_cursor = await list_jobs(session, tenant_id=caller.tenant_id, limit=limit, cursor=cursor,
+                                            status=status, kind=kind, resource_id=resource)
         return JobList(data=[Job.of(r) for r in rows], next_cursor=next_cursor)

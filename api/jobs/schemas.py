@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -13,14 +14,14 @@ from domain.jobs.models import Job as JobRow
 class JobError(msgspec.Struct):
     """Why the last attempt failed."""
 
-    code: str
+    code: Annotated[str, msgspec.Meta(examples=["whm_unavailable"])]
     message: str
 
 
 class JobResource(msgspec.Struct):
     """What the job works on."""
 
-    type: str
+    type: Annotated[str, msgspec.Meta(examples=["service"])]
     id: uuid.UUID
 
 
@@ -28,18 +29,20 @@ class Job(msgspec.Struct):
     """A piece of background work and its honest status."""
 
     id: uuid.UUID
-    kind: str
-    status: str
-    attempts: int
-    max_attempts: int
+    kind: Annotated[str, msgspec.Meta(examples=["provision.create"])]
+    status: Annotated[str, msgspec.Meta(
+        description="queued, running or retrying (in flight); succeeded or cancelled (terminal); failed (terminal "
+                    "until the operators retry it)", examples=["queued"])]
+    attempts: Annotated[int, msgspec.Meta(examples=[1])]
+    max_attempts: Annotated[int, msgspec.Meta(examples=[6])]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
-    next_attempt_at: datetime | None
+    next_attempt_at: Annotated[datetime, msgspec.Meta(description="When a retrying job runs again")] | None
     resource: JobResource | None
-    error: JobError | None
+    error: Annotated[JobError, msgspec.Meta(description="Why the last attempt failed")] | None
     result: dict | None
-    request_id: str | None
+    request_id: Annotated[str, msgspec.Meta(description="The X-Request-Id of the request that caused the job")] | None
 
     @classmethod
     def of(cls, row: JobRow) -> "Job":

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, Response, get, post
 from litestar.datastructures import ResponseHeader
+from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import requires
 from api.customers.controller import Limit
 from api.jobs.schemas import Job
+from api.openapi import Cursor, documented, resource_id
 from api.services.schemas import Accepted, ChangePlanRequest, Service, ServiceList, ServiceOrder, SuspendRequest
 from domain.ids import parse_id
 from domain.services import service
 from domain.services.lifecycle import request_action
+from domain.services.rules import STATUSES
 from domain.settings import Settings
 from domain.tenants.service import Principal
 
-LOCATION = ResponseHeader(name="Location", description="/v1/jobs/<job_id>: poll it", documentation_only=True)
+LOCATION = ResponseHeader(name="Location", value="/v1/jobs/<job_id>", required=True, documentation_only=True,
+                          description="`/v1/jobs/<job_id>`: poll it for the outcome")
+ACCEPTED = "The job doing the work (poll `Location`) and the service it works on"
+ServiceId = resource_id("service")
 
 
 def accepted(body: Accepted) -> Response[Accepted]:
@@ -41,7 +49,12 @@ class ServiceController(Controller):
     tags = ["services"]
 
     @post("/", guards=[requires("services:write")], status_code=202, response_headers=[LOCATION],
-          summary="Order a service")
+          summary="Order a service", response_description=ACCEPTED,
+          description="Records the service and its `provision.create` job. `plan` is the plan's code; a `region` "
+                      "with no WHM server, an unknown customer or plan, or a billing cycle the plan is not sold "
+                      "in is 400; a region whose servers are all full is 422 no_capacity; a domain or username "
+                      "already in use is 409 conflict.",
+          **documented("POST", conflict=True, capacity=True))
     async def order(self, data: ServiceOrder, session: AsyncSession, caller: Principal, request_id: str,
                     settings: Settings) -> Response[Accepted]:
         order = service.Order(customer_id=data.customer_id, plan=data.plan, domain=data.domain, region=data.region,
@@ -50,43 +63,54 @@ class ServiceController(Controller):
                                              max_attempts=settings.job_max_attempts)
         return accepted(Accepted(job=Job.of(job), service=Service.of(row)))
 
-    @get("/{service_id:str}", guards=[requires("services:read")], summary="Get a service")
-    async def read(self, service_id: str, session: AsyncSession, caller: Principal) -> Service:
+    @get("/{service_id:str}", guards=[requires("services:read")], summary="Get a service",
+         **documented("GET", invalid=False, by_id=True))
+    async def read(self, service_id: ServiceId, session: AsyncSession, caller: Principal) -> Service:
         return Service.of(await service.get_service(session, caller.tenant_id, parse_id(service_id)))
 
-    @get("/", guards=[requires("services:read")], summary="List services")
-    async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: str | None = None,
-                    customer_id: str | None = None, status: str | None = None) -> ServiceList:
+    @get("/", guards=[requires("services:read")], summary="List services", **documented("GET"))
+    async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: Cursor = None,
+                    customer_id: Annotated[str | None, Parameter(
+                        description="Only this customer's services", schema_extra={"format": "uuid"})] = None,
+                    status: Annotated[str | None, Parameter(
+                        description="Only services in this status; any other value is 400",
+                        schema_extra={"enum": list(STATUSES)})] = None) -> ServiceList:
+        customer = parse_id(customer_id) if customer_id else None
+        if customer_id and customer is None:
+            return ServiceList(data=[], next_cursor=None)  # not an id: no customer's services match
         rows, next_cursor = await service.list_services(
-            session, caller.tenant_id, limit=limit, cursor=cursor, status=status,
-            customer_id=parse_id(customer_id) if customer_id else None)
+            session, caller.tenant_id, limit=limit, cursor=cursor, status=status, customer_id=customer)
         return ServiceList(data=[Service.of(r) for r in rows], next_cursor=next_cursor)
 
     @post("/{service_id:str}/suspend", guards=[requires("services:write")], status_code=202,
-          response_headers=[LOCATION], summary="Suspend a service", description=IN_FLIGHT_NOTE)
-    async def suspend(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+          response_headers=[LOCATION], summary="Suspend a service", description=IN_FLIGHT_NOTE,
+          response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
+    async def suspend(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                       settings: Settings, data: SuspendRequest | None = None) -> Response[Accepted]:
         reason = data.reason if data else None
         return await _act(session, caller, service_id, "suspend", request_id, settings, reason=reason)
 
     @post("/{service_id:str}/unsuspend", guards=[requires("services:write")], status_code=202,
-          response_headers=[LOCATION], summary="Unsuspend a service", description=IN_FLIGHT_NOTE)
-    async def unsuspend(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+          response_headers=[LOCATION], summary="Unsuspend a service", description=IN_FLIGHT_NOTE,
+          response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
+    async def unsuspend(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "unsuspend", request_id, settings)
 
     @post("/{service_id:str}/terminate", guards=[requires("services:write")], status_code=202,
           response_headers=[LOCATION], summary="Terminate a service (removes the WHM account)",
-          description=IN_FLIGHT_NOTE)
-    async def terminate(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+          description=IN_FLIGHT_NOTE, response_description=ACCEPTED,
+          **documented("POST", by_id=True, conflict=True, states=True))
+    async def terminate(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "terminate", request_id, settings)
 
     @post("/{service_id:str}/change-plan", guards=[requires("services:write")], status_code=202,
           response_headers=[LOCATION], summary="Move a service to another plan (WHM changepackage)",
-          description=IN_FLIGHT_NOTE)
-    async def change_plan(self, service_id: str, data: ChangePlanRequest, session: AsyncSession, caller: Principal,
-                          request_id: str, settings: Settings) -> Response[Accepted]:
+          description=IN_FLIGHT_NOTE + " A plan code this tenant does not have is 400.",
+          response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
+    async def change_plan(self, service_id: ServiceId, data: ChangePlanRequest, session: AsyncSession,
+                          caller: Principal, request_id: str, settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "change_plan", request_id, settings, plan=data.plan)
 
 
@@ -95,7 +119,8 @@ class ProvisionController(Controller):
     tags = ["provisioning"]
 
     @post("/{service_id:str}", guards=[requires("provisioning:write")], status_code=202,
-          response_headers=[LOCATION], summary="Provision a pending or failed service", description=IN_FLIGHT_NOTE)
-    async def provision(self, service_id: str, session: AsyncSession, caller: Principal, request_id: str,
+          response_headers=[LOCATION], summary="Provision a pending or failed service", description=IN_FLIGHT_NOTE,
+          response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
+    async def provision(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "provision", request_id, settings)

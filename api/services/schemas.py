@@ -31,16 +31,18 @@ class Service(msgspec.Struct):
 
     id: uuid.UUID
     customer_id: uuid.UUID
-    plan: str
-    domain: str
-    region: str
-    billing_cycle: str
-    status: str
-    username: str | None
-    server_id: uuid.UUID | None
-    next_due_date: date | None
-    suspended_reason: str | None
-    last_job_id: uuid.UUID | None
+    plan: Annotated[str, msgspec.Meta(description="The plan's code", examples=["basic"])]
+    domain: Annotated[str, msgspec.Meta(examples=["example.com.br"])]
+    region: Annotated[str, msgspec.Meta(examples=["us"])]
+    billing_cycle: Annotated[str, msgspec.Meta(description="monthly, quarterly, semiannual or annual",
+                                               examples=["monthly"])]
+    status: Annotated[str, msgspec.Meta(
+        description="pending, provisioning, active, suspended, terminated or failed", examples=["provisioning"])]
+    username: Annotated[str, msgspec.Meta(description="The WHM account's username")] | None
+    server_id: Annotated[uuid.UUID, msgspec.Meta(description="The WHM server the service lives on")] | None
+    next_due_date: Annotated[date, msgspec.Meta(description="In the tenant's time zone")] | None
+    suspended_reason: Annotated[str, msgspec.Meta(description="non_payment or reseller; null unless suspended")] | None
+    last_job_id: Annotated[uuid.UUID, msgspec.Meta(description="The latest job asked for this service")] | None
     created_at: datetime
 
     @classmethod

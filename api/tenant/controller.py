@@ -6,6 +6,7 @@ from litestar import Controller, get, patch
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import requires
+from api.openapi import documented
 from api.tenant.schemas import TenantPatch, TenantProfile
 from domain.tenants.profile import get_tenant, update_tenant
 from domain.tenants.service import Principal
@@ -15,10 +16,13 @@ class TenantController(Controller):
     path = "/v1/tenant"
     tags = ["tenant"]
 
-    @get("/", summary="The tenant's brand and settings (any key)")
+    @get("/", summary="The tenant's brand and settings (any key)",
+         **documented("GET", invalid=False, scoped=False))
     async def read(self, session: AsyncSession, caller: Principal) -> TenantProfile:
         return TenantProfile.of(await get_tenant(session, caller.tenant_id))
 
-    @patch("/", guards=[requires("tenant:write")], summary="Change the tenant's brand and settings")
+    @patch("/", guards=[requires("tenant:write")], summary="Change the tenant's brand and settings",
+           description="Only the fields sent change, all or nothing. `rate_limit` is set by the platform operator.",
+           **documented("PATCH"))
     async def update(self, data: TenantPatch, session: AsyncSession, caller: Principal) -> TenantProfile:
         return TenantProfile.of(await update_tenant(session, caller.tenant_id, data.changes()))

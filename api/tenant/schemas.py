@@ -14,13 +14,14 @@ class TenantProfile(msgspec.Struct):
     """What every customer-facing message carries, and the tenant's calendar and limits."""
 
     id: uuid.UUID
-    name: str
-    slug: str
+    name: Annotated[str, msgspec.Meta(examples=["Brand Hosting"])]
+    slug: Annotated[str, msgspec.Meta(examples=["brand-hosting"])]
     sender: str | None
     support_email: str | None
-    timezone: str
-    lead_days: int
-    rate_limit: int
+    timezone: Annotated[str, msgspec.Meta(examples=["America/Sao_Paulo"])]
+    lead_days: Annotated[int, msgspec.Meta(description="Days before the due date that a renewal invoice is issued")]
+    rate_limit: Annotated[int, msgspec.Meta(description="Requests a minute for this tenant (X-RateLimit-Limit); set "
+                                                        "by the platform operator", examples=[600])]
     allowed_origins: list[str]
 
     @classmethod
@@ -34,11 +35,21 @@ class TenantPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     """`PATCH /v1/tenant`: only the fields given change. `rate_limit` is set by the platform operator."""
 
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
-    sender: Annotated[str, msgspec.Meta(max_length=320, examples=["Brand <billing@brand.example>"])] | None | msgspec.UnsetType = msgspec.UNSET
-    support_email: Annotated[str, msgspec.Meta(max_length=320)] | None | msgspec.UnsetType = msgspec.UNSET
-    timezone: Annotated[str, msgspec.Meta(examples=["America/Sao_Paulo"])] | msgspec.UnsetType = msgspec.UNSET
-    lead_days: Annotated[int, msgspec.Meta(ge=0, le=90)] | msgspec.UnsetType = msgspec.UNSET
-    allowed_origins: Annotated[list[str], msgspec.Meta(max_length=20, description="CORS origins allowed to call the API from a browser")] | msgspec.UnsetType = msgspec.UNSET
+    sender: Annotated[str, msgspec.Meta(
+        max_length=320, examples=["Brand <billing@brand.example>"],
+        description="The From of customer-facing e-mail, `Name <address>`")] | None | msgspec.UnsetType = msgspec.UNSET
+    support_email: Annotated[str, msgspec.Meta(
+        max_length=320, examples=["help@brand.example"])] | None | msgspec.UnsetType = msgspec.UNSET
+    timezone: Annotated[str, msgspec.Meta(
+        examples=["America/Sao_Paulo"],
+        description="An IANA time zone: the tenant's calendar")] | msgspec.UnsetType = msgspec.UNSET
+    # `extra` restates ge=0: Litestar leaves a zero bound out of the document.
+    lead_days: Annotated[int, msgspec.Meta(
+        ge=0, le=90, description="Days before the due date that a renewal invoice is issued",
+        extra_json_schema={"extra": {"minimum": 0}})] | msgspec.UnsetType = msgspec.UNSET
+    allowed_origins: Annotated[list[str], msgspec.Meta(
+        max_length=20, description="CORS origins allowed to call the API from a browser",
+        examples=[["https://panel.brand.example"]])] | msgspec.UnsetType = msgspec.UNSET
 
     def changes(self) -> dict:
         """The fields the client sent."""

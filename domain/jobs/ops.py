@@ -14,8 +14,8 @@ from domain.errors import ValidationFailed
 from domain.ids import parse_id
 from domain.jobs import effects, rules
 from domain.jobs.models import Job
+from domain.jobs import service as jobs_service
 from domain.jobs.service import OUTBOX
-from domain.pagination import page, paginate
 
 NOT_AN_ID, NO_SUCH_JOB = "not a job id", "no such job"
 
@@ -57,18 +57,8 @@ async def list_jobs(session: AsyncSession, *, status: str | None = None, kind: s
                     tenant_id: uuid.UUID | None = None, limit: int = 100,
                     cursor: str | None = None) -> tuple[list[Job], str | None]:
     """A newest-first page of every tenant's jobs, filtered, and the cursor of the next page."""
-    if status is not None and status not in rules.STATUSES:
-        raise ValidationFailed(f"unknown job status {status!r}",
-                               errors=[{"field": "status", "message": f"one of {', '.join(rules.STATUSES)}"}])
-    stmt = select(Job)
-    if status is not None:
-        stmt = stmt.where(Job.status == status)
-    if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
-    if tenant_id is not None:
-        stmt = stmt.where(Job.tenant_id == tenant_id)
-    rows = list((await session.scalars(paginate(stmt, Job.id, limit, cursor))).all())
-    return page(rows, limit)
+    return await jobs_service.list_jobs(session, limit=limit, cursor=cursor, tenant_id=tenant_id, status=status,
+                                        kind=kind)
 
 
 async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> RetryOutcome:

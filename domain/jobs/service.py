@@ -58,19 +58,18 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
     return list((await session.scalars(stmt)).all())
 
 
-async def list_tenant_jobs(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, cursor: str | None,
-                           status: str | None = None, kind: str | None = None,
-                           resource_id: uuid.UUID | None = None) -> tuple[list[Job], str | None]:
-    """A page of the tenant's jobs, newest first, filtered by status, kind and resource."""
-    stmt = select(Job).where(Job.tenant_id == tenant_id)
+async def list_jobs(session: AsyncSession, *, limit: int, cursor: str | None, tenant_id: uuid.UUID | None = None,
+                    status: str | None = None, kind: str | None = None,
+                    resource_id: uuid.UUID | None = None) -> tuple[list[Job], str | None]:
+    """A page of jobs, newest first, filtered by tenant (None: every tenant), status, kind and resource."""
+    stmt = select(Job)
     if status is not None:
         if status not in rules.STATUSES:
             raise ValidationFailed(f"status must be one of {', '.join(rules.STATUSES)}",
                                    errors=[{"field": "status", "message": "unknown status"}])
         stmt = stmt.where(Job.status == status)
-    if kind is not None:
-        stmt = stmt.where(Job.kind == kind)
-    if resource_id is not None:
-        stmt = stmt.where(Job.resource_id == resource_id)
+    for column, value in ((Job.tenant_id, tenant_id), (Job.kind, kind), (Job.resource_id, resource_id)):
+        if value is not None:
+            stmt = stmt.where(column == value)
     rows = list((await session.scalars(paginate(stmt, Job.id, limit, cursor))).all())
     return page(rows, limit)

@@ -135,3 +135,19 @@ async def test_jobs_of_another_tenant_are_404(app, client, sessions, settings):
     async with signed_client(app, await make_tenant(sessions, settings)) as other:
         assert (await other.get(f"/v1/jobs/{job_id}")).status_code == 404
         assert (await other.get("/v1/jobs/not-an-id")).status_code == 404
+
+
+async def test_nul_characters_are_bad_input_not_server_errors(client):
+    for response in (await client.get("/v1/customers?external_id=%00"),
+                     await client.post("/v1/customers", json={"name": "A\x00", "email": "a@example.com"}),
+                     await client.get("/v1/jobs?kind=%00")):
+        assert response.status_code == 400, response.text
+        assert response.json()["code"] == "validation_error"
+
+
+async def test_a_customer_filter_that_is_not_an_id_matches_nothing(client, sessions, settings):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    assert (await client.get("/v1/services?customer_id=abc")).json()["data"] == []
+    assert len((await client.get(f"/v1/services?customer_id={customer_id}")).json()["data"]) == 1
