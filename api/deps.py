@@ -9,6 +9,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import principal
 from api.request_ids import request_id
+from api.idempotency import CLAIM_KEY
+from domain.errors import Conflict
+from domain.idempotency.service import mark_committed
 from domain.jobs.service import take_outbox
 from domain.settings import Settings
 from domain.tenants.service import Principal
@@ -18,9 +21,13 @@ from workers.dispatch import dispatch
 async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None]:
     """One transaction per request; jobs recorded in it reach the broker only after it commits."""
     resources = request.app.state.resources
+    claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]
     async with resources.sessions() as session:
         async with session.begin():
             yield session
+            # The idempotency claim commits with the effect, or the effect does not commit at all.
+            if claim is not None and not await mark_committed(session, claim):
+                raise Conflict("this request's Idempotency-Key was taken over after its lock expired")
         jobs = take_outbox(session)
     if jobs:
         sent = dispatch(resources.broker, jobs)

@@ -8,10 +8,12 @@ The response is buffered until complete and stored *before* the client sees any 
 answer and retries always gets the replay, and a client that goes away mid-send cannot make us release a key
 whose effect is already committed.
 
-Known window: the business transaction commits (api.deps.provide_session) before the response is rendered
-and stored here. If the process dies in between, the row stays `in_flight` and every retry with that key gets
-409 idempotency_in_flight until the row expires (24 h) -- never a second effect. Rows past their lock
-(`locked_until`) are reported as such but deliberately not reclaimed: their request may have committed.
+The claim's id travels in the request scope; api.deps.provide_session marks the claim `committed` inside
+the business transaction itself. So a claim past its lock (`locked_until`) whose request never committed
+had no effect (its process died first) and is taken over by the next request with that key; one that
+committed is never run again: until its answer is stored, retries get 409 idempotency_in_flight, and if the
+process died between the commit and storing the answer, they keep getting 409 (the outcome is known to have
+happened, the answer is lost) until the key expires after 24 h. A 5xx after the commit does not release it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = logging.getLogger("hostq.api.idempotency")
 
 HEADER = b"idempotency-key"
 REPLAYED = (b"idempotent-replayed", b"true")
+#: Scope key of this request's claim id, read by api.deps.provide_session to mark it committed.
+CLAIM_KEY = "hostq.idempotency_claim"
 _CLAIM_ATTEMPTS = 3
 
 
@@ -62,7 +66,10 @@ class IdempotencyMiddleware(ASGIMiddleware):
             async with session_scope(sessions) as session:
                 claim_id = await service.claim(session, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
                 found = None if claim_id else await service.find(session, tenant_id, key)
+                if found is not None and found[1] and await service.take_over_abandoned(session, tenant_id, key):
+                    continue  # its process died before committing anything: claim it afresh
             if claim_id:
+                scope[CLAIM_KEY] = claim_id  # type: ignore[literal-required]
                 await self._run_once(claim_id, sessions, scope, receive, send, next_app)
                 return
             if found is not None:
@@ -156,10 +163,10 @@ async def _answer_taken(request: Request, send: Send, row, stale: bool, fingerpr
 
 async def _in_flight(request: Request, send: Send, *, stale: bool) -> None:
     if stale:
-        # Its process probably died, perhaps after committing: retrying it could double the effect.
+        # Its effect committed but its answer was lost (the process died): running it again would double it.
         await _problem(request, send, 409, "idempotency_in_flight", "Idempotency key in flight",
-                       "the first request with this Idempotency-Key did not finish; its outcome is unknown. "
-                       "Check the resource before sending the request again with a new key")
+                       "the first request with this Idempotency-Key took effect but its answer was lost; "
+                       "read the resource instead of sending the request again")
         return
     await _problem(request, send, 409, "idempotency_in_flight", "Idempotency key in flight",
                    "a request with this Idempotency-Key is still being processed; retry shortly",

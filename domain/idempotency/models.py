@@ -30,8 +30,11 @@ class IdempotencyKey(Base):
     # sha256 hex of method, path with query, and raw body: the "same request" test.
     fingerprint: Mapped[str] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16))
-    # After this an in_flight row is suspect (its process may have died) but is still never reclaimed.
+    # After this an in_flight row is suspect: its process may have died. It is taken over only if its
+    # request never committed (committed_at NULL); a committed one is never run again.
     locked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Set inside the request's own business transaction: the effect happened exactly when this is set.
+    committed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     response_status: Mapped[int | None] = mapped_column(Integer)
     # [[name, value], ...] of the allow-listed headers only (never Set-Cookie).

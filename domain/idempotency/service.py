@@ -49,10 +49,33 @@ async def complete(session: AsyncSession, claim_id: uuid.UUID, *, status: int, h
     return result.rowcount == 1
 
 
+async def mark_committed(session: AsyncSession, claim_id: uuid.UUID) -> bool:
+    """In the request's business transaction: record that its effect commits with it.
+
+    False when the claim is no longer ours (taken over after its lock ran out): the caller must then
+    roll its transaction back, so the effect never happens twice.
+    """
+    result = await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.id == claim_id, IdempotencyKey.state == IN_FLIGHT, IdempotencyKey.committed_at.is_(None))
+        .values(committed_at=func.now()))
+    return result.rowcount == 1
+
+
 async def release(session: AsyncSession, claim_id: uuid.UUID) -> None:
-    """Give the key back (the request failed with a 5xx or an exception): the client may retry with it."""
+    """Give the key back (5xx or exception) unless the request's effect already committed."""
     await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == claim_id,
-                                                       IdempotencyKey.state == IN_FLIGHT))
+                                                       IdempotencyKey.state == IN_FLIGHT,
+                                                       IdempotencyKey.committed_at.is_(None)))
+
+
+async def take_over_abandoned(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> bool:
+    """Drop a claim whose lock ran out and whose request never committed (its process died): True if dropped."""
+    result = await session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key,
+                                     IdempotencyKey.state == IN_FLIGHT, IdempotencyKey.committed_at.is_(None),
+                                     func.now() > IdempotencyKey.locked_until))
+    return result.rowcount == 1
 
 
 async def delete_expired(session: AsyncSession, older_than: timedelta = RETENTION) -> int:

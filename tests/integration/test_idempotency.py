@@ -159,15 +159,21 @@ async def test_key_validation(client, tenant, sessions):
     assert len(await _rows(sessions, tenant["tenant_id"])) == 1
 
 
-async def test_a_stale_in_flight_key_is_never_reclaimed(client, tenant, sessions):
-    # What a crash between the business commit and storing the response leaves behind.
-    body = json.dumps(CUSTOMER).encode()
-    name = f"k-{uuid.uuid4()}"
+async def _stale_claim(sessions, tenant, name: str, body: bytes, *, committed: bool) -> uuid.UUID:
+    """A claim left behind by a process that died, after committing its effect or before."""
     async with session_scope(sessions) as session:
         claim_id = await keys.claim(session, tenant["tenant_id"], name,
                                     rules.fingerprint("POST", "/v1/customers", body), lock_timeout=timedelta(seconds=60))
-        await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id)
-                              .values(locked_until=func.now() - timedelta(seconds=1)))
+        await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id).values(
+            locked_until=func.now() - timedelta(seconds=1), committed_at=func.now() if committed else None))
+    return claim_id
+
+
+async def test_a_stale_claim_whose_effect_committed_is_never_run_again(client, tenant, sessions):
+    # A crash between the business commit and storing the response.
+    body = json.dumps(CUSTOMER).encode()
+    name = f"k-{uuid.uuid4()}"
+    claim_id = await _stale_claim(sessions, tenant, name, body, committed=True)
     answer = await client.post("/v1/customers", content=body,
                                headers={"Idempotency-Key": name, "Content-Type": "application/json"})
     assert answer.status_code == 409 and answer.json()["code"] == "idempotency_in_flight"
@@ -175,6 +181,22 @@ async def test_a_stale_in_flight_key_is_never_reclaimed(client, tenant, sessions
     assert (await client.get("/v1/customers")).json()["data"] == []
     [row] = await _rows(sessions, tenant["tenant_id"])
     assert row.id == claim_id and row.state == "in_flight"
+
+
+async def test_a_stale_claim_that_never_committed_is_taken_over(client, tenant, sessions):
+    # A crash before the business commit: nothing happened, so the retry runs.
+    body = json.dumps(CUSTOMER).encode()
+    name = f"k-{uuid.uuid4()}"
+    await _stale_claim(sessions, tenant, name, body, committed=False)
+    answer = await client.post("/v1/customers", content=body,
+                               headers={"Idempotency-Key": name, "Content-Type": "application/json"})
+    assert answer.status_code == 201, answer.text
+    [row] = await _rows(sessions, tenant["tenant_id"])
+    assert row.state == "done" and row.committed_at is not None
+    replay = await client.post("/v1/customers", content=body,
+                               headers={"Idempotency-Key": name, "Content-Type": "application/json"})
+    assert replay.headers["idempotent-replayed"] == "true" and replay.json()["id"] == answer.json()["id"]
+    assert len((await client.get("/v1/customers")).json()["data"]) == 1
 
 
 def _scope(app, tenant_id, name: str) -> dict:
