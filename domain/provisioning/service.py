@@ -8,7 +8,9 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.crypto import seal, unseal
-from domain.errors import NoCapacity, ValidationFailed
+from cryptography.exceptions import InvalidTag
+
+from domain.errors import NoCapacity, PermanentIntegrationError, ValidationFailed
 from domain.ids import new_id
 from domain.provisioning import rules
 from domain.provisioning.models import WhmServer
@@ -31,8 +33,13 @@ async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str
 
 
 def server_token(kek: bytes, server: WhmServer) -> str:
-    """The server's API token in the clear (for the worker that calls it)."""
-    return unseal(kek, server.token_encrypted, context=server.id.bytes)
+    """The server's API token in the clear (for the worker that calls it); a clear error on the wrong KEK."""
+    try:
+        return unseal(kek, server.token_encrypted, context=server.id.bytes)
+    except InvalidTag:
+        raise PermanentIntegrationError(
+            "kek_mismatch", f"cannot decrypt the token of WHM server {server.id}: this process's HOSTQ_KEK is not "
+            "the one the server was registered with") from None
 
 
 async def regions(session: AsyncSession) -> set[str]:

@@ -113,3 +113,18 @@ async def test_requested_username_taken_for_another_domain_is_refused(client, se
         await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
     assert conflict.value.code == "whm_username_taken"
     assert await _accounts_for(control, ordered["domain"]) == []
+
+
+async def test_a_wrong_kek_is_a_named_permanent_error_not_a_retry(sessions, settings):
+    import base64
+    import secrets as pysecrets
+
+    from domain.provisioning.models import WhmServer
+    from domain.provisioning.service import server_token
+    _, server_id = await add_region(sessions, settings)
+    async with sessions() as session:
+        server = await session.get(WhmServer, server_id)
+    assert server_token(settings.require_kek(), server) == "sandbox"
+    with pytest.raises(PermanentIntegrationError) as wrong:
+        server_token(base64.b64decode(base64.b64encode(pysecrets.token_bytes(32))), server)
+    assert wrong.value.code == "kek_mismatch" and not wrong.value.retryable
