@@ -15,6 +15,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from api.ratelimit import limiter_for, send_with_headers
 from domain.db import CURRENT_TENANT
 from domain.tenants import signing
+from api.principals import Cached
+from domain.crypto import hash_api_key
 from domain.tenants.service import Principal, resolve_key
 
 MAX_BODY = 1024 * 1024
@@ -48,44 +50,74 @@ class SignatureAuthMiddleware(ASGIMiddleware):
             raise ClientException("the request body is larger than 1 MiB", status_code=413)
         request: Request = Request(scope, receive)
         body = await request.body()  # cached in the connection state for the handler
-        caller = await self._authenticate(request, scope, body)
+        presented = _presented(scope)
+        caller, cached = await self._authenticate(request, scope, body, presented)
+        resources = request.app.state.resources
+        limiter = limiter_for(resources.redis, resources.settings.namespace)
+        decision = await limiter.hit(caller.tenant_id, caller.rate_limit, caller.key_id)
+        key_hash = hash_api_key(presented[0])
+        if cached is not None and (decision is None or decision.generation != cached.generation):
+            # The key or its tenant changed (or Redis cannot tell us): look it up again, and decide the
+            # rate limit again under the fresh settings (this rare path takes a second token).
+            resources.principals.drop(key_hash)
+            caller = await self._from_database(request, scope, body, presented)
+            if decision is not None:
+                decision = await limiter.hit(caller.tenant_id, caller.rate_limit, caller.key_id)
+            if decision is not None:
+                resources.principals.put(key_hash, caller, decision.generation)
+        elif cached is None and decision is not None:
+            resources.principals.put(key_hash, caller, decision.generation)
         scope[AUTH_KEY] = caller  # type: ignore[literal-required]
         # Every database session of this request now sees this tenant's rows only (row-level security).
         token = CURRENT_TENANT.set(str(caller.tenant_id))
         try:
-            await self._limited(request, scope, receive, send, next_app, caller)
+            if decision is None:  # Redis unreachable: fail open, without headers (see api/ratelimit.py)
+                await next_app(scope, receive, send)
+            elif not decision.allowed:
+                raise TooManyRequestsException(f"over {decision.limit} requests a minute; retry after "
+                                               f"{decision.retry_after} s", headers=decision.headers())
+            else:
+                await next_app(scope, receive, send_with_headers(send, decision.headers()))
         finally:
             CURRENT_TENANT.reset(token)
 
-    async def _limited(self, request: Request, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp,
-                       caller: Principal) -> None:
-        resources = request.app.state.resources
-        decision = await limiter_for(resources.redis, resources.settings.namespace).hit(caller.tenant_id,
-                                                                                        caller.rate_limit)
-        if decision is None:  # Redis unreachable: fail open, without headers (see api/ratelimit.py)
-            await next_app(scope, receive, send)
-            return
-        if not decision.allowed:
-            raise TooManyRequestsException(f"over {decision.limit} requests a minute; retry after "
-                                           f"{decision.retry_after} s", headers=decision.headers())
-        await next_app(scope, receive, send_with_headers(send, decision.headers()))
+    async def _authenticate(self, request: Request, scope: Scope, body: bytes,
+                            presented: tuple[str, str, str]) -> tuple[Principal, Cached | None]:
+        """The caller, from the cache when its secrets verify the signature, else from the database."""
+        cached = request.app.state.resources.principals.get(hash_api_key(presented[0]))
+        if cached is not None and _signed_by(cached.principal, scope, body, presented):
+            return cached.principal, cached
+        return await self._from_database(request, scope, body, presented), None
 
-    async def _authenticate(self, request: Request, scope: Scope, body: bytes) -> Principal:
-        authorization = _header(scope, b"authorization") or ""
-        timestamp = _header(scope, b"x-timestamp") or ""
-        signature = _header(scope, b"x-signature") or ""
-        scheme, _, api_key = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not api_key or not signature or len(api_key) > 200:
-            raise NotAuthorizedException("a valid API key and request signature are required")
-        if not signing.timestamp_fresh(timestamp, time.time()):
-            raise NotAuthorizedException("a valid API key and request signature are required")
+    async def _from_database(self, request: Request, scope: Scope, body: bytes,
+                             presented: tuple[str, str, str]) -> Principal:
         resources = request.app.state.resources
         async with resources.sessions() as session:
-            principal = await resolve_key(session, resources.settings.require_kek(), api_key.strip())
-        payload = signing.signed_payload(timestamp, scope["method"], signed_target(scope), body)
-        if principal is None or not signing.signature_valid(principal.secrets, signature, payload):
-            raise NotAuthorizedException("a valid API key and request signature are required")
+            principal = await resolve_key(session, resources.settings.require_kek(), presented[0])
+        if principal is None or not _signed_by(principal, scope, body, presented):
+            raise NotAuthorizedException(REFUSED)
         return principal
+
+
+REFUSED = "a valid API key and request signature are required"
+
+
+def _presented(scope: Scope) -> tuple[str, str, str]:
+    """(api key, timestamp, signature) from the headers; 401 when missing, malformed or stale."""
+    authorization = _header(scope, b"authorization") or ""
+    timestamp = _header(scope, b"x-timestamp") or ""
+    signature = _header(scope, b"x-signature") or ""
+    scheme, _, api_key = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not api_key or not signature or len(api_key) > 200:
+        raise NotAuthorizedException(REFUSED)
+    if not signing.timestamp_fresh(timestamp, time.time()):
+        raise NotAuthorizedException(REFUSED)
+    return api_key.strip(), timestamp, signature
+
+
+def _signed_by(principal: Principal, scope: Scope, body: bytes, presented: tuple[str, str, str]) -> bool:
+    payload = signing.signed_payload(presented[1], scope["method"], signed_target(scope), body)
+    return signing.signature_valid(principal.secrets, presented[2], payload)
 
 
 def principal(request: Request) -> Principal:

@@ -49,9 +49,12 @@ log = logging.getLogger("hostq.api.ratelimit")
 PERIOD_S = 60
 _US = 1_000_000
 
-# KEYS[1]: the bucket. ARGV: limit, period in microseconds, now in microseconds ('' = Redis's clock).
-# Returns {allowed (1|0), remaining, reset (unix s, rounded up), wait until one more passes (us)}.
+# KEYS[1]: the bucket; KEYS[2], KEYS[3]: the calling key's and tenant's generations (bumped when a key is
+# rotated or revoked, or the tenant's settings change: api/auth.py's cache of principals checks them).
+# ARGV: limit, period in microseconds, now in microseconds ('' = Redis's clock).
+# Returns {allowed (1|0), remaining, reset (unix s, rounded up), wait until one more passes (us), generation}.
 GCRA_LUA = """
+local generation = (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[3]) or '0')
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local now
@@ -68,10 +71,10 @@ if tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - burst
 if now < allow_at then
-  return {0, 0, math.ceil(tat / 1000000), allow_at - now}
+  return {0, 0, math.ceil(tat / 1000000), allow_at - now, generation}
 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) / 1000)))
-return {1, math.floor((now - allow_at) / interval), math.ceil(new_tat / 1000000), 0}
+return {1, math.floor((now - allow_at) / interval), math.ceil(new_tat / 1000000), 0, generation}
 """
 
 
@@ -84,6 +87,7 @@ class Decision:
     remaining: int
     reset: int
     retry_after: int
+    generation: str = ""
 
     def headers(self) -> dict[str, str]:
         """The X-RateLimit-* headers, plus Retry-After when refused."""
@@ -111,23 +115,39 @@ class RateLimiter:
         """The tenant's bucket."""
         return f"{self._namespace}:ratelimit:{tenant_id}"
 
-    async def hit(self, tenant_id: uuid.UUID, limit: int) -> Decision | None:
-        """Take one token from the tenant's bucket; None when Redis cannot answer (fail open)."""
+    async def hit(self, tenant_id: uuid.UUID, limit: int, key_id: uuid.UUID | None = None) -> Decision | None:
+        """Take one token from the tenant's bucket; None when Redis cannot answer (fail open).
+
+        The decision also carries the key's and tenant's current generation (see GCRA_LUA).
+        """
         if time.monotonic() < self._skip_until:
             return None
         limit = max(1, int(limit))
         now = "" if self._clock is None else str(int(self._clock() * _US))
         try:
             async with asyncio.timeout(self._timeout_s):
-                allowed, remaining, reset, wait_us = await self._script(
-                    keys=[self.key(tenant_id)], args=[limit, self._period_us, now])
+                allowed, remaining, reset, wait_us, generation = await self._script(
+                    keys=[self.key(tenant_id), key_generation_key(self._namespace, key_id),
+                          tenant_generation_key(self._namespace, tenant_id)],
+                    args=[limit, self._period_us, now])
         except (RedisError, OSError, TimeoutError) as exc:
             self._skip_until = time.monotonic() + self._pause_s
             log.warning("rate limiter unavailable, letting requests through for %ss: %s: %s",
                         self._pause_s, type(exc).__name__, exc)
             return None
         return Decision(allowed=bool(allowed), limit=limit, remaining=int(remaining), reset=int(reset),
-                        retry_after=max(1, math.ceil(int(wait_us) / _US)) if not allowed else 0)
+                        retry_after=max(1, math.ceil(int(wait_us) / _US)) if not allowed else 0,
+                        generation=generation.decode() if isinstance(generation, bytes) else str(generation))
+
+
+def key_generation_key(namespace: str, key_id: uuid.UUID | None) -> str:
+    """Redis key counting the changes (rotation, revocation) of one API key."""
+    return f"{namespace}:keygen:{key_id}"
+
+
+def tenant_generation_key(namespace: str, tenant_id: uuid.UUID) -> str:
+    """Redis key counting the changes of one tenant's settings (rate limit, origins)."""
+    return f"{namespace}:tenantgen:{tenant_id}"
 
 
 _LIMITERS: weakref.WeakKeyDictionary[aioredis.Redis, RateLimiter] = weakref.WeakKeyDictionary()

@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.dispatch_marks import DispatchMarks
+from api.principals import PrincipalCache
 from domain.db import make_engine, make_sessionmaker
 from domain.settings import Settings
 from workers.dispatch import make_broker
@@ -24,6 +25,7 @@ class Resources:
     redis: aioredis.Redis
     broker: dramatiq.Broker
     marks: DispatchMarks
+    principals: PrincipalCache
 
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
@@ -32,7 +34,7 @@ class Resources:
         sessions = make_sessionmaker(engine)
         client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         return cls(settings=settings, engine=engine, sessions=sessions, redis=client, broker=make_broker(settings),
-                   marks=DispatchMarks(sessions))
+                   marks=DispatchMarks(sessions), principals=PrincipalCache())
 
     async def close(self) -> None:
         """Write the pending dispatch marks, then close every connection."""

@@ -58,3 +58,22 @@ async def register_server(settings: Settings, *, region: str, url: str, username
                                   token=token, name=name, capacity=capacity)
         return {"server_id": str(server.id), "region": server.region}
     return await in_transaction(settings, work)
+
+
+def announce_change(settings: Settings, redis_key: str) -> None:
+    """Bump a generation counter the API's key cache checks (api/principals.py), after the change committed.
+
+    If Redis cannot be reached the API does not trust its cache either (it looks keys up in Postgres),
+    so the change still holds; a warning says so.
+    """
+    import sys
+
+    import redis
+    try:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        client.incr(redis_key)
+        client.expire(redis_key, 7 * 24 * 3600)
+        client.close()
+    except (redis.RedisError, OSError) as exc:
+        print(f"hostq: warning: could not tell running API processes through Redis ({exc}); "
+              "they look keys up in Postgres while Redis is unreachable", file=sys.stderr)

@@ -9,7 +9,8 @@ import re
 import uuid
 from datetime import datetime, timedelta
 
-from hostq.admin import in_transaction
+from api.ratelimit import key_generation_key, tenant_generation_key
+from hostq.admin import announce_change, in_transaction
 from domain.errors import ValidationFailed
 from domain.settings import Settings
 from domain.tenants import service as tenants
@@ -78,7 +79,9 @@ def tenants_update(args, settings: Settings) -> None:
         return {"tenant_id": str(tenant.id), "slug": tenant.slug, "name": tenant.name, "sender": tenant.sender,
                 "support_email": tenant.support_email, "rate_limit": tenant.rate_limit,
                 "lead_days": tenant.lead_days, "dunning": tenants.dunning_ladder(tenant)}
-    _print(asyncio.run(in_transaction(settings, work)))
+    result = asyncio.run(in_transaction(settings, work))
+    announce_change(settings, tenant_generation_key(settings.namespace, result["tenant_id"]))
+    _print(result)
 
 
 def keys_rotate(args, settings: Settings) -> None:
@@ -88,6 +91,7 @@ def keys_rotate(args, settings: Settings) -> None:
     async def work(session):
         return await tenants.rotate_key(session, kek, key_id, grace=grace)
     secret, valid_until = asyncio.run(in_transaction(settings, work))
+    announce_change(settings, key_generation_key(settings.namespace, key_id))
     _print({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": _iso(valid_until)})
 
 
@@ -98,4 +102,5 @@ def keys_revoke(args, settings: Settings) -> None:
     async def work(session):
         return await tenants.revoke_key(session, key_id)
     revoked_at = asyncio.run(in_transaction(settings, work))
+    announce_change(settings, key_generation_key(settings.namespace, key_id))
     _print({"key_id": str(key_id), "revoked_at": _iso(revoked_at)})

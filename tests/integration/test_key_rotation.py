@@ -14,7 +14,7 @@ import pytest
 from domain.errors import NotFound, ValidationFailed
 from domain.tenants.signing import sign, signed_payload
 from hostq.tenants_cli import keys_revoke, keys_rotate, parse_grace, register_keys, register_tenants_update
-from tests.conftest import signed_client
+from tests.conftest import make_tenant, signed_client
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -148,3 +148,20 @@ def test_tenants_update_refuses_bad_values(settings, capsys):
     assert capsys.readouterr().out == ""
     assert _update(capsys, settings, "--slug", slug)["dunning"] == {"reminders": [-3, 1, 3, 7], "suspend": 10,
                                                                    "terminate": 30}
+
+
+async def test_resolved_keys_are_cached_until_a_change_is_announced(app, sessions, settings):
+    from sqlalchemy import func, update
+
+    from api.ratelimit import key_generation_key
+    from domain.db import session_scope
+    from domain.tenants.models import ApiKey
+    from hostq.admin import announce_change
+    creds = await make_tenant(sessions, settings)
+    async with signed_client(app, creds) as c:
+        assert (await c.get("/v1/customers")).status_code == 200
+        async with session_scope(sessions) as session:  # revoked behind the API's back: no announcement
+            await session.execute(update(ApiKey).where(ApiKey.id == creds["key_id"]).values(revoked_at=func.now()))
+        assert (await c.get("/v1/customers")).status_code == 200  # served from the cache
+        await asyncio.to_thread(announce_change, settings, key_generation_key(settings.namespace, creds["key_id"]))
+        assert (await c.get("/v1/customers")).status_code == 401  # the very next request

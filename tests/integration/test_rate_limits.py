@@ -132,6 +132,11 @@ async def test_a_new_limit_applies_to_the_next_request(app, sessions, settings):
         assert [(await c.get("/v1/customers")).status_code for _ in range(3)] == [200, 200, 429]
         async with session_scope(sessions) as session:
             await update_tenant(session, creds["slug"], rate_limit=600)
+        # As `hostq tenants update` does after its commit: the API processes' key caches learn of it.
+        from api.ratelimit import tenant_generation_key
+        from hostq.admin import announce_change
+        await asyncio.to_thread(announce_change, settings, tenant_generation_key(settings.namespace,
+                                                                                 creds["tenant_id"]))
         # The bucket stays empty, but now refills at 10 tokens a second.
         await asyncio.sleep(0.25)
         response = await c.get("/v1/customers")
