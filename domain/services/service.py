@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.catalog.service import plan_by_code
+from domain.catalog.models import Plan
 from domain.customers.models import Customer
 from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.ids import new_id
@@ -60,17 +60,11 @@ async def place_order(session: AsyncSession, tenant_id: uuid.UUID, order: Order,
                       request_id: str | None) -> tuple[Service, Job]:
     """Record the service and its provisioning job in one transaction."""
     domain = _check_order(order)
-    customer = await session.get(Customer, order.customer_id) if order.customer_id else None
-    if customer is None or customer.tenant_id != tenant_id:
-        raise _field("customer_id", "no such customer")
-    plan = await plan_by_code(session, tenant_id, order.plan)
-    if plan is None:
-        raise _field("plan", "no such plan")
+    customer_id, plan, timezone = await _order_context(session, tenant_id, order)
     if order.billing_cycle not in plan.prices:
         raise _field("billing_cycle", f"plan {plan.code!r} is not sold {order.billing_cycle}")
     server_id = await place_in_region(session, order.region)
-    timezone = await session.scalar(select(Tenant.timezone).where(Tenant.id == tenant_id))
-    service = Service(id=new_id(), tenant_id=tenant_id, customer_id=customer.id, plan_id=plan.id, plan_code=plan.code,
+    service = Service(id=new_id(), tenant_id=tenant_id, customer_id=customer_id, plan_id=plan.id, plan_code=plan.code,
                       domain=domain, region=order.region, billing_cycle=order.billing_cycle,
                       status=rules.PROVISIONING, username=order.username, server_id=server_id,
                       next_due_date=datetime.now(ZoneInfo(timezone or "America/Sao_Paulo")).date())
@@ -83,6 +77,23 @@ async def place_order(session: AsyncSession, tenant_id: uuid.UUID, order: Order,
     except IntegrityError:
         raise Conflict(f"domain {service.domain!r} (or username {service.username!r}) is already in use") from None
     return service, job
+
+
+async def _order_context(session: AsyncSession, tenant_id: uuid.UUID,
+                         order: Order) -> tuple[uuid.UUID, Plan, str]:
+    """The order's customer id, plan and the tenant's time zone in one query; the missing one named if any."""
+    row = (await session.execute(
+        select(Customer.id, Plan, Tenant.timezone)
+        .join(Plan, (Plan.tenant_id == Customer.tenant_id) & (Plan.code == order.plan))
+        .join(Tenant, Tenant.id == Customer.tenant_id)
+        .where(Customer.id == order.customer_id, Customer.tenant_id == tenant_id))).first() \
+        if order.customer_id else None
+    if row is not None:
+        return row[0], row[1], row[2]
+    customer = await session.get(Customer, order.customer_id) if order.customer_id else None
+    if customer is None or customer.tenant_id != tenant_id:
+        raise _field("customer_id", "no such customer")
+    raise _field("plan", "no such plan")
 
 
 async def get_service(session: AsyncSession, tenant_id: uuid.UUID, service_id: uuid.UUID | None) -> Service:
