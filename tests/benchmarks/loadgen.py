@@ -1,8 +1,9 @@
 """A closed-loop HTTP/1.1 load generator: N keep-alive connections, one request in flight on each.
 
-Run in its own process by bench_intake.py as `loadgen.py '<json config>'`; prints one JSON line.
-Raw asyncio streams (on uvloop when installed) keep the loader's cost per request far below httpx's,
-and every order is signed per request (api-v1.md) because each carries a unique domain.
+Run in its own process by bench_intake.py and bench_api.py as `loadgen.py '<json config>'`; prints one JSON
+line. Raw asyncio streams (on uvloop when installed) keep the loader's cost per request far below httpx's,
+and every signed request is signed anew (api-v1.md): an order carries a unique domain, a customer a unique
+Idempotency-Key, and a signed GET cycles through `ids`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import hmac
 import itertools
 import json
 import os
+import secrets
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-EXPECTED = {"order": 202, "get": 200}
+EXPECTED = {"order": 202, "get": 200, "customer": 201, "signed_get": 200}
 SAMPLES = 5
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -30,7 +32,9 @@ class Config:
     name: str
     port: int
     path: str
-    kind: str  # "order": signed POST of a unique order; "get": plain GET
+    # "order": signed POST of a unique order; "get": plain GET; "customer": signed POST of a customer with a
+    # unique Idempotency-Key; "signed_get": signed GET of `path` with "{id}" replaced by each of `ids` in turn
+    kind: str
     seconds: float
     warmup: float
     concurrency: int
@@ -41,6 +45,8 @@ class Config:
     region: str = "us"
     server_pid: int = 0
     database: str = ""  # count only the Postgres backends serving this database
+    expect: int = 0  # the status that is not an error; 0: EXPECTED[kind]
+    ids: tuple[str, ...] = ()  # for "signed_get"
 
 
 @dataclass
@@ -65,30 +71,41 @@ class Tally:
 
 
 class Requests:
-    """Builds each request's bytes: orders get a unique domain and a fresh signature."""
+    """Builds each request's bytes: each gets what makes it unique, and a fresh signature."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.counter = itertools.count()
         self.secret = config.signing_secret.encode()
         self.host = f"Host: 127.0.0.1:{config.port}\r\n"
+        self.run = secrets.token_hex(4)  # Idempotency-Keys unique across loader runs too
 
     def next(self) -> bytes:
         """The next request, ready for the wire."""
-        if self.config.kind == "get":
+        kind, tag = self.config.kind, self.config.tag
+        if kind == "get":
             return f"GET {self.config.path} HTTP/1.1\r\n{self.host}\r\n".encode()
+        if kind == "signed_get":
+            ids = self.config.ids
+            return self._signed("GET", self.config.path.replace("{id}", ids[next(self.counter) % len(ids)]), b"")
+        if kind == "customer":
+            n = next(self.counter)
+            body = json.dumps({"name": f"Bench {tag} {n}", "email": f"c{tag}{n}@example.com"},
+                              separators=(",", ":")).encode()
+            return self._signed("POST", self.config.path, body, f"Idempotency-Key: {tag}-{self.run}-{n}\r\n")
         body = json.dumps({"customer_id": self.config.customer_id, "plan": "basic",
-                           "domain": f"b{self.config.tag}{next(self.counter)}.example.com",
+                           "domain": f"b{tag}{next(self.counter)}.example.com",
                            "region": self.config.region, "billing_cycle": "monthly",
                            "provision": "now"}, separators=(",", ":")).encode()
-        return self._signed_post(body)
+        return self._signed("POST", self.config.path, body)
 
-    def _signed_post(self, body: bytes) -> bytes:
+    def _signed(self, method: str, target: str, body: bytes, extra_headers: str = "") -> bytes:
         timestamp = str(int(time.time()))
-        payload = b".".join([timestamp.encode(), b"POST", self.config.path.encode(), body])
+        payload = b".".join([timestamp.encode(), method.encode(), target.encode(), body])
         signature = hmac.new(self.secret, payload, hashlib.sha256).hexdigest()
-        head = (f"POST {self.config.path} HTTP/1.1\r\n{self.host}Content-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nAuthorization: Bearer {self.config.api_key}\r\n"
+        content = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if body else ""
+        head = (f"{method} {target} HTTP/1.1\r\n{self.host}{content}"
+                f"Authorization: Bearer {self.config.api_key}\r\n{extra_headers}"
                 f"X-Timestamp: {timestamp}\r\nX-Signature: v1={signature}\r\n\r\n")
         return head.encode() + body
 
@@ -114,7 +131,7 @@ class Window:
 
 async def connection(config: Config, requests: Requests, tally: Tally, window: Window) -> None:
     """One keep-alive connection sending requests back to back until the window ends."""
-    expected = EXPECTED[config.kind]
+    expected = config.expect or EXPECTED[config.kind]
     reader, writer = await asyncio.open_connection("127.0.0.1", config.port)
     try:
         while (started := time.perf_counter()) < window.end:
@@ -190,7 +207,7 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 def summary(config: Config, tally: Tally, window: Window, cpu: dict[str, float]) -> dict:
-    """The result line bench_intake.py reads."""
+    """The result line the benchmarks read."""
     latencies = sorted(tally.latencies)
     # By start time: in a closed loop every started request completes, so no second is cut short.
     per_second = Counter(int(start - window.measure_from) for start in tally.started_at)
@@ -215,7 +232,8 @@ async def run(config: Config) -> dict:
 
 def main() -> None:
     """Read the config from argv[1], run, print the result as one JSON line."""
-    config = Config(**json.loads(sys.argv[1]))
+    fields = json.loads(sys.argv[1])
+    config = Config(**{**fields, "ids": tuple(fields.get("ids", ()))})
     try:
         import uvloop
         runner = uvloop.run
