@@ -43,7 +43,8 @@ CURRENT_TENANT: ContextVar[str] = ContextVar("hostq_tenant", default="")
 APP_ROLE = "hostq_app"
 
 
-def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system") -> AsyncEngine:
+def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system",
+                max_overflow: int | None = None) -> AsyncEngine:
     """An asyncpg engine whose sessions run as the app role, under row-level security.
 
     `scope="tenant"` (the API): each checkout sees only CURRENT_TENANT's rows, none when unset.
@@ -55,7 +56,7 @@ def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system"
     engine = create_async_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=5,
         pool_pre_ping=False,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": {"application_name": "hostq"}},
