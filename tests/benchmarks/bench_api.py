@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 from hostq.client import HostqSigner
 from tests.benchmarks.baseline_app import JOBS_TABLE, SEED_JOBS
 from tests.benchmarks.bench_intake import LOADGEN, REGION, ratio, seed_catalog
-from tests.benchmarks.stack import PG_BASE, ROOT, Stack, _drop, free_port, hostq_command
+from tests.benchmarks.stack import PG_BASE, ROOT, Stack, _drop, finish, free_port, hostq_command, run_in_stack
 
 #: High enough never to refuse (~1.7 M requests/s), so the limiter's Redis script still runs on every request.
 RATE_LIMIT = 100_000_000
@@ -272,42 +270,26 @@ def code_version() -> str:
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C does
+def _drop_baseline(stack: Stack) -> None:
+    try:
+        asyncio.run(_drop(baseline_database(stack)))
+    except (OSError, asyncpg.PostgresError) as exc:  # say what is left behind
+        print(f"cleanup: dropping {baseline_database(stack)} failed: {exc!r}", file=sys.stderr)
 
 
 def main() -> None:
-    """Run the benchmark; always stop the processes and remove the database and Redis keys."""
+    """Run the benchmark; always stop the processes and remove the databases and Redis keys."""
     args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
-    stack = Stack(Path(tempfile.mkdtemp(prefix="hostq-bench-")))
     version = code_version()
-    try:
-        results = run(stack, args)
-    except BaseException:
-        print(f"failed; process logs kept in {stack.logs}", file=sys.stderr)
-        raise
-    finally:
-        stack.close()
-        try:
-            asyncio.run(_drop(baseline_database(stack)))
-        except (OSError, asyncpg.PostgresError) as exc:  # say what is left behind
-            print(f"cleanup: dropping {baseline_database(stack)} failed: {exc!r}", file=sys.stderr)
+    stack, results = run_in_stack(lambda stack: run(stack, args), cleanup=_drop_baseline)
     rates = ratios(results)
     met = verdicts(rates)
     print(f"\nhostq at {version}")
     print_table(results, rates, met)
     if args.profile:
         print(f"  hostq ran under pyinstrument (figures not comparable); profile in {args.profile}")
-    if any(result["errors"] for result in results.values()):
-        print(f"  requests failed; server logs kept in {stack.logs}")
-    else:
-        shutil.rmtree(stack.logs, ignore_errors=True)
-    document = json.dumps({"results": results, "ratios": rates, "goals": GOALS, "goals_met": met, "version": version,
-                           "profiled": bool(args.profile)})
-    if args.json:
-        args.json.write_text(document + "\n")
-    print(document)
+    finish(stack, results, {"results": results, "ratios": rates, "goals": GOALS, "goals_met": met,
+                            "version": version, "profiled": bool(args.profile)}, args.json)
 
 
 if __name__ == "__main__":

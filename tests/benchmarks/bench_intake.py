@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -21,7 +18,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
 from hostq.client import HostqSigner  # noqa: E402
-from tests.benchmarks.stack import Stack, free_port, hostq_command  # noqa: E402
+from tests.benchmarks.stack import Stack, finish, free_port, hostq_command, run_in_stack  # noqa: E402
 
 LOADGEN = Path(__file__).with_name("loadgen.py")
 REGION = "us"
@@ -147,32 +144,13 @@ def run(stack: Stack, args) -> dict[str, dict]:
     return results
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C does
-
-
 def main() -> None:
     """Run the benchmark; always stop the processes and remove the database and Redis keys."""
     args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
-    stack = Stack(Path(tempfile.mkdtemp(prefix="hostq-bench-")))
-    try:
-        results = run(stack, args)
-    except BaseException:
-        print(f"failed; process logs kept in {stack.logs}", file=sys.stderr)
-        raise
-    finally:
-        stack.close()
+    stack, results = run_in_stack(lambda stack: run(stack, args))
     rates = ratios(results)
     print_table(results, rates)
-    if any(result["errors"] for result in results.values()):
-        print(f"  requests failed; server logs kept in {stack.logs}")
-    else:
-        shutil.rmtree(stack.logs, ignore_errors=True)
-    document = json.dumps({"results": results, "ratios": rates})
-    if args.json:
-        args.json.write_text(document + "\n")
-    print(document)
+    finish(stack, results, {"results": results, "ratios": rates}, args.json)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,8 @@ import asyncio
 import importlib
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script 
 from tests.benchmarks.bench_intake import ratio, seed_catalog  # noqa: E402
 from tests.benchmarks.drain import CpuMeter, Progress, descendants, wait_drained  # noqa: E402
 from tests.benchmarks.loadgen import pids_named  # noqa: E402
-from tests.benchmarks.stack import REDIS_URL, ROOT, Stack, free_port, hostq_command  # noqa: E402
+from tests.benchmarks.stack import (REDIS_URL, ROOT, Stack, finish, free_port, hostq_command,  # noqa: E402
+                                    run_in_stack)
 
 BURST = Path(__file__).with_name("order_burst.py")
 REGION = "us"
@@ -275,31 +273,15 @@ def print_table(results: dict[str, dict], rates: dict) -> None:
           f"baseline drift (2nd/1st) x{rates['noop_sync_2_over_1']}")
 
 
-def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C does
-
-
 def main() -> None:
     """Run the benchmark; always stop the processes and remove the database and Redis keys."""
     args = parse_args()
-    signal.signal(signal.SIGTERM, _terminate)
-    stack = Stack(Path(tempfile.mkdtemp(prefix="hostq-bench-")))
-    try:
-        results = asyncio.run(run(stack, args))
-    except BaseException:
-        print(f"failed; process logs kept in {stack.logs}", file=sys.stderr)
-        raise
-    finally:
-        stack.close()
-    shutil.rmtree(stack.logs, ignore_errors=True)
+    stack, results = run_in_stack(lambda stack: asyncio.run(run(stack, args)))
     rates = ratios(results)
     print_table(results, rates)
-    document = json.dumps({"config": {"jobs": args.jobs, "baseline_jobs": args.baseline_jobs or args.jobs,
-                                      "threads": args.threads, "processes": 1, "concurrency": args.concurrency},
-                           "results": results, "ratios": rates})
-    if args.json:
-        args.json.write_text(document + "\n")
-    print(document)
+    config = {"jobs": args.jobs, "baseline_jobs": args.baseline_jobs or args.jobs, "threads": args.threads,
+              "processes": 1, "concurrency": args.concurrency}
+    finish(stack, {}, {"config": config, "results": results, "ratios": rates}, args.json)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ def descendants(root: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
         found.append(pid)
-        todo.extend(children.get(pid, []))
+        pending.extend(children.get(pid, []))
     return found
 
 

@@ -7,10 +7,14 @@ import base64
 import json
 import os
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -125,3 +129,35 @@ async def _drop(database: str) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C does
+
+
+def run_in_stack(work: Callable[["Stack"], dict], cleanup: Callable[["Stack"], None] | None = None
+                 ) -> tuple["Stack", dict]:
+    """Run `work(stack)`; whatever happens, stop the processes and remove the database and Redis keys."""
+    signal.signal(signal.SIGTERM, _terminate)
+    stack = Stack(Path(tempfile.mkdtemp(prefix="hostq-bench-")))
+    try:
+        return stack, work(stack)
+    except BaseException:
+        print(f"failed; process logs kept in {stack.logs}", file=sys.stderr)
+        raise
+    finally:
+        stack.close()
+        if cleanup is not None:
+            cleanup(stack)
+
+
+def finish(stack: "Stack", results: dict, document: dict, json_path: Path | None) -> None:
+    """Keep the logs only if a request failed; print the JSON document last (and write it to `json_path`)."""
+    if any(result.get("errors") for result in results.values() if isinstance(result, dict)):
+        print(f"  requests failed; server logs kept in {stack.logs}")
+    else:
+        shutil.rmtree(stack.logs, ignore_errors=True)
+    text = json.dumps(document)
+    if json_path:
+        json_path.write_text(text + "\n")
+    print(text)
