@@ -21,6 +21,10 @@ from workers.dispatch import dispatch
 async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None]:
     """One transaction per request; jobs recorded in it reach the broker only after it commits."""
     resources = request.app.state.resources
+    if request.method == "GET":  # reads only: no transaction to open and close around them
+        async with resources.read_sessions() as session:
+            yield session
+        return
     claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]
     async with resources.sessions() as session:
         async with session.begin():

@@ -22,6 +22,8 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    #: The same pool without BEGIN/COMMIT, for requests that only read (GET).
+    read_sessions: async_sessionmaker[AsyncSession]
     redis: aioredis.Redis
     broker: dramatiq.Broker
     marks: DispatchMarks
@@ -34,8 +36,10 @@ class Resources:
         # connections are closed on return, and opening one (SET ROLE included) costs more than a query.
         engine = make_engine(settings.database_url, pool_size=40, max_overflow=10, scope="tenant")
         sessions = make_sessionmaker(engine)
+        reads = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
+                                   autoflush=False)
         client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        return cls(settings=settings, engine=engine, sessions=sessions, redis=client, broker=make_broker(settings),
+        return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads, redis=client, broker=make_broker(settings),
                    marks=DispatchMarks(sessions), principals=PrincipalCache())
 
     async def close(self) -> None:
