@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import TypedDict
 
@@ -61,19 +61,26 @@ async def list_jobs(session: AsyncSession, *, status: str | None = None, kind: s
                                         kind=kind)
 
 
-async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> RetryOutcome:
-    """Put these failed jobs back to `queued` for a fresh round; skip the others with a reason."""
+async def _apply(session: AsyncSession, job_ids: Iterable[uuid.UUID | str], refusal: Callable[[str], str | None],
+                 act: Callable[[Job], Awaitable[None]]) -> tuple[list[str], list[Skipped]]:
+    """Lock the named jobs, `act` on each one `refusal` allows, and skip the rest with its reason."""
     ids, skipped = _parse_ids(job_ids)
     jobs = await _locked(session, select(Job).where(Job.id.in_(ids))) if ids else {}
-    retried: list[str] = []
+    done: list[str] = []
     for job_id in ids:
         job = jobs.get(job_id)
-        reason = NO_SUCH_JOB if job is None else retry_refusal(job.status)
+        reason = NO_SUCH_JOB if job is None else refusal(job.status)
         if reason:
             skipped.append({"id": str(job_id), "reason": reason})
             continue
-        await _requeue(session, job)
-        retried.append(str(job_id))
+        await act(job)
+        done.append(str(job_id))
+    return done, skipped
+
+
+async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> RetryOutcome:
+    """Put these failed jobs back to `queued` for a fresh round; skip the others with a reason."""
+    retried, skipped = await _apply(session, job_ids, retry_refusal, lambda job: _requeue(session, job))
     return {"retried": retried, "skipped": skipped}
 
 
@@ -96,19 +103,13 @@ async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, k
 
 async def cancel_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> CancelOutcome:
     """Cancel these queued, retrying or failed jobs; a message still in the broker is then skipped."""
-    ids, skipped = _parse_ids(job_ids)
-    jobs = await _locked(session, select(Job).where(Job.id.in_(ids))) if ids else {}
-    cancelled: list[str] = []
     now = datetime.now(timezone.utc)
-    for job_id in ids:
-        job = jobs.get(job_id)
-        reason = NO_SUCH_JOB if job is None else cancel_refusal(job.status)
-        if reason:
-            skipped.append({"id": str(job_id), "reason": reason})
-            continue
+
+    async def cancel(job: Job) -> None:
         job.status, job.finished_at, job.next_attempt_at, job.updated_at = rules.CANCELLED, now, None, now
         await effects.on_cancelled(session, job)
-        cancelled.append(str(job_id))
+
+    cancelled, skipped = await _apply(session, job_ids, cancel_refusal, cancel)
     return {"cancelled": cancelled, "skipped": skipped}
 
 

@@ -36,6 +36,14 @@ async def _account(whm: WhmPort, service: Service) -> dict | None:
     return found
 
 
+async def _existing_account(whm: WhmPort, service: Service) -> dict:
+    """Our account on WHM; an error naming it when WHM has none (suspend, unsuspend, change plan need one)."""
+    account = await _account(whm, service)
+    if account is None:
+        raise PermanentIntegrationError("whm_account_missing", f"WHM has no account {service.username!r}")
+    return account
+
+
 async def _finish(sessions, service: Service, allowed: set[str], **values) -> None:
     async with session_scope(sessions) as session:
         await session.execute(update(Service).where(Service.id == service.id, Service.status.in_(allowed))
@@ -55,9 +63,7 @@ async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UU
 async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
     if service.status != rules.ACTIVE:
         raise InvalidState(f"a {service.status} service cannot be suspended")
-    account = await _account(whm, service)
-    if account is None:
-        raise PermanentIntegrationError("whm_account_missing", f"WHM has no account {service.username!r}")
+    account = await _existing_account(whm, service)
     if not int(account.get("suspended") or 0):
         await whm.suspendacct(service.username, job.args.get("reason") or "suspended by hostq")
     await _finish(sessions, service, {rules.ACTIVE}, status=rules.SUSPENDED,
@@ -68,9 +74,7 @@ async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
 async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
     if service.status != rules.SUSPENDED:
         raise InvalidState(f"a {service.status} service cannot be unsuspended")
-    account = await _account(whm, service)
-    if account is None:
-        raise PermanentIntegrationError("whm_account_missing", f"WHM has no account {service.username!r}")
+    account = await _existing_account(whm, service)
     if int(account.get("suspended") or 0):
         await whm.unsuspendacct(service.username)
     await _finish(sessions, service, {rules.SUSPENDED}, status=rules.ACTIVE, suspended_reason=None)
@@ -95,9 +99,7 @@ async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> di
         return {"service_id": str(service.id), "outcome": "already_done"}
     if service.status not in (rules.ACTIVE, rules.SUSPENDED):
         raise InvalidState(f"a {service.status} service cannot change plan")
-    account = await _account(whm, service)
-    if account is None:
-        raise PermanentIntegrationError("whm_account_missing", f"WHM has no account {service.username!r}")
+    account = await _existing_account(whm, service)
     if account.get("plan") != plan.whm_package:
         await whm.changepackage(service.username, plan.whm_package)
     await _finish(sessions, service, {rules.ACTIVE, rules.SUSPENDED}, plan_id=plan.id, plan_code=plan.code)
