@@ -1,8 +1,14 @@
-"""The request's database session: commit on success, roll back on error, then dispatch its jobs."""
+"""The request's database access: commit on success, roll back on error, then dispatch its jobs.
+
+Two kinds, one contract: `session` (the ORM, for most handlers) and `db` (a plain asyncpg connection from
+domain/pg.py, for the hot paths). A GET reads without a transaction; any other method gets one transaction,
+in which the request's idempotency claim is marked committed with its effect.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,11 +17,14 @@ from api.auth import principal
 from api.request_ids import request_id
 from api.idempotency import CLAIM_KEY
 from domain.errors import Conflict
-from domain.idempotency.service import mark_committed
+from domain.idempotency.service import MARK_COMMITTED, mark_committed
 from domain.jobs.service import take_outbox
+from domain.pg import tenant_connection, tenant_transaction
 from domain.settings import Settings
 from domain.tenants.service import Principal
 from workers.dispatch import dispatch
+
+_TAKEN_OVER = "this request's Idempotency-Key was taken over after its lock expired"
 
 
 async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None]:
@@ -30,13 +39,29 @@ async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None
         async with session.begin():
             yield session
             # The idempotency claim commits with the effect, or the effect does not commit at all.
-            if claim is not None and not await mark_committed(session, claim):
-                raise Conflict("this request's Idempotency-Key was taken over after its lock expired")
+            if claim is not None:
+                marked = await (await session.connection()).exec_driver_sql(MARK_COMMITTED, (claim,))
+                if marked.rowcount != 1:
+                    raise Conflict(_TAKEN_OVER)
         jobs = take_outbox(session)
     if jobs:
         sent = dispatch(resources.broker, jobs)
         if sent:
             resources.marks.add(jobs[0].tenant_id, sent)
+
+
+async def provide_db(request: Request) -> AsyncGenerator[Any, None]:
+    """The caller's tenant on a plain asyncpg connection: autocommit for a GET, else one transaction."""
+    pool, tenant_id = request.app.state.resources.pg, principal(request).tenant_id
+    if request.method == "GET":
+        async with tenant_connection(pool, tenant_id) as conn:
+            yield conn
+        return
+    claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]
+    async with tenant_transaction(pool, tenant_id) as conn:
+        yield conn
+        if claim is not None and not await mark_committed(conn, claim):
+            raise Conflict(_TAKEN_OVER)
 
 
 async def provide_principal(request: Request) -> Principal:

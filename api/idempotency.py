@@ -28,8 +28,8 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 from api.auth import AUTH_KEY, signed_target
-from domain.db import session_scope
 from domain.idempotency import rules, service
+from domain.pg import tenant_connection
 
 log = logging.getLogger("hostq.api.idempotency")
 
@@ -60,17 +60,18 @@ class IdempotencyMiddleware(ASGIMiddleware):
             return
         tenant_id: uuid.UUID = scope[AUTH_KEY].tenant_id  # type: ignore[literal-required]
         fingerprint = rules.fingerprint(scope["method"], signed_target(scope), await request.body())
-        sessions = scope["litestar_app"].state.resources.sessions
+        pool = scope["litestar_app"].state.resources.pg
+        store = _Keys(pool, tenant_id)
 
         for _ in range(_CLAIM_ATTEMPTS):
-            async with session_scope(sessions) as session:
-                claim_id = await service.claim(session, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
-                found = None if claim_id else await service.find(session, tenant_id, key)
-                if found is not None and found[1] and await service.take_over_abandoned(session, tenant_id, key):
+            async with tenant_connection(pool, tenant_id) as conn:  # each statement commits by itself
+                claim_id = await service.claim(conn, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
+                found = None if claim_id else await service.find(conn, tenant_id, key)
+                if found is not None and found[1] and await service.take_over_abandoned(conn, tenant_id, key):
                     continue  # its process died before committing anything: claim it afresh
             if claim_id:
                 scope[CLAIM_KEY] = claim_id  # type: ignore[literal-required]
-                await self._run_once(claim_id, sessions, scope, receive, send, next_app)
+                await self._run_once(claim_id, store, scope, receive, send, next_app)
                 return
             if found is not None:
                 await _answer_taken(request, send, *found, fingerprint)
@@ -78,7 +79,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
             # The holder released the key between our insert and our read (its request failed): claim again.
         await _in_flight(request, send, stale=False)
 
-    async def _run_once(self, claim_id: uuid.UUID, sessions, scope: Scope, receive: Receive, send: Send,
+    async def _run_once(self, claim_id: uuid.UUID, store: "_Keys", scope: Scope, receive: Receive, send: Send,
                         next_app: ASGIApp) -> None:
         captured = _Capture()
         try:
@@ -87,15 +88,15 @@ class IdempotencyMiddleware(ASGIMiddleware):
             # Not rendered by any exception handler (or raised after the answer): keep a complete answer,
             # else give the key back so the client may retry; then let the exception go on.
             if captured.complete:
-                await _settle(claim_id, sessions, captured)
+                await store.settle(claim_id, captured)
                 await captured.forward(send)
             else:
-                await _release(claim_id, sessions)
+                await store.release(claim_id)
             raise
         if captured.complete:
-            await _settle(claim_id, sessions, captured)
+            await store.settle(claim_id, captured)
         else:
-            await _release(claim_id, sessions)
+            await store.release(claim_id)
         await captured.forward(send)
 
 
@@ -123,27 +124,33 @@ class _Capture:
             await send(message)
 
 
-async def _settle(claim_id: uuid.UUID, sessions, captured: _Capture) -> None:
-    """Store a replayable answer, or release the key for a 5xx."""
-    assert captured.status is not None
-    if not rules.storable(captured.status):
-        await _release(claim_id, sessions)
-        return
-    try:
-        async with session_scope(sessions) as session:
-            await service.complete(session, claim_id, status=captured.status,
-                                   headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
-    except Exception:
-        # The effect is committed: never release here. The row stays in_flight (409) until it expires.
-        log.exception("could not store the response of idempotency claim %s", claim_id)
+class _Keys:
+    """Settling a claim once its request has run, on the tenant's connection."""
 
+    def __init__(self, pool, tenant_id: uuid.UUID) -> None:
+        self.pool, self.tenant_id = pool, tenant_id
 
-async def _release(claim_id: uuid.UUID, sessions) -> None:
-    try:
-        async with session_scope(sessions) as session:
-            await service.release(session, claim_id)
-    except Exception:
-        log.exception("could not release idempotency claim %s", claim_id)
+    async def settle(self, claim_id: uuid.UUID, captured: _Capture) -> None:
+        """Store a replayable answer, or release the key for a 5xx."""
+        assert captured.status is not None
+        if not rules.storable(captured.status):
+            await self.release(claim_id)
+            return
+        try:
+            async with tenant_connection(self.pool, self.tenant_id) as conn:
+                await service.complete(conn, claim_id, status=captured.status,
+                                       headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
+        except Exception:
+            # The effect is committed: never release here. The row stays in_flight (409) until it expires.
+            log.exception("could not store the response of idempotency claim %s", claim_id)
+
+    async def release(self, claim_id: uuid.UUID) -> None:
+        """Give the key back (its request failed before committing anything)."""
+        try:
+            async with tenant_connection(self.pool, self.tenant_id) as conn:
+                await service.release(conn, claim_id)
+        except Exception:
+            log.exception("could not release idempotency claim %s", claim_id)
 
 
 async def _answer_taken(request: Request, send: Send, row, stale: bool, fingerprint: str) -> None:

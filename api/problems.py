@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
+
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -33,7 +35,10 @@ _HTTP = {
     429: ("rate_limited", "Too many requests"), 503: ("unavailable", "Service unavailable"),
 }
 _DOWN = (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, RedisTimeoutError, OSError,
-         TimeoutError)
+         TimeoutError,
+         # The plain asyncpg pool of the hot paths (domain/pg.py): lost connection, server shutting down.
+         asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
+         asyncpg.exceptions.OperatorInterventionError)
 
 
 def problem(request: Request, status: int, code: str, title: str, detail: str = "", *,
@@ -67,11 +72,12 @@ def handle(request: Request, exc: Exception) -> Response:
         detail = exc.detail if status != 500 else ""
         fields = _validation_errors(exc) if isinstance(exc, ValidationException) else None
         return problem(request, status, code, title, detail, field_errors=fields, headers=exc.headers)
-    if isinstance(exc, DataError) or str(getattr(getattr(exc, "orig", None), "sqlstate", "")).startswith("22"):
+    sqlstate = str(getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    if isinstance(exc, DataError) or sqlstate.startswith("22"):
         # Postgres refused a value (e.g. a NUL character in text): bad input, not a server fault.
         return problem(request, 400, "validation_error", "Validation failed", "a value is not acceptable "
                        "(for example, text may not contain NUL characters)")
-    if isinstance(exc, IntegrityError):
+    if isinstance(exc, IntegrityError) or sqlstate.startswith("23"):
         return problem(request, 409, "conflict", "Conflict", "the request conflicts with existing data")
     if isinstance(exc, _DOWN) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         log.warning("dependency down: %s", type(exc).__name__)

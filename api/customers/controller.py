@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, delete, get, post
 from litestar.params import Parameter
@@ -28,8 +28,8 @@ class CustomerController(Controller):
     @post("/", guards=[requires("customers:write")], status_code=201, summary="Create a customer",
           description="`name` and `email` are required. `external_id`, your own id for the customer, is unique per "
                       "tenant: reusing it is 409 conflict.", **documented("POST", conflict=True))
-    async def create(self, data: CustomerCreate, session: AsyncSession, caller: Principal) -> Customer:
-        row = await service.create_customer(session, caller.tenant_id, name=data.name, email=data.email,
+    async def create(self, data: CustomerCreate, db: Any, caller: Principal) -> Customer:
+        row = await service.create_customer(db, caller.tenant_id, name=data.name, email=data.email,
                                             phone=data.phone, document=data.document, channels=data.channels,
                                             external_id=data.external_id)
         return Customer.of(row)

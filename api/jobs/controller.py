@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Controller, get
 from litestar.params import Parameter
@@ -26,13 +26,13 @@ class JobController(Controller):
     guards = [requires("jobs:read")]
 
     @get("/jobs/{job_id:str}", summary="Get a job", **documented("GET", invalid=False, by_id=True))
-    async def read(self, job_id: JobId, session: AsyncSession, caller: Principal) -> Job:
-        return Job.of(await get_job(session, parse_id(job_id), caller.tenant_id))
+    async def read(self, job_id: JobId, db: Any, caller: Principal) -> Job:
+        return Job.of(await get_job(db, parse_id(job_id), caller.tenant_id))
 
     @get("/provision/{job_id:str}/status", summary="Get a provisioning job (alias of GET /v1/jobs/{id})",
          **documented("GET", invalid=False, by_id=True))
-    async def status(self, job_id: JobId, session: AsyncSession, caller: Principal) -> Job:
-        return Job.of(await get_job(session, parse_id(job_id), caller.tenant_id))
+    async def status(self, job_id: JobId, db: Any, caller: Principal) -> Job:
+        return Job.of(await get_job(db, parse_id(job_id), caller.tenant_id))
 
     @get("/jobs", summary="List jobs", description="Newest first; filter by `status`, `kind` (e.g. provision.create) "
          "and `resource_id` (e.g. a service id).", **documented("GET"))

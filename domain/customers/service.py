@@ -3,33 +3,43 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import asyncpg
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.customers import rules
 from domain.customers.models import Customer
 from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.ids import new_id
 from domain.pagination import page, paginate
+from domain.pg import Row
 
 
-async def create_customer(session: AsyncSession, tenant_id: uuid.UUID, *, name: str, email: str,
+_INSERT = """
+INSERT INTO customers (id, created_at, tenant_id, name, email, phone, document, channels, external_id)
+VALUES ($1, now(), $2, $3, $4, $5, $6, $7, $8)
+RETURNING id, created_at, name, email, phone, document, channels, external_id, erased_at"""
+
+
+async def create_customer(conn: Any, tenant_id: uuid.UUID, *, name: str, email: str,
                           phone: str | None = None, document: str | None = None,
-                          channels: list[str] | None = None, external_id: str | None = None) -> Customer:
-    """A new customer of the tenant; `external_id` is unique per tenant."""
+                          channels: list[str] | None = None, external_id: str | None = None) -> Row:
+    """A new customer of the tenant; `external_id` is unique per tenant.
+
+    One INSERT on the request's asyncpg transaction (domain/pg.py): the API's busiest write skips the ORM.
+    """
     channels = channels if channels is not None else ["email"]
     errors = rules.field_errors(name=name, email=email, phone=phone, document=document, channels=channels)
     if errors:
         raise ValidationFailed("the customer has invalid fields", errors=errors)
-    customer = Customer(tenant_id=tenant_id, name=name.strip(), email=email, phone=phone, document=document,
-                        channels=list(dict.fromkeys(channels)), external_id=external_id)
-    session.add(customer)
     try:
-        await session.flush()
-    except IntegrityError:  # the unique key: the transaction is rolled back by its owner
+        record = await conn.fetchrow(_INSERT, new_id(), tenant_id, name.strip(), email, phone, document,
+                                     list(dict.fromkeys(channels)), external_id)
+    except asyncpg.UniqueViolationError:  # the transaction is rolled back by its owner
         raise Conflict(f"a customer with external_id {external_id!r} already exists") from None
-    return customer
+    return Row(record)
 
 
 async def get_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None) -> Customer:

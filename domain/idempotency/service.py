@@ -1,87 +1,92 @@
-"""Claiming, completing, releasing and expiring idempotency keys. Each call runs in the caller's transaction."""
+"""Claiming, completing, releasing and expiring idempotency keys, in plain SQL on an asyncpg connection.
+
+Each call is one statement, run on the caller's connection (in its transaction, if it has one): these run on
+every keyed POST, so they skip the ORM (see domain/pg.py). Row-level security applies as to any query: the
+connection must act for the tenant.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from domain.ids import new_id
-from domain.idempotency.models import DONE, IN_FLIGHT, IdempotencyKey
+from domain.pg import Row
 
 RETENTION = timedelta(hours=24)
 
+_CLAIM = """
+INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, created_at, locked_until)
+VALUES ($1, $2, $3, $4, 'in_flight', now(), now() + $5::interval)
+ON CONFLICT (tenant_id, key) DO NOTHING RETURNING id"""
+_FIND = """
+SELECT fingerprint, state, response_status, response_headers, response_body,
+       state = 'in_flight' AND now() > locked_until AS stale
+FROM idempotency_keys WHERE tenant_id = $1 AND key = $2"""
+_COMPLETE = """
+UPDATE idempotency_keys SET state = 'done', response_status = $2, response_headers = $3::jsonb,
+       response_body = $4, completed_at = now()
+WHERE id = $1 AND state = 'in_flight'"""
+#: Also run on the ORM's connection by api.deps (one positional parameter: the claim id).
+MARK_COMMITTED = """
+UPDATE idempotency_keys SET committed_at = now()
+WHERE id = $1 AND state = 'in_flight' AND committed_at IS NULL"""
+_RELEASE = "DELETE FROM idempotency_keys WHERE id = $1 AND state = 'in_flight' AND committed_at IS NULL"
+_TAKE_OVER = """
+DELETE FROM idempotency_keys
+WHERE tenant_id = $1 AND key = $2 AND state = 'in_flight' AND committed_at IS NULL AND now() > locked_until"""
+_DELETE_EXPIRED = "DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval"
 
-async def claim(session: AsyncSession, tenant_id: uuid.UUID, key: str, fingerprint: str, *,
+
+def _changed(status: str) -> int:
+    """Rows touched, from a command tag such as 'UPDATE 1'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def claim(conn: Any, tenant_id: uuid.UUID, key: str, fingerprint: str, *,
                 lock_timeout: timedelta) -> uuid.UUID | None:
     """Take the key for this request: its row id, or None when the tenant already holds that key.
 
     INSERT .. ON CONFLICT DO NOTHING: of concurrent claimants exactly one gets the row; the others wait on
-    the unique index until the winner's (short) transaction commits, then get nothing.
+    the unique index until the winner's (one-statement) transaction commits, then get nothing.
     """
-    stmt = (insert(IdempotencyKey)
-            .values(id=new_id(), tenant_id=tenant_id, key=key, fingerprint=fingerprint, state=IN_FLIGHT,
-                    created_at=func.now(), locked_until=func.now() + lock_timeout)
-            .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
-            .returning(IdempotencyKey.id))
-    return await session.scalar(stmt)
+    return await conn.fetchval(_CLAIM, new_id(), tenant_id, key, fingerprint, lock_timeout)
 
 
-async def find(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> tuple[IdempotencyKey, bool] | None:
-    """The tenant's row for this key and whether it is stale (in flight past its lock), or None."""
-    stale = (IdempotencyKey.state == IN_FLIGHT) & (func.now() > IdempotencyKey.locked_until)
-    found = (await session.execute(select(IdempotencyKey, stale)
-                                   .where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key))).first()
-    return (found[0], bool(found[1])) if found else None
+async def find(conn: Any, tenant_id: uuid.UUID, key: str) -> tuple[Any, bool] | None:
+    """The tenant's row for this key (fingerprint, state, response_*) and whether it is stale (in flight past
+    its lock), or None."""
+    record = await conn.fetchrow(_FIND, tenant_id, key)
+    return (Row(record), bool(record["stale"])) if record is not None else None
 
 
-async def complete(session: AsyncSession, claim_id: uuid.UUID, *, status: int, headers: list[list[str]],
-                   body: bytes) -> bool:
+async def complete(conn: Any, claim_id: uuid.UUID, *, status: int, headers: list[list[str]], body: bytes) -> bool:
     """Store the response of the claim's request; False when the row is gone or no longer in flight."""
-    result = await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == claim_id, IdempotencyKey.state == IN_FLIGHT)
-        .values(state=DONE, response_status=status, response_headers=headers, response_body=body,
-                completed_at=func.now()))
-    return result.rowcount == 1
+    return _changed(await conn.execute(_COMPLETE, claim_id, status, headers, body)) == 1
 
 
-async def mark_committed(session: AsyncSession, claim_id: uuid.UUID) -> bool:
+async def mark_committed(conn: Any, claim_id: uuid.UUID) -> bool:
     """In the request's business transaction: record that its effect commits with it.
 
     False when the claim is no longer ours (taken over after its lock ran out): the caller must then
     roll its transaction back, so the effect never happens twice.
     """
-    result = await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == claim_id, IdempotencyKey.state == IN_FLIGHT, IdempotencyKey.committed_at.is_(None))
-        .values(committed_at=func.now()))
-    return result.rowcount == 1
+    return _changed(await conn.execute(MARK_COMMITTED, claim_id)) == 1
 
 
-async def release(session: AsyncSession, claim_id: uuid.UUID) -> None:
+async def release(conn: Any, claim_id: uuid.UUID) -> None:
     """Give the key back (5xx or exception) unless the request's effect already committed."""
-    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == claim_id,
-                                                       IdempotencyKey.state == IN_FLIGHT,
-                                                       IdempotencyKey.committed_at.is_(None)))
+    await conn.execute(_RELEASE, claim_id)
 
 
-async def take_over_abandoned(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> bool:
+async def take_over_abandoned(conn: Any, tenant_id: uuid.UUID, key: str) -> bool:
     """Drop a claim whose lock ran out and whose request never committed (its process died): True if dropped."""
-    result = await session.execute(
-        delete(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key,
-                                     IdempotencyKey.state == IN_FLIGHT, IdempotencyKey.committed_at.is_(None),
-                                     func.now() > IdempotencyKey.locked_until))
-    return result.rowcount == 1
+    return _changed(await conn.execute(_TAKE_OVER, tenant_id, key)) == 1
 
 
-async def delete_expired(session: AsyncSession, older_than: timedelta = RETENTION) -> int:
+async def delete_expired(conn: Any, older_than: timedelta = RETENTION) -> int:
     """Delete keys created more than `older_than` ago (at least 24 h: the API promises that); how many."""
     if older_than < RETENTION:
         raise ValueError("idempotency keys are kept at least 24 hours")
-    result = await session.execute(delete(IdempotencyKey)
-                                   .where(IdempotencyKey.created_at < func.now() - older_than))
-    return result.rowcount
+    return _changed(await conn.execute(_DELETE_EXPIRED, older_than))

@@ -159,10 +159,15 @@ async def test_key_validation(client, tenant, sessions):
     assert len(await _rows(sessions, tenant["tenant_id"])) == 1
 
 
+async def _driver(session):
+    """The session's asyncpg connection (domain.idempotency.service runs plain SQL on one)."""
+    return (await (await session.connection()).get_raw_connection()).driver_connection
+
+
 async def _stale_claim(sessions, tenant, name: str, body: bytes, *, committed: bool) -> uuid.UUID:
     """A claim left behind by a process that died, after committing its effect or before."""
     async with session_scope(sessions) as session:
-        claim_id = await keys.claim(session, tenant["tenant_id"], name,
+        claim_id = await keys.claim(await _driver(session), tenant["tenant_id"], name,
                                     rules.fingerprint("POST", "/v1/customers", body), lock_timeout=timedelta(seconds=60))
         await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id).values(
             locked_until=func.now() - timedelta(seconds=1), committed_at=func.now() if committed else None))
@@ -256,15 +261,16 @@ async def test_delete_expired_keeps_keys_24_hours(tenant, sessions):
             "ancient": timedelta(days=3)}
     async with session_scope(sessions) as session:
         for name, age in ages.items():
-            claim_id = await keys.claim(session, tenant_id, name, "0" * 64, lock_timeout=timedelta(seconds=60))
+            claim_id = await keys.claim(await _driver(session), tenant_id, name, "0" * 64,
+                                        lock_timeout=timedelta(seconds=60))
             await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id)
                                   .values(created_at=func.now() - age))
     with pytest.raises(ValueError):
         async with session_scope(sessions) as session:
-            await keys.delete_expired(session, older_than=timedelta(hours=1))
+            await keys.delete_expired(await _driver(session), older_than=timedelta(hours=1))
     async with session_scope(sessions) as session:
-        deleted = await keys.delete_expired(session)
+        deleted = await keys.delete_expired(await _driver(session))
     assert deleted >= 2  # other tests' rows are young; only rows older than 24 h go
     assert sorted(r.key for r in await _rows(sessions, tenant_id)) == ["almost", "fresh"]
     async with session_scope(sessions) as session:
-        assert await keys.delete_expired(session, older_than=timedelta(days=2)) == 0
+        assert await keys.delete_expired(await _driver(session), older_than=timedelta(days=2)) == 0

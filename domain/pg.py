@@ -1,0 +1,139 @@
+"""The API's direct asyncpg pool, for the requests that must be cheap (a primary-key read, a one-row insert).
+
+The ORM (domain/db.py) costs about a millisecond of CPU per transaction; a busy API process spends most of
+its time there. Hot paths use plain SQL on this pool instead, under the same rules as the ORM's sessions:
+
+- every connection runs as the app role (`hostq_app`: no superuser, no BYPASSRLS), set when it opens;
+- `tenant_transaction` sets the tenant for its transaction only (`set_config(..., true)`, i.e. SET LOCAL),
+  in the same round trip as its BEGIN;
+- `tenant_connection` (single statements, autocommit) sets it on the session, and only when the
+  connection last acted for another tenant: every checkout for a tenant goes through one of the two, so a
+  connection never carries one tenant's setting into another's request.
+
+The pool is created on first use, in the running event loop, and holds no connection until a request needs
+one: a process starts even while Postgres is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import msgspec
+
+APP_ROLE = "hostq_app"
+_ACT_FOR = ("SELECT set_config('hostq.tenant_id', $1, false), set_config('hostq.scope', 'tenant', false)")
+
+
+class TenantConnection(asyncpg.Connection):
+    """A pooled connection that remembers which tenant its session acts for."""
+
+    _hostq_tenant: str | None = None
+
+    async def act_for(self, tenant: str) -> None:
+        """Make the session see `tenant`'s rows only (one round trip, skipped when it already does)."""
+        if self._hostq_tenant != tenant:
+            self._hostq_tenant = None  # unknown until the server has answered
+            await self.execute(_ACT_FOR, tenant)
+            self._hostq_tenant = tenant
+
+
+async def _open(conn: asyncpg.Connection) -> None:
+    """A new connection: the app role, and JSON columns as Python values (as the ORM gives them)."""
+    await conn.execute(f"SET ROLE {APP_ROLE}")
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(name, schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode)
+
+
+def _encode_json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing beyond asyncpg's own rollback of an open transaction.
+
+    The default (RESET ALL ...) would cost a round trip per request and drop the role; what the session
+    carries (role, tenant) is re-established on every checkout by `tenant_connection`/`tenant_transaction`.
+    """
+
+
+def plain_dsn(database_url: str) -> str:
+    """`postgresql+asyncpg://...` (SQLAlchemy's spelling) as asyncpg takes it."""
+    scheme, sep, rest = database_url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+
+
+class LazyPool:
+    """An asyncpg pool opened on first use, in the event loop that uses it."""
+
+    def __init__(self, database_url: str, *, max_size: int, acquire_timeout_s: float = 5.0) -> None:
+        self._dsn = plain_dsn(database_url)
+        self._max_size = max_size
+        self.acquire_timeout_s = acquire_timeout_s
+        self._pool: asyncpg.Pool | None = None
+        self._opening: asyncio.Future[asyncpg.Pool] | None = None
+
+    async def get(self) -> asyncpg.Pool:
+        """The pool (no connection is opened here)."""
+        if self._pool is not None:
+            return self._pool
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(asyncpg.create_pool(
+                self._dsn, min_size=0, max_size=self._max_size, init=_open, reset=_keep_session,
+                connection_class=TenantConnection, timeout=5, command_timeout=30,
+                server_settings={"application_name": "hostq"}))
+        self._pool = await asyncio.shield(self._opening)
+        return self._pool
+
+    async def close(self) -> None:
+        """Close every connection (waits for checked-out ones up to a few seconds, then terminates)."""
+        pool, self._pool, self._opening = self._pool, None, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), 5)
+            except TimeoutError:
+                pool.terminate()
+
+
+@asynccontextmanager
+async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
+    """A connection whose statements (each its own transaction) see only `tenant_id`'s rows."""
+    async with (await pool.get()).acquire(timeout=pool.acquire_timeout_s) as conn:
+        await conn.act_for(str(tenant_id))
+        yield conn
+
+
+@asynccontextmanager
+async def tenant_transaction(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
+    """One transaction that sees only `tenant_id`'s rows: committed when the block succeeds, else rolled back."""
+    async with (await pool.get()).acquire(timeout=pool.acquire_timeout_s) as conn:
+        # Simple-query protocol: BEGIN and the tenant in one round trip. The id is a UUID, rendered by uuid.
+        await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
+                           "set_config('hostq.scope', 'tenant', true)")
+        try:
+            yield conn
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+            raise
+        if await conn.execute("COMMIT") != "COMMIT":  # an error inside the block was swallowed: it rolled back
+            raise asyncpg.InFailedSQLTransactionError("the transaction failed and was rolled back")
+
+
+class Row:
+    """Attribute access to a record's columns, so API schemas read it as they read an ORM row."""
+
+    __slots__ = ("_record",)
+
+    def __init__(self, record: asyncpg.Record) -> None:
+        self._record = record
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._record[name]
+        except KeyError:
+            raise AttributeError(name) from None
