@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
 
+import msgspec
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import AUTH_KEY
@@ -45,9 +45,34 @@ class AccessLog:
         try:
             await self.app(scope, receive, recording)
         finally:
-            caller = scope.get(AUTH_KEY)  # type: ignore[call-overload]
-            log.info(json.dumps({
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": "request",
-                "request_id": request_id(scope), "tenant": str(caller.tenant_id) if caller else None,
-                "method": scope["method"], "route": scope.get("path_template") or scope["path"],
-                "status": status[0], "duration_ms": round((time.perf_counter() - started) * 1000, 2)}))
+            if log.isEnabledFor(logging.INFO):
+                caller = scope.get(AUTH_KEY)  # type: ignore[call-overload]
+                log.info(_encode(_Line(
+                    at=_now(), request_id=request_id(scope), tenant=str(caller.tenant_id) if caller else None,
+                    method=scope["method"], route=scope.get("path_template") or scope["path"], status=status[0],
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2))).decode())
+
+
+class _Line(msgspec.Struct, kw_only=True):
+    """One request's log line (msgspec: encoding it costs a fraction of json.dumps on a dict)."""
+
+    at: str
+    event: str = "request"
+    request_id: str
+    tenant: str | None
+    method: str
+    route: str
+    status: int
+    duration_ms: float
+
+
+_encode = msgspec.json.Encoder().encode
+_second: list = [0, ""]
+
+
+def _now() -> str:
+    """UTC now to the second, RFC 3339 (formatted once per second)."""
+    second = int(time.time())
+    if _second[0] != second:
+        _second[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))]
+    return _second[1]

@@ -137,7 +137,7 @@ def documented(method: str, *, invalid: bool = True, scoped: bool = True, by_id:
     """`responses=` and `operation_class=` for a /v1 route decorator.
 
     `invalid`: it has input that can be refused (400; always for a POST, whose Idempotency-Key is checked);
-    `scoped`: a guard checks the key's scope (403); `by_id`: an id in the path (404); `conflict`: 409 conflict;
+    `scoped`: the route needs a scope of the key (403); `by_id`: an id in the path (404); `conflict`: 409 conflict;
     `states`: 422 invalid_state; `capacity`: 422 no_capacity.
     """
     post = method.upper() == "POST"

@@ -41,7 +41,9 @@ class Resources:
         sessions = make_sessionmaker(engine)
         reads = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
                                    autoflush=False)
-        client = aioredis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        # Short timeouts: the API's Redis calls are tiny (rate limit, generations), and a Redis that hangs must
+        # not hold requests; the rate limiter then lets requests through (api/ratelimit.py).
+        client = aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
                    pg=LazyPool(settings.database_url, max_size=30), redis=client, broker=make_broker(settings),
                    marks=DispatchMarks(sessions), principals=PrincipalCache())

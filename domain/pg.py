@@ -70,10 +70,9 @@ def plain_dsn(database_url: str) -> str:
 class LazyPool:
     """An asyncpg pool opened on first use, in the event loop that uses it."""
 
-    def __init__(self, database_url: str, *, max_size: int, acquire_timeout_s: float = 5.0) -> None:
+    def __init__(self, database_url: str, *, max_size: int) -> None:
         self._dsn = plain_dsn(database_url)
         self._max_size = max_size
-        self.acquire_timeout_s = acquire_timeout_s
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Future[asyncpg.Pool] | None = None
 
@@ -102,7 +101,9 @@ class LazyPool:
 @asynccontextmanager
 async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
     """A connection whose statements (each its own transaction) see only `tenant_id`'s rows."""
-    async with (await pool.get()).acquire(timeout=pool.acquire_timeout_s) as conn:
+    # No acquire timeout (asyncpg would wrap every checkout in a task): opening a connection times out after
+    # 5 s and a statement after 30 s, so a waiting request gets a connection or an error.
+    async with (await pool.get()).acquire() as conn:
         await conn.act_for(str(tenant_id))
         yield conn
 
@@ -110,7 +111,7 @@ async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterat
 @asynccontextmanager
 async def tenant_transaction(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
     """One transaction that sees only `tenant_id`'s rows: committed when the block succeeds, else rolled back."""
-    async with (await pool.get()).acquire(timeout=pool.acquire_timeout_s) as conn:
+    async with (await pool.get()).acquire() as conn:
         # Simple-query protocol: BEGIN and the tenant in one round trip. The id is a UUID, rendered by uuid.
         await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
                            "set_config('hostq.scope', 'tenant', true)")

@@ -17,7 +17,7 @@ class PlanController(Controller):
     path = "/v1/plans"
     tags = ["plans"]
 
-    @post("/", guards=[requires("services:write")], status_code=201, summary="Create a plan",
+    @post("/", opt=requires("services:write"), status_code=201, summary="Create a plan",
           description="`code` is unique per tenant (reusing it is 409 conflict) and is what orders name. `prices` "
                       "maps billing cycles to cents; a cycle absent from it cannot be ordered.",
           **documented("POST", conflict=True))
@@ -26,7 +26,7 @@ class PlanController(Controller):
                                         whm_package=data.whm_package, prices=data.prices, currency=data.currency)
         return Plan.of(row)
 
-    @get("/", guards=[requires("services:read")], summary="List plans", **documented("GET"))
+    @get("/", opt=requires("services:read"), summary="List plans", **documented("GET"))
     async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50,
                     cursor: Cursor = None) -> PlanList:
         rows, next_cursor = await service.list_plans(session, caller.tenant_id, limit=limit, cursor=cursor)

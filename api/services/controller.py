@@ -48,7 +48,7 @@ class ServiceController(Controller):
     path = "/v1/services"
     tags = ["services"]
 
-    @post("/", guards=[requires("services:write")], status_code=202, response_headers=[LOCATION],
+    @post("/", opt=requires("services:write"), status_code=202, response_headers=[LOCATION],
           summary="Order a service", response_description=ACCEPTED,
           description="Records the service and its `provision.create` job. `plan` is the plan's code; a `region` "
                       "with no WHM server, an unknown customer or plan, or a billing cycle the plan is not sold "
@@ -63,12 +63,12 @@ class ServiceController(Controller):
                                              max_attempts=settings.job_max_attempts)
         return accepted(Accepted(job=Job.of(job), service=Service.of(row)))
 
-    @get("/{service_id:str}", guards=[requires("services:read")], summary="Get a service",
+    @get("/{service_id:str}", opt=requires("services:read"), summary="Get a service",
          **documented("GET", invalid=False, by_id=True))
     async def read(self, service_id: ServiceId, session: AsyncSession, caller: Principal) -> Service:
         return Service.of(await service.get_service(session, caller.tenant_id, parse_id(service_id)))
 
-    @get("/", guards=[requires("services:read")], summary="List services", **documented("GET"))
+    @get("/", opt=requires("services:read"), summary="List services", **documented("GET"))
     async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: Cursor = None,
                     customer_id: Annotated[str | None, Parameter(
                         description="Only this customer's services", schema_extra={"format": "uuid"})] = None,
@@ -82,7 +82,7 @@ class ServiceController(Controller):
             session, caller.tenant_id, limit=limit, cursor=cursor, status=status, customer_id=customer)
         return ServiceList(data=[Service.of(r) for r in rows], next_cursor=next_cursor)
 
-    @post("/{service_id:str}/suspend", guards=[requires("services:write")], status_code=202,
+    @post("/{service_id:str}/suspend", opt=requires("services:write"), status_code=202,
           response_headers=[LOCATION], summary="Suspend a service", description=IN_FLIGHT_NOTE,
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
     async def suspend(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
@@ -90,14 +90,14 @@ class ServiceController(Controller):
         reason = data.reason if data else None
         return await _act(session, caller, service_id, "suspend", request_id, settings, reason=reason)
 
-    @post("/{service_id:str}/unsuspend", guards=[requires("services:write")], status_code=202,
+    @post("/{service_id:str}/unsuspend", opt=requires("services:write"), status_code=202,
           response_headers=[LOCATION], summary="Unsuspend a service", description=IN_FLIGHT_NOTE,
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
     async def unsuspend(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "unsuspend", request_id, settings)
 
-    @post("/{service_id:str}/terminate", guards=[requires("services:write")], status_code=202,
+    @post("/{service_id:str}/terminate", opt=requires("services:write"), status_code=202,
           response_headers=[LOCATION], summary="Terminate a service (removes the WHM account)",
           description=IN_FLIGHT_NOTE, response_description=ACCEPTED,
           **documented("POST", by_id=True, conflict=True, states=True))
@@ -105,7 +105,7 @@ class ServiceController(Controller):
                         settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "terminate", request_id, settings)
 
-    @post("/{service_id:str}/change-plan", guards=[requires("services:write")], status_code=202,
+    @post("/{service_id:str}/change-plan", opt=requires("services:write"), status_code=202,
           response_headers=[LOCATION], summary="Move a service to another plan (WHM changepackage)",
           description=IN_FLIGHT_NOTE + " A plan code this tenant does not have is 400.",
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
@@ -118,7 +118,7 @@ class ProvisionController(Controller):
     path = "/v1/provision"
     tags = ["provisioning"]
 
-    @post("/{service_id:str}", guards=[requires("provisioning:write")], status_code=202,
+    @post("/{service_id:str}", opt=requires("provisioning:write"), status_code=202,
           response_headers=[LOCATION], summary="Provision a pending or failed service", description=IN_FLIGHT_NOTE,
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
     async def provision(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,

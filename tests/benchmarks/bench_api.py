@@ -45,7 +45,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=50, help="jobs the GET loads cycle through (and baseline rows)")
     parser.add_argument("--json", type=Path, help="also write the JSON results to this file")
     parser.add_argument("--only", choices=["customers", "jobs"], help="load only this pair (e.g. to profile it)")
-    parser.add_argument("--profile", type=Path, help="run `hostq api` under pyinstrument, report to this file "
+    parser.add_argument("--profile", type=Path, help="run `hostq api` under a profiler, report to this file: "
+                                                     "cProfile for .prof (read it with pstats), else pyinstrument "
                                                      "(.html, .pyisession, else text); hostq's figures are then "
                                                      "not comparable")
     return parser.parse_args()
@@ -78,7 +79,9 @@ def start_servers(stack: Stack, profile: Path | None) -> dict[str, int]:
     """Start `hostq api` (under pyinstrument with --profile) and the baseline app; wait until both answer."""
     ports = {"hostq": free_port(), "baseline": free_port()}
     hostq = [*hostq_command(), "api", "--port", str(ports["hostq"])]
-    if profile:  # uvicorn with one worker serves in this very process, so pyinstrument sees the requests
+    if profile and profile.suffix == ".prof":  # cProfile: exact call counts and own times (pstats)
+        hostq = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "hostq", *hostq[-3:]]
+    elif profile:  # uvicorn with one worker serves in this very process, so pyinstrument sees the requests
         renderer = {".html": "html", ".pyisession": "pyisession"}.get(profile.suffix, "text")
         hostq = [sys.executable, "-m", "pyinstrument", "-r", renderer, "-o", str(profile), "-m", "hostq", *hostq[-3:]]
     stack.start("hostq", hostq)
