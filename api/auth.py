@@ -10,7 +10,7 @@ from litestar.exceptions import (ClientException, NotAuthorizedException, Permis
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from api.ratelimit import limiter_for, send_with_headers
+from api.ratelimit import send_with_headers
 from domain.db import CURRENT_TENANT
 from domain.tenants import signing
 from api.principals import Cached
@@ -52,7 +52,7 @@ class SignatureAuthMiddleware(ASGIMiddleware):
         key_hash = hash_api_key(presented[0])
         caller, cached = await self._authenticate(request, scope, body, presented, key_hash)
         resources = request.app.state.resources
-        limiter = limiter_for(resources.redis, resources.settings.namespace)
+        limiter = resources.limiter
         decision = await limiter.hit(caller.tenant_id, caller.rate_limit, caller.key_id)
         if cached is not None and (decision is None or decision.generation != cached.generation):
             # The key or its tenant changed (or Redis cannot tell us): look it up again, and decide the

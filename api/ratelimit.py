@@ -31,17 +31,17 @@ add its timeout to every request.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from litestar.types import Message, Send
-from redis.exceptions import RedisError
+
+from api.redis_pipe import PipelinedRedis, RedisReplyError
 
 log = logging.getLogger("hostq.api.ratelimit")
 
@@ -75,6 +75,7 @@ end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', string.format('%d', math.ceil((new_tat - now) / 1000)))
 return {1, math.floor((now - allow_at) / interval), math.ceil(new_tat / 1000000), 0, generation}
 """
+_GCRA_SHA = hashlib.sha1(GCRA_LUA.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +101,18 @@ class Decision:
 class RateLimiter:
     """Per-tenant GCRA buckets in Redis; `clock` (unix seconds) replaces Redis's clock in tests."""
 
-    def __init__(self, client: aioredis.Redis, namespace: str, *, period_s: float = PERIOD_S,
+    def __init__(self, client: PipelinedRedis, namespace: str, *, period_s: float = PERIOD_S,
                  clock: Callable[[], float] | None = None, pause_s: float = 5.0) -> None:
-        self._script = client.register_script(GCRA_LUA)
+        self._client = client
         self._namespace = namespace
         self._period_us = int(period_s * _US)
         self._clock = clock
         self._pause_s = pause_s
         self._skip_until = 0.0
+
+    async def close(self) -> None:
+        """Close the limiter's Redis connection."""
+        await self._client.aclose()
 
     def key(self, tenant_id: uuid.UUID) -> str:
         """The tenant's bucket."""
@@ -122,12 +127,17 @@ class RateLimiter:
             return None
         limit = max(1, int(limit))
         now = "" if self._clock is None else str(int(self._clock() * _US))
-        try:  # bounded by the client's socket timeouts (api/resources.py: 0.5 s)
-            allowed, remaining, reset, wait_us, generation = await self._script(
-                keys=[self.key(tenant_id), key_generation_key(self._namespace, key_id),
-                      tenant_generation_key(self._namespace, tenant_id)],
-                args=[limit, self._period_us, now])
-        except (RedisError, OSError, TimeoutError) as exc:
+        keys_and_args = (3, self.key(tenant_id), key_generation_key(self._namespace, key_id),
+                         tenant_generation_key(self._namespace, tenant_id), limit, self._period_us, now)
+        try:  # bounded by the client's timeout (api/redis_pipe.py, 0.5 s)
+            try:
+                reply = await self._client.call("EVALSHA", _GCRA_SHA, *keys_and_args)
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                reply = await self._client.call("EVAL", GCRA_LUA, *keys_and_args)  # caches it for EVALSHA
+            allowed, remaining, reset, wait_us, generation = reply
+        except (RedisReplyError, OSError, TimeoutError, ValueError) as exc:
             self._skip_until = time.monotonic() + self._pause_s
             log.warning("rate limiter unavailable, letting requests through for %ss: %s: %s",
                         self._pause_s, type(exc).__name__, exc)
@@ -146,16 +156,6 @@ def tenant_generation_key(namespace: str, tenant_id: uuid.UUID) -> str:
     """Redis key counting the changes of one tenant's settings (rate limit, origins)."""
     return f"{namespace}:tenantgen:{tenant_id}"
 
-
-_LIMITERS: weakref.WeakKeyDictionary[aioredis.Redis, RateLimiter] = weakref.WeakKeyDictionary()
-
-
-def limiter_for(client: aioredis.Redis, namespace: str) -> RateLimiter:
-    """The process's limiter on this Redis client (the script's SHA is computed once)."""
-    limiter = _LIMITERS.get(client)
-    if limiter is None:
-        limiter = _LIMITERS[client] = RateLimiter(client, namespace)
-    return limiter
 
 
 def send_with_headers(send: Send, headers: dict[str, str]) -> Send:

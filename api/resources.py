@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.dispatch_marks import DispatchMarks
 from api.principals import PrincipalCache
+from api.ratelimit import RateLimiter
+from api.redis_pipe import PipelinedRedis
 from domain.db import make_engine, make_sessionmaker
 from domain.pg import LazyPool
 from domain.settings import Settings
@@ -31,6 +33,8 @@ class Resources:
     broker: dramatiq.Broker
     marks: DispatchMarks
     principals: PrincipalCache
+    #: Per-tenant rate limits, on their own pipelined Redis connection (api/redis_pipe.py).
+    limiter: RateLimiter
 
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
@@ -46,12 +50,14 @@ class Resources:
         client = aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
                    pg=LazyPool(settings.database_url, max_size=30), redis=client, broker=make_broker(settings),
-                   marks=DispatchMarks(sessions), principals=PrincipalCache())
+                   marks=DispatchMarks(sessions), principals=PrincipalCache(),
+                   limiter=RateLimiter(PipelinedRedis(settings.redis_url), settings.namespace))
 
     async def close(self) -> None:
         """Write the pending dispatch marks, then close every connection."""
         await self.marks.close()
         await self.redis.aclose()
+        await self.limiter.close()
         await self.pg.close()
         await self.engine.dispose()
         self.broker.close()

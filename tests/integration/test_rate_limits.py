@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import httpx
 
-from api.ratelimit import RateLimiter, limiter_for
+from api.ratelimit import RateLimiter
+from api.redis_pipe import PipelinedRedis
 from tests.conftest import make_tenant, signed_client
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
@@ -61,7 +62,7 @@ async def test_the_limit_holds_across_two_api_processes(settings, sessions):
 
 async def test_tokens_come_back_at_n_per_minute(resources, settings):
     now = [1_800_000_000.0]
-    limiter = RateLimiter(resources.redis, settings.namespace, clock=lambda: now[0])
+    limiter = RateLimiter(PipelinedRedis(settings.redis_url), settings.namespace, clock=lambda: now[0])
     tenant_id = uuid.uuid4()  # 120 a minute: one token every 0.5 s
     for expected in range(119, -1, -1):
         assert (await limiter.hit(tenant_id, 120)).remaining == expected
@@ -83,7 +84,7 @@ async def test_tokens_come_back_at_n_per_minute(resources, settings):
 
 async def test_refill_in_real_time_over_http(app, resources, sessions, settings):
     creds = await make_tenant(sessions, settings, rate_limit=120)
-    limiter = limiter_for(resources.redis, settings.namespace)
+    limiter = resources.limiter
     while (await limiter.hit(creds["tenant_id"], 120)).allowed:  # drain the bucket (Redis's clock)
         pass
     async with signed_client(app, creds) as c:
