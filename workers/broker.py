@@ -16,11 +16,12 @@ from workers.middleware import JobStateMiddleware
 BACKSTOP_RETRIES = 1000
 
 
-def setup_broker(settings: Settings, sessions: Callable, queues: Iterable[str] = (),
+def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: Iterable[str] = (),
                  redis: Callable | None = None) -> dramatiq.Broker:
     """Make the broker with its middleware in the order they must run, and declare extra queues to consume.
 
-    `sessions` and `redis` are factories called on the worker's event loop (connections belong to a loop).
+    `sessions` (an ORM sessionmaker), `db` (a workers.pg.SystemPool) and `redis` are factories called on the
+    worker's event loop (connections belong to a loop).
     """
     broker = make_broker(settings)
     ttl_ms = int(settings.service_lock_ttl_s * 1000)
@@ -32,7 +33,7 @@ def setup_broker(settings: Settings, sessions: Callable, queues: Iterable[str] =
         Pipelines(),
         Retries(max_retries=BACKSTOP_RETRIES, min_backoff=max(1, int(settings.job_backoff_min_s * 1000)),
                 max_backoff=max(1, int(settings.job_backoff_max_s * 1000))),
-        JobStateMiddleware(sessions, locks, renew_every_s=min(10.0, settings.service_lock_ttl_s / 3)),
+        JobStateMiddleware(sessions, db, locks, renew_every_s=min(10.0, settings.service_lock_ttl_s / 3)),
         AsyncIO(),
         CurrentMessage(),
     ):

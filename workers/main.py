@@ -13,7 +13,8 @@ from workers.runtime import runtime
 
 # A regional worker consumes provisioning.<region>: `hostq worker --region R` names it here.
 _queues = filter(None, os.environ.get("HOSTQ_WORKER_QUEUES", "").split(","))
-broker = setup_broker(load_settings(), lambda: runtime().sessions, _queues, redis=lambda: runtime().redis)
+broker = setup_broker(load_settings(), lambda: runtime().sessions, lambda: runtime().db, _queues,
+                      redis=lambda: runtime().redis)
 dramatiq.set_broker(broker)
 
 

@@ -6,25 +6,22 @@ import uuid
 
 import dramatiq
 
-from domain.db import session_scope
-from domain.jobs.models import Job
 from domain.provisioning.accounts import create_account
 from domain.provisioning.actions import run_action
 from workers.runtime import runtime
 
 
-async def _service_of(job_id: str) -> uuid.UUID:
-    async with session_scope(runtime().sessions) as session:
-        job = await session.get(Job, uuid.UUID(job_id))
-        return job.resource_id
+async def _service_of(db, job_id: str) -> uuid.UUID:
+    return await db.fetchval("SELECT resource_id FROM jobs WHERE id = $1", uuid.UUID(job_id))
 
 
 @dramatiq.actor(actor_name="provision.create", queue_name="provisioning")
 async def provision_create(job_id: str, service_id: str | None = None) -> dict:
     """Create the service's WHM account exactly once (adopting one a timed-out call left behind)."""
     rt = runtime()
-    service = uuid.UUID(service_id) if service_id else await _service_of(job_id)
-    return await create_account(rt.sessions, service, rt.whm_for)
+    db = await rt.db.get()
+    service = uuid.UUID(service_id) if service_id else await _service_of(db, job_id)
+    return await create_account(db, service, rt.whm_for)
 
 
 async def _action(job_id: str) -> dict:

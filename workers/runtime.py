@@ -13,6 +13,11 @@ from domain.provisioning.models import WhmServer
 from domain.provisioning.service import server_token
 from domain.settings import Settings, load_settings
 from workers.integrations.whm import WhmClient
+from workers.pg import SystemPool
+
+
+#: Connections of the worker's SystemPool; a worker runs 8 threads by default, each one job at a time.
+DB_CONNECTIONS = 10
 
 
 @dataclass
@@ -21,6 +26,7 @@ class Runtime:
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
+    db: SystemPool
     redis: aioredis.Redis
     _whm: dict[uuid.UUID, WhmClient] = field(default_factory=dict)
 
@@ -43,6 +49,8 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = load_settings()
+        # The pool serves every job's hot statements: room for each worker thread's job, and the middleware's.
         _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)),
+                           db=SystemPool(settings.database_url, max_size=DB_CONNECTIONS),
                            redis=aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
     return _runtime

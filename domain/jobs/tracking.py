@@ -1,4 +1,9 @@
-"""Keeping the job row honest while a worker runs it: start, succeed, fail, retry."""
+"""Keeping the job row honest while a worker runs it: start, succeed, fail, retry.
+
+Every job takes the common moves (start a queued or retrying job, succeed): each is one plain statement on
+the worker's asyncpg pool. The rare ones (a redelivered `running` job, a failure, which may change the
+service too) go through the ORM, and start_attempt handles every state, the common ones included.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+import asyncpg
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import DomainError, IntegrationError
+from domain.ids import new_id
 from domain.jobs import effects, rules
 from domain.jobs.models import Job, JobAttempt
 
@@ -38,6 +45,27 @@ def _now() -> datetime:
 
 
 WORKER_LOST = JobError("worker_lost", "the worker running this attempt stopped (killed or crashed)", True)
+
+
+# The common start (a queued or retrying job) in one autocommitted statement: the UPDATE locks the row and
+# re-checks the status after any wait, as start_attempt's SELECT ... FOR UPDATE does.
+_START_FRESH = """
+WITH job AS (
+    UPDATE jobs SET status = 'running', attempts = attempts + 1, next_attempt_at = NULL, updated_at = $2,
+                    started_at = coalesce(started_at, $2)
+    WHERE id = $1 AND status IN ('queued', 'retrying')
+    RETURNING id, round, attempts)
+INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at)
+SELECT $3, $2, id, round, attempts, $2 FROM job
+RETURNING attempt"""
+
+
+async def start_fresh(db: asyncpg.Pool, job_id: uuid.UUID) -> int | None:
+    """Start a queued or retrying job's next attempt in one statement; its number, or None for any other state.
+
+    None is not a verdict: the caller then runs start_attempt, which handles every state.
+    """
+    return await db.fetchval(_START_FRESH, job_id, _now(), new_id())
 
 
 async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
@@ -73,15 +101,20 @@ async def _close_attempt(session: AsyncSession, job: Job, outcome: str, error: J
                 error_message=error.message if error else None))
 
 
-async def finish_success(session: AsyncSession, job_id: uuid.UUID, result: dict | None) -> None:
-    """The attempt worked: the job is succeeded with its result."""
-    job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
-    if job is None or job.status != rules.RUNNING:
-        return
-    now = _now()
-    job.status, job.result, job.finished_at, job.updated_at = rules.SUCCEEDED, result, now, now
-    job.error_code = job.error_message = None
-    await _close_attempt(session, job, rules.SUCCEEDED, None)
+# Succeeded: the job row and its open attempt in one autocommitted statement (a CTE's UPDATE locks the row).
+_FINISH_SUCCESS = """
+WITH job AS (
+    UPDATE jobs SET status = 'succeeded', result = $2, finished_at = $3, updated_at = $3,
+                    error_code = NULL, error_message = NULL
+    WHERE id = $1 AND status = 'running'
+    RETURNING id, round, attempts)
+UPDATE job_attempts a SET finished_at = $3, outcome = 'succeeded', error_code = NULL, error_message = NULL
+FROM job WHERE a.job_id = job.id AND a.round = job.round AND a.attempt = job.attempts AND a.finished_at IS NULL"""
+
+
+async def finish_success(db: asyncpg.Pool, job_id: uuid.UUID, result: dict | None) -> None:
+    """The attempt worked: the job is succeeded with its result (nothing happens unless it is running)."""
+    await db.execute(_FINISH_SUCCESS, job_id, result, _now())
 
 
 async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError) -> str | None:
@@ -99,7 +132,7 @@ async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError
     return outcome
 
 
-async def note_next_attempt(session: AsyncSession, job_id: uuid.UUID, delay_ms: int) -> None:
+async def note_next_attempt(db: asyncpg.Pool, job_id: uuid.UUID, delay_ms: int) -> None:
     """Record when the broker will deliver the job's next attempt."""
-    await session.execute(update(Job).where(Job.id == job_id, Job.status == rules.RETRYING)
-                          .values(next_attempt_at=_now() + timedelta(milliseconds=delay_ms)))
+    await db.execute("UPDATE jobs SET next_attempt_at = $2 WHERE id = $1 AND status = 'retrying'",
+                     job_id, _now() + timedelta(milliseconds=delay_ms))

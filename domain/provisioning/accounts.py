@@ -1,4 +1,9 @@
-"""Creating a WHM account exactly once: fix the username first, then ask before acting."""
+"""Creating a WHM account exactly once: fix the username first, then ask before acting.
+
+Every order runs this, so its statements are plain SQL on the worker's asyncpg pool (system scope, see
+workers/pg.py), each autocommitted on its own: the order of the commits is the guarantee (the username is
+stored before verify_new_username, create_attempted_at before createacct), not one transaction around them.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,12 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Protocol
 
-from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import asyncpg
 
-from domain.catalog.models import Plan
-from domain.customers.models import Customer
-from domain.db import session_scope
 from domain.errors import InvalidState, NotFound, PermanentIntegrationError
 from domain.provisioning import rules as naming
 from domain.provisioning.models import WhmServer
 from domain.services import rules
-from domain.services.models import Service
 
 
 class WhmPort(Protocol):
@@ -31,34 +30,34 @@ class WhmPort(Protocol):
                          owner: str | None = None) -> dict: ...
 
 
-async def _fix_username(sessions: async_sessionmaker[AsyncSession], service: Service, whm: WhmPort) -> str:
+_STORE_USERNAME = """UPDATE services SET username = $2, updated_at = now()
+WHERE id = $1 AND username IS NULL RETURNING username"""
+
+
+async def _fix_username(db: asyncpg.Pool, service: asyncpg.Record, whm: WhmPort) -> str:
     """Choose a username, store it (before any createacct) and check WHM has it free; return it.
 
     The unique index on (server, first 8 characters) settles races between workers without reading
     every other username; a name WHM already knows is given back and the next candidate tried.
     """
     refused = 0
-    for candidate in naming.username_candidates(service.domain):
+    for candidate in naming.username_candidates(service["domain"]):
         if naming.username_problem(candidate) or refused >= 50:
             if refused >= 50:
                 break
             continue
         try:
-            async with session_scope(sessions) as session:
-                stored = (await session.execute(
-                    update(Service).where(Service.id == service.id, Service.username.is_(None))
-                    .values(username=candidate).returning(Service.username))).scalar_one_or_none()
-        except IntegrityError:  # that prefix is taken on this server
+            stored = await db.fetchval(_STORE_USERNAME, service["id"], candidate)
+        except asyncpg.UniqueViolationError:  # that prefix is taken on this server
             refused += 1
             continue
         if stored is None:  # another delivery of this job chose first: keep its choice
-            async with sessions() as session:
-                return await session.scalar(select(Service.username).where(Service.id == service.id))
+            return await db.fetchval("SELECT username FROM services WHERE id = $1", service["id"])
         if await whm.verify_new_username(candidate):
             return candidate
-        async with session_scope(sessions) as session:  # WHM has it (not ours: we never called createacct)
-            await session.execute(update(Service).where(Service.id == service.id, Service.username == candidate)
-                                  .values(username=None))
+        # WHM has it (not ours: we never called createacct)
+        await db.execute("UPDATE services SET username = NULL, updated_at = now() WHERE id = $1 AND username = $2",
+                         service["id"], candidate)
         refused += 1
     raise PermanentIntegrationError("username_unavailable", "could not find a free username on the server")
 
@@ -73,48 +72,58 @@ def _adopt_or_conflict(found: dict, username: str, domain: str) -> bool:
         "an operator must look before this job is retried")
 
 
-async def _load(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID):
-    async with session_scope(sessions) as session:
-        service = await session.get(Service, service_id)
-        if service is None:
-            raise NotFound("the job's service no longer exists")
-        server = await session.get(WhmServer, service.server_id)
-        plan = await session.get(Plan, service.plan_id)
-        email = await session.scalar(select(Customer.email).where(Customer.id == service.customer_id))
-        return service, server, plan, email
+# The service with what creating its account needs: its server, its plan's WHM package, the contact email.
+_LOAD = """
+SELECT s.id, s.status, s.domain, s.username, s.create_attempted_at, p.whm_package, c.email,
+       w.id AS server_id, w.url AS server_url, w.username AS server_username, w.token_encrypted
+FROM services s
+LEFT JOIN whm_servers w ON w.id = s.server_id
+LEFT JOIN plans p ON p.id = s.plan_id
+LEFT JOIN customers c ON c.id = s.customer_id
+WHERE s.id = $1"""
 
 
-async def _set(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID, **values) -> None:
-    async with session_scope(sessions) as session:
-        await session.execute(update(Service).where(Service.id == service_id).values(**values))
+async def _load(db: asyncpg.Pool, service_id: uuid.UUID) -> asyncpg.Record:
+    row = await db.fetchrow(_LOAD, service_id)
+    if row is None:
+        raise NotFound("the job's service no longer exists")
+    return row
 
 
-async def create_account(sessions: async_sessionmaker[AsyncSession], service_id: uuid.UUID,
-                         whm_for: Callable[[WhmServer], WhmPort]) -> dict:
+def _server(service: asyncpg.Record) -> WhmServer:
+    """The service's WHM server, as whm_for takes it (not attached to any session)."""
+    if service["server_id"] is None:
+        raise InvalidState("the service is not placed on a WHM server")
+    return WhmServer(id=service["server_id"], url=service["server_url"], username=service["server_username"],
+                     token_encrypted=service["token_encrypted"])
+
+
+async def create_account(db: asyncpg.Pool, service_id: uuid.UUID, whm_for: Callable[[WhmServer], WhmPort]) -> dict:
     """Make the service's WHM account exist exactly once, then mark the service active."""
-    service, server, plan, email = await _load(sessions, service_id)
-    if service.status == rules.ACTIVE:
-        return {"service_id": str(service.id), "username": service.username, "outcome": "already_active"}
-    if service.status != rules.PROVISIONING:
-        raise InvalidState(f"a {service.status} service is not being provisioned")
+    service = await _load(db, service_id)
+    username, domain = service["username"], service["domain"]
+    if service["status"] == rules.ACTIVE:
+        return {"service_id": str(service_id), "username": username, "outcome": "already_active"}
+    if service["status"] != rules.PROVISIONING:
+        raise InvalidState(f"a {service['status']} service is not being provisioned")
+    server = _server(service)
     whm = whm_for(server)
-    verified = service.username is None
+    verified = username is None
     if verified:
-        service.username = await _fix_username(sessions, service, whm)
-    username, domain = service.username, service.domain
-    if service.create_attempted_at is not None:  # a createacct may have happened: ask WHM first (adopt rule)
+        username = await _fix_username(db, service, whm)
+    if service["create_attempted_at"] is not None:  # a createacct may have happened: ask WHM first (adopt rule)
         adopted = await _existing_is_ours(whm, username, domain, attempted=True)
     elif verified or await whm.verify_new_username(username):
         adopted = False  # the name is free on WHM and we never called createacct: nothing of ours exists
     else:
         adopted = await _existing_is_ours(whm, username, domain, attempted=False)
     if not adopted:
-        await _set(sessions, service.id, create_attempted_at=datetime.now(timezone.utc))
-        adopted = await _create(whm, username, domain, plan.whm_package, email)
-    async with session_scope(sessions) as session:
-        await session.execute(update(Service).where(Service.id == service.id, Service.status == rules.PROVISIONING)
-                              .values(status=rules.after_provisioned(rules.PROVISIONING), updated_at=func.now()))
-    return {"service_id": str(service.id), "username": username, "server_id": str(server.id),
+        await db.execute("UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1",
+                         service_id, datetime.now(timezone.utc))
+        adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
+    await db.execute("UPDATE services SET status = $2, updated_at = now() WHERE id = $1 AND status = $3",
+                     service_id, rules.after_provisioned(rules.PROVISIONING), rules.PROVISIONING)
+    return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
 
 

@@ -24,7 +24,7 @@ from workers.broker import setup_broker
 NAMESPACE = os.environ.get("BENCH_NOOP_NAMESPACE", "bench-noop")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 broker = setup_broker(Settings(redis_url=REDIS_URL, broker_url=REDIS_URL, namespace=NAMESPACE),
-                      sessions=lambda: None)
+                      sessions=lambda: None, db=lambda: None)
 dramatiq.set_broker(broker)
 
 

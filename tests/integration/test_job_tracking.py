@@ -19,6 +19,7 @@ from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import record_job
 from workers.broker import setup_broker
 from workers.dispatch import dispatch
+from workers.pg import SystemPool
 
 CALLS: dict[str, int] = {}
 SPANS: list[tuple[str, float | None, float | None]] = []
@@ -35,12 +36,17 @@ def worker_broker(settings):
             lazy["s"] = make_sessionmaker(make_engine(settings.database_url, pool_size=2))
         return lazy["s"]
 
+    def db():
+        if "d" not in lazy:
+            lazy["d"] = SystemPool(settings.database_url, max_size=2)
+        return lazy["d"]
+
     def redis_client():
         if "r" not in lazy:
             lazy["r"] = aioredis.from_url(settings.redis_url)
         return lazy["r"]
 
-    broker = setup_broker(replace(settings, namespace=f"{settings.namespace}-tracking", lock_ttl_s=5), sessions,
+    broker = setup_broker(replace(settings, namespace=f"{settings.namespace}-tracking", lock_ttl_s=5), sessions, db,
                           redis=redis_client)
 
     async def scripted(job_id: str) -> dict:

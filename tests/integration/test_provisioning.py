@@ -14,6 +14,7 @@ from hostq.sandbox.whm import create_app as fake_whm
 from tests.fakes import serve_in_thread
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 from workers.integrations.whm import WhmClient
+from workers.pg import SystemPool
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,14 @@ async def whm(whm_url):
     """A client with a short createacct timeout, so a held answer times out quickly."""
     async with WhmClient(whm_url, "root", "sandbox", create_timeout=0.5, read_timeout=2) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+async def db(settings):
+    """The workers' system-scope pool, as the provision.create actor gets it."""
+    pool = SystemPool(settings.database_url, max_size=2)
+    yield await pool.get()
+    await pool.close()
 
 
 @pytest.fixture
@@ -53,64 +62,64 @@ async def _service(sessions, service_id: str) -> Service:
         return await session.get(Service, uuid.UUID(service_id))
 
 
-async def test_creates_one_account_and_activates_the_service(client, sessions, settings, whm_url, whm, control):
+async def test_creates_one_account_and_activates_the_service(client, db, sessions, settings, whm_url, whm, control):
     ordered = await _order(client, sessions, settings, whm_url)
-    result = await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+    result = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     service = await _service(sessions, ordered["id"])
     assert result["outcome"] == "created" and service.status == "active"
     assert service.username == result["username"] and service.create_attempted_at is not None
     accounts = await _accounts_for(control, ordered["domain"])
     assert [(a["user"], a["plan"]) for a in accounts] == [(service.username, "basic")]
-    again = await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+    again = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert again["outcome"] == "already_active"
     assert len(await _accounts_for(control, ordered["domain"])) == 1
 
 
-async def test_timeout_then_create_is_adopted_not_duplicated(client, sessions, settings, whm_url, whm, control):
+async def test_timeout_then_create_is_adopted_not_duplicated(client, db, sessions, settings, whm_url, whm, control):
     ordered = await _order(client, sessions, settings, whm_url)
     await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "timeout_then_create",
                                                   "times": 1})
     with pytest.raises(TransientIntegrationError) as timed_out:
-        await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+        await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert timed_out.value.code == "whm_timeout"
     assert (await _service(sessions, ordered["id"])).status == "provisioning"
 
-    result = await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+    result = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert result["outcome"] == "adopted"
     assert len(await _accounts_for(control, ordered["domain"])) == 1
     assert (await _service(sessions, ordered["id"])).status == "active"
 
 
-async def test_generated_username_skips_names_taken_on_whm(client, sessions, settings, whm_url, whm, control):
+async def test_generated_username_skips_names_taken_on_whm(client, db, sessions, settings, whm_url, whm, control):
     stem = f"q{uuid.uuid4().hex[:7]}"
     await whm.createacct(username=stem, domain=f"{stem}.other.example", plan="basic", password="Xx1-long-pass",
                          contactemail="x@example.com")
     ordered = await _order(client, sessions, settings, whm_url, domain=f"{stem}.example.com")
-    result = await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+    result = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert result["username"][:8] != stem[:8]
     assert len(await _accounts_for(control, ordered["domain"])) == 1
 
 
-async def test_domain_already_on_whm_under_another_user_is_a_named_conflict(client, sessions, settings, whm_url,
+async def test_domain_already_on_whm_under_another_user_is_a_named_conflict(client, db, sessions, settings, whm_url,
                                                                             whm, control):
     domain = f"d{uuid.uuid4().hex[:8]}.example.com"
     await whm.createacct(username=f"z{uuid.uuid4().hex[:7]}", domain=domain, plan="basic",
                          password="Xx1-long-pass", contactemail="x@example.com")
     ordered = await _order(client, sessions, settings, whm_url, domain=domain)
     with pytest.raises(PermanentIntegrationError) as conflict:
-        await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+        await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert conflict.value.code == "whm_domain_taken"
     assert len(await _accounts_for(control, domain)) == 1  # nothing created under a new name
 
 
-async def test_requested_username_taken_for_another_domain_is_refused(client, sessions, settings, whm_url, whm,
+async def test_requested_username_taken_for_another_domain_is_refused(client, db, sessions, settings, whm_url, whm,
                                                                      control):
     user = f"r{uuid.uuid4().hex[:7]}"
     await whm.createacct(username=user, domain=f"{user}.other.example", plan="basic", password="Xx1-long-pass",
                          contactemail="x@example.com")
     ordered = await _order(client, sessions, settings, whm_url, username=user)
     with pytest.raises(PermanentIntegrationError) as conflict:
-        await create_account(sessions, uuid.UUID(ordered["id"]), lambda server: whm)
+        await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert conflict.value.code == "whm_username_taken"
     assert await _accounts_for(control, ordered["domain"]) == []
 
