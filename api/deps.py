@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import asyncpg
 from litestar import Request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import principal
 from api.request_ids import request_id
-from api.idempotency import CLAIM_KEY
+from api.idempotency import CLAIM_KEY, CONNECTION_KEY
 from domain.errors import Conflict
-from domain.idempotency.service import MARK_COMMITTED, mark_committed
+from domain.idempotency.service import CLAIM_LOST, commit_claim_sql
 from domain.jobs.service import take_outbox
-from domain.pg import tenant_connection, tenant_transaction
+from domain.pg import tenant_connection, transaction
 from domain.settings import Settings
 from domain.tenants.service import Principal
 from workers.dispatch import dispatch
@@ -40,9 +42,11 @@ async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None
             yield session
             # The idempotency claim commits with the effect, or the effect does not commit at all.
             if claim is not None:
-                marked = await (await session.connection()).exec_driver_sql(MARK_COMMITTED, (claim,))
-                if marked.rowcount != 1:
-                    raise Conflict(_TAKEN_OVER)
+                try:
+                    await (await session.connection()).exec_driver_sql(commit_claim_sql(claim))
+                except DBAPIError as exc:
+                    _claim_lost(getattr(exc.orig, "sqlstate", None), exc)
+                    raise
         jobs = take_outbox(session)
     if jobs:
         sent = dispatch(resources.broker, jobs)
@@ -58,10 +62,24 @@ async def provide_db(request: Request) -> AsyncGenerator[Any, None]:
             yield conn
         return
     claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]
-    async with tenant_transaction(pool, tenant_id) as conn:
-        yield conn
-        if claim is not None and not await mark_committed(conn, claim):
-            raise Conflict(_TAKEN_OVER)
+    finish = commit_claim_sql(claim) if claim is not None else ""
+    held = request.scope.get(CONNECTION_KEY)  # type: ignore[call-overload]
+    try:
+        if held is not None:  # the idempotency middleware's connection: one checkout for the whole request
+            async with transaction(held, tenant_id, finish=finish) as conn:
+                yield conn
+        else:
+            async with (await pool.get()).acquire() as conn, transaction(conn, tenant_id, finish=finish):
+                yield conn
+    except asyncpg.PostgresError as exc:
+        _claim_lost(exc.sqlstate, exc)
+        raise
+
+
+def _claim_lost(sqlstate: str | None, exc: Exception) -> None:
+    """Raise Conflict when the transaction failed because its idempotency claim was taken over."""
+    if sqlstate == CLAIM_LOST:
+        raise Conflict(_TAKEN_OVER) from exc
 
 
 async def provide_principal(request: Request) -> Principal:

@@ -37,6 +37,8 @@ HEADER = b"idempotency-key"
 REPLAYED = (b"idempotent-replayed", b"true")
 #: Scope key of this request's claim id, read by api.deps.provide_session to mark it committed.
 CLAIM_KEY = "hostq.idempotency_claim"
+#: Scope key of the asyncpg connection that holds the claim, on which api.deps.provide_db runs the handler.
+CONNECTION_KEY = "hostq.idempotency_connection"
 _CLAIM_ATTEMPTS = 3
 
 
@@ -61,22 +63,22 @@ class IdempotencyMiddleware(ASGIMiddleware):
         tenant_id: uuid.UUID = scope[AUTH_KEY].tenant_id  # type: ignore[literal-required]
         fingerprint = rules.fingerprint(scope["method"], signed_target(scope), await request.body())
         pool = scope["litestar_app"].state.resources.pg
-        store = _Keys(pool, tenant_id)
-
-        for _ in range(_CLAIM_ATTEMPTS):
-            async with tenant_connection(pool, tenant_id) as conn:  # each statement commits by itself
+        # One connection for the whole request: claim, the handler's transaction (api.deps.provide_db), answer.
+        async with tenant_connection(pool, tenant_id) as conn:  # each statement here commits by itself
+            for _ in range(_CLAIM_ATTEMPTS):
                 claim_id = await service.claim(conn, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
                 found = None if claim_id else await service.find(conn, tenant_id, key)
                 if found is not None and found[1] and await service.take_over_abandoned(conn, tenant_id, key):
                     continue  # its process died before committing anything: claim it afresh
-            if claim_id:
-                scope[CLAIM_KEY] = claim_id  # type: ignore[literal-required]
-                await self._run_once(claim_id, store, scope, receive, send, next_app)
-                return
-            if found is not None:
-                await _answer_taken(request, send, *found, fingerprint)
-                return
-            # The holder released the key between our insert and our read (its request failed): claim again.
+                if claim_id:
+                    scope[CLAIM_KEY] = claim_id  # type: ignore[literal-required]
+                    scope[CONNECTION_KEY] = conn  # type: ignore[literal-required]
+                    await self._run_once(claim_id, _Keys(conn), scope, receive, send, next_app)
+                    return
+                if found is not None:
+                    await _answer_taken(request, send, *found, fingerprint)
+                    return
+                # The holder released the key between our insert and our read (its request failed): claim again.
         await _in_flight(request, send, stale=False)
 
     async def _run_once(self, claim_id: uuid.UUID, store: "_Keys", scope: Scope, receive: Receive, send: Send,
@@ -125,10 +127,10 @@ class _Capture:
 
 
 class _Keys:
-    """Settling a claim once its request has run, on the tenant's connection."""
+    """Settling a claim once its request has run, on the request's connection."""
 
-    def __init__(self, pool, tenant_id: uuid.UUID) -> None:
-        self.pool, self.tenant_id = pool, tenant_id
+    def __init__(self, conn) -> None:
+        self.conn = conn
 
     async def settle(self, claim_id: uuid.UUID, captured: _Capture) -> None:
         """Store a replayable answer, or release the key for a 5xx."""
@@ -137,9 +139,8 @@ class _Keys:
             await self.release(claim_id)
             return
         try:
-            async with tenant_connection(self.pool, self.tenant_id) as conn:
-                await service.complete(conn, claim_id, status=captured.status,
-                                       headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
+            await service.complete(self.conn, claim_id, status=captured.status,
+                                   headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
         except Exception:
             # The effect is committed: never release here. The row stays in_flight (409) until it expires.
             log.exception("could not store the response of idempotency claim %s", claim_id)
@@ -147,8 +148,7 @@ class _Keys:
     async def release(self, claim_id: uuid.UUID) -> None:
         """Give the key back (its request failed before committing anything)."""
         try:
-            async with tenant_connection(self.pool, self.tenant_id) as conn:
-                await service.release(conn, claim_id)
+            await service.release(self.conn, claim_id)
         except Exception:
             log.exception("could not release idempotency claim %s", claim_id)
 

@@ -129,7 +129,7 @@ class RateLimiter:
         now = "" if self._clock is None else str(int(self._clock() * _US))
         keys_and_args = (3, self.key(tenant_id), key_generation_key(self._namespace, key_id),
                          tenant_generation_key(self._namespace, tenant_id), limit, self._period_us, now)
-        try:  # bounded by the client's timeout (api/redis_pipe.py, 0.5 s)
+        try:  # bounded by the client's timeout (api/redis_pipe.py, 1 s)
             try:
                 reply = await self._client.call("EVALSHA", _GCRA_SHA, *keys_and_args)
             except RedisReplyError as exc:

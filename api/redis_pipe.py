@@ -52,7 +52,7 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     """`await call(*args)`: one command, its reply (an error reply raises RedisReplyError)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 0.5) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 1.0) -> None:
         options = parse_url(url)
         self._host, self._port = options.get("host", "127.0.0.1"), int(options.get("port", 6379))
         self._setup = [("AUTH", *([options["username"]] if options.get("username") else []), options["password"])] \

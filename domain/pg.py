@@ -112,17 +112,28 @@ async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterat
 async def tenant_transaction(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
     """One transaction that sees only `tenant_id`'s rows: committed when the block succeeds, else rolled back."""
     async with (await pool.get()).acquire() as conn:
-        # Simple-query protocol: BEGIN and the tenant in one round trip. The id is a UUID, rendered by uuid.
-        await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
-                           "set_config('hostq.scope', 'tenant', true)")
-        try:
+        async with transaction(conn, tenant_id):
             yield conn
-        except BaseException:
-            if not conn.is_closed() and conn.is_in_transaction():
-                await conn.execute("ROLLBACK")
-            raise
-        if await conn.execute("COMMIT") != "COMMIT":  # an error inside the block was swallowed: it rolled back
+
+
+@asynccontextmanager
+async def transaction(conn: Any, tenant_id: uuid.UUID, *, finish: str = "") -> AsyncIterator[Any]:
+    """One transaction on `conn` that sees only `tenant_id`'s rows.
+
+    `finish`: SQL run just before COMMIT, in the same round trip; if it fails, nothing commits.
+    """
+    # Simple-query protocol: BEGIN and the tenant in one round trip. The id is a UUID, rendered by uuid.
+    await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
+                       "set_config('hostq.scope', 'tenant', true)")
+    try:
+        yield conn
+        if await conn.execute(f"{finish}; COMMIT" if finish else "COMMIT") != "COMMIT":
+            # An error inside the block was swallowed: Postgres answered COMMIT with ROLLBACK.
             raise asyncpg.InFailedSQLTransactionError("the transaction failed and was rolled back")
+    except BaseException:
+        if not conn.is_closed() and conn.is_in_transaction():
+            await conn.execute("ROLLBACK")
+        raise
 
 
 class Row:

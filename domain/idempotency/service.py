@@ -28,10 +28,6 @@ _COMPLETE = """
 UPDATE idempotency_keys SET state = 'done', response_status = $2, response_headers = $3::jsonb,
        response_body = $4, completed_at = now()
 WHERE id = $1 AND state = 'in_flight'"""
-#: Also run on the ORM's connection by api.deps (one positional parameter: the claim id).
-MARK_COMMITTED = """
-UPDATE idempotency_keys SET committed_at = now()
-WHERE id = $1 AND state = 'in_flight' AND committed_at IS NULL"""
 _RELEASE = "DELETE FROM idempotency_keys WHERE id = $1 AND state = 'in_flight' AND committed_at IS NULL"
 _TAKE_OVER = """
 DELETE FROM idempotency_keys
@@ -66,13 +62,17 @@ async def complete(conn: Any, claim_id: uuid.UUID, *, status: int, headers: list
     return _changed(await conn.execute(_COMPLETE, claim_id, status, headers, body)) == 1
 
 
-async def mark_committed(conn: Any, claim_id: uuid.UUID) -> bool:
-    """In the request's business transaction: record that its effect commits with it.
+def commit_claim_sql(claim_id: uuid.UUID) -> str:
+    """The statement that ends a keyed request's business transaction (domain.pg.transaction's `finish`).
 
-    False when the claim is no longer ours (taken over after its lock ran out): the caller must then
-    roll its transaction back, so the effect never happens twice.
+    It marks the claim committed, or raises SQLSTATE CLAIM_LOST (so nothing commits) when the claim is no
+    longer ours: taken over after its lock ran out. Migration 0005 defines the function.
     """
-    return _changed(await conn.execute(MARK_COMMITTED, claim_id)) == 1
+    return f"SELECT hostq_commit_idempotency_claim('{uuid.UUID(str(claim_id))}')"
+
+
+#: The SQLSTATE of hostq_commit_idempotency_claim when the claim was taken over.
+CLAIM_LOST = "HQ409"
 
 
 async def release(conn: Any, claim_id: uuid.UUID) -> None:

@@ -274,3 +274,35 @@ async def test_delete_expired_keeps_keys_24_hours(tenant, sessions):
     assert sorted(r.key for r in await _rows(sessions, tenant_id)) == ["almost", "fresh"]
     async with session_scope(sessions) as session:
         assert await keys.delete_expired(await _driver(session), older_than=timedelta(days=2)) == 0
+
+
+async def _take_over_claims(sessions, tenant_id) -> None:
+    """What another request does to a claim whose lock ran out: its row is replaced by a new claim."""
+    async with session_scope(sessions) as session:
+        await session.execute(update(IdempotencyKey).where(IdempotencyKey.tenant_id == tenant_id,
+                                                           IdempotencyKey.committed_at.is_(None))
+                              .values(id=uuid.uuid4()))
+
+
+@pytest.mark.parametrize("path, body, area, use_case", [
+    ("/v1/customers", CUSTOMER, "domain.customers.service", "create_customer"),  # plain asyncpg (domain/pg.py)
+    ("/v1/plans", {"code": "tk", "name": "Taken", "whm_package": "tk", "prices": {"monthly": 100}},
+     "domain.catalog.service", "create_plan"),  # the ORM session
+])
+async def test_a_claim_taken_over_mid_request_commits_nothing(client, tenant, sessions, monkeypatch, path, body,
+                                                              area, use_case):
+    import importlib
+    module = importlib.import_module(area)
+    real = getattr(module, use_case)
+
+    async def slow_past_the_lock(*args, **kwargs):
+        row = await real(*args, **kwargs)
+        await _take_over_claims(sessions, tenant["tenant_id"])
+        return row
+
+    monkeypatch.setattr(module, use_case, slow_past_the_lock)
+    answer = await client.post(path, json=body, headers=key())
+    assert answer.status_code == 409 and answer.json()["code"] == "conflict", answer.text
+    monkeypatch.setattr(module, use_case, real)
+    listed = (await client.get(path)).json()["data"]
+    assert listed == []  # the effect rolled back with the lost claim
