@@ -2,55 +2,49 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
+from typing import TextIO
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import AUTH_KEY
 from api.request_ids import request_id
 
-log = logging.getLogger("hostq.access")
-
-
-def _setup() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+#: Scope key where the app's before_send hook (api/app.py) leaves the response status.
+STATUS_KEY = "hostq.status"
 
 
 class AccessLog:
-    """Wraps the whole app (outside routing, so a 404 is logged too)."""
+    """Wraps the whole app (outside routing, so a 404 is logged too); one line per request to `stream`.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Written straight to the stream (stderr by default), not through `logging`: a LogRecord per request
+    costs more than the rest of this line's work. The status comes from api/app.py's before_send hook,
+    which already sees every response start, so no second `send` wrapper is needed; 500 if none started.
+    """
+
+    def __init__(self, app: ASGIApp, stream: TextIO | None = None) -> None:
         self.app = app
-        _setup()
+        self.stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started, status = time.perf_counter(), [500]
-
-        async def recording(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
+        started = time.perf_counter()
         try:
-            await self.app(scope, receive, recording)
+            await self.app(scope, receive, send)
         finally:
-            if log.isEnabledFor(logging.INFO):
-                caller = scope.get(AUTH_KEY)  # type: ignore[call-overload]
-                log.info(_encode(_Line(
-                    at=_now(), request_id=request_id(scope), tenant=str(caller.tenant_id) if caller else None,
-                    method=scope["method"], route=scope.get("path_template") or scope["path"], status=status[0],
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2))).decode())
+            caller = scope.get(AUTH_KEY)  # type: ignore[call-overload]
+            line = _encode(_Line(
+                at=_now(), request_id=request_id(scope), tenant=str(caller.tenant_id) if caller else None,
+                method=scope["method"], route=scope.get("path_template") or scope["path"],
+                status=scope.get(STATUS_KEY, 500),  # type: ignore[call-overload]
+                duration_ms=round((time.perf_counter() - started) * 1000, 2)))
+            stream = self.stream or sys.stderr
+            stream.write(line.decode() + "\n")
+            stream.flush()
 
 
 class _Line(msgspec.Struct, kw_only=True):

@@ -9,6 +9,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.types import Message, Scope
 
 from api import deps, openapi, problems
+from api.access_log import STATUS_KEY
 from api.auth import MAX_BODY, SignatureAuthMiddleware
 from api.catalog.controller import PlanController
 from api.customers.controller import CustomerController
@@ -111,6 +112,7 @@ def _headers(settings: Settings):
 
     async def before_send(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
+            scope[STATUS_KEY] = message["status"]  # type: ignore[literal-required]  # for the access log
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
             headers += static + [(b"x-request-id", request_id(scope).encode())]
             message["headers"] = headers

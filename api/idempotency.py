@@ -49,8 +49,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
         self.lock_timeout = lock_timeout
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        keys = [value for name, value in scope["headers"] if name == HEADER]
-        if scope["method"] != "POST" or not keys:
+        keys = [value for name, value in scope["headers"] if name == HEADER] if scope["method"] == "POST" else None
+        if not keys:
             await next_app(scope, receive, send)
             return
         request: Request = Request(scope, receive)

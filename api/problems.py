@@ -38,7 +38,8 @@ _DOWN = (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, Re
          TimeoutError,
          # The plain asyncpg pool of the hot paths (domain/pg.py): lost connection, server shutting down.
          asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
-         asyncpg.exceptions.OperatorInterventionError)
+         asyncpg.exceptions.OperatorInterventionError,
+         asyncpg.exceptions.InsufficientResourcesError)  # e.g. Postgres's max_connections reached
 
 
 def problem(request: Request, status: int, code: str, title: str, detail: str = "", *,

@@ -2,7 +2,7 @@
 
 redis-py's asyncio client costs about 150 us of CPU per command here (a pool checkout, a lock, a task for
 the write timeout, packing in Python): more than the rest of a GET's hostq-specific work. This client
-writes each command at once on a single connection and matches replies in order (Redis answers commands
+sends the commands of each event-loop turn in one write on a single connection and matches replies in order (Redis answers commands
 on a connection in the order they were sent), with hiredis (redis-py's own C parser) doing the packing
 and parsing. It serves only the limiter; everything else in the API uses redis-py.
 
@@ -30,6 +30,19 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader()
         self.waiting: deque[asyncio.Future] = deque()
+        self.outgoing: list[bytes] = []
+
+    def send(self, command: bytes) -> None:
+        """Queue a command; the commands of one event-loop turn leave in one write (and their replies
+        mostly arrive in one read), which costs far fewer system calls under load than a write each."""
+        if not self.outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.outgoing.append(command)
+
+    def _flush(self) -> None:
+        data, self.outgoing = b"".join(self.outgoing), []
+        if self.transport is not None:
+            self.transport.write(data)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -73,7 +86,7 @@ class PipelinedRedis:
 
     def _send(self, protocol: _Protocol, args: tuple) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        protocol.transport.write(hiredis.pack_command(args))  # type: ignore[union-attr]
+        protocol.send(hiredis.pack_command(args))
         protocol.waiting.append(future)
         return future
 
