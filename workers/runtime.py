@@ -49,7 +49,6 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = load_settings()
-        # The pool serves every job's hot statements: room for each worker thread's job, and the middleware's.
         _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)),
                            db=SystemPool(settings.database_url, max_size=DB_CONNECTIONS),
                            redis=aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
