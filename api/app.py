@@ -10,7 +10,7 @@ from litestar.types import Message, Scope
 
 from api import deps, openapi, problems
 from api.access_log import STATUS_KEY
-from api.auth import MAX_BODY, SignatureAuthMiddleware
+from api.auth import MAX_BODY, RATE_LIMIT_HEADERS, SignatureAuthMiddleware
 from api.catalog.controller import PlanController
 from api.customers.controller import CustomerController
 from api.health import live, ready
@@ -115,6 +115,7 @@ def _headers(settings: Settings):
             scope[STATUS_KEY] = message["status"]  # type: ignore[literal-required]  # for the access log
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
             headers += static + [(b"x-request-id", request_id(scope).encode())]
+            headers += scope.get(RATE_LIMIT_HEADERS, ())  # type: ignore[call-overload]  # set by auth when allowed
             message["headers"] = headers
 
     return before_send

@@ -10,7 +10,6 @@ from litestar.exceptions import (ClientException, NotAuthorizedException, Permis
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from api.ratelimit import send_with_headers
 from domain.db import CURRENT_TENANT
 from domain.tenants import signing
 from api.principals import Cached
@@ -28,30 +27,23 @@ def signed_target(scope: Scope) -> str:
     return f"{path}?{query.decode('latin-1')}" if query else path
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def _content_length(scope: Scope) -> int | None:
-    raw = _header(scope, b"content-length")
-    return int(raw) if raw and raw.isdigit() else None
-
-
 class SignatureAuthMiddleware(ASGIMiddleware):
     """Refuse oversized bodies (413), verify key, timestamp and signature (401), then the tenant's rate limit (429)."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        if (_content_length(scope) or 0) > MAX_BODY:
+        wanted = _wanted_headers(scope)
+        length = wanted.get(b"content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
             raise ClientException("the request body is larger than 1 MiB", status_code=413)
         request: Request = Request(scope, receive)
-        body = await request.body()  # cached in the connection state for the handler
-        presented = _presented(scope)
+        if scope["method"] in _BODILESS and not length and b"transfer-encoding" not in wanted:
+            body = b""  # nothing was sent: spare reading the (empty) stream
+        else:
+            body = await request.body()  # cached in the connection state for the handler
+        presented = _presented(wanted)
         key_hash = hash_api_key(presented[0])
         caller, cached = await self._authenticate(request, scope, body, presented, key_hash)
-        resources = request.app.state.resources
+        resources = scope["litestar_app"].state.resources
         limiter = resources.limiter
         decision = await limiter.hit(caller.tenant_id, caller.rate_limit, caller.key_id)
         if cached is not None and (decision is None or decision.generation != cached.generation):
@@ -76,8 +68,12 @@ class SignatureAuthMiddleware(ASGIMiddleware):
                 raise TooManyRequestsException(f"over {decision.limit} requests a minute; retry after "
                                                f"{decision.retry_after} s", headers=decision.headers())
             else:
-                _check_scope(scope, caller, decision.headers())
-                await next_app(scope, receive, send_with_headers(send, decision.headers()))
+                headers = decision.headers()
+                _check_scope(scope, caller, headers)
+                # Added to the response start by api/app.py's before_send hook, whoever answers.
+                scope[RATE_LIMIT_HEADERS] = [(name.lower().encode(), value.encode())  # type: ignore[literal-required]
+                                             for name, value in headers.items()]
+                await next_app(scope, receive, send)
         finally:
             CURRENT_TENANT.reset(token)
 
@@ -102,11 +98,26 @@ class SignatureAuthMiddleware(ASGIMiddleware):
 REFUSED = "a valid API key and request signature are required"
 
 
-def _presented(scope: Scope) -> tuple[str, str, str]:
+def _wanted_headers(scope: Scope) -> dict[bytes, str]:
+    """The headers this middleware reads, in one pass over the request's headers (the first of each)."""
+    found: dict[bytes, str] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED and name not in found:
+            found[name] = value.decode("latin-1")
+    return found
+
+
+_WANTED = frozenset((b"authorization", b"x-timestamp", b"x-signature", b"content-length", b"transfer-encoding"))
+_BODILESS = frozenset(("GET", "HEAD", "DELETE", "OPTIONS"))
+#: Scope key of this request's X-RateLimit-* headers (raw), added to the response by api/app.py.
+RATE_LIMIT_HEADERS = "hostq.rate_limit_headers"
+
+
+def _presented(wanted: dict[bytes, str]) -> tuple[str, str, str]:
     """(api key, timestamp, signature) from the headers; 401 when missing, malformed or stale."""
-    authorization = _header(scope, b"authorization") or ""
-    timestamp = _header(scope, b"x-timestamp") or ""
-    signature = _header(scope, b"x-signature") or ""
+    authorization = wanted.get(b"authorization", "")
+    timestamp = wanted.get(b"x-timestamp", "")
+    signature = wanted.get(b"x-signature", "")
     scheme, _, api_key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not api_key or not signature or len(api_key) > 200:
         raise NotAuthorizedException(REFUSED)

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import principal
 from api.request_ids import request_id
-from api.idempotency import CLAIM_KEY, CONNECTION_KEY
+from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION
 from domain.errors import Conflict
-from domain.idempotency.service import CLAIM_LOST, commit_claim_sql
+from domain.idempotency.service import CLAIM_LOST, REQUEST_SAVEPOINT, commit_claim_sql
 from domain.jobs.service import take_outbox
 from domain.pg import tenant_connection, transaction
 from domain.settings import Settings
@@ -61,9 +61,18 @@ async def provide_db(request: Request) -> AsyncGenerator[Any, None]:
         async with tenant_connection(pool, tenant_id) as conn:
             yield conn
         return
+    held = request.scope.get(CONNECTION_KEY)  # type: ignore[call-overload]
+    if request.scope.get(IN_TRANSACTION):  # type: ignore[call-overload]
+        # The idempotency middleware's transaction, which already holds the claim and commits with the answer.
+        try:
+            yield held
+        except BaseException:
+            if not held.is_closed() and held.is_in_transaction():
+                await held.execute(f"ROLLBACK TO SAVEPOINT {REQUEST_SAVEPOINT}")  # keep the claim for the answer
+            raise
+        return
     claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]
     finish = commit_claim_sql(claim) if claim is not None else ""
-    held = request.scope.get(CONNECTION_KEY)  # type: ignore[call-overload]
     try:
         if held is not None:  # the idempotency middleware's connection: one checkout for the whole request
             async with transaction(held, tenant_id, finish=finish) as conn:

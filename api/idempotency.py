@@ -8,8 +8,16 @@ The response is buffered until complete and stored *before* the client sees any 
 answer and retries always gets the replay, and a client that goes away mid-send cannot make us release a key
 whose effect is already committed.
 
-The claim's id travels in the request scope; api.deps.provide_session marks the claim `committed` inside
-the business transaction itself. So a claim past its lock (`locked_until`) whose request never committed
+Two protocols, by the handler's database access:
+
+- `db` handlers (plain asyncpg, api.deps.provide_db: the hot paths): the claim is the first row written by
+  the request's own transaction, which this middleware opens and commits together with the stored answer
+  (2xx, 4xx) or rolls back (5xx, an exception). The key is never seen half-done: another request with it
+  waits up to 100 ms for that transaction, then gets the replay or 409 idempotency_in_flight; a crash rolls
+  everything back, so a retry runs afresh. A failing handler rolls back to a savepoint taken after the claim,
+  so its 4xx is still stored.
+- `session` handlers (the ORM): the claim commits at once; its id travels in the request scope and
+  api.deps.provide_session marks the claim `committed` inside the business transaction itself. So a claim past its lock (`locked_until`) whose request never committed
 had no effect (its process died first) and is taken over by the next request with that key; one that
 committed is never run again: until its answer is stored, retries get 409 idempotency_in_flight, and if the
 process died between the commit and storing the answer, they keep getting 409 (the outcome is known to have
@@ -22,12 +30,15 @@ import logging
 import uuid
 from datetime import timedelta
 
+import asyncpg
 from litestar import Request
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import problems
 from api.auth import AUTH_KEY, signed_target
+from domain import pg
+from domain.ids import new_id
 from domain.idempotency import rules, service
 from domain.pg import tenant_connection
 
@@ -39,6 +50,8 @@ REPLAYED = (b"idempotent-replayed", b"true")
 CLAIM_KEY = "hostq.idempotency_claim"
 #: Scope key of the asyncpg connection that holds the claim, on which api.deps.provide_db runs the handler.
 CONNECTION_KEY = "hostq.idempotency_connection"
+#: Scope key set when that connection is inside the request's transaction, which this middleware commits.
+IN_TRANSACTION = "hostq.idempotency_in_transaction"
 _CLAIM_ATTEMPTS = 3
 
 
@@ -63,23 +76,70 @@ class IdempotencyMiddleware(ASGIMiddleware):
         tenant_id: uuid.UUID = scope[AUTH_KEY].tenant_id  # type: ignore[literal-required]
         fingerprint = rules.fingerprint(scope["method"], signed_target(scope), await request.body())
         pool = scope["litestar_app"].state.resources.pg
-        # One connection for the whole request: claim, the handler's transaction (api.deps.provide_db), answer.
-        async with tenant_connection(pool, tenant_id) as conn:  # each statement here commits by itself
+        in_transaction = _runs_on_db(scope)
+        # One connection for the whole request: claim, the handler's statements (api.deps.provide_db), answer.
+        async with tenant_connection(pool, tenant_id) as conn:
             for _ in range(_CLAIM_ATTEMPTS):
-                claim_id = await service.claim(conn, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
+                if in_transaction:
+                    claim_id = await self._claim_in_transaction(conn, tenant_id, key, fingerprint)
+                    if claim_id is _BUSY:
+                        await _in_flight(request, send, stale=False)
+                        return
+                else:  # the ORM handlers: a claim committed at once, marked by the handler's transaction
+                    claim_id = await service.claim(conn, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout)
                 found = None if claim_id else await service.find(conn, tenant_id, key)
                 if found is not None and found[1] and await service.take_over_abandoned(conn, tenant_id, key):
                     continue  # its process died before committing anything: claim it afresh
                 if claim_id:
                     scope[CLAIM_KEY] = claim_id  # type: ignore[literal-required]
                     scope[CONNECTION_KEY] = conn  # type: ignore[literal-required]
-                    await self._run_once(claim_id, _Keys(conn), scope, receive, send, next_app)
+                    if in_transaction:
+                        scope[IN_TRANSACTION] = True  # type: ignore[literal-required]
+                        await self._run_in_transaction(claim_id, conn, scope, receive, send, next_app)
+                    else:
+                        await self._run_once(claim_id, _Keys(conn), scope, receive, send, next_app)
                     return
                 if found is not None:
                     await _answer_taken(request, send, *found, fingerprint)
                     return
                 # The holder released the key between our insert and our read (its request failed): claim again.
         await _in_flight(request, send, stale=False)
+
+    async def _claim_in_transaction(self, conn, tenant_id: uuid.UUID, key: str, fingerprint: str):
+        """BEGIN the request's transaction with its claim: the claim id, None if the key is taken, _BUSY if a
+        running transaction holds it."""
+        claim_id = new_id()
+        try:
+            await pg.begin(conn, tenant_id, then=service.claim_in_transaction_sql(
+                claim_id, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout))
+        except asyncpg.UniqueViolationError:
+            await pg.rollback(conn)
+            return None
+        except asyncpg.LockNotAvailableError:
+            await pg.rollback(conn)
+            return _BUSY
+        except BaseException:
+            await pg.rollback(conn)
+            raise
+        return claim_id
+
+    async def _run_in_transaction(self, claim_id: uuid.UUID, conn, scope: Scope, receive: Receive, send: Send,
+                                  next_app: ASGIApp) -> None:
+        """Run the request inside the transaction that holds its claim; commit its effect and its answer together
+        (2xx, 4xx), or nothing (5xx, an exception, no complete answer)."""
+        captured = _Capture()
+        try:
+            await next_app(scope, receive, captured)
+        except BaseException:
+            await pg.rollback(conn)
+            raise
+        if captured.complete and rules.storable(captured.status):  # type: ignore[arg-type]
+            await pg.commit(conn, before=service.complete_sql(
+                claim_id, status=captured.status, headers=rules.kept_headers(captured.headers),  # type: ignore[arg-type]
+                body=b"".join(captured.chunks)))
+        else:
+            await pg.rollback(conn)
+        await captured.forward(send)
 
     async def _run_once(self, claim_id: uuid.UUID, store: "_Keys", scope: Scope, receive: Receive, send: Send,
                         next_app: ASGIApp) -> None:
@@ -100,6 +160,21 @@ class IdempotencyMiddleware(ASGIMiddleware):
         else:
             await store.release(claim_id)
         await captured.forward(send)
+
+
+_BUSY = object()
+_USES_DB: dict[int, bool] = {}
+
+
+def _runs_on_db(scope: Scope) -> bool:
+    """Whether the route's handler takes the `db` dependency (api.deps.provide_db), i.e. can run inside the
+    transaction that holds its claim."""
+    handler = scope["route_handler"]
+    uses = _USES_DB.get(id(handler))
+    if uses is None:
+        signature = getattr(handler, "parsed_fn_signature", None)
+        uses = _USES_DB[id(handler)] = signature is not None and "db" in signature.parameters
+    return uses
 
 
 class _Capture:

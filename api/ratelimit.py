@@ -39,8 +39,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from litestar.types import Message, Send
-
 from api.redis_pipe import PipelinedRedis, RedisReplyError
 
 log = logging.getLogger("hostq.api.ratelimit")
@@ -155,16 +153,3 @@ def key_generation_key(namespace: str, key_id: uuid.UUID | None) -> str:
 def tenant_generation_key(namespace: str, tenant_id: uuid.UUID) -> str:
     """Redis key counting the changes of one tenant's settings (rate limit, origins)."""
     return f"{namespace}:tenantgen:{tenant_id}"
-
-
-
-def send_with_headers(send: Send, headers: dict[str, str]) -> Send:
-    """A `send` that adds `headers` to the response start, whatever answered (handler, error handler)."""
-    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
-
-    async def wrapped(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), *raw]
-        await send(message)
-
-    return wrapped

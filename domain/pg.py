@@ -130,19 +130,45 @@ async def transaction(conn: Any, tenant_id: uuid.UUID, *, finish: str = "") -> A
 
     `finish`: SQL run just before COMMIT, in the same round trip; if it fails, nothing commits.
     """
-    # Simple-query protocol: BEGIN and the tenant in one round trip. The id is a UUID, rendered by uuid.
-    await conn.execute(f"BEGIN; SET LOCAL synchronous_commit = on; "
-                       f"SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
-                       "set_config('hostq.scope', 'tenant', true)")
+    await begin(conn, tenant_id)
     try:
         yield conn
-        if await conn.execute(f"{finish}; COMMIT" if finish else "COMMIT") != "COMMIT":
-            # An error inside the block was swallowed: Postgres answered COMMIT with ROLLBACK.
-            raise asyncpg.InFailedSQLTransactionError("the transaction failed and was rolled back")
+        await commit(conn, before=finish)
     except BaseException:
-        if not conn.is_closed() and conn.is_in_transaction():
-            await conn.execute("ROLLBACK")
+        await rollback(conn)
         raise
+
+
+async def begin(conn: Any, tenant_id: uuid.UUID, *, then: str = "") -> None:
+    """BEGIN a transaction that sees only `tenant_id`'s rows and commits synchronously, then run `then`: one
+    round trip (simple-query protocol, so `then` must carry its values as literals; the tenant is a UUID,
+    rendered by uuid). If `then` fails, the transaction is left aborted: roll it back."""
+    await conn.execute(f"BEGIN; SET LOCAL synchronous_commit = on; "
+                       f"SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
+                       f"set_config('hostq.scope', 'tenant', true){'; ' + then if then else ''}")
+
+
+async def commit(conn: Any, *, before: str = "") -> None:
+    """Run `before` (literal SQL) and COMMIT, in one round trip; raise if anything failed (nothing committed)."""
+    if await conn.execute(f"{before}; COMMIT" if before else "COMMIT") != "COMMIT":
+        # An error inside the transaction was swallowed: Postgres answered COMMIT with ROLLBACK.
+        raise asyncpg.InFailedSQLTransactionError("the transaction failed and was rolled back")
+
+
+async def rollback(conn: Any) -> None:
+    """Roll back the connection's open transaction, if any (nothing to do on a broken connection)."""
+    if not conn.is_closed() and conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+def literal_text(value: str) -> str:
+    """`value` as a SQL expression that cannot break out of its quotes: hex of its UTF-8 bytes."""
+    return f"convert_from(decode('{value.encode().hex()}', 'hex'), 'UTF8')"
+
+
+def literal_bytes(value: bytes) -> str:
+    """`value` as a bytea SQL expression (hex)."""
+    return f"decode('{value.hex()}', 'hex')"
 
 
 class Row:

@@ -11,8 +11,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import msgspec
+
 from domain.ids import new_id
-from domain.pg import Row
+from domain.pg import Row, literal_bytes, literal_text
 
 RETENTION = timedelta(hours=24)
 
@@ -60,6 +62,39 @@ async def find(conn: Any, tenant_id: uuid.UUID, key: str) -> tuple[Any, bool] | 
 async def complete(conn: Any, claim_id: uuid.UUID, *, status: int, headers: list[list[str]], body: bytes) -> bool:
     """Store the response of the claim's request; False when the row is gone or no longer in flight."""
     return _changed(await conn.execute(_COMPLETE, claim_id, status, headers, body)) == 1
+
+
+#: Where a request's transaction resumes when its handler fails (claim_in_transaction_sql sets it).
+REQUEST_SAVEPOINT = "hostq_request"
+#: How long a claim in a transaction waits for another request holding the same key before answering 409.
+CLAIM_WAIT_MS = 100
+
+
+def claim_in_transaction_sql(claim_id: uuid.UUID, tenant_id: uuid.UUID, key: str, fingerprint: str, *,
+                             lock_timeout: timedelta) -> str:
+    """SQL (literals only) that claims the key inside the request's own transaction (domain.pg.begin's `then`).
+
+    The row is born committed: it becomes visible only if the transaction commits, with the effect and the
+    stored answer (complete_sql). A key already taken makes it fail with unique_violation; a key held by a
+    transaction still running, with lock_not_available after CLAIM_WAIT_MS. It ends on a savepoint the
+    request rolls back to when its handler fails, so the claim stays to store that answer.
+    """
+    if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+        raise ValueError("fingerprint must be a sha256 hex digest")
+    return (f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'; "
+            "INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, created_at, locked_until, "
+            f"committed_at) VALUES ('{uuid.UUID(str(claim_id))}', '{uuid.UUID(str(tenant_id))}', {literal_text(key)}, "
+            f"'{fingerprint}', 'in_flight', now(), now() + interval '{int(lock_timeout.total_seconds())} seconds', "
+            f"now()); SET LOCAL lock_timeout = DEFAULT; SAVEPOINT {REQUEST_SAVEPOINT}")
+
+
+def complete_sql(claim_id: uuid.UUID, *, status: int, headers: list[list[str]], body: bytes) -> str:
+    """SQL (literals only) storing the answer of a claim made in the same transaction (domain.pg.commit's
+    `before`)."""
+    return (f"UPDATE idempotency_keys SET state = 'done', response_status = {int(status)}, "
+            f"response_headers = {literal_text(msgspec.json.encode(headers).decode())}::jsonb, "
+            f"response_body = {literal_bytes(body)}, completed_at = now() "
+            f"WHERE id = '{uuid.UUID(str(claim_id))}' AND state = 'in_flight'")
 
 
 def commit_claim_sql(claim_id: uuid.UUID) -> str:

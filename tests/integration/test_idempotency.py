@@ -284,25 +284,66 @@ async def _take_over_claims(sessions, tenant_id) -> None:
                               .values(id=uuid.uuid4()))
 
 
-@pytest.mark.parametrize("path, body, area, use_case", [
-    ("/v1/customers", CUSTOMER, "domain.customers.service", "create_customer"),  # plain asyncpg (domain/pg.py)
-    ("/v1/plans", {"code": "tk", "name": "Taken", "whm_package": "tk", "prices": {"monthly": 100}},
-     "domain.catalog.service", "create_plan"),  # the ORM session
-])
-async def test_a_claim_taken_over_mid_request_commits_nothing(client, tenant, sessions, monkeypatch, path, body,
-                                                              area, use_case):
-    import importlib
-    module = importlib.import_module(area)
-    real = getattr(module, use_case)
+async def test_a_claim_taken_over_mid_request_commits_nothing(client, tenant, sessions, monkeypatch):
+    # The ORM handlers' protocol: the claim commits first, and the handler's transaction marks it.
+    from domain.catalog import service as catalog
+    real = catalog.create_plan
 
     async def slow_past_the_lock(*args, **kwargs):
         row = await real(*args, **kwargs)
         await _take_over_claims(sessions, tenant["tenant_id"])
         return row
 
-    monkeypatch.setattr(module, use_case, slow_past_the_lock)
-    answer = await client.post(path, json=body, headers=key())
+    monkeypatch.setattr(catalog, "create_plan", slow_past_the_lock)
+    body = {"code": "tk", "name": "Taken", "whm_package": "tk", "prices": {"monthly": 100}}
+    answer = await client.post("/v1/plans", json=body, headers=key())
     assert answer.status_code == 409 and answer.json()["code"] == "conflict", answer.text
-    monkeypatch.setattr(module, use_case, real)
-    listed = (await client.get(path)).json()["data"]
-    assert listed == []  # the effect rolled back with the lost claim
+    monkeypatch.setattr(catalog, "create_plan", real)
+    assert (await client.get("/v1/plans")).json()["data"] == []  # the effect rolled back with the lost claim
+
+
+async def test_a_claim_in_the_requests_transaction_is_invisible_until_it_commits_with_the_answer(
+        client, tenant, sessions, monkeypatch):
+    # The `db` handlers' protocol (POST /v1/customers): claim, effect and answer commit together.
+    from domain.customers import service as customers
+    real = customers.create_customer
+    headers, during = key(), {}
+
+    async def meanwhile(*args, **kwargs):
+        row = await real(*args, **kwargs)
+        during["rows"] = await _rows(sessions, tenant["tenant_id"])  # another session: nothing yet
+        during["retry"] = await client.post("/v1/customers", json=CUSTOMER, headers=headers)  # waits, then 409
+        return row
+
+    monkeypatch.setattr(customers, "create_customer", meanwhile)
+    first = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    monkeypatch.setattr(customers, "create_customer", real)
+    assert first.status_code == 201, first.text
+    assert during["rows"] == []
+    assert during["retry"].status_code == 409 and during["retry"].json()["code"] == "idempotency_in_flight"
+    [row] = await _rows(sessions, tenant["tenant_id"])
+    assert (row.state, row.response_status, row.committed_at is not None) == ("done", 201, True)
+    replay = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
+    assert replay.headers["idempotent-replayed"] == "true" and replay.json()["id"] == first.json()["id"]
+    assert len((await client.get("/v1/customers")).json()["data"]) == 1
+
+
+async def test_an_exception_escaping_a_db_handler_commits_nothing(app, tenant, sessions):
+    # In the request's transaction nothing is half-kept: whether or not the answer was complete, the claim
+    # (and any effect) rolls back, so the client's retry with the same key runs afresh.
+    async def late(scope, receive, send):
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"done", "more_body": False})
+        raise RuntimeError("after the answer")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = _scope(app, tenant["tenant_id"], "db-late")
+    scope["route_handler"] = SimpleNamespace(resolve_request_max_body_size=lambda: None,
+                                             parsed_fn_signature=SimpleNamespace(parameters={"db": None}))
+    with pytest.raises(RuntimeError):
+        await IdempotencyMiddleware().handle(scope, _receive, send, late)
+    assert sent == [] and await _rows(sessions, tenant["tenant_id"]) == []
