@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -127,6 +129,10 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
     async def startup(app: Litestar) -> None:
         if getattr(app.state, "resources", None) is None:
             app.state.resources = Resources.open(settings)
+        # What start-up built (modules, routes, OpenAPI) lives as long as the process: keep it out of the
+        # collector's full passes, which otherwise rescan it and pause requests (the p99 under load).
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(app: Litestar) -> None:
         await app.state.resources.close()
