@@ -39,9 +39,9 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
         """Connect lazily: nothing here blocks when a dependency is down."""
-        # The hot paths use `pg` (up to 40 connections, kept open; a keyed POST holds one from its claim to
-        # its stored answer); the ORM's pool serves the rest (5 kept, 10 more under bursts): 55 at most per
-        # process.
+        # The hot paths use `pg` (HOSTQ_API_DB_POOL, default 50, kept open; a keyed POST holds one from its
+        # claim to its commit: fewer than the concurrent requests queue them and stretch the p99); the ORM's
+        # pool serves the rest (5 kept, 10 more under bursts).
         engine = make_engine(settings.database_url, pool_size=5, max_overflow=10, scope="tenant")
         sessions = make_sessionmaker(engine)
         reads = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
@@ -50,7 +50,8 @@ class Resources:
         # not hold requests; the rate limiter then lets requests through (api/ratelimit.py).
         client = aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
-                   pg=LazyPool(settings.database_url, max_size=40), redis=client, broker=make_broker(settings),
+                   pg=LazyPool(settings.database_url, max_size=settings.api_db_pool), redis=client,
+                   broker=make_broker(settings),
                    marks=DispatchMarks(sessions), principals=PrincipalCache(),
                    limiter=RateLimiter(PipelinedRedis(settings.redis_url), settings.namespace))
 

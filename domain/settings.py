@@ -45,6 +45,8 @@ class Settings:
     broker_heartbeat_s: float = 30.0
     # TTL of the per-service lock; 0 means "the slowest WHM call plus a minute".
     lock_ttl_s: float = 0.0
+    # Postgres connections an API process may hold for its hot paths (domain/pg.py); the ORM adds up to 15.
+    api_db_pool: int = 50
 
     @property
     def service_lock_ttl_s(self) -> float:
@@ -121,6 +123,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         relay_grace_s=_number(env, "HOSTQ_RELAY_GRACE_S", 5.0, float, 0.0),
         broker_heartbeat_s=_number(env, "HOSTQ_BROKER_HEARTBEAT_S", 30.0, float, 1.0),
         lock_ttl_s=_number(env, "HOSTQ_LOCK_TTL_S", 0.0, float, 0.0),
+        api_db_pool=int(_number(env, "HOSTQ_API_DB_POOL", 50, int, 1)),
     )
     if settings.job_backoff_max_s < settings.job_backoff_min_s:
         raise SettingsError("HOSTQ_JOB_BACKOFF_MAX_S must be >= HOSTQ_JOB_BACKOFF_MIN_S")

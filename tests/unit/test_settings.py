@@ -40,6 +40,7 @@ def test_values_are_read():
     assert s.job_backoff_min_s == 5.0
     assert s.database_url == "postgresql+asyncpg://u@db:5432/x"
     assert s.require_kek() == bytes(range(32))
+    assert load_settings({}).api_db_pool == 50 and load_settings({"HOSTQ_API_DB_POOL": "12"}).api_db_pool == 12
 
 
 def test_require_kek_names_the_variable():
@@ -67,6 +68,8 @@ def test_require_kek_names_the_variable():
     ({"HOSTQ_PSP_URL": "ftp://psp"}, "HOSTQ_PSP_URL"),
     ({"HOSTQ_ENV": "staging"}, "HOSTQ_ENV"),
     ({"HOSTQ_ENV": ""}, "HOSTQ_ENV"),
+    ({"HOSTQ_API_DB_POOL": "0"}, "HOSTQ_API_DB_POOL"),
+    ({"HOSTQ_API_DB_POOL": "many"}, "HOSTQ_API_DB_POOL"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError) as info:
