@@ -100,7 +100,7 @@ to the tenant and kept at least 24 h from its first use:
   (and its `Location`), with `Idempotent-Replayed: true`: no second effect, no second job;
 - the same key with a different method, path or body is 422 `idempotency_key_reused`;
 - the same key while the first request is still being processed is 409 `idempotency_in_flight`, with
-  `Retry-After`. A first request still unfinished after 60 s (its process probably died, perhaps after
+  `Retry-After` (it may first wait up to 100 ms for the first request, and then replay its answer). A first request still unfinished after 60 s (its process probably died, perhaps after
   committing) keeps answering 409, without `Retry-After`, until the key expires: its outcome is unknown, so
   check the resource before retrying with a new key;
 - 2xx and 4xx answers are stored and replayed; a 5xx is not, nor a 408 or 429: retry with the same key.

@@ -19,9 +19,9 @@ from api.auth import principal
 from api.request_ids import request_id
 from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION
 from domain.errors import Conflict
-from domain.idempotency.service import CLAIM_LOST, REQUEST_SAVEPOINT, commit_claim_sql
+from domain.idempotency.service import CLAIM_LOST, commit_claim_sql
 from domain.jobs.service import take_outbox
-from domain.pg import tenant_connection, transaction
+from domain.pg import rollback, tenant_connection, transaction
 from domain.settings import Settings
 from domain.tenants.service import Principal
 from workers.dispatch import dispatch
@@ -67,8 +67,9 @@ async def provide_db(request: Request) -> AsyncGenerator[Any, None]:
         try:
             yield held
         except BaseException:
-            if not held.is_closed() and held.is_in_transaction():
-                await held.execute(f"ROLLBACK TO SAVEPOINT {REQUEST_SAVEPOINT}")  # keep the claim for the answer
+            # Undo the effect (and, with it, the claim: the middleware claims again to store this answer).
+            request.scope[IN_TRANSACTION] = False  # type: ignore[literal-required]
+            await rollback(held)
             raise
         return
     claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]

@@ -14,8 +14,8 @@ Two protocols, by the handler's database access:
   the request's own transaction, which this middleware opens and commits together with the stored answer
   (2xx, 4xx) or rolls back (5xx, an exception). The key is never seen half-done: another request with it
   waits up to 100 ms for that transaction, then gets the replay or 409 idempotency_in_flight; a crash rolls
-  everything back, so a retry runs afresh. A failing handler rolls back to a savepoint taken after the claim,
-  so its 4xx is still stored.
+  everything back, so a retry runs afresh. A failing handler rolls everything back; its 4xx is then stored
+  under a fresh claim of the key (unless another request took the key meanwhile).
 - `session` handlers (the ORM): the claim commits at once; its id travels in the request scope and
   api.deps.provide_session marks the claim `committed` inside the business transaction itself. So a claim past its lock (`locked_until`) whose request never committed
 had no effect (its process died first) and is taken over by the next request with that key; one that
@@ -95,6 +95,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
                     scope[CONNECTION_KEY] = conn  # type: ignore[literal-required]
                     if in_transaction:
                         scope[IN_TRANSACTION] = True  # type: ignore[literal-required]
+                        scope[_KEY_AND_FINGERPRINT] = (key, fingerprint)  # type: ignore[literal-required]
                         await self._run_in_transaction(claim_id, conn, scope, receive, send, next_app)
                     else:
                         await self._run_once(claim_id, _Keys(conn), scope, receive, send, next_app)
@@ -134,12 +135,27 @@ class IdempotencyMiddleware(ASGIMiddleware):
             await pg.rollback(conn)
             raise
         if captured.complete and rules.storable(captured.status):  # type: ignore[arg-type]
-            await pg.commit(conn, before=service.complete_sql(
-                claim_id, status=captured.status, headers=rules.kept_headers(captured.headers),  # type: ignore[arg-type]
-                body=b"".join(captured.chunks)))
+            answer = service.complete_sql(claim_id, status=captured.status,  # type: ignore[arg-type]
+                                          headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
+            if scope.get(IN_TRANSACTION):  # type: ignore[call-overload]
+                await pg.commit(conn, before=answer)
+            else:  # the handler failed and rolled its transaction back, claim included: claim again, store it
+                await self._store_after_failure(conn, scope, claim_id, answer)
         else:
             await pg.rollback(conn)
         await captured.forward(send)
+
+    async def _store_after_failure(self, conn, scope: Scope, claim_id: uuid.UUID, answer: str) -> None:
+        """Record a failed handler's answer (a 4xx) under the key, in one round trip; if another request took the
+        key meanwhile, its own answer is the one kept."""
+        tenant_id: uuid.UUID = scope[AUTH_KEY].tenant_id  # type: ignore[literal-required]
+        key, fingerprint = scope[_KEY_AND_FINGERPRINT]  # type: ignore[literal-required]
+        try:
+            claim = service.claim_in_transaction_sql(claim_id, tenant_id, key, fingerprint,
+                                                     lock_timeout=self.lock_timeout)
+            await pg.begin(conn, tenant_id, then=f"{claim}; {answer}; COMMIT")
+        except (asyncpg.UniqueViolationError, asyncpg.LockNotAvailableError):
+            await pg.rollback(conn)
 
     async def _run_once(self, claim_id: uuid.UUID, store: "_Keys", scope: Scope, receive: Receive, send: Send,
                         next_app: ASGIApp) -> None:
@@ -163,6 +179,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
 
 
 _BUSY = object()
+_KEY_AND_FINGERPRINT = "hostq.idempotency_key"
 _USES_DB: dict[int, bool] = {}
 
 

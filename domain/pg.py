@@ -10,12 +10,6 @@ its time there. Hot paths use plain SQL on this pool instead, under the same rul
   connection last acted for another tenant: every checkout for a tenant goes through one of the two, so a
   connection never carries one tenant's setting into another's request.
 
-Durability: a `transaction` commits synchronously (the business change is on disk when the client hears of
-it). Single statements on this pool commit asynchronously (`synchronous_commit = off`): the idempotency
-claim, the stored answer, a released key. Postgres writes its log in order, so a claim is durable whenever
-the transaction after it is. A Postgres crash can lose only the last fraction of a second of those, i.e.
-a stored answer, whose key then answers 409 until it expires, as when the API process dies at that moment.
-
 The pool is created on first use, in the running event loop, and holds no connection until a request needs
 one: a process starts even while Postgres is down.
 """
@@ -90,9 +84,7 @@ class LazyPool:
             self._opening = asyncio.ensure_future(asyncpg.create_pool(
                 self._dsn, min_size=0, max_size=self._max_size, init=_open, reset=_keep_session,
                 connection_class=TenantConnection, timeout=5, command_timeout=30,
-                # Statements outside `transaction` (idempotency bookkeeping) commit without waiting for
-                # the WAL flush; `transaction` turns it back on for the business change. See the module doc.
-                server_settings={"application_name": "hostq", "synchronous_commit": "off"}))
+                server_settings={"application_name": "hostq"}))
         self._pool = await asyncio.shield(self._opening)
         return self._pool
 
@@ -140,11 +132,10 @@ async def transaction(conn: Any, tenant_id: uuid.UUID, *, finish: str = "") -> A
 
 
 async def begin(conn: Any, tenant_id: uuid.UUID, *, then: str = "") -> None:
-    """BEGIN a transaction that sees only `tenant_id`'s rows and commits synchronously, then run `then`: one
+    """BEGIN a transaction that sees only `tenant_id`'s rows, then run `then`: one
     round trip (simple-query protocol, so `then` must carry its values as literals; the tenant is a UUID,
     rendered by uuid). If `then` fails, the transaction is left aborted: roll it back."""
-    await conn.execute(f"BEGIN; SET LOCAL synchronous_commit = on; "
-                       f"SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
+    await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
                        f"set_config('hostq.scope', 'tenant', true){'; ' + then if then else ''}")
 
 

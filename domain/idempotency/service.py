@@ -64,8 +64,6 @@ async def complete(conn: Any, claim_id: uuid.UUID, *, status: int, headers: list
     return _changed(await conn.execute(_COMPLETE, claim_id, status, headers, body)) == 1
 
 
-#: Where a request's transaction resumes when its handler fails (claim_in_transaction_sql sets it).
-REQUEST_SAVEPOINT = "hostq_request"
 #: How long a claim in a transaction waits for another request holding the same key before answering 409.
 CLAIM_WAIT_MS = 100
 
@@ -76,8 +74,7 @@ def claim_in_transaction_sql(claim_id: uuid.UUID, tenant_id: uuid.UUID, key: str
 
     The row is born committed: it becomes visible only if the transaction commits, with the effect and the
     stored answer (complete_sql). A key already taken makes it fail with unique_violation; a key held by a
-    transaction still running, with lock_not_available after CLAIM_WAIT_MS. It ends on a savepoint the
-    request rolls back to when its handler fails, so the claim stays to store that answer.
+    transaction still running, with lock_not_available after CLAIM_WAIT_MS.
     """
     if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
         raise ValueError("fingerprint must be a sha256 hex digest")
@@ -85,7 +82,7 @@ def claim_in_transaction_sql(claim_id: uuid.UUID, tenant_id: uuid.UUID, key: str
             "INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, created_at, locked_until, "
             f"committed_at) VALUES ('{uuid.UUID(str(claim_id))}', '{uuid.UUID(str(tenant_id))}', {literal_text(key)}, "
             f"'{fingerprint}', 'in_flight', now(), now() + interval '{int(lock_timeout.total_seconds())} seconds', "
-            f"now()); SET LOCAL lock_timeout = DEFAULT; SAVEPOINT {REQUEST_SAVEPOINT}")
+            "now()); SET LOCAL lock_timeout = DEFAULT")
 
 
 def complete_sql(claim_id: uuid.UUID, *, status: int, headers: list[list[str]], body: bytes) -> str:
