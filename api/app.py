@@ -142,7 +142,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
                 middleware=[TenantCorsMiddleware(), SignatureAuthMiddleware(), IdempotencyMiddleware()], security=[{"signedRequest": []}])
     return Litestar(
         route_handlers=[v1, live, ready],
-        dependencies={"session": Provide(deps.provide_session), "db": Provide(deps.provide_db), "caller": Provide(deps.provide_principal),
+        dependencies={"session": Provide(deps.provide_session), "caller": Provide(deps.provide_principal),
                       "request_id": Provide(deps.provide_request_id), "settings": Provide(deps.provide_settings)},
         exception_handlers={Exception: problems.handle},
         before_send=[_headers(settings)],

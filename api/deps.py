@@ -1,13 +1,14 @@
 """The request's database access: commit on success, roll back on error, then dispatch its jobs.
 
-Two kinds, one contract: `session` (the ORM, for most handlers) and `db` (a plain asyncpg connection from
-domain/pg.py, for the hot paths). A GET reads without a transaction; any other method gets one transaction,
+Two kinds, one contract: `session` (the ORM, for most handlers) and `db_for(request)` (a plain asyncpg
+connection from domain/pg.py, for the hot paths). A GET reads without a transaction; any other method gets one transaction,
 in which the request's idempotency claim is marked committed with its effect.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.auth import principal
 from api.request_ids import request_id
-from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION
+from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION, ON_DB_OPT
 from domain.errors import Conflict
 from domain.idempotency.service import CLAIM_LOST, commit_claim_sql
 from domain.jobs.service import take_outbox
@@ -54,16 +55,24 @@ async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None
             resources.marks.add(jobs[0].tenant_id, sent)
 
 
-async def provide_db(request: Request) -> AsyncGenerator[Any, None]:
-    """The caller's tenant on a plain asyncpg connection: autocommit for a GET, else one transaction."""
-    pool, tenant_id = request.app.state.resources.pg, principal(request).tenant_id
+#: `opt` of a route whose handler uses db_for: a keyed POST then runs inside the idempotency middleware's
+#: transaction (api/idempotency.py).
+ON_DB = {ON_DB_OPT: True}
+
+
+@asynccontextmanager
+async def db_for(request: Request) -> AsyncIterator[Any]:
+    """The caller's tenant on a plain asyncpg connection: autocommit for a GET, else one transaction.
+
+    Not a Litestar dependency: resolving one and closing it costs a hot route more than its query.
+    """
     if request.method == "GET":
-        async with tenant_connection(pool, tenant_id) as conn:
+        async with tenant_connection(request.app.state.resources.pg, principal(request).tenant_id) as conn:
             yield conn
         return
-    held = request.scope.get(CONNECTION_KEY)  # type: ignore[call-overload]
     if request.scope.get(IN_TRANSACTION):  # type: ignore[call-overload]
         # The idempotency middleware's transaction, which already holds the claim and commits with the answer.
+        held = request.scope[CONNECTION_KEY]  # type: ignore[literal-required]
         try:
             yield held
         except BaseException:
@@ -72,18 +81,9 @@ async def provide_db(request: Request) -> AsyncGenerator[Any, None]:
             await rollback(held)
             raise
         return
-    claim = request.scope.get(CLAIM_KEY)  # type: ignore[call-overload]
-    finish = commit_claim_sql(claim) if claim is not None else ""
-    try:
-        if held is not None:  # the idempotency middleware's connection: one checkout for the whole request
-            async with transaction(held, tenant_id, finish=finish) as conn:
-                yield conn
-        else:
-            async with (await pool.get()).acquire() as conn, transaction(conn, tenant_id, finish=finish):
-                yield conn
-    except asyncpg.PostgresError as exc:
-        _claim_lost(exc.sqlstate, exc)
-        raise
+    async with (await request.app.state.resources.pg.get()).acquire() as conn, \
+            transaction(conn, principal(request).tenant_id):
+        yield conn
 
 
 def _claim_lost(sqlstate: str | None, exc: Exception) -> None:

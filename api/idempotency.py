@@ -10,7 +10,7 @@ whose effect is already committed.
 
 Two protocols, by the handler's database access:
 
-- `db` handlers (plain asyncpg, api.deps.provide_db: the hot paths): the claim is the first row written by
+- `db` handlers (plain asyncpg, api.deps.db_for: the hot paths): the claim is the first row written by
   the request's own transaction, which this middleware opens and commits together with the stored answer
   (2xx, 4xx) or rolls back (5xx, an exception). The key is never seen half-done: another request with it
   waits up to 100 ms for that transaction, then gets the replay or 409 idempotency_in_flight; a crash rolls
@@ -48,7 +48,7 @@ HEADER = b"idempotency-key"
 REPLAYED = (b"idempotent-replayed", b"true")
 #: Scope key of this request's claim id, read by api.deps.provide_session to mark it committed.
 CLAIM_KEY = "hostq.idempotency_claim"
-#: Scope key of the asyncpg connection that holds the claim, on which api.deps.provide_db runs the handler.
+#: Scope key of the asyncpg connection that holds the claim, on which api.deps.db_for runs the handler.
 CONNECTION_KEY = "hostq.idempotency_connection"
 #: Scope key set when that connection is inside the request's transaction, which this middleware commits.
 IN_TRANSACTION = "hostq.idempotency_in_transaction"
@@ -77,7 +77,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
         fingerprint = rules.fingerprint(scope["method"], signed_target(scope), await request.body())
         pool = scope["litestar_app"].state.resources.pg
         in_transaction = _runs_on_db(scope)
-        # One connection for the whole request: claim, the handler's statements (api.deps.provide_db), answer.
+        # One connection for the whole request: claim, the handler's statements (api.deps.db_for), answer.
         async with tenant_connection(pool, tenant_id) as conn:
             for _ in range(_CLAIM_ATTEMPTS):
                 if in_transaction:
@@ -180,18 +180,15 @@ class IdempotencyMiddleware(ASGIMiddleware):
 
 _BUSY = object()
 _KEY_AND_FINGERPRINT = "hostq.idempotency_key"
-_USES_DB: dict[int, bool] = {}
+#: The route opt key of api.deps.ON_DB.
+ON_DB_OPT = "hostq.db"
 
 
 def _runs_on_db(scope: Scope) -> bool:
-    """Whether the route's handler takes the `db` dependency (api.deps.provide_db), i.e. can run inside the
+    """Whether the route's handler runs on api.deps.db_for (its `opt` has ON_DB), i.e. can run inside the
     transaction that holds its claim."""
-    handler = scope["route_handler"]
-    uses = _USES_DB.get(id(handler))
-    if uses is None:
-        signature = getattr(handler, "parsed_fn_signature", None)
-        uses = _USES_DB[id(handler)] = signature is not None and "db" in signature.parameters
-    return uses
+    opt = getattr(scope["route_handler"], "opt", None) or {}
+    return bool(opt.get(ON_DB_OPT))
 
 
 class _Capture:

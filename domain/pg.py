@@ -135,7 +135,7 @@ async def begin(conn: Any, tenant_id: uuid.UUID, *, then: str = "") -> None:
     """BEGIN a transaction that sees only `tenant_id`'s rows, then run `then`: one
     round trip (simple-query protocol, so `then` must carry its values as literals; the tenant is a UUID,
     rendered by uuid). If `then` fails, the transaction is left aborted: roll it back."""
-    await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{uuid.UUID(str(tenant_id))}', true), "
+    await conn.execute(f"BEGIN; SELECT set_config('hostq.tenant_id', '{literal_uuid(tenant_id)}', true), "
                        f"set_config('hostq.scope', 'tenant', true){'; ' + then if then else ''}")
 
 
@@ -150,6 +150,11 @@ async def rollback(conn: Any) -> None:
     """Roll back the connection's open transaction, if any (nothing to do on a broken connection)."""
     if not conn.is_closed() and conn.is_in_transaction():
         await conn.execute("ROLLBACK")
+
+
+def literal_uuid(value: uuid.UUID | str) -> str:
+    """`value` as the text of a UUID (a str is parsed first, so it cannot carry anything else)."""
+    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
 
 
 def literal_text(value: str) -> str:

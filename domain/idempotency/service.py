@@ -7,6 +7,7 @@ connection must act for the tenant.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import msgspec
 
 from domain.ids import new_id
-from domain.pg import Row, literal_bytes, literal_text
+from domain.pg import Row, literal_bytes, literal_text, literal_uuid
 
 RETENTION = timedelta(hours=24)
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 _CLAIM = """
 INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, created_at, locked_until)
@@ -76,11 +78,11 @@ def claim_in_transaction_sql(claim_id: uuid.UUID, tenant_id: uuid.UUID, key: str
     stored answer (complete_sql). A key already taken makes it fail with unique_violation; a key held by a
     transaction still running, with lock_not_available after CLAIM_WAIT_MS.
     """
-    if len(fingerprint) != 64 or any(c not in "0123456789abcdef" for c in fingerprint):
+    if not _SHA256_HEX.fullmatch(fingerprint):
         raise ValueError("fingerprint must be a sha256 hex digest")
     return (f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'; "
             "INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, created_at, locked_until, "
-            f"committed_at) VALUES ('{uuid.UUID(str(claim_id))}', '{uuid.UUID(str(tenant_id))}', {literal_text(key)}, "
+            f"committed_at) VALUES ('{literal_uuid(claim_id)}', '{literal_uuid(tenant_id)}', {literal_text(key)}, "
             f"'{fingerprint}', 'in_flight', now(), now() + interval '{int(lock_timeout.total_seconds())} seconds', "
             "now()); SET LOCAL lock_timeout = DEFAULT")
 
@@ -91,7 +93,7 @@ def complete_sql(claim_id: uuid.UUID, *, status: int, headers: list[list[str]], 
     return (f"UPDATE idempotency_keys SET state = 'done', response_status = {int(status)}, "
             f"response_headers = {literal_text(msgspec.json.encode(headers).decode())}::jsonb, "
             f"response_body = {literal_bytes(body)}, completed_at = now() "
-            f"WHERE id = '{uuid.UUID(str(claim_id))}' AND state = 'in_flight'")
+            f"WHERE id = '{literal_uuid(claim_id)}' AND state = 'in_flight'")
 
 
 def commit_claim_sql(claim_id: uuid.UUID) -> str:
@@ -100,7 +102,7 @@ def commit_claim_sql(claim_id: uuid.UUID) -> str:
     It marks the claim committed, or raises SQLSTATE CLAIM_LOST (so nothing commits) when the claim is no
     longer ours: taken over after its lock ran out. Migration 0005 defines the function.
     """
-    return f"SELECT hostq_commit_idempotency_claim('{uuid.UUID(str(claim_id))}')"
+    return f"SELECT hostq_commit_idempotency_claim('{literal_uuid(claim_id)}')"
 
 
 #: The SQLSTATE of hostq_commit_idempotency_claim when the claim was taken over.

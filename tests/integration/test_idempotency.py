@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from api.auth import AUTH_KEY
+from api.deps import ON_DB
 from api.idempotency import IdempotencyMiddleware
 from domain.db import session_scope
 from domain.idempotency import rules, service as keys
@@ -342,8 +343,7 @@ async def test_an_exception_escaping_a_db_handler_commits_nothing(app, tenant, s
         sent.append(message)
 
     scope = _scope(app, tenant["tenant_id"], "db-late")
-    scope["route_handler"] = SimpleNamespace(resolve_request_max_body_size=lambda: None,
-                                             parsed_fn_signature=SimpleNamespace(parameters={"db": None}))
+    scope["route_handler"] = SimpleNamespace(resolve_request_max_body_size=lambda: None, opt=dict(ON_DB))
     with pytest.raises(RuntimeError):
         await IdempotencyMiddleware().handle(scope, _receive, send, late)
     assert sent == [] and await _rows(sessions, tenant["tenant_id"]) == []
