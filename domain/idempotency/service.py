@@ -80,20 +80,16 @@ def claim_in_transaction_sql(claim_id: uuid.UUID, tenant_id: uuid.UUID, key: str
     """
     if not _SHA256_HEX.fullmatch(fingerprint):
         raise ValueError("fingerprint must be a sha256 hex digest")
-    return (f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'; "
-            "INSERT INTO idempotency_keys (id, tenant_id, key, fingerprint, state, created_at, locked_until, "
-            f"committed_at) VALUES ('{literal_uuid(claim_id)}', '{literal_uuid(tenant_id)}', {literal_text(key)}, "
-            f"'{fingerprint}', 'in_flight', now(), now() + interval '{int(lock_timeout.total_seconds())} seconds', "
-            "now()); SET LOCAL lock_timeout = DEFAULT")
+    # hostq_claim_key (migration 0006): a function, so Postgres plans its INSERT once per connection.
+    return (f"SELECT hostq_claim_key('{literal_uuid(claim_id)}', '{literal_uuid(tenant_id)}', {literal_text(key)}, "
+            f"'{fingerprint}', {int(lock_timeout.total_seconds())}, {CLAIM_WAIT_MS})")
 
 
 def complete_sql(claim_id: uuid.UUID, *, status: int, headers: list[list[str]], body: bytes) -> str:
     """SQL (literals only) storing the answer of a claim made in the same transaction (domain.pg.commit's
     `before`)."""
-    return (f"UPDATE idempotency_keys SET state = 'done', response_status = {int(status)}, "
-            f"response_headers = {literal_text(msgspec.json.encode(headers).decode())}::jsonb, "
-            f"response_body = {literal_bytes(body)}, completed_at = now() "
-            f"WHERE id = '{literal_uuid(claim_id)}' AND state = 'in_flight'")
+    return (f"SELECT hostq_store_answer('{literal_uuid(claim_id)}', {int(status)}, "
+            f"{literal_text(msgspec.json.encode(headers).decode())}::jsonb, {literal_bytes(body)})")
 
 
 def commit_claim_sql(claim_id: uuid.UUID) -> str:
