@@ -12,12 +12,11 @@ from litestar.types import Message, Scope
 
 from api import deps, openapi, problems
 from api.access_log import STATUS_KEY
-from api.auth import MAX_BODY, RATE_LIMIT_HEADERS, SignatureAuthMiddleware
+from api.auth import MAX_BODY, RATE_LIMIT_HEADERS
 from api.catalog.controller import PlanController
 from api.customers.controller import CustomerController
 from api.health import live, ready
-from api.cors import TenantCorsMiddleware
-from api.idempotency import IdempotencyMiddleware
+from api.edge import V1Edge
 from api.jobs.controller import JobController
 from api.request_ids import request_id
 from api.resources import Resources
@@ -139,7 +138,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
 
     v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
                                     JobController, TenantController],
-                middleware=[TenantCorsMiddleware(), SignatureAuthMiddleware(), IdempotencyMiddleware()], security=[{"signedRequest": []}])
+                middleware=[V1Edge()], security=[{"signedRequest": []}])
     return Litestar(
         route_handlers=[v1, live, ready],
         dependencies={"session": Provide(deps.provide_session), "caller": Provide(deps.provide_principal),
