@@ -42,9 +42,22 @@ class TenantConnection(asyncpg.Connection):
             self._hostq_tenant = tenant
 
 
-async def _open(conn: asyncpg.Connection) -> None:
+_SYSTEM = "SELECT set_config('hostq.tenant_id', '', false), set_config('hostq.scope', 'system', false)"
+
+
+async def _open_tenant(conn: asyncpg.Connection) -> None:
     """A new connection: the app role, and JSON columns as Python values (as the ORM gives them)."""
     await conn.execute(f"SET ROLE {APP_ROLE}")
+    await _json_codecs(conn)
+
+
+async def _open_system(conn: asyncpg.Connection) -> None:
+    """A new connection for platform processes (workers): the app role in system scope, set once for good."""
+    await conn.execute(f"SET ROLE {APP_ROLE}; {_SYSTEM}")
+    await _json_codecs(conn)
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, schema="pg_catalog", encoder=_encode_json, decoder=msgspec.json.decode)
 
@@ -57,7 +70,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool reset: nothing beyond asyncpg's own rollback of an open transaction.
 
     The default (RESET ALL ...) would cost a round trip per request and drop the role; what the session
-    carries (role, tenant) is re-established on every checkout by `tenant_connection`/`tenant_transaction`.
+    carries (role, tenant) is re-established on every checkout by `tenant_connection`/`tenant_transaction`
+    (tenant scope) or never changes (system scope).
     """
 
 
@@ -68,11 +82,19 @@ def plain_dsn(database_url: str) -> str:
 
 
 class LazyPool:
-    """An asyncpg pool opened on first use, in the event loop that uses it."""
+    """An asyncpg pool opened on first use, in the event loop that uses it.
 
-    def __init__(self, database_url: str, *, max_size: int) -> None:
+    `scope="tenant"` (the API): every checkout goes through tenant_connection/tenant_transaction.
+    `scope="system"` (workers): connections act as the ORM's system-scope sessions (domain/db.py), set when
+    they open; nothing ever sets a tenant on them.
+    """
+
+    def __init__(self, database_url: str, *, max_size: int, scope: str = "tenant") -> None:
+        if scope not in ("tenant", "system"):
+            raise ValueError(f"unknown scope {scope!r}")
         self._dsn = plain_dsn(database_url)
         self._max_size = max_size
+        self._init = _open_tenant if scope == "tenant" else _open_system
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Future[asyncpg.Pool] | None = None
 
@@ -82,7 +104,7 @@ class LazyPool:
             return self._pool
         if self._opening is None:
             self._opening = asyncio.ensure_future(asyncpg.create_pool(
-                self._dsn, min_size=0, max_size=self._max_size, init=_open, reset=_keep_session,
+                self._dsn, min_size=0, max_size=self._max_size, init=self._init, reset=_keep_session,
                 connection_class=TenantConnection, timeout=5, command_timeout=30,
                 server_settings={"application_name": "hostq"}))
         self._pool = await asyncio.shield(self._opening)
