@@ -11,7 +11,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import asyncpg
 from litestar import Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,8 +44,9 @@ async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None
             if claim is not None:
                 try:
                     await (await session.connection()).exec_driver_sql(commit_claim_sql(claim))
-                except DBAPIError as exc:
-                    _claim_lost(getattr(exc.orig, "sqlstate", None), exc)
+                except DBAPIError as exc:  # hostq_commit_idempotency_claim: the claim was taken over
+                    if getattr(exc.orig, "sqlstate", None) == CLAIM_LOST:
+                        raise Conflict(_TAKEN_OVER) from exc
                     raise
         jobs = take_outbox(session)
     if jobs:
@@ -84,12 +84,6 @@ async def db_for(request: Request) -> AsyncIterator[Any]:
     async with (await request.app.state.resources.pg.get()).acquire() as conn, \
             transaction(conn, principal(request).tenant_id):
         yield conn
-
-
-def _claim_lost(sqlstate: str | None, exc: Exception) -> None:
-    """Raise Conflict when the transaction failed because its idempotency claim was taken over."""
-    if sqlstate == CLAIM_LOST:
-        raise Conflict(_TAKEN_OVER) from exc
 
 
 async def provide_principal(request: Request) -> Principal:
