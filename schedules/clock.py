@@ -1,16 +1,19 @@
-"""The clock: one leader runs the periodic work (for now: the outbox relay)."""
+"""The clock: one leader runs the periodic work: the outbox relay, and the expiry of idempotency keys."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import time
 
 import redis.asyncio as aioredis
 
 import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.db import make_engine, make_sessionmaker, session_scope
+from domain.idempotency.service import delete_expired
 from domain.jobs.service import mark_dispatched, undispatched_jobs
+from domain.pg import LazyPool
 from domain.settings import Settings
 from workers.locks import RedisLock
 from workers.dispatch import dispatch, make_broker
@@ -18,6 +21,8 @@ from workers.dispatch import dispatch, make_broker
 log = logging.getLogger("hostq.scheduler")
 TICK_S = 2.0
 LEADER_TTL_MS = 15_000
+#: How often the leader deletes idempotency keys past their 24 hours (and once when it starts leading).
+EXPIRE_KEYS_EVERY_S = 3600.0
 
 
 async def relay_once(sessions, broker, grace_s: float) -> int:
@@ -32,6 +37,15 @@ async def relay_once(sessions, broker, grace_s: float) -> int:
     return len(sent)
 
 
+async def expire_keys_once(pool: LazyPool) -> int:
+    """Delete the idempotency keys of every tenant created more than 24 h ago; return how many."""
+    async with (await pool.get()).acquire() as conn:
+        deleted = await delete_expired(conn)
+    if deleted:
+        log.info("deleted %d expired idempotency key(s)", deleted)
+    return deleted
+
+
 def _stopper() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -44,6 +58,7 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
     """Tick until SIGTERM; only the leader acts (with `leader=False`, as `hostq relay`, act without a lock)."""
     engine = make_engine(settings.database_url, pool_size=2)
     sessions, broker = make_sessionmaker(engine), make_broker(settings)
+    keys_pool, expire_at = LazyPool(settings.database_url, max_size=1, scope="system"), 0.0
     client = aioredis.from_url(settings.redis_url, socket_timeout=5)
     lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
     stop = _stopper()
@@ -52,6 +67,9 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
             try:
                 if not leader or await lock.acquire():
                     await relay_once(sessions, broker, settings.relay_grace_s)
+                    if leader and time.monotonic() >= expire_at:
+                        await expire_keys_once(keys_pool)
+                        expire_at = time.monotonic() + EXPIRE_KEYS_EVERY_S
             except Exception as exc:  # a dependency is down: say so and keep ticking
                 log.warning("scheduler tick failed: %s", exc)
             try:
@@ -65,5 +83,6 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
             except Exception:  # Redis gone: the TTL frees the lock
                 pass
         await client.aclose()
+        await keys_pool.close()
         await engine.dispose()
         broker.close()

@@ -347,3 +347,23 @@ async def test_an_exception_escaping_a_db_handler_commits_nothing(app, tenant, s
     with pytest.raises(RuntimeError):
         await IdempotencyMiddleware().handle(scope, _receive, send, late)
     assert sent == [] and await _rows(sessions, tenant["tenant_id"]) == []
+
+
+async def test_the_scheduler_expires_every_tenants_old_keys(sessions, settings):
+    from domain.pg import LazyPool
+    from schedules.clock import expire_keys_once
+    tenants = [(await make_tenant(sessions, settings))["tenant_id"] for _ in range(2)]
+    async with session_scope(sessions) as session:
+        for tenant_id in tenants:
+            for name, age in (("new", timedelta(hours=1)), ("old", timedelta(hours=25))):
+                claim_id = await keys.claim(await _driver(session), tenant_id, name, "0" * 64,
+                                            lock_timeout=timedelta(seconds=60))
+                await session.execute(update(IdempotencyKey).where(IdempotencyKey.id == claim_id)
+                                      .values(created_at=func.now() - age))
+    pool = LazyPool(settings.database_url, max_size=1, scope="system")
+    try:
+        assert await expire_keys_once(pool) >= 2
+    finally:
+        await pool.close()
+    for tenant_id in tenants:
+        assert [r.key for r in await _rows(sessions, tenant_id)] == ["new"]
