@@ -21,7 +21,7 @@ from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION, ON_DB_OPT
 from domain.errors import Conflict
 from domain.idempotency.service import CLAIM_LOST, commit_claim_sql
 from domain.jobs.service import take_outbox
-from domain.pg import rollback, tenant_connection, transaction
+from domain.pg import rollback, tenant_connection, tenant_transaction
 from domain.settings import Settings
 from domain.tenants.service import Principal
 from workers.dispatch import dispatch
@@ -81,8 +81,7 @@ async def db_for(request: Request) -> AsyncIterator[Any]:
             await rollback(held)
             raise
         return
-    async with (await request.app.state.resources.pg.get()).acquire() as conn, \
-            transaction(conn, principal(request).tenant_id):
+    async with tenant_transaction(request.app.state.resources.pg, principal(request).tenant_id) as conn:
         yield conn
 
 

@@ -134,23 +134,13 @@ async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterat
 async def tenant_transaction(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
     """One transaction that sees only `tenant_id`'s rows: committed when the block succeeds, else rolled back."""
     async with (await pool.get()).acquire() as conn:
-        async with transaction(conn, tenant_id):
+        await begin(conn, tenant_id)
+        try:
             yield conn
-
-
-@asynccontextmanager
-async def transaction(conn: Any, tenant_id: uuid.UUID, *, finish: str = "") -> AsyncIterator[Any]:
-    """One transaction on `conn` that sees only `tenant_id`'s rows.
-
-    `finish`: SQL run just before COMMIT, in the same round trip; if it fails, nothing commits.
-    """
-    await begin(conn, tenant_id)
-    try:
-        yield conn
-        await commit(conn, before=finish)
-    except BaseException:
-        await rollback(conn)
-        raise
+            await commit(conn)
+        except BaseException:
+            await rollback(conn)
+            raise
 
 
 async def begin(conn: Any, tenant_id: uuid.UUID, *, then: str = "") -> None:
