@@ -31,7 +31,5 @@ class _ResultsKept(logging.Filter):
 
 
 logging.getLogger("dramatiq.worker.WorkerThread").addFilter(_ResultsKept())
-# httpx logs every request URL at INFO; keep them out of worker logs.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 from workers import provisioning  # noqa: E402,F401  (actors register on the broker set above)

@@ -125,6 +125,15 @@ async def test_reset_drops_the_connection_without_a_response(fake, whm, server):
         await fake.get(server[1] + "/json-api/listpkgs?api.version=1", headers={"Authorization": "whm root:sandbox"})
 
 
+async def test_a_reset_mutation_is_not_sent_again(fake, whm):
+    await whm.createacct(username="alice", domain="alice.example", plan="pro", **NEW)
+    await fault(fake, "suspendacct", "reset")
+    with pytest.raises(TransientIntegrationError) as caught:
+        await whm.suspendacct("alice", "unpaid")  # a GET, which some clients resend on their own
+    assert caught.value.code == "whm_unavailable"
+    assert (await fake.get("/__sandbox/calls")).json()["calls"] == {"createacct": 1, "suspendacct": 1}
+
+
 async def test_read_calls_survive_one_reset(fake, whm):
     await fault(fake, "listpkgs", "reset")
     assert len(await whm.listpkgs()) == 3
