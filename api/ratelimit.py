@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from api.redis_pipe import PipelinedRedis, RedisReplyError
+from domain.redis_pipe import PipelinedRedis, RedisReplyError
 
 log = logging.getLogger("hostq.api.ratelimit")
 
@@ -127,7 +127,7 @@ class RateLimiter:
         now = "" if self._clock is None else str(int(self._clock() * _US))
         keys_and_args = (3, self.key(tenant_id), key_generation_key(self._namespace, key_id),
                          tenant_generation_key(self._namespace, tenant_id), limit, self._period_us, now)
-        try:  # bounded by the client's timeout (api/redis_pipe.py, 1 s)
+        try:  # bounded by the client's timeout (domain/redis_pipe.py, 1 s)
             try:
                 reply = await self._client.call("EVALSHA", _GCRA_SHA, *keys_and_args)
             except RedisReplyError as exc:

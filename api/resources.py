@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from api.dispatch_marks import DispatchMarks
 from api.principals import PrincipalCache
 from api.ratelimit import RateLimiter
-from api.redis_pipe import PipelinedRedis
+from domain.redis_pipe import PipelinedRedis
 from domain.db import make_engine, make_sessionmaker
 from domain.pg import LazyPool
 from domain.settings import Settings
@@ -33,7 +33,7 @@ class Resources:
     broker: dramatiq.Broker
     marks: DispatchMarks
     principals: PrincipalCache
-    #: Per-tenant rate limits, on their own pipelined Redis connection (api/redis_pipe.py).
+    #: Per-tenant rate limits, on their own pipelined Redis connection (domain/redis_pipe.py).
     limiter: RateLimiter
 
     @classmethod

@@ -7,13 +7,13 @@ import logging
 import signal
 import time
 
-import redis.asyncio as aioredis
 
 import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.idempotency.service import delete_expired
 from domain.jobs.service import mark_dispatched, undispatched_jobs
 from domain.pg import LazyPool
+from domain.redis_pipe import PipelinedRedis
 from domain.settings import Settings
 from workers.locks import RedisLock
 from workers.dispatch import dispatch, make_broker
@@ -59,7 +59,7 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
     engine = make_engine(settings.database_url, pool_size=2)
     sessions, broker = make_sessionmaker(engine), make_broker(settings)
     keys_pool, expire_at = LazyPool(settings.database_url, max_size=1, scope="system"), 0.0
-    client = aioredis.from_url(settings.redis_url, socket_timeout=5)
+    client = PipelinedRedis(settings.redis_url, timeout_s=5)
     lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
     stop = _stopper()
     try:

@@ -10,7 +10,7 @@ from dataclasses import replace
 import httpx
 
 from api.ratelimit import RateLimiter
-from api.redis_pipe import PipelinedRedis
+from domain.redis_pipe import PipelinedRedis
 from tests.conftest import make_tenant, signed_client
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")

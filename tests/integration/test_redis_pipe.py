@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.ratelimit import RateLimiter
-from api.redis_pipe import PipelinedRedis, RedisReplyError
+from domain.redis_pipe import PipelinedRedis, RedisReplyError
 
 
 async def test_concurrent_commands_each_get_their_own_reply(settings):

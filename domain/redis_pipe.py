@@ -1,10 +1,10 @@
-"""One pipelined Redis connection for the call every API request makes (the rate limiter's script).
+"""One pipelined Redis connection for the hot calls: the API's rate limiter, the workers' service locks.
 
 redis-py's asyncio client costs about 150 us of CPU per command here (a pool checkout, a lock, a task for
 the write timeout, packing in Python): more than the rest of a GET's hostq-specific work. This client
 sends the commands of each event-loop turn in one write on a single connection and matches replies in order (Redis answers commands
 on a connection in the order they were sent), with hiredis (redis-py's own C parser) doing the packing
-and parsing. It serves only the limiter; everything else in the API uses redis-py.
+and parsing. It serves the limiter and the locks (workers/locks.py); everything else uses redis-py.
 
 A reply that does not come within the timeout raises TimeoutError; its slot stays in the queue, so the
 late reply is dropped instead of answering the next command. A lost connection fails every waiting
