@@ -1,7 +1,8 @@
-"""Sending recorded jobs to the broker: one message per job, carrying only its id."""
+"""Sending recorded jobs to the broker: one message per job, carrying its id (and its resource's)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 import dramatiq
@@ -24,19 +25,23 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
 
 def job_message(job: Job) -> dramatiq.Message:
     """The broker message for a job: its id as the only argument, on the job's queue."""
-    kwargs = {"service_id": str(job.resource_id)} if job.kind == "provision.create" and job.resource_id else {}
+    # The resource id travels as an argument too: the actor locks it before its first statement.
+    kwargs = {"resource_id": str(job.resource_id)} if job.resource_id else {}
     return dramatiq.Message(queue_name=job.queue, actor_name=job.kind, args=(str(job.id),), kwargs=kwargs,
                             options={"job_id": str(job.id), "request_id": job.request_id,
                                      "resource_id": str(job.resource_id) if job.resource_id else None})
 
 
-def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list:
-    """Enqueue each job; return the ids that reached the broker (the relay retries the rest)."""
+def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int]]:
+    """Enqueue each job; return (id, round) of those that reached the broker (the relay retries the rest).
+
+    The round goes with the id so that marking them dispatched later cannot mark a newer round of the same
+    job (retried in between), whose message would then never be sent."""
     sent = []
     for job in jobs:
         try:
             broker.enqueue(job_message(job))
         except Exception:  # the broker is down: the job row stays undispatched for the relay
             continue
-        sent.append(job.id)
+        sent.append((job.id, job.round))
     return sent

@@ -1,135 +1,208 @@
-"""The Dramatiq middleware that keeps each job row honest and runs one action at a time per service."""
+"""Running a job's attempt honestly: one action at a time per service, and the job row always told.
+
+A job's actor is declared with `job_actor`. Its coroutine is one attempt, on the AsyncIO middleware's
+event loop, in one trip from the worker thread:
+
+    take the service's lock    busy: come back in a moment (BUSY), no attempt spent
+    start the attempt          the job row says it need not run: SKIPPED
+    run the work               with the database connection the attempt holds throughout
+    record the outcome         succeeded, or retrying/failed with the error's code
+    let go of the lock         sent, not waited for (workers/locks.py LockKeeper)
+
+JobStateMiddleware (the same object) then acts on the outcome in the worker thread, where Dramatiq decides
+what happens to the message: it re-sends a BUSY message after a short delay, and tells Retries whether to
+retry a failed attempt (Postgres decides, by the job's attempts and the error's kind). It must sit after
+Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one sets the message's
+max_retries before Retries reads it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+import asyncpg
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.middleware import SkipMessage
 
 from domain.db import session_scope
 from domain.jobs import rules, tracking
-from workers.locks import RedisLock
+from workers.locks import LockKeeper, RedisLock
 
 #: How long a message waits before trying again when its service is busy with another action.
 BUSY_DELAY_MS = (500, 2000)
 
 
-class JobStateMiddleware(dramatiq.Middleware):
-    """Writes each attempt's start and outcome to the job row, and decides whether Retries retries.
 
-    Before an attempt it takes the lock of the job's resource (a service): when another action holds
-    it, the message is put back with a short delay and skipped, which costs no attempt. It must sit
-    after Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one
-    decides (by setting the message's max_retries) before Retries acts on it.
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What an attempt's work is given."""
+
+    db: asyncpg.Connection  # held from start to finish (system scope)
+    job_id: uuid.UUID
+    resource_id: uuid.UUID | None
+    row: asyncpg.Record | None  # the row the actor `loads` (after `hostq_attempt`), None if the resource is gone
+
+
+Work = Callable[[Attempt], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """An actor's start and success statements (domain/jobs/tracking.py), with what it loads and completes."""
+
+    loads: str | None = None
+    start: str | None = None
+    finish: str | None = None
+
+    @classmethod
+    def of(cls, loads: str | None, completes: str | None) -> Statements:
+        return cls(loads, tracking.start_sql(loads) if loads else None,
+                   tracking.finish_sql(completes) if completes else None)
+
+
+class Verdict(str):
+    """An attempt that did not run its work: the actor returns one instead of a result."""
+
+
+BUSY = Verdict("busy")  # another action holds the service's lock
+SKIPPED = Verdict("skipped")  # the job is done, cancelled, failed or unknown: a duplicate or stale delivery
+
+_UNRECORDED = "unrecorded"  # the attempt failed before its outcome reached the job row
+
+
+class JobStateMiddleware(dramatiq.Middleware):
+    """Runs attempts (`attempt`) and settles their messages (`after_process_message`).
 
     `db` gives the worker's SystemPool (workers/pg.py) for the common moves, `sessions` the ORM's
-    sessionmaker for the rare ones (domain/jobs/tracking.py); both are called on the event loop thread.
-    Each hook is one trip to that thread: lock and start together, finish and unlock together.
+    sessionmaker for the rare ones (domain/jobs/tracking.py), `locks(resource, owner)` a RedisLock; all
+    are called on the event loop thread.
     """
 
     def __init__(self, sessions: Callable, db: Callable, locks: Callable[[str, str], RedisLock] | None = None,
                  renew_every_s: float = 10.0) -> None:
-        self._sessions, self._db, self._locks, self._renew_every_s = sessions, db, locks, renew_every_s
-        self._held: dict[str, tuple[RedisLock, asyncio.Task]] = {}
+        self._sessions, self._db, self._locks = sessions, db, locks
+        self._keeper = LockKeeper(renew_every_s)
+        # job id -> the outcome the job row got from its failed attempt, for after_process_message.
+        self._outcomes: dict[str, str | None] = {}
 
-    @staticmethod
-    def _run(coro: Coroutine) -> object:
-        return get_event_loop_thread().run_coroutine(coro)
+    async def attempt(self, broker: dramatiq.Broker, job_id: uuid.UUID, resource_id: uuid.UUID | None,
+                      work: Work, sql: Statements) -> object:
+        """One attempt of the job, start to finish; its result, or BUSY or SKIPPED."""
+        async with (await self._db().get()).acquire() as db:
+            if resource_id is None:  # a message sent before resource ids travelled as an argument
+                resource_id = await db.fetchval("SELECT resource_id FROM jobs WHERE id = $1", job_id)
+            held = await self._lock(broker, resource_id)
+            if held is None:
+                return BUSY
+            try:
+                started = await self._start(db, job_id, resource_id, sql)
+                if started is None:
+                    return SKIPPED
+                try:
+                    result = await work(Attempt(db, job_id, resource_id, started or None))
+                except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
+                    self._outcomes[str(job_id)] = await self._failed(job_id, exc)
+                    raise
+                await tracking.finish_success(db, job_id, result if isinstance(result, dict) else None,
+                                              sql=sql.finish, resource_id=resource_id)
+                return result
+            finally:
+                if held is not True:
+                    self._keeper.let_go(held)
 
-    async def _in_session(self, work: Callable) -> object:
-        async with session_scope(self._sessions()) as session:
-            return await work(session)
-
-    @staticmethod
-    def _job_id(message: dramatiq.Message) -> uuid.UUID | None:
-        value = message.options.get("job_id")
-        return uuid.UUID(value) if value else None
-
-    @staticmethod
-    def _key(message: dramatiq.Message) -> str:
-        return f"{message.message_id}:{message.options.get('redis_message_id')}"
-
-    async def _lock(self, broker, message: dramatiq.Message) -> bool:
-        """Take the resource's lock (and start renewing it); False while a live worker holds it."""
-        resource = message.options.get("resource_id")
-        if self._locks is None or not resource:
+    async def _lock(self, broker, resource_id: uuid.UUID | None) -> RedisLock | bool | None:
+        """Take the resource's lock and keep it renewed; None while a live worker holds it, True if none is needed."""
+        if self._locks is None or resource_id is None:
             return True
-        lock = self._locks(resource, getattr(broker, "broker_id", ""))
+        lock = self._locks(str(resource_id), getattr(broker, "broker_id", ""))
         heartbeats = f"{getattr(broker, 'namespace', 'dramatiq')}:__heartbeats__"
         dead_before = int(time.time() * 1000) - getattr(broker, "heartbeat_timeout", 60_000)
         if not await lock.acquire_unless_alive(heartbeats, dead_before):
-            return False
-        self._held[self._key(message)] = (lock, asyncio.ensure_future(lock.keep(self._renew_every_s)))
-        return True
-
-    async def _unlock(self, message: dramatiq.Message) -> None:
-        held = self._held.pop(self._key(message), None)
-        if held is not None:
-            lock, renewer = held
-            renewer.cancel()
-            await lock.release()
-
-    async def _begin(self, broker, message: dramatiq.Message, job_id: uuid.UUID) -> bool | None:
-        """None when the service is busy; False when the job should not run; True once its attempt started."""
-        if not await self._lock(broker, message):
             return None
-        try:
-            if await tracking.start_fresh(await self._db().get(), job_id) is not None:
-                return True
-            if await self._in_session(lambda s: tracking.start_attempt(s, job_id)) is not None:
-                return True
-        except BaseException:
-            await self._unlock(message)
-            raise
-        await self._unlock(message)  # done, cancelled, failed or unknown: a duplicate or stale delivery
-        return False
+        self._keeper.hold(lock)
+        return lock
 
-    async def _end(self, message: dramatiq.Message, job_id: uuid.UUID, result, exception) -> str | None:
-        """Record the attempt's outcome (None after a success), then let go of the lock."""
-        try:
-            if exception is None:
-                await tracking.finish_success(await self._db().get(), job_id, result if isinstance(result, dict) else None)
-                return None
-            error = tracking.describe_error(exception)
-            return await self._in_session(lambda s: tracking.finish_error(s, job_id, error))
-        finally:
-            await self._unlock(message)
+    async def _start(self, db: asyncpg.Connection, job_id: uuid.UUID, resource_id: uuid.UUID | None,
+                     sql: Statements) -> asyncpg.Record | tuple | None:
+        """Start the attempt; the row it loads (`()` if none), or None when the job should not run.
 
-    def before_process_message(self, broker, message):
-        job_id = self._job_id(message)
-        if job_id is None:
-            return
-        started = self._run(self._begin(broker, message, job_id))
-        if started is None:  # busy with another action: come back soon, no attempt spent
-            broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
-            raise SkipMessage(f"job {job_id}: its service is busy")
-        if not started:
-            raise SkipMessage(f"job {job_id} does not need to run")
+        The common case is one statement that also loads the resource; every other state goes through the ORM.
+        """
+        row = await tracking.start_fresh(db, job_id, sql=sql.start, resource_id=resource_id)
+        if row is None:
+            async with session_scope(self._sessions()) as session:
+                if await tracking.start_attempt(session, job_id) is None:
+                    return None
+            return await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ()
+        return row if sql.loads and row["id"] is not None else ()  # id NULL: the resource is gone
+
+    async def _failed(self, job_id: uuid.UUID, exc: BaseException) -> str | None:
+        """Record the failed attempt; the job's new status (None when it was no longer running)."""
+        error = tracking.describe_error(exc)
+        async with session_scope(self._sessions()) as session:
+            return await tracking.finish_error(session, job_id, error)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
-        job_id = self._job_id(message)
+        job_id = message.options.get("job_id")
         if job_id is None:
             return
-        outcome = self._run(self._end(message, job_id, result, exception))
-        if exception is not None:
-            # Postgres decides; Retries only schedules: no retry once the job row says failed.
-            retries = message.options.get("retries", 0)
-            message.options["max_retries"] = retries + 1 if outcome == rules.RETRYING else 0
+        if result is BUSY:  # come back soon; waiting is not an attempt
+            broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
+        if exception is None:
+            return
+        outcome = self._outcomes.pop(job_id, _UNRECORDED)
+        if outcome == _UNRECORDED:
+            # Recording failed too (the database is down?): Dramatiq's retry brings the message back, and
+            # the job row, still `running`, closes this attempt as lost when it does.
+            return
+        retries = message.options.get("retries", 0)
+        message.options["max_retries"] = retries + 1 if outcome == rules.RETRYING else 0
 
-    def after_skip_message(self, broker, message):
-        if self._key(message) in self._held:
-            self._run(self._unlock(message))
+    def before_worker_shutdown(self, broker, worker):
+        loop = get_event_loop_thread()
+        if loop is not None:  # let the last releases reach Redis before the loop stops
+            loop.run_coroutine(self._keeper.drain())
 
     def before_enqueue(self, broker, message, delay):
-        job_id = self._job_id(message)
+        job_id = message.options.get("job_id")
         if job_id is not None and delay:
-            self._run(self._noted(job_id, delay))
+            get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), delay))
 
     async def _noted(self, job_id: uuid.UUID, delay: int) -> None:
         await tracking.note_next_attempt(await self._db().get(), job_id, delay)
+
+
+def _tracker(broker: dramatiq.Broker) -> JobStateMiddleware:
+    for middleware in broker.middleware:
+        if isinstance(middleware, JobStateMiddleware):
+            return middleware
+    raise RuntimeError("the broker has no JobStateMiddleware: make it with workers.broker.setup_broker")
+
+
+def job_actor(*, actor_name: str, queue_name: str, loads: str | None = None, completes: str | None = None,
+              broker: dramatiq.Broker | None = None) -> Callable[[Work], dramatiq.Actor]:
+    """Declare the actor of a job kind: its messages carry the job id (and the resource id, to lock).
+
+    `loads`: a query of the resource's row by $1 (its id) whose columns include `id`, read in the same
+    statement that starts the attempt (Attempt.row). `completes`: a statement on the resource ($1) run
+    in the same statement that records the success, so both commit together.
+    """
+    sql = Statements.of(loads, completes)
+
+    def declare(work: Work) -> dramatiq.Actor:
+        target = broker or dramatiq.get_broker()
+        tracker = _tracker(target)
+
+        async def attempt(job_id: str, resource_id: str | None = None, service_id: str | None = None) -> object:
+            resource = resource_id or service_id  # service_id: provision.create messages sent before 2026-11
+            return await tracker.attempt(target, uuid.UUID(job_id), uuid.UUID(resource) if resource else None,
+                                         work, sql)
+
+        attempt.__name__ = attempt.__qualname__ = work.__name__
+        attempt.__doc__ = work.__doc__
+        return dramatiq.actor(attempt, actor_name=actor_name, queue_name=queue_name, broker=target)
+    return declare

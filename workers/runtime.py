@@ -1,22 +1,24 @@
-"""What an actor needs, made once per worker process: settings, database sessions, WHM clients."""
+"""What an actor needs, made once per worker process: settings, database sessions, Redis, WHM clients."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.db import make_engine, make_sessionmaker
+from domain.provisioning.accounts import ServerRef
 from domain.provisioning.models import WhmServer
+from domain.redis_pipe import PipelinedRedis
 from domain.provisioning.service import server_token
 from domain.settings import Settings, load_settings
 from workers.integrations.whm import WhmClient
 from workers.pg import SystemPool
 
 
-#: Connections of the worker's SystemPool; a worker runs 8 threads by default, each one job at a time.
+#: Connections of the worker's SystemPool: an attempt holds one from start to finish, and a worker runs 8
+#: threads by default, each one attempt at a time.
 DB_CONNECTIONS = 10
 
 
@@ -27,10 +29,10 @@ class Runtime:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     db: SystemPool
-    redis: aioredis.Redis
+    redis: PipelinedRedis  # the service locks (workers/locks.py)
     _whm: dict[uuid.UUID, WhmClient] = field(default_factory=dict)
 
-    def whm_for(self, server: WhmServer) -> WhmClient:
+    def whm_for(self, server: WhmServer | ServerRef) -> WhmClient:
         """A pooled WHM client for the server (one per server per process)."""
         client = self._whm.get(server.id)
         if client is None:
@@ -51,5 +53,5 @@ def runtime() -> Runtime:
         settings = load_settings()
         _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)),
                            db=SystemPool(settings.database_url, max_size=DB_CONNECTIONS),
-                           redis=aioredis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5))
+                           redis=PipelinedRedis(settings.redis_url, timeout_s=5))
     return _runtime

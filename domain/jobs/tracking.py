@@ -7,6 +7,8 @@ service too) go through the ORM, and start_attempt handles every state, the comm
 
 from __future__ import annotations
 
+import asyncio
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -36,6 +38,8 @@ def describe_error(exc: BaseException) -> JobError:
         return JobError(exc.code, exc.message, exc.retryable)
     if isinstance(exc, DomainError):
         return JobError(exc.code, exc.detail or exc.code, False)
+    if isinstance(exc, asyncio.CancelledError):  # Dramatiq's time limit, or the worker shutting down
+        return JobError("interrupted", "the attempt was interrupted (time limit or worker shutdown)", True)
     # Unknown failures are retried; the message names the type only, never a trace.
     return JobError("internal_error", f"unexpected {type(exc).__name__}", True)
 
@@ -49,23 +53,53 @@ WORKER_LOST = JobError("worker_lost", "the worker running this attempt stopped (
 
 # The common start (a queued or retrying job) in one autocommitted statement: the UPDATE locks the row and
 # re-checks the status after any wait, as start_attempt's SELECT ... FOR UPDATE does.
-_START_FRESH = """
+_STARTED = """
 WITH job AS (
     UPDATE jobs SET status = 'running', attempts = attempts + 1, next_attempt_at = NULL, updated_at = $2,
                     started_at = coalesce(started_at, $2)
     WHERE id = $1 AND status IN ('queued', 'retrying')
-    RETURNING id, round, attempts)
-INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at)
-SELECT $3, $2, id, round, attempts, $2 FROM job
-RETURNING attempt"""
+    RETURNING id, round, attempts),
+attempt AS (
+    INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at)
+    SELECT $3, $2, id, round, attempts, $2 FROM job
+    RETURNING attempt)
+"""
+_PARAMETER = re.compile(r"\$(\d+)")
 
 
-async def start_fresh(db: asyncpg.Pool, job_id: uuid.UUID) -> int | None:
-    """Start a queued or retrying job's next attempt in one statement; its number, or None for any other state.
+def _shifted(query: str, by: int) -> str:
+    """`query` with its parameters renumbered ($1 -> $(1+by)), to run inside a statement that has `by` before it."""
+    return _PARAMETER.sub(lambda m: f"${int(m.group(1)) + by}", query)
 
+
+def start_sql(loads: str | None = None) -> str:
+    """The start statement; with `loads` (a query of one row by $1, the resource id) it returns that row too.
+
+    Its columns come after `hostq_attempt` (the attempt's number, NULL when the job was not queued or
+    retrying): one round trip starts the attempt and reads what the work needs. Parameters: job id, now,
+    attempt id, then the resource id.
+    """
+    if loads is None:
+        return _STARTED + "SELECT attempt AS hostq_attempt FROM attempt"
+    return (_STARTED + "SELECT (SELECT attempt FROM attempt) AS hostq_attempt, loaded.* "
+            f"FROM (SELECT) AS one LEFT JOIN ({_shifted(loads, 3)}) AS loaded ON true")
+
+
+_START_PLAIN = start_sql()
+
+
+async def start_fresh(db: asyncpg.Connection, job_id: uuid.UUID, *, sql: str | None = None,
+                      resource_id: uuid.UUID | None = None) -> asyncpg.Record | None:
+    """Start a queued or retrying job's next attempt in one statement (`sql` from start_sql).
+
+    Its row (`hostq_attempt`, the attempt's number, then what `sql` loads), or None for any other state.
     None is not a verdict: the caller then runs start_attempt, which handles every state.
     """
-    return await db.fetchval(_START_FRESH, job_id, _now(), new_id())
+    if sql is None:
+        row = await db.fetchrow(_START_PLAIN, job_id, _now(), new_id())
+    else:
+        row = await db.fetchrow(sql, job_id, _now(), new_id(), resource_id)
+    return row if row is not None and row["hostq_attempt"] is not None else None
 
 
 async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
@@ -102,8 +136,8 @@ async def _close_attempt(session: AsyncSession, job: Job, outcome: str, error: J
 
 
 # Succeeded: the job row and its open attempt in one autocommitted statement (a CTE's UPDATE locks the row).
-_FINISH_SUCCESS = """
-WITH job AS (
+_SUCCEEDED = """
+job AS (
     UPDATE jobs SET status = 'succeeded', result = $2, finished_at = $3, updated_at = $3,
                     error_code = NULL, error_message = NULL
     WHERE id = $1 AND status = 'running'
@@ -112,9 +146,27 @@ UPDATE job_attempts a SET finished_at = $3, outcome = 'succeeded', error_code = 
 FROM job WHERE a.job_id = job.id AND a.round = job.round AND a.attempt = job.attempts AND a.finished_at IS NULL"""
 
 
-async def finish_success(db: asyncpg.Pool, job_id: uuid.UUID, result: dict | None) -> None:
+def finish_sql(completes: str | None = None) -> str:
+    """The success statement; with `completes` (a statement on the resource, $1) it runs in the same one.
+
+    Parameters: job id, result, now, then the resource id. The job's success and its effect on the
+    resource (a service made active) then commit together.
+    """
+    if completes is None:
+        return "WITH" + _SUCCEEDED
+    return f"WITH completed AS ({_shifted(completes, 3)}),{_SUCCEEDED}"
+
+
+_FINISH_PLAIN = finish_sql()
+
+
+async def finish_success(db: asyncpg.Connection, job_id: uuid.UUID, result: dict | None, *, sql: str | None = None,
+                         resource_id: uuid.UUID | None = None) -> None:
     """The attempt worked: the job is succeeded with its result (nothing happens unless it is running)."""
-    await db.execute(_FINISH_SUCCESS, job_id, result, _now())
+    if sql is None:
+        await db.execute(_FINISH_PLAIN, job_id, result, _now())
+    else:
+        await db.execute(sql, job_id, result, _now(), resource_id)
 
 
 async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError) -> str | None:

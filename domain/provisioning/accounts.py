@@ -1,8 +1,10 @@
 """Creating a WHM account exactly once: fix the username first, then ask before acting.
 
-Every order runs this, so its statements are plain SQL on the worker's asyncpg pool (system scope, see
-workers/pg.py), each autocommitted on its own: the order of the commits is the guarantee (the username is
-stored before verify_new_username, create_attempted_at before createacct), not one transaction around them.
+Every order runs this, so its statements are plain SQL on the attempt's connection (system scope, see
+workers/pg.py), each autocommitted on its own: the order of the commits is the guarantee, not one
+transaction around them. The username and `create_attempted_at` are stored together before
+verify_new_username, so both are committed before any createacct; `create_attempted_at` thus means "a
+createacct may have been sent from here on", and a later attempt asks WHM before creating.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import asyncpg
 
@@ -30,12 +32,12 @@ class WhmPort(Protocol):
                          owner: str | None = None) -> dict: ...
 
 
-_STORE_USERNAME = """UPDATE services SET username = $2, updated_at = now()
+_STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = now(), updated_at = now()
 WHERE id = $1 AND username IS NULL RETURNING username"""
 
 
-async def _fix_username(db: asyncpg.Pool, service: asyncpg.Record, whm: WhmPort) -> str:
-    """Choose a username, store it (before any createacct) and check WHM has it free; return it.
+async def _fix_username(db: asyncpg.Connection, service: asyncpg.Record, whm: WhmPort) -> str:
+    """Choose a username, store it (marking a createacct as possible) and check WHM has it free; return it.
 
     The unique index on (server, first 8 characters) settles races between workers without reading
     every other username; a name WHM already knows is given back and the next candidate tried.
@@ -56,8 +58,8 @@ async def _fix_username(db: asyncpg.Pool, service: asyncpg.Record, whm: WhmPort)
         if await whm.verify_new_username(candidate):
             return candidate
         # WHM has it (not ours: we never called createacct)
-        await db.execute("UPDATE services SET username = NULL, updated_at = now() WHERE id = $1 AND username = $2",
-                         service["id"], candidate)
+        await db.execute("UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now() "
+                         "WHERE id = $1 AND username = $2", service["id"], candidate)
         refused += 1
     raise PermanentIntegrationError("username_unavailable", "could not find a free username on the server")
 
@@ -73,7 +75,8 @@ def _adopt_or_conflict(found: dict, username: str, domain: str) -> bool:
 
 
 # The service with what creating its account needs: its server, its plan's WHM package, the contact email.
-_LOAD = """
+# The provision.create actor reads it in the statement that starts the attempt (workers/middleware.py).
+LOAD_SERVICE = """
 SELECT s.id, s.status, s.domain, s.username, s.create_attempted_at, p.whm_package, c.email,
        w.id AS server_id, w.url AS server_url, w.username AS server_username, w.token_encrypted
 FROM services s
@@ -83,25 +86,42 @@ LEFT JOIN customers c ON c.id = s.customer_id
 WHERE s.id = $1"""
 
 
-async def _load(db: asyncpg.Pool, service_id: uuid.UUID) -> asyncpg.Record:
-    row = await db.fetchrow(_LOAD, service_id)
-    if row is None:
-        raise NotFound("the job's service no longer exists")
-    return row
+# Provisioned: the service becomes active (the actor runs it in the statement that records the job's success).
+ACTIVATE = (f"UPDATE services SET status = '{rules.after_provisioned(rules.PROVISIONING)}', updated_at = now() "
+            f"WHERE id = $1 AND status = '{rules.PROVISIONING}'")
 
 
-def _server(service: asyncpg.Record) -> WhmServer:
-    """The service's WHM server, as whm_for takes it (not attached to any session)."""
+class ServerRef(NamedTuple):
+    """A WHM server as whm_for takes it (what an ORM WhmServer has, without the cost of making one per job)."""
+
+    id: uuid.UUID
+    url: str
+    username: str
+    token_encrypted: bytes
+
+
+def _server(service: asyncpg.Record) -> ServerRef:
+    """The service's WHM server."""
     if service["server_id"] is None:
         raise InvalidState("the service is not placed on a WHM server")
-    return WhmServer(id=service["server_id"], url=service["server_url"], username=service["server_username"],
-                     token_encrypted=service["token_encrypted"])
+    return ServerRef(service["server_id"], service["server_url"], service["server_username"],
+                     service["token_encrypted"])
 
 
-async def create_account(db: asyncpg.Pool, service_id: uuid.UUID, whm_for: Callable[[WhmServer], WhmPort]) -> dict:
-    """Make the service's WHM account exist exactly once, then mark the service active."""
-    service = await _load(db, service_id)
-    username, domain = service["username"], service["domain"]
+async def provision_account(db: asyncpg.Connection, service_id: uuid.UUID,
+                            whm_for: Callable[[WhmServer | ServerRef], WhmPort]) -> dict:
+    """Load the service, make its WHM account exist exactly once, then mark it active."""
+    result = await create_account(db, await db.fetchrow(LOAD_SERVICE, service_id), whm_for)
+    await db.execute(ACTIVATE, service_id)
+    return result
+
+
+async def create_account(db: asyncpg.Connection, service: asyncpg.Record | None,
+                         whm_for: Callable[[WhmServer | ServerRef], WhmPort]) -> dict:
+    """Make the service's WHM account exist exactly once (`service`: its LOAD_SERVICE row); ACTIVATE follows."""
+    if service is None:
+        raise NotFound("the job's service no longer exists")
+    service_id, username, domain = service["id"], service["username"], service["domain"]
     if service["status"] == rules.ACTIVE:
         return {"service_id": str(service_id), "username": username, "outcome": "already_active"}
     if service["status"] != rules.PROVISIONING:
@@ -118,11 +138,10 @@ async def create_account(db: asyncpg.Pool, service_id: uuid.UUID, whm_for: Calla
     else:
         adopted = await _existing_is_ours(whm, username, domain, attempted=False)
     if not adopted:
-        await db.execute("UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1",
-                         service_id, datetime.now(timezone.utc))
+        if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
+            await db.execute("UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1",
+                             service_id, datetime.now(timezone.utc))
         adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
-    await db.execute("UPDATE services SET status = $2, updated_at = now() WHERE id = $1 AND status = $3",
-                     service_id, rules.after_provisioned(rules.PROVISIONING), rules.PROVISIONING)
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
 

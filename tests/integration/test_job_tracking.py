@@ -10,19 +10,21 @@ import time
 
 import dramatiq
 import pytest
-import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
 from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import record_job
+from domain.redis_pipe import PipelinedRedis
 from workers.broker import setup_broker
 from workers.dispatch import dispatch
+from workers.middleware import Attempt, job_actor
 from workers.pg import SystemPool
 
 CALLS: dict[str, int] = {}
 SPANS: list[tuple[str, float | None, float | None]] = []
+LOADED: dict[str, dict | None] = {}
 PLANS: dict[str, list[str]] = {}  # job id -> what each attempt does: "ok", "transient", "permanent"
 
 
@@ -43,13 +45,14 @@ def worker_broker(settings):
 
     def redis_client():
         if "r" not in lazy:
-            lazy["r"] = aioredis.from_url(settings.redis_url)
+            lazy["r"] = PipelinedRedis(settings.redis_url)
         return lazy["r"]
 
     broker = setup_broker(replace(settings, namespace=f"{settings.namespace}-tracking", lock_ttl_s=5), sessions, db,
                           redis=redis_client)
 
-    async def scripted(job_id: str) -> dict:
+    async def scripted(attempt: Attempt) -> dict:
+        job_id = str(attempt.job_id)
         n = CALLS.get(job_id, 0)
         CALLS[job_id] = n + 1
         step = PLANS[job_id][min(n, len(PLANS[job_id]) - 1)]
@@ -64,7 +67,18 @@ def worker_broker(settings):
             raise PermanentIntegrationError("whm_rejected", "Unable to find package nope")
         return {"done": n + 1}
 
-    dramatiq.actor(scripted, broker=broker, actor_name="test.scripted", queue_name="test")
+    job_actor(actor_name="test.scripted", queue_name="test", broker=broker)(scripted)
+
+    async def loaded(attempt: Attempt) -> dict:
+        # The resource here is another job row: what the start statement loaded, as the work sees it.
+        LOADED[str(attempt.job_id)] = dict(attempt.row) if attempt.row is not None else None
+        if PLANS.get(str(attempt.job_id)) == ["permanent"]:
+            raise PermanentIntegrationError("whm_rejected", "no")
+        return {"saw": attempt.row["kind"] if attempt.row is not None else None}
+
+    job_actor(actor_name="test.loaded", queue_name="test", broker=broker,
+              loads="SELECT id, kind, args FROM jobs WHERE id = $1",
+              completes="UPDATE jobs SET args = '{\"completed\": true}' WHERE id = $1")(loaded)
     worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)
     worker.start()
     yield broker
@@ -72,12 +86,13 @@ def worker_broker(settings):
     broker.close()
 
 
-async def _run(sessions, broker, plan: list[str], max_attempts: int = 3, resource_id=None) -> Job:
+async def _run(sessions, broker, plan: list[str], max_attempts: int = 3, resource_id=None,
+               kind: str = "test.scripted") -> Job:
     async with session_scope(sessions) as session:
-        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=max_attempts,
+        job = record_job(session, kind=kind, tenant_id=None, max_attempts=max_attempts,
                          resource_type="service" if resource_id else None, resource_id=resource_id)
     PLANS[str(job.id)] = plan
-    assert dispatch(broker, [job]) == [job.id]
+    assert dispatch(broker, [job]) == [(job.id, 1)]
     for _ in range(300):
         async with sessions() as session:
             row = await session.get(Job, job.id)
@@ -119,7 +134,7 @@ async def test_permanent_error_fails_at_once(worker_broker, sessions):
 
 async def test_a_finished_job_is_not_run_again(worker_broker, sessions):
     job = await _run(sessions, worker_broker, ["ok"])
-    assert dispatch(worker_broker, [job]) == [job.id]  # a duplicate delivery (e.g. relay after a crash)
+    assert dispatch(worker_broker, [job]) == [(job.id, job.round)]  # a duplicate delivery (e.g. relay after a crash)
     await asyncio.sleep(0.5)
     assert CALLS[str(job.id)] == 1
     async with sessions() as session:
@@ -160,3 +175,47 @@ async def test_an_attempt_lost_with_its_worker_counts_and_ends_the_job_at_the_li
         row = await session.get(Job, job.id)
         assert (row.status, row.attempts, row.error_code) == ("failed", 2, "worker_lost")
     assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "failed", "worker_lost")]
+
+
+async def _resource_job(sessions) -> uuid.UUID:
+    """A job row that stands in for a resource (it is never sent)."""
+    async with session_scope(sessions) as session:
+        return record_job(session, kind="test.resource", tenant_id=None, max_attempts=1, args={"n": 1}).id
+
+
+async def test_the_start_loads_the_resource_and_the_success_completes_it(worker_broker, sessions):
+    resource = await _resource_job(sessions)
+    job = await _run(sessions, worker_broker, ["ok"], resource_id=resource, kind="test.loaded")
+    assert job.status == "succeeded" and job.result == {"saw": "test.resource"}
+    assert LOADED[str(job.id)] == {"hostq_attempt": 1, "id": resource, "kind": "test.resource", "args": {"n": 1}}
+    async with sessions() as session:
+        assert (await session.get(Job, resource)).args == {"completed": True}
+
+
+async def test_a_failed_attempt_does_not_complete_the_resource(worker_broker, sessions):
+    resource = await _resource_job(sessions)
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.loaded", tenant_id=None, max_attempts=1, resource_id=resource)
+    PLANS[str(job.id)] = ["permanent"]
+    assert dispatch(worker_broker, [job]) == [(job.id, job.round)]
+    for _ in range(300):
+        async with sessions() as session:
+            if (await session.get(Job, job.id)).status == "failed":
+                break
+        await asyncio.sleep(0.02)
+    async with sessions() as session:
+        assert (await session.get(Job, job.id)).status == "failed"
+        assert (await session.get(Job, resource)).args == {"n": 1}
+
+
+async def test_a_missing_resource_loads_as_none(worker_broker, sessions):
+    job = await _run(sessions, worker_broker, ["ok"], resource_id=uuid.uuid4(), kind="test.loaded")
+    assert job.status == "succeeded" and job.result == {"saw": None}
+    assert LOADED[str(job.id)] is None
+
+
+def test_loaded_and_completing_statements_are_renumbered_after_the_jobs_own():
+    from domain.jobs import tracking
+    start = tracking.start_sql("SELECT id FROM t WHERE id = $1 AND $1 IS NOT NULL")
+    assert "WHERE id = $4 AND $4 IS NOT NULL" in start and "$1" in start
+    assert "UPDATE t SET x = 1 WHERE id = $4" in tracking.finish_sql("UPDATE t SET x = 1 WHERE id = $1")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
-from domain.provisioning.accounts import create_account
+from domain.provisioning.accounts import provision_account
 from domain.services.models import Service
 from hostq.sandbox.whm import create_app as fake_whm
 from tests.fakes import serve_in_thread
@@ -64,13 +64,13 @@ async def _service(sessions, service_id: str) -> Service:
 
 async def test_creates_one_account_and_activates_the_service(client, db, sessions, settings, whm_url, whm, control):
     ordered = await _order(client, sessions, settings, whm_url)
-    result = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     service = await _service(sessions, ordered["id"])
     assert result["outcome"] == "created" and service.status == "active"
     assert service.username == result["username"] and service.create_attempted_at is not None
     accounts = await _accounts_for(control, ordered["domain"])
     assert [(a["user"], a["plan"]) for a in accounts] == [(service.username, "basic")]
-    again = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    again = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert again["outcome"] == "already_active"
     assert len(await _accounts_for(control, ordered["domain"])) == 1
 
@@ -80,11 +80,11 @@ async def test_timeout_then_create_is_adopted_not_duplicated(client, db, session
     await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "timeout_then_create",
                                                   "times": 1})
     with pytest.raises(TransientIntegrationError) as timed_out:
-        await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert timed_out.value.code == "whm_timeout"
     assert (await _service(sessions, ordered["id"])).status == "provisioning"
 
-    result = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert result["outcome"] == "adopted"
     assert len(await _accounts_for(control, ordered["domain"])) == 1
     assert (await _service(sessions, ordered["id"])).status == "active"
@@ -95,7 +95,7 @@ async def test_generated_username_skips_names_taken_on_whm(client, db, sessions,
     await whm.createacct(username=stem, domain=f"{stem}.other.example", plan="basic", password="Xx1-long-pass",
                          contactemail="x@example.com")
     ordered = await _order(client, sessions, settings, whm_url, domain=f"{stem}.example.com")
-    result = await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert result["username"][:8] != stem[:8]
     assert len(await _accounts_for(control, ordered["domain"])) == 1
 
@@ -107,7 +107,7 @@ async def test_domain_already_on_whm_under_another_user_is_a_named_conflict(clie
                          password="Xx1-long-pass", contactemail="x@example.com")
     ordered = await _order(client, sessions, settings, whm_url, domain=domain)
     with pytest.raises(PermanentIntegrationError) as conflict:
-        await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert conflict.value.code == "whm_domain_taken"
     assert len(await _accounts_for(control, domain)) == 1  # nothing created under a new name
 
@@ -119,7 +119,7 @@ async def test_requested_username_taken_for_another_domain_is_refused(client, db
                          contactemail="x@example.com")
     ordered = await _order(client, sessions, settings, whm_url, username=user)
     with pytest.raises(PermanentIntegrationError) as conflict:
-        await create_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert conflict.value.code == "whm_username_taken"
     assert await _accounts_for(control, ordered["domain"]) == []
 

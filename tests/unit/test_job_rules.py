@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from domain.errors import (
@@ -122,3 +124,9 @@ def test_describe_custom_exception_type_name():
     error = describe_error(DiskOnFire("/var/lib/postgres at 100% for user admin:hunter2"))
     assert error.message == "unexpected DiskOnFire"
     assert "hunter2" not in error.message
+
+
+def test_describe_an_interrupted_attempt_as_retryable():
+    error = describe_error(asyncio.CancelledError())  # what the attempt sees when Dramatiq's time limit hits
+    assert (error.code, error.retryable) == ("interrupted", True)
+    assert "time limit" in error.message
