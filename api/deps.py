@@ -2,7 +2,10 @@
 
 Two kinds, one contract: `session` (the ORM, for most handlers) and `db_for(request)` (a plain asyncpg
 connection from domain/pg.py, for the hot paths). A GET reads without a transaction; any other method gets one transaction,
-in which the request's idempotency claim is marked committed with its effect.
+in which the request's idempotency claim is marked committed with its effect (an unkeyed one-statement write on
+db_for is that transaction by itself). Jobs recorded in it reach the broker only once it has committed
+(api/dispatch_marks.py): a `session` handler's are taken from the session, a `db_for` handler hands its own
+to `after_commit`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from litestar import Request
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api import dispatch_marks
 from api.auth import principal
 from api.request_ids import request_id
 from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION, ON_DB_OPT
@@ -24,7 +28,6 @@ from domain.jobs.service import take_outbox
 from domain.pg import rollback, tenant_connection, tenant_transaction
 from domain.settings import Settings
 from domain.tenants.service import Principal
-from workers.dispatch import dispatch
 
 _TAKEN_OVER = "this request's Idempotency-Key was taken over after its lock expired"
 
@@ -50,9 +53,7 @@ async def provide_session(request: Request) -> AsyncGenerator[AsyncSession, None
                     raise
         jobs = take_outbox(session)
     if jobs:
-        sent = dispatch(resources.broker, jobs)
-        if sent:
-            resources.marks.add(jobs[0].tenant_id, sent)
+        dispatch_marks.send(resources, jobs)
 
 
 #: `opt` of a route whose handler uses db_for: a keyed POST then runs inside the idempotency middleware's
@@ -61,9 +62,16 @@ ON_DB = {ON_DB_OPT: True}
 
 
 @asynccontextmanager
-async def db_for(request: Request) -> AsyncIterator[Any]:
+async def db_for(request: Request, *, one_statement: bool = False) -> AsyncIterator[Any]:
     """The caller's tenant on a plain asyncpg connection: autocommit for a GET, else one transaction.
 
+    `one_statement`: the handler writes with a single statement, a transaction on its own, so an unkeyed
+    request runs it in autocommit as a GET does: one round trip instead of three (BEGIN, the statement, COMMIT);
+    an exception raised after it cannot undo it, and its jobs are then left to the relay. A keyed request runs
+    in the idempotency middleware's transaction either way.
+    Jobs recorded by the handler go to `after_commit(request, jobs)` inside the block: they are sent once its
+    writes commit (here for an unkeyed request, in the idempotency middleware for a keyed one), never if they
+    roll back.
     Not a Litestar dependency: resolving one and closing it costs a hot route more than its query.
     """
     if request.method == "GET":
@@ -78,11 +86,23 @@ async def db_for(request: Request) -> AsyncIterator[Any]:
         except BaseException:
             # Undo the effect (and, with it, the claim: the middleware claims again to store this answer).
             request.scope[IN_TRANSACTION] = False  # type: ignore[literal-required]
+            dispatch_marks.discard(request.scope)
             await rollback(held)
             raise
         return
-    async with tenant_transaction(request.app.state.resources.pg, principal(request).tenant_id) as conn:
-        yield conn
+    scoped = tenant_connection if one_statement else tenant_transaction
+    try:
+        async with scoped(request.app.state.resources.pg, principal(request).tenant_id) as conn:
+            yield conn
+    except BaseException:
+        dispatch_marks.discard(request.scope)
+        raise
+    dispatch_marks.send_committed(request.scope)
+
+
+def after_commit(request: Request, jobs: list) -> None:
+    """Send these jobs, recorded on db_for's connection, once the request's transaction commits."""
+    dispatch_marks.after_commit(request.scope, jobs)
 
 
 async def provide_principal(request: Request) -> Principal:

@@ -1,4 +1,12 @@
-"""Marking jobs as dispatched in batches: one UPDATE per tenant every few milliseconds, not one per request."""
+"""A request's jobs after its commit: sent to the broker, then marked dispatched in batches (one UPDATE per tenant
+every few milliseconds, not one per request).
+
+The ORM path (api.deps.provide_session) takes its jobs from the session once it has committed. On the asyncpg
+path the handler hands them to `after_commit` (the request scope holds them) and whoever commits the request's
+transaction calls `send_committed` right after its COMMIT succeeded: api.deps.db_for for an unkeyed request,
+the idempotency middleware for a keyed one (with the stored answer). A transaction that rolls back sends
+nothing (`discard`); a crash between the COMMIT and the send leaves the jobs undispatched for the relay.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +14,45 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import MutableMapping, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.db import CURRENT_TENANT, session_scope
+from domain.jobs.models import Job
 from domain.jobs.service import mark_dispatched
+from workers.dispatch import dispatch
 
 log = logging.getLogger("hostq.api")
 FLUSH_AFTER_S = 0.05
+#: Scope key of the jobs recorded by a request's asyncpg transaction, waiting for its COMMIT.
+OUTBOX_KEY = "hostq.outbox"
+
+
+def after_commit(scope: MutableMapping[str, Any], jobs: Sequence[Job]) -> None:
+    """Send these jobs (recorded in the request's transaction) once that transaction commits; never if it does not."""
+    scope.setdefault(OUTBOX_KEY, []).extend(jobs)
+
+
+def discard(scope: MutableMapping[str, Any]) -> None:
+    """The request's transaction rolled back: its jobs were never recorded, so nothing is sent."""
+    scope.pop(OUTBOX_KEY, None)
+
+
+def send_committed(scope: MutableMapping[str, Any]) -> None:
+    """Send the jobs of the request's transaction, which has just committed (then the outbox is empty)."""
+    jobs = scope.pop(OUTBOX_KEY, None)
+    if jobs:
+        send(scope["litestar_app"].state.resources, jobs)
+
+
+def send(resources: Any, jobs: Sequence[Job]) -> None:
+    """Enqueue committed jobs; the ones that reached the broker are marked dispatched soon after (the relay sends
+    the others)."""
+    sent = dispatch(resources.broker, jobs)
+    if sent:
+        resources.marks.add(jobs[0].tenant_id, sent)
 
 
 class DispatchMarks:
@@ -25,12 +64,12 @@ class DispatchMarks:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
-        self._pending: dict[str, list[uuid.UUID]] = defaultdict(list)
+        self._pending: dict[str, list[tuple[uuid.UUID, int]]] = defaultdict(list)
         self._flusher: asyncio.Task | None = None
 
-    def add(self, tenant_id: uuid.UUID | None, job_ids: list[uuid.UUID]) -> None:
-        """Queue these ids for the next flush."""
-        self._pending[str(tenant_id or "")].extend(job_ids)
+    def add(self, tenant_id: uuid.UUID | None, sent: list[tuple[uuid.UUID, int]]) -> None:
+        """Queue these (job id, round) pairs for the next flush."""
+        self._pending[str(tenant_id or "")].extend(sent)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 

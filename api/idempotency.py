@@ -12,7 +12,8 @@ Two protocols, by the handler's database access:
 
 - `db` handlers (plain asyncpg, api.deps.db_for: the hot paths): the claim is the first row written by
   the request's own transaction, which this middleware opens and commits together with the stored answer
-  (2xx, 4xx) or rolls back (5xx, an exception). The key is never seen half-done: another request with it
+  (2xx, 4xx), then sends the jobs the handler recorded (api/dispatch_marks.py), or rolls back (5xx, an
+  exception), sending nothing. The key is never seen half-done: another request with it
   waits up to 100 ms for that transaction, then gets the replay or 409 idempotency_in_flight; a crash rolls
   everything back, so a retry runs afresh. A failing handler rolls everything back; its 4xx is then stored
   under a fresh claim of the key (unless another request took the key meanwhile).
@@ -35,7 +36,7 @@ from litestar import Request
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import problems
+from api import dispatch_marks, problems
 from api.auth import AUTH_KEY, signed_target
 from domain import pg
 from domain.ids import new_id
@@ -132,16 +133,25 @@ class IdempotencyMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, receive, captured)
         except BaseException:
+            dispatch_marks.discard(scope)
             await pg.rollback(conn)
             raise
         if captured.complete and rules.storable(captured.status):  # type: ignore[arg-type]
             answer = service.complete_sql(claim_id, status=captured.status,  # type: ignore[arg-type]
                                           headers=rules.kept_headers(captured.headers), body=b"".join(captured.chunks))
             if scope.get(IN_TRANSACTION):  # type: ignore[call-overload]
-                await pg.commit(conn, before=answer)
+                try:
+                    await pg.commit(conn, before=answer)
+                except Exception as exc:  # nothing committed, effect nor answer: a 5xx, not stored
+                    dispatch_marks.discard(scope)
+                    await pg.rollback(conn)
+                    await _failed(scope, receive, send, exc)
+                    return
+                dispatch_marks.send_committed(scope)  # the jobs its handler recorded, committed just now
             else:  # the handler failed and rolled its transaction back, claim included: claim again, store it
                 await self._store_after_failure(conn, scope, claim_id, answer)
         else:
+            dispatch_marks.discard(scope)
             await pg.rollback(conn)
         await captured.forward(send)
 
@@ -267,6 +277,13 @@ async def _in_flight(request: Request, send: Send, *, stale: bool) -> None:
     await _problem(request, send, 409, "idempotency_in_flight", "Idempotency key in flight",
                    "a request with this Idempotency-Key is still being processed; retry shortly",
                    headers={"Retry-After": "1"})
+
+
+async def _failed(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer an error raised after the handler's answer was captured, as the app's exception handler would."""
+    request: Request = Request(scope, receive)
+    response = problems.handle(request, exc)
+    await response.to_asgi_response(app=None, request=request)(scope, receive, send)
 
 
 async def _problem(request: Request, send: Send, status: int, code: str, title: str, detail: str,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.auth import requires
+from api import request_ids
+from api.auth import principal, requires
 from api.customers.controller import Limit
+from api.deps import ON_DB, after_commit, db_for
 from api.jobs.schemas import Job
 from api.openapi import Cursor, documented, resource_id
 from api.services.schemas import Accepted, ChangePlanRequest, Service, ServiceList, ServiceOrder, SuspendRequest
@@ -48,19 +50,22 @@ class ServiceController(Controller):
     path = "/v1/services"
     tags = ["services"]
 
-    @post("/", opt=requires("services:write"), status_code=202, response_headers=[LOCATION],
+    @post("/", opt={**requires("services:write"), **ON_DB}, status_code=202, response_headers=[LOCATION],
           summary="Order a service", response_description=ACCEPTED,
           description="Records the service and its `provision.create` job. `plan` is the plan's code; a `region` "
                       "with no WHM server, an unknown customer or plan, or a billing cycle the plan is not sold "
                       "in is 400; a region whose servers are all full is 422 no_capacity; a domain or username "
                       "already in use is 409 conflict.",
           **documented("POST", conflict=True, capacity=True))
-    async def order(self, data: ServiceOrder, session: AsyncSession, caller: Principal, request_id: str,
-                    settings: Settings) -> Response[Accepted]:
+    async def order(self, data: ServiceOrder, request: Request) -> Response[Accepted]:
+        # No dependencies (the hot path): the request gives the caller, the connection and the settings.
         order = service.Order(customer_id=data.customer_id, plan=data.plan, domain=data.domain, region=data.region,
                               billing_cycle=data.billing_cycle, username=data.username, provision=data.provision)
-        row, job = await service.place_order(session, caller.tenant_id, order, request_id=request_id,
-                                             max_attempts=settings.job_max_attempts)
+        max_attempts = request.app.state.resources.settings.job_max_attempts
+        async with db_for(request, one_statement=True) as db:  # place_order is one statement
+            row, job = await service.place_order(db, principal(request).tenant_id, order, max_attempts=max_attempts,
+                                                 request_id=request_ids.request_id(request.scope))
+            after_commit(request, [job])
         return accepted(Accepted(job=Job.of(job), service=Service.of(row)))
 
     @get("/{service_id:str}", opt=requires("services:read"), summary="Get a service",

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound, ValidationFailed
@@ -19,13 +19,22 @@ from domain.pg import Row
 OUTBOX = "hostq_outbox"
 
 
+def new_job(*, kind: str, tenant_id: uuid.UUID | None, max_attempts: int, resource_type: str | None = None,
+            resource_id: uuid.UUID | None = None, region: str | None = None, args: dict | None = None,
+            request_id: str | None = None) -> Job:
+    """A queued job outside any session: the row that record_job adds, for callers that INSERT it themselves
+    (the asyncpg paths). Its other columns (result, error, times, dispatched_at) start NULL."""
+    return Job(id=new_id(), created_at=datetime.now(timezone.utc), kind=kind, queue=rules.queue_for(kind, region),
+               status=rules.QUEUED, attempts=0, round=1, max_attempts=max_attempts, tenant_id=tenant_id,
+               resource_type=resource_type, resource_id=resource_id, args=args or {}, request_id=request_id)
+
+
 def record_job(session: AsyncSession, *, kind: str, tenant_id: uuid.UUID | None, max_attempts: int,
                resource_type: str | None = None, resource_id: uuid.UUID | None = None,
                region: str | None = None, args: dict | None = None, request_id: str | None = None) -> Job:
     """Add a queued job to this transaction; it is sent to the broker after commit."""
-    job = Job(id=new_id(), kind=kind, queue=rules.queue_for(kind, region), status=rules.QUEUED, attempts=0, round=1,
-              max_attempts=max_attempts, tenant_id=tenant_id, resource_type=resource_type,
-              resource_id=resource_id, args=args or {}, request_id=request_id)
+    job = new_job(kind=kind, tenant_id=tenant_id, max_attempts=max_attempts, resource_type=resource_type,
+                  resource_id=resource_id, region=region, args=args, request_id=request_id)
     session.add(job)
     session.info.setdefault(OUTBOX, []).append(job)
     return job
@@ -51,9 +60,10 @@ async def get_job(conn: Any, job_id: uuid.UUID | None, tenant_id: uuid.UUID) -> 
     return Row(record)
 
 
-async def mark_dispatched(session: AsyncSession, job_ids: list[uuid.UUID]) -> None:
-    """Note that these jobs' messages reached the broker."""
-    await session.execute(update(Job).where(Job.id.in_(job_ids), Job.dispatched_at.is_(None))
+async def mark_dispatched(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
+    """Note that these (job id, round) messages reached the broker; a job since retried into a newer round keeps
+    its NULL dispatched_at, so its new message is still sent (by whoever retried it, or by the relay)."""
+    await session.execute(update(Job).where(tuple_(Job.id, Job.round).in_(sent), Job.dispatched_at.is_(None))
                           .values(dispatched_at=datetime.now(timezone.utc)))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.crypto import seal, unseal
@@ -47,15 +47,20 @@ async def regions(session: AsyncSession) -> set[str]:
     return set((await session.scalars(select(WhmServer.region).distinct())).all())
 
 
-async def place_in_region(session: AsyncSession, region: str) -> uuid.UUID:
-    """The least-loaded enabled server of the region with room; ValidationFailed / NoCapacity otherwise."""
-    # Across every tenant's services: a SECURITY DEFINER function (migration 0003), as the tenant's
-    # own session sees only its rows.
-    rows = (await session.execute(text("SELECT server_id, capacity, enabled, used FROM hostq_server_loads(:region)"),
-                                  {"region": region})).all()
-    if not rows:
+#: The region's servers with their live accounts, across every tenant's services: a SECURITY DEFINER function
+#: (migrations 0003, 0007), as the tenant's own session sees only its rows. `{region}`: the region's SQL parameter.
+SERVER_LOADS = "SELECT server_id, capacity, enabled, used FROM hostq_server_loads({region})"
+#: rules.place in SQL, over the rows of SERVER_LOADS named `{loads}`: the least-loaded enabled server with room,
+#: ties to the first registered (lowest id). Ratios as float8, as Python divides them.
+LEAST_LOADED = ("SELECT server_id FROM {loads} WHERE enabled AND used < capacity "
+                "ORDER BY used::float8 / capacity, server_id LIMIT 1")
+
+
+def check_placement(region: str, servers: int, server_id: uuid.UUID | None) -> uuid.UUID:
+    """The server LEAST_LOADED chose among the region's `servers`; ValidationFailed (no such region) or
+    NoCapacity (all full or disabled) when it chose none."""
+    if not servers:
         raise ValidationFailed(f"unknown region {region!r}", errors=[{"field": "region", "message": "no such region"}])
-    chosen = rules.place(rules.ServerLoad(r[0], r[1], r[3]) for r in rows if r[2])
-    if chosen is None:
+    if server_id is None:
         raise NoCapacity(f"every server in region {region!r} is full")
-    return chosen
+    return server_id

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import Any, NoReturn
 
+import asyncpg
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.catalog.models import Plan
-from domain.customers.models import Customer
 from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.ids import new_id
 from domain.jobs.models import Job
-from domain.jobs.service import record_job
+from domain.jobs.service import new_job
 from domain.pagination import page, paginate
+from domain.pg import Row
 from domain.provisioning import rules as naming
-from domain.provisioning.service import place_in_region
+from domain.provisioning.service import LEAST_LOADED, SERVER_LOADS, check_placement
 from domain.services import rules
 from domain.services.models import Service
-from domain.tenants.models import Tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,44 +53,65 @@ def _check_order(order: Order) -> str:
     return domain
 
 
-async def place_order(session: AsyncSession, tenant_id: uuid.UUID, order: Order, *, max_attempts: int,
-                      request_id: str | None) -> tuple[Service, Job]:
-    """Record the service and its provisioning job in one transaction."""
+# One round trip (the API's busiest write skips the ORM, see domain/pg.py): the customer, the plan and whether it
+# is sold in the cycle, the region's servers and the one to place on; then, only if all of them are there, the
+# service and its job (data-modifying CTEs run whether or not the final SELECT reads them). The final row is the
+# service (NULLs when nothing was written) with what _refuse needs to name the reason. `$7`, the job's created_at,
+# stamps the service too and dates its first due date in the tenant's time zone.
+_PLACE_ORDER = f"""
+WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2),
+     plan AS (SELECT id, code, prices ? $4::text AS sold FROM plans WHERE tenant_id = $2 AND code = $3),
+     loads AS ({SERVER_LOADS.format(region="$5::text")}),
+     server AS ({LEAST_LOADED.format(loads="loads")}),
+     service AS (
+       INSERT INTO services (id, created_at, updated_at, tenant_id, customer_id, plan_id, plan_code, domain, region,
+                             billing_cycle, status, username, server_id, next_due_date, last_job_id)
+       SELECT $6, $7::timestamptz, now(), $2, customer.id, plan.id, plan.code, $8, $5, $4, $9, $10, server.server_id,
+              ($7::timestamptz AT TIME ZONE tenant.timezone)::date, $11
+       FROM customer, plan, server, tenants AS tenant WHERE plan.sold AND tenant.id = $2
+       RETURNING id, customer_id, plan_code, domain, region, billing_cycle, status, username, server_id,
+                 next_due_date, suspended_reason, last_job_id, created_at),
+     job AS (
+       INSERT INTO jobs (id, created_at, tenant_id, kind, queue, status, attempts, round, max_attempts,
+                         resource_type, resource_id, args, request_id)
+       SELECT $11, $7, $2, $12, $13, $14, $15, $16, $17, $18, service.id, $19, $20 FROM service)
+SELECT service.*, (SELECT count(*) FROM customer) AS customers, (SELECT sold FROM plan) AS sold,
+       (SELECT count(*) FROM loads) AS servers, (SELECT server_id FROM server) AS chosen
+FROM (VALUES (1)) AS one LEFT JOIN service ON true"""
+
+
+async def place_order(conn: Any, tenant_id: uuid.UUID, order: Order, *, max_attempts: int,
+                      request_id: str | None) -> tuple[Row, Job]:
+    """Record the service and its provisioning job on the caller's asyncpg transaction (domain/pg.py).
+
+    The job is not sent here: the caller sends it once the transaction commits (the outbox).
+    """
     domain = _check_order(order)
-    customer_id, plan, timezone = await _order_context(session, tenant_id, order)
-    if order.billing_cycle not in plan.prices:
-        raise _field("billing_cycle", f"plan {plan.code!r} is not sold {order.billing_cycle}")
-    server_id = await place_in_region(session, order.region)
-    service = Service(id=new_id(), tenant_id=tenant_id, customer_id=customer_id, plan_id=plan.id, plan_code=plan.code,
-                      domain=domain, region=order.region, billing_cycle=order.billing_cycle,
-                      status=rules.PROVISIONING, username=order.username, server_id=server_id,
-                      next_due_date=datetime.now(ZoneInfo(timezone or "America/Sao_Paulo")).date())
-    job = record_job(session, kind="provision.create", tenant_id=service.tenant_id, max_attempts=max_attempts,
-                     resource_type="service", resource_id=service.id, region=service.region, request_id=request_id)
-    service.last_job_id = job.id
-    session.add(service)
+    service_id = new_id()
+    job = new_job(kind="provision.create", tenant_id=tenant_id, max_attempts=max_attempts, resource_type="service",
+                  resource_id=service_id, region=order.region, request_id=request_id)
     try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict(f"domain {service.domain!r} (or username {service.username!r}) is already in use") from None
-    return service, job
+        record = await conn.fetchrow(
+            _PLACE_ORDER, order.customer_id, tenant_id, order.plan, order.billing_cycle, order.region, service_id,
+            job.created_at, domain, rules.PROVISIONING, order.username, job.id, job.kind, job.queue, job.status,
+            job.attempts, job.round, job.max_attempts, job.resource_type, job.args, job.request_id)
+    except asyncpg.UniqueViolationError:  # the transaction is rolled back by its owner
+        raise Conflict(f"domain {domain!r} (or username {order.username!r}) is already in use") from None
+    if record["id"] is None:
+        _refuse(order, record)
+    return Row(record), job
 
 
-async def _order_context(session: AsyncSession, tenant_id: uuid.UUID,
-                         order: Order) -> tuple[uuid.UUID, Plan, str]:
-    """The order's customer id, plan and the tenant's time zone in one query; the missing one named if any."""
-    row = (await session.execute(
-        select(Customer.id, Plan, Tenant.timezone)
-        .join(Plan, (Plan.tenant_id == Customer.tenant_id) & (Plan.code == order.plan))
-        .join(Tenant, Tenant.id == Customer.tenant_id)
-        .where(Customer.id == order.customer_id, Customer.tenant_id == tenant_id))).first() \
-        if order.customer_id else None
-    if row is not None:
-        return row[0], row[1], row[2]
-    customer = await session.get(Customer, order.customer_id) if order.customer_id else None
-    if customer is None or customer.tenant_id != tenant_id:
+def _refuse(order: Order, record: Any) -> NoReturn:
+    """Why _PLACE_ORDER wrote nothing, the first of: customer, plan, billing cycle, region, capacity."""
+    if not record["customers"]:
         raise _field("customer_id", "no such customer")
-    raise _field("plan", "no such plan")
+    if record["sold"] is None:
+        raise _field("plan", "no such plan")
+    if not record["sold"]:
+        raise _field("billing_cycle", f"plan {order.plan!r} is not sold {order.billing_cycle}")
+    check_placement(order.region, record["servers"], record["chosen"])
+    raise AssertionError("the order was refused for no reason")  # every condition of its INSERT held
 
 
 async def get_service(session: AsyncSession, tenant_id: uuid.UUID, service_id: uuid.UUID | None) -> Service:

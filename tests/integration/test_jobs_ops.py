@@ -19,7 +19,7 @@ from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.errors import ValidationFailed
 from domain.jobs import ops, tracking
 from domain.jobs.models import Job, JobAttempt
-from domain.jobs.service import record_job, take_outbox, undispatched_jobs
+from domain.jobs.service import mark_dispatched, record_job, take_outbox, undispatched_jobs
 from domain.services.models import Service
 from hostq import jobs_cli
 from tests.integration.helpers import add_region, customer_and_plan, order_body
@@ -209,6 +209,24 @@ async def test_cancelling_a_provisioning_job_leaves_its_service_failed_not_waiti
     assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
 
 
+async def test_a_late_dispatch_mark_of_an_earlier_round_leaves_the_retried_round_to_be_sent(sessions):
+    # The API marks sent jobs a few ms later, in a batch; a retry can land in between. Marking round 1 then must
+    # not hide round 2's unsent message from the one who retried it (or from the relay).
+    kind = _kind()
+    async with session_scope(sessions) as session:
+        job_id = _add_job(session, kind, "failed", attempts=1).id
+    async with session_scope(sessions) as session:
+        assert (await ops.retry_jobs(session, [job_id]))["retried"] == [str(job_id)]
+    async with session_scope(sessions) as session:
+        await mark_dispatched(session, [(job_id, 1)])  # the first round's mark, arriving late
+    async with sessions() as session:
+        assert [job.id for job in await ops.claim_undispatched(session, [job_id])] == [job_id]
+    async with session_scope(sessions) as session:
+        await mark_dispatched(session, [(job_id, 2)])
+    async with sessions() as session:
+        assert await ops.claim_undispatched(session, [job_id]) == []
+
+
 async def test_a_retried_job_runs_again_on_a_real_worker_and_keeps_both_rounds(worker_broker, sessions):  # noqa: F811
     async with session_scope(sessions) as session:
         job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3)
@@ -220,7 +238,7 @@ async def test_a_retried_job_runs_again_on_a_real_worker_and_keeps_both_rounds(w
         async with session.begin():
             assert (await ops.retry_jobs(session, [job.id]))["retried"] == [str(job.id)]
         requeued = take_outbox(session)
-    assert dispatch(worker_broker, requeued) == [job.id]
+    assert dispatch(worker_broker, requeued) == [(job.id, 2)]
 
     done = await _wait(sessions, job.id, "succeeded")
     assert (done.round, done.attempts, done.error_code) == (2, 1, None)
