@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -24,6 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -135,8 +137,8 @@ def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C does
 
 
-def run_in_stack(work: Callable[["Stack"], dict], cleanup: Callable[["Stack"], None] | None = None
-                 ) -> tuple["Stack", dict]:
+def run_in_stack(work: Callable[["Stack"], T], cleanup: Callable[["Stack"], None] | None = None
+                 ) -> tuple["Stack", T]:
     """Run `work(stack)`; whatever happens, stop the processes and remove the database and Redis keys."""
     signal.signal(signal.SIGTERM, _terminate)
     stack = Stack(Path(tempfile.mkdtemp(prefix="hostq-bench-")))
