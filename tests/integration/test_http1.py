@@ -254,6 +254,50 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(garbage):
 
 
 @on_both_loops
+async def test_a_body_over_the_limit_is_refused_and_its_connection_dropped():
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    # In 4 writes of ~1.3 kB: no single read is over the limit, their sum is.
+    async with Server(raw(big, keep=True, pieces=4), answer(b"x" * 1000)) as server:
+        origin = Origin(server.url, max_body=4096)
+        with pytest.raises(ProtocolError, match="body over 4096 bytes"):
+            await get(origin)
+        await eventually(lambda: server.ended == 1)
+        assert (await get(origin)).body == b"x" * 1000  # at the limit or under: read whole, on a new connection
+        assert server.connections == 2
+        await origin.aclose()
+
+
+@on_both_loops
+async def test_headers_over_the_limit_are_refused(monkeypatch):
+    monkeypatch.setattr(http1, "MAX_HEAD", 1024)
+    async with Server(answer(headers=b"X-Filler: %s\r\n" % (b"y" * 2000)), answer()) as server:
+        origin = Origin(server.url)
+        with pytest.raises(ProtocolError, match="headers over 1024 bytes"):
+            await get(origin)
+        assert (await get(origin)).body == b"ok"
+        await origin.aclose()
+
+
+@pytest.mark.parametrize("size", [70_000, 200])
+def test_whm_names_an_oversized_answer_a_bad_response(size, monkeypatch):
+    monkeypatch.setattr(http1, "MAX_BODY", 65_536)
+
+    async def call():
+        async with Server(answer(ENVELOPE + b" " * size)) as server:
+            whm = WhmClient(server.url, "root", "tok")
+            try:
+                return await whm.listpkgs()
+            finally:
+                await whm.aclose()
+    if size < 65_536 - len(ENVELOPE):
+        assert asyncio.run(call()) == [{"name": "pro"}]
+        return
+    with pytest.raises(PermanentIntegrationError) as caught:
+        asyncio.run(call())
+    assert caught.value.code == "whm_bad_response" and "body over 65536 bytes" in caught.value.message
+
+
+@on_both_loops
 async def test_a_timeout_closes_the_connection_and_the_next_request_works():
     async with Server(hold, answer()) as server:
         origin = Origin(server.url)

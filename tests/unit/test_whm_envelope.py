@@ -178,7 +178,7 @@ def test_an_answer_that_is_not_http_is_a_bad_response():
     with pytest.raises(PermanentIntegrationError) as caught:
         classify_failure("passwd", ProtocolError("malformed response: Invalid constant string"))
     assert caught.value.code == "whm_bad_response"
-    assert caught.value.message == "passwd: ProtocolError"
+    assert caught.value.message == "passwd: ProtocolError: malformed response: Invalid constant string"
 
 
 def test_an_untrusted_certificate_is_permanent_and_names_no_host():

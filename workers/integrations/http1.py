@@ -3,7 +3,8 @@
 What the WHM client needs, at a fraction of aiohttp's CPU: no proxies, redirects, cookies or decompression, and
 never a resend (WHM's GETs suspend and remove accounts). Failures: OSError when connecting (refused, DNS, TLS;
 ssl.SSLCertVerificationError for an untrusted certificate), ConnectionLost (an OSError) when the connection ends
-before the whole response, ProtocolError for an answer that is not HTTP/1.x, TimeoutError.
+before the whole response, ProtocolError for an answer that is not HTTP/1.x (or is larger than MAX_HEAD bytes of
+headers or MAX_BODY bytes of body), TimeoutError.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ import httptools
 
 IDLE_S = 4.0  # an idle connection older than this is dropped: servers close them at 5 s (uvicorn) or later
 MAX_IDLE = 16  # idle connections kept per origin; more are closed when they come back
+#: The largest response body read (listaccts of a full server is a few MB); more is a ProtocolError.
+MAX_BODY = 64 * 1024 * 1024
+#: The most status-line reason and header bytes read; more is a ProtocolError.
+MAX_HEAD = 64 * 1024
 _NOT_IN_TARGET = re.compile(r"[^\x21-\x7e]")  # spaces, controls, unencoded non-ASCII
 
 
@@ -31,7 +36,11 @@ class ConnectionLost(ConnectionError):
 
 
 class ProtocolError(Exception):
-    """The server's answer is not HTTP/1.x as this client reads it."""
+    """The server's answer is not HTTP/1.x as this client reads it, or is over a size limit."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.strerror = detail  # shown in error messages; our own words, never the host or the answer's bytes
 
 
 class Response(NamedTuple):
@@ -60,10 +69,15 @@ def _tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
+class _TooLarge(Exception):
+    """Raised from a parser callback: the response is over a limit (data_received names it)."""
+
+
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection and the parser of the response in flight."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[Response] | None = None
@@ -73,7 +87,7 @@ class _Connection(asyncio.Protocol):
     def send(self, request: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Response]:
         """Write one request; the future gets its response."""
         self.waiter = loop.create_future()
-        self.reason, self.headers, self.body, self.headers_done = b"", [], [], False
+        self._new_response()
         self.transport.write(request)
         return self.waiter
 
@@ -92,8 +106,9 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed response: {exc}"))
+        except httptools.HttpParserError as exc:  # a callback's _TooLarge arrives wrapped, as its __context__
+            refused = exc.__context__ if isinstance(exc.__context__, _TooLarge) else None
+            self._fail(ProtocolError(str(refused) if refused else f"malformed response: {exc}"))
             self.close()
 
     def eof_received(self) -> None:
@@ -124,21 +139,35 @@ class _Connection(asyncio.Protocol):
             self.usable = False
 
     def on_status(self, reason: bytes) -> None:
+        self._count_head(len(reason))
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value))
         self.headers.append((name, value))
+
+    def _count_head(self, size: int) -> None:
+        self.head_size += size
+        if self.head_size > MAX_HEAD:
+            raise _TooLarge(f"response headers over {MAX_HEAD} bytes")
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.max_body:
+            raise _TooLarge(f"response body over {self.max_body} bytes")
         self.body.append(body)
+
+    def _new_response(self) -> None:
+        self.reason, self.headers, self.body, self.headers_done = b"", [], [], False
+        self.head_size = self.body_size = 0
 
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103): the real one follows
-            self.reason, self.headers, self.body, self.headers_done = b"", [], [], False
+            self._new_response()
             return
         waiter, self.waiter = self.waiter, None
         if waiter is None:  # a second answer to one request: not a connection to reuse
@@ -153,7 +182,8 @@ class _Connection(asyncio.Protocol):
 class Origin:
     """Requests to one scheme://host:port over a LIFO pool of keep-alive connections; no retries."""
 
-    def __init__(self, url: str, *, verify: bool = True, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, verify: bool = True, headers: dict[str, str] | None = None,
+                 max_body: int | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password \
                 or parts.path not in ("", "/") or parts.query or parts.fragment:
@@ -165,6 +195,7 @@ class Origin:
             host = f"{host}:{self.port}"
         # Encoded once: every request starts its header block with these lines.
         self._head = _encode_headers({"Host": host, "User-Agent": "hostq", **(headers or {})})
+        self._max_body = MAX_BODY if max_body is None else max_body
         self._idle: list[_Connection] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -186,7 +217,7 @@ class Origin:
         connection = self._reuse(loop)
         try:
             if connection is None:
-                connection = _Connection()
+                connection = _Connection(self._max_body)
                 async with asyncio.timeout(min(connect_timeout, timeout)):
                     # The factory returns our instance, so a connect finished just as it timed out is closed.
                     await loop.create_connection(lambda: connection, self.host, self.port, ssl=self._tls,

@@ -111,7 +111,7 @@ def classify_failure(function: str, exc: BaseException) -> NoReturn:
         # except for a name mismatch, whose text is the host name.
         why = "certificate is for another host" if exc.verify_code in (62, 64) else exc.verify_message
         raise PermanentIntegrationError("whm_tls_untrusted", f"{function}: {name}: {why or 'not trusted'}")
-    strerror = getattr(exc, "strerror", None)  # e.g. "Connection reset by peer"
+    strerror = getattr(exc, "strerror", None)  # e.g. "Connection reset by peer", "response body over ... bytes"
     detail = f"{function}: {name}: {strerror}" if isinstance(strerror, str) and strerror else f"{function}: {name}"
     if isinstance(exc, OSError):  # refused, reset, closed mid-answer (http1.ConnectionLost), DNS, TLS handshake
         raise TransientIntegrationError("whm_unavailable", detail)
