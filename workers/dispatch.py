@@ -24,7 +24,7 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
 
 
 def job_message(job: Job) -> dramatiq.Message:
-    """The broker message for a job: its id as the only argument, on the job's queue."""
+    """The broker message for a job on its queue: the job id as argument, the resource id (if any) as a keyword."""
     # The resource id travels as an argument too: the actor locks it before its first statement.
     kwargs = {"resource_id": str(job.resource_id)} if job.resource_id else {}
     return dramatiq.Message(queue_name=job.queue, actor_name=job.kind, args=(str(job.id),), kwargs=kwargs,

@@ -7,7 +7,6 @@ import time
 import uuid
 from dataclasses import replace
 
-import httpx
 
 from api.ratelimit import RateLimiter
 from domain.redis_pipe import PipelinedRedis
