@@ -6,7 +6,9 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 import sys
 import uuid
 
@@ -127,3 +129,24 @@ async def anon(app):
 def hostq_cmd() -> list[str]:
     """How to run the `hostq` command of this checkout."""
     return [sys.executable, "-m", "hostq"]
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """A RabbitMQ virtual host of this run's own (its queues and messages only), deleted afterwards.
+
+    HOSTQ_TEST_AMQP_URL names one made elsewhere (its vhost is used as it is and not deleted); otherwise
+    `rabbitmqctl` (RabbitMQ's own tool, on every machine that runs RabbitMQ) makes `hostq_test_<run>`.
+    """
+    given = os.environ.get("HOSTQ_TEST_AMQP_URL")
+    if given:
+        yield given
+        return
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        pytest.fail("the RabbitMQ tests need rabbitmqctl on PATH, or HOSTQ_TEST_AMQP_URL naming a vhost to use")
+    vhost = f"hostq_test_{RUN}"
+    for argv in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+        subprocess.run([rabbitmqctl, *argv], check=True, capture_output=True, timeout=60)
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    subprocess.run([rabbitmqctl, "delete_vhost", vhost], capture_output=True, timeout=60, check=False)

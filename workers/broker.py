@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import dramatiq
-from dramatiq.middleware import AsyncIO, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import (
+    AsyncIO,
+    CurrentMessage,
+    Pipelines,
+    Retries,
+    ShutdownNotifications,
+    TimeLimit,
+)
 
 from domain.settings import Settings
 from workers.dispatch import make_broker
+from workers.heartbeat import Holder, WorkerHeartbeat
 from workers.locks import RedisLock
 from workers.middleware import JobStateMiddleware
 
@@ -27,13 +36,20 @@ def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: I
     ttl_ms = int(settings.service_lock_ttl_s * 1000)
     locks = (lambda resource, owner: RedisLock(redis(), f"{settings.namespace}:lock:service:{resource}", ttl_ms,
                                                owner)) if redis else None
+    heartbeat = None
+    if not isinstance(broker, RedisBroker):  # RabbitMQ keeps no worker heartbeats: the locks need their own
+        heartbeat = WorkerHeartbeat(settings.redis_url, f"{settings.namespace}:workers:__heartbeats__",
+                                    int(settings.broker_heartbeat_s * 1000))
+        broker.add_middleware(heartbeat)
+    holder = (lambda _: heartbeat.holder) if heartbeat else Holder.of_redis_broker
     for middleware in (
         TimeLimit(time_limit=int((settings.whm_create_timeout + 120) * 1000)),
         ShutdownNotifications(),
         Pipelines(),
         Retries(max_retries=BACKSTOP_RETRIES, min_backoff=max(1, int(settings.job_backoff_min_s * 1000)),
                 max_backoff=max(1, int(settings.job_backoff_max_s * 1000))),
-        JobStateMiddleware(sessions, db, locks, renew_every_s=min(10.0, settings.service_lock_ttl_s / 3)),
+        JobStateMiddleware(sessions, db, locks, renew_every_s=min(10.0, settings.service_lock_ttl_s / 3),
+                           holder=holder),
         AsyncIO(),
         CurrentMessage(),
     ):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
+import weakref
 from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -11,10 +15,35 @@ from dramatiq.brokers.redis import RedisBroker
 from domain.jobs.models import Job
 from domain.settings import Settings, SettingsError
 
+log = logging.getLogger("hostq.dispatch")
+
+#: pika's connection options hostq sets unless HOSTQ_BROKER_URL's query names them: a RabbitMQ that is down or
+#: stops answering fails the send within seconds (the job then waits for the relay), where pika's defaults
+#: would let a publisher that RabbitMQ blocks (memory or disk alarm) wait for ever.
+AMQP_DEFAULTS = {"connection_attempts": "1", "socket_timeout": "2", "stack_timeout": "5",
+                 "blocked_connection_timeout": "10"}
+
+
+def amqp_url(url: str) -> str:
+    """`url` with AMQP_DEFAULTS added for every option its query does not set."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    return urlunsplit(parts._replace(query=urlencode({**AMQP_DEFAULTS, **query})))
+
+
 def make_broker(settings: Settings) -> dramatiq.Broker:
-    """The Dramatiq broker named by HOSTQ_BROKER_URL, namespaced so deployments can share one Redis."""
+    """The Dramatiq broker named by HOSTQ_BROKER_URL: Redis (namespaced, so deployments can share one Redis)
+    or RabbitMQ (give each deployment its own virtual host: the URL's path)."""
+    if settings.broker_url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import (
+            RabbitmqBroker,  # imports pika: only where RabbitMQ is used
+        )
+        # confirm_delivery: enqueue returns once RabbitMQ has the message (persistent, on a durable queue), so a
+        # job is marked dispatched only then. An unacknowledged delivery goes back to its queue as soon as the
+        # worker's connection drops (a killed worker), with no heartbeat to wait for.
+        return RabbitmqBroker(url=amqp_url(settings.broker_url), confirm_delivery=True, middleware=[])
     if not settings.broker_url.startswith(("redis://", "rediss://")):
-        raise SettingsError("HOSTQ_BROKER_URL: only redis:// brokers are supported in this version")
+        raise SettingsError("HOSTQ_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL")
     # maintenance_chance: of every million broker commands, how many also requeue the messages of
     # workers whose heartbeat stopped. One in four: an idle worker polls about once a second, so a killed
     # worker's messages come back a few seconds after its heartbeat expires (30 s by default).
@@ -32,16 +61,28 @@ def job_message(job: Job) -> dramatiq.Message:
                                      "resource_id": str(job.resource_id) if job.resource_id else None})
 
 
+#: After a failed send, a broker is left alone for this long: the jobs meanwhile wait for the relay. A broker
+#: that hangs then holds one request (or relay tick) for its timeout, not every one that follows.
+RESEND_AFTER_S = 5.0
+_down_until: weakref.WeakKeyDictionary[dramatiq.Broker, float] = weakref.WeakKeyDictionary()
+
+
 def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int]]:
-    """Enqueue each job; return (id, round) of those that reached the broker (the relay retries the rest).
+    """Enqueue each job; return (id, round) of those that reached the broker (the relay sends the rest).
 
     The round goes with the id so that marking them dispatched later cannot mark a newer round of the same
-    job (retried in between), whose message would then never be sent."""
-    sent = []
+    job (retried in between), whose message would then never be sent. The first failed send stops the batch
+    and rests the broker for RESEND_AFTER_S."""
+    sent: list[tuple[uuid.UUID, int]] = []
+    if time.monotonic() < _down_until.get(broker, 0.0):
+        return sent
     for job in jobs:
         try:
             broker.enqueue(job_message(job))
-        except Exception:  # the broker is down: the job row stays undispatched for the relay
-            continue
+        except Exception as exc:  # the broker is down: the job rows stay undispatched for the relay
+            _down_until[broker] = time.monotonic() + RESEND_AFTER_S
+            log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",
+                        type(exc).__name__, exc)
+            break
         sent.append((job.id, job.round))
     return sent

@@ -30,6 +30,7 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from domain.db import session_scope
 from domain.jobs import rules, tracking
+from workers.heartbeat import Holder
 from workers.locks import LockKeeper, RedisLock
 
 #: How long a message waits before trying again when its service is busy with another action.
@@ -79,12 +80,14 @@ class JobStateMiddleware(dramatiq.Middleware):
 
     `db` gives the worker's SystemPool (workers/pg.py) for the common moves, `sessions` the ORM's
     sessionmaker for the rare ones (domain/jobs/tracking.py), `locks(resource, owner)` a RedisLock; all
-    are called on the event loop thread.
+    are called on the event loop thread. `holder(broker)` names this process as a lock's holder and where
+    holders beat (workers/heartbeat.py), so that a dead holder's lock is taken over.
     """
 
     def __init__(self, sessions: Callable, db: Callable, locks: Callable[[str, str], RedisLock] | None = None,
-                 renew_every_s: float = 10.0) -> None:
-        self._sessions, self._db, self._locks = sessions, db, locks
+                 renew_every_s: float = 10.0, holder: Callable[[dramatiq.Broker], Holder] = Holder.of_redis_broker
+                 ) -> None:
+        self._sessions, self._db, self._locks, self._holder = sessions, db, locks, holder
         self._keeper = LockKeeper(renew_every_s)
         # job id -> the outcome the job row got from its failed attempt, for after_process_message.
         self._outcomes: dict[str, str | None] = {}
@@ -118,10 +121,10 @@ class JobStateMiddleware(dramatiq.Middleware):
         """Take the resource's lock and keep it renewed; None while a live worker holds it, True if none is needed."""
         if self._locks is None or resource_id is None:
             return True
-        lock = self._locks(str(resource_id), getattr(broker, "broker_id", ""))
-        heartbeats = f"{getattr(broker, 'namespace', 'dramatiq')}:__heartbeats__"
-        dead_before = int(time.time() * 1000) - getattr(broker, "heartbeat_timeout", 60_000)
-        if not await lock.acquire_unless_alive(heartbeats, dead_before):
+        holder = self._holder(broker)
+        lock = self._locks(str(resource_id), holder.owner)
+        dead_before = int(time.time() * 1000) - holder.timeout_ms
+        if not await lock.acquire_unless_alive(holder.heartbeats_key, dead_before):
             return None
         self._keeper.hold(lock)
         return lock

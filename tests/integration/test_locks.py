@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from domain.redis_pipe import PipelinedRedis
+from workers.heartbeat import WorkerHeartbeat
 from workers.locks import LockKeeper, RedisLock
 
 
@@ -59,3 +60,25 @@ async def test_a_lock_is_taken_from_a_dead_holder_only(redis, key, settings):
     assert await other.acquire_unless_alive(beats, now_ms - 1000)
     assert await redis.call("GET", key) == other.token.encode()
     await redis.call("DEL", beats, key)
+
+
+async def test_a_worker_heartbeat_keeps_its_locks_until_the_worker_stops(redis, key, settings):
+    """RabbitMQ keeps no worker heartbeats: WorkerHeartbeat beats for the locks (workers/heartbeat.py)."""
+    heartbeat = WorkerHeartbeat(settings.redis_url, f"{settings.namespace}:test-beats:{uuid.uuid4()}",
+                                timeout_ms=600)
+    holder = heartbeat.holder
+    heartbeat.before_worker_boot(None, None)  # the first beat is written before any message is consumed
+    try:
+        assert (await redis.call("ZSCORE", holder.heartbeats_key, holder.owner)) is not None
+        mine = RedisLock(redis, key, ttl_ms=60_000, owner=holder.owner)
+        assert await mine.acquire_unless_alive(holder.heartbeats_key, int(time.time() * 1000) - holder.timeout_ms)
+        other = RedisLock(redis, key, ttl_ms=60_000, owner="another-worker")
+        for _ in range(4):  # 1.2 s: twice the timeout, so only the beat thread keeps the holder alive
+            await asyncio.sleep(0.3)
+            dead_before = int(time.time() * 1000) - holder.timeout_ms
+            assert not await other.acquire_unless_alive(holder.heartbeats_key, dead_before)
+    finally:
+        heartbeat.after_worker_shutdown(None, None)
+    assert (await redis.call("ZSCORE", holder.heartbeats_key, holder.owner)) is None  # a clean stop says so
+    assert await other.acquire_unless_alive(holder.heartbeats_key, int(time.time() * 1000) - holder.timeout_ms)
+    assert await redis.call("GET", key) == other.token.encode()

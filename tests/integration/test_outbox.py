@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import replace
 
-import httpx
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from api.app import create_app
 from api.resources import Resources
@@ -54,3 +55,33 @@ async def test_dispatched_jobs_are_marked(client, sessions, settings):
                 return
         await asyncio.sleep(0.02)
     raise AssertionError("dispatched job never marked")
+
+
+async def test_with_rabbitmq_down_an_order_is_accepted_quickly_and_relayed_once_it_is_back(
+        settings, sessions, tenant, amqp_url):
+    region, _ = await add_region(sessions, settings)
+    down = Resources.open(replace(settings, broker_url="amqp://guest:guest@127.0.0.1:1/"))
+    try:
+        async with signed_client(create_app(settings, down), tenant) as client:
+            customer_id, plan = await customer_and_plan(client)
+            started = time.monotonic()
+            response = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+            took = time.monotonic() - started
+    finally:
+        await down.close()
+    assert response.status_code == 202, response.text
+    assert took < 5, f"an unreachable RabbitMQ held the order for {took:.1f} s"
+    job_id = uuid.UUID(response.json()["job"]["id"])
+    async with sessions() as session:
+        assert (await session.get(Job, job_id)).dispatched_at is None
+
+    broker = make_broker(replace(settings, broker_url=amqp_url))
+    assert isinstance(broker, RabbitmqBroker) and broker.confirm_delivery
+    try:
+        assert await relay_once(sessions, broker, grace_s=0) >= 1
+        assert await relay_once(sessions, broker, grace_s=0) == 0
+        assert broker.get_queue_message_counts(f"provisioning.{region}")[0] == 1
+    finally:
+        broker.close()
+    async with sessions() as session:
+        assert (await session.get(Job, job_id)).dispatched_at is not None

@@ -1,0 +1,80 @@
+"""Which Dramatiq broker HOSTQ_BROKER_URL makes, and the connection options hostq gives RabbitMQ."""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+from urllib.parse import parse_qs, urlsplit
+
+import dramatiq
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+
+from domain.settings import Settings, SettingsError
+from workers import dispatch as dispatch_module
+from workers.dispatch import RESEND_AFTER_S, amqp_url, dispatch, make_broker
+
+
+def test_amqp_url_adds_short_timeouts_but_keeps_what_the_operator_set():
+    url = amqp_url("amqp://hostq:s3cret@rabbit.internal:5672/prod?heartbeat=30&socket_timeout=7")
+    parts = urlsplit(url)
+    assert (parts.scheme, parts.netloc, parts.path) == ("amqp", "hostq:s3cret@rabbit.internal:5672", "/prod")
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    assert query == {"heartbeat": "30", "socket_timeout": "7", "connection_attempts": "1", "stack_timeout": "5",
+                     "blocked_connection_timeout": "10"}
+
+
+def test_amqp_urls_make_a_confirming_rabbitmq_broker_and_redis_urls_a_namespaced_redis_one():
+    rabbit = make_broker(Settings(broker_url="amqps://u:p@rabbit.internal/hostq"))
+    redis = make_broker(Settings(broker_url="redis://127.0.0.1:6379/3", namespace="acme"))
+    try:
+        assert isinstance(rabbit, RabbitmqBroker) and rabbit.confirm_delivery
+        assert rabbit.parameters.virtual_host == "hostq" and rabbit.parameters.socket_timeout == 2
+        assert rabbit.parameters.blocked_connection_timeout == 10
+        assert isinstance(redis, RedisBroker) and redis.namespace == "acme:dramatiq"
+    finally:
+        rabbit.close()
+        redis.close()
+
+
+def test_any_other_broker_url_is_refused_naming_the_variable():
+    with pytest.raises(SettingsError, match="HOSTQ_BROKER_URL"):
+        make_broker(Settings(broker_url="kafka://broker:9092"))
+
+
+class _Broker(dramatiq.Broker):
+    """A broker whose sends fail while `down` (what dispatch sees of a RabbitMQ or Redis that is unreachable)."""
+
+    def __init__(self) -> None:
+        super().__init__(middleware=[])
+        self.down, self.tries, self.sent = True, 0, []
+
+    def enqueue(self, message, *, delay=None):
+        self.tries += 1
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        self.sent.append(message)
+        return message
+
+
+def _jobs(n: int) -> list[SimpleNamespace]:
+    return [SimpleNamespace(id=uuid.uuid4(), round=1, queue="provisioning.us", kind="provision.create",
+                            resource_id=None, request_id=None) for _ in range(n)]
+
+
+def test_a_failed_send_stops_the_batch_and_rests_the_broker_then_sends_resume(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(dispatch_module.time, "monotonic", lambda: clock[0])
+    broker, jobs = _Broker(), _jobs(3)
+
+    assert dispatch(broker, jobs) == [] and broker.tries == 1  # not three sends of the broker's timeout
+    clock[0] += RESEND_AFTER_S - 0.1
+    assert dispatch(broker, jobs) == [] and broker.tries == 1  # resting: left to the relay, not tried
+    broker.down = False
+    clock[0] += 0.2
+    assert dispatch(broker, jobs) == [(j.id, 1) for j in jobs] and broker.tries == 4
+    assert [m.options["job_id"] for m in broker.sent] == [str(j.id) for j in jobs]
+    broker.down, other = True, _Broker()
+    assert dispatch(broker, jobs) == [] and dispatch(other, jobs) == []
+    assert other.tries == 1  # resting one broker does not rest another

@@ -1,0 +1,87 @@
+"""Which worker process holds a service's lock, and whether it is still alive.
+
+A service lock's token names its holder (workers/locks.py), and a lock whose holder has stopped beating may be
+taken over at once instead of after its TTL (a killed worker never releases). Dramatiq's Redis broker already
+keeps such beats, for its own redelivery: `Holder.of_redis_broker` reads them. RabbitMQ redelivers on its own
+(the dead worker's connection drops), so for it `WorkerHeartbeat` keeps the beats in Redis itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+import dramatiq
+import redis
+
+log = logging.getLogger("hostq.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A process's lock-holder id, the sorted set where live holders beat (score: ms), and how stale means dead."""
+
+    owner: str
+    heartbeats_key: str
+    timeout_ms: int
+
+    @classmethod
+    def of_redis_broker(cls, broker: dramatiq.Broker) -> Holder:
+        """The beats of Dramatiq's RedisBroker: its broker id, in `<namespace>:__heartbeats__`."""
+        return cls(broker.broker_id, f"{broker.namespace}:__heartbeats__", broker.heartbeat_timeout)
+
+
+class WorkerHeartbeat(dramatiq.Middleware):
+    """Beats this worker process's holder id into Redis every third of the timeout, from a thread of its own.
+
+    The first beat is written before the worker's consumers start, so no lock is ever held under an id that
+    others would take for dead. A worker that stops cleanly removes its id; a killed one goes stale.
+    """
+
+    def __init__(self, redis_url: str, key: str, timeout_ms: int) -> None:
+        self.holder = Holder(uuid.uuid4().hex, key, timeout_ms)
+        self._redis_url = redis_url
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: redis.Redis | None = None
+
+    def _beat(self) -> None:
+        now = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zadd(self.holder.heartbeats_key, {self.holder.owner: now})
+        # Forget holders dead for ten timeouts, and the whole set once every worker has stopped.
+        pipe.zremrangebyscore(self.holder.heartbeats_key, "-inf", now - 10 * self.holder.timeout_ms)
+        pipe.pexpire(self.holder.heartbeats_key, 10 * self.holder.timeout_ms)
+        pipe.execute()
+
+    def before_worker_boot(self, broker, worker) -> None:
+        self._client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._beat_once()
+        self._thread = threading.Thread(target=self._run, name="hostq-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat_once(self) -> None:
+        try:
+            self._beat()
+        except redis.RedisError as exc:  # no lock can be taken either while Redis is unreachable
+            log.warning("worker heartbeat not written: %s", exc)
+
+    def _run(self) -> None:
+        every_s = self.holder.timeout_ms / 3000
+        while not self._stop.wait(every_s):
+            self._beat_once()
+
+    def after_worker_shutdown(self, broker, worker) -> None:
+        """Stop beating once the worker's threads have finished their messages (and let go of their locks)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._client is not None:
+            try:
+                self._client.zrem(self.holder.heartbeats_key, self.holder.owner)
+            except redis.RedisError:
+                pass  # it goes stale instead
+            self._client.close()
