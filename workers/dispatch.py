@@ -41,6 +41,10 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
         # confirm_delivery: enqueue returns once RabbitMQ has the message (persistent, on a durable queue), so a
         # job is marked dispatched only then. An unacknowledged delivery goes back to its queue as soon as the
         # worker's connection drops (a killed worker), with no heartbeat to wait for.
+        # RabbitMQ drops a connection left idle past its heartbeat (an API process between orders): the next
+        # send reconnects and goes through, but pika logs the dropped connection as an ERROR with a trace.
+        # Dramatiq reports the connection problems that matter (a consumer's, a send that fails: see dispatch).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
         return RabbitmqBroker(url=amqp_url(settings.broker_url), confirm_delivery=True, middleware=[])
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         raise SettingsError("HOSTQ_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL")
