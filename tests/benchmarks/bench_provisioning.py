@@ -71,6 +71,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a queue may take to drain")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat the four measurements; the summary gives each ratio's median over the rounds")
+    parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis",
+                        help="Dramatiq's broker for hostq and the no-op baseline alike (rabbitmq: a vhost of the "
+                             "run's own, made with rabbitmqctl)")
     parser.add_argument("--json", type=Path, help="also write the JSON results to this file")
     return parser.parse_args()
 
@@ -105,17 +108,13 @@ def send_orders(port: int, creds: dict, customer_id: str, tag: str, args) -> dic
     return tally
 
 
-def wait_queued(key: str, count: int, timeout: float = 30.0) -> None:
-    """Wait until the Redis list `key` (a Dramatiq queue) holds `count` message ids."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        deadline = time.monotonic() + timeout
-        while (queued := client.llen(key)) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{key} holds {queued} messages, expected {count}")
-            time.sleep(0.05)
-    finally:
-        client.close()
+def wait_queued(stack: Stack, queue: str, namespace: str, count: int, timeout: float = 30.0) -> None:
+    """Wait until the Dramatiq queue holds `count` messages."""
+    deadline = time.monotonic() + timeout
+    while (queued := stack.queued(queue, namespace)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{queue} holds {queued} messages, expected {count}")
+        time.sleep(0.05)
 
 
 class HostqRun:
@@ -137,7 +136,7 @@ class HostqRun:
         procs, database = self.stack.processes, self.stack.database
         return CpuMeter({"worker": lambda: descendants(procs["worker"].pid),
                          "postgres": lambda: pids_named("postgres", f" {database} "),
-                         "redis": lambda: pids_named("redis-server"), "whm": lambda: [procs["whm"].pid],
+                         **broker_meters(self.stack), "whm": lambda: [procs["whm"].pid],
                          "api": lambda: descendants(procs["api"].pid)})
 
     async def drain(self, since: float) -> tuple[asyncpg.Record, dict]:
@@ -153,7 +152,7 @@ class HostqRun:
         print(f"hostq: {self.args.jobs} orders, worker stopped ...", file=sys.stderr)
         since = time.time()
         intake = send_orders(self.ports["api"], self.creds, self.customer_id, f"p{round_no}", self.args)
-        wait_queued(f"{self.stack.namespace}:dramatiq:provisioning.{REGION}", self.args.jobs)
+        wait_queued(self.stack, f"provisioning.{REGION}", self.stack.namespace, self.args.jobs)
         whm_calls = f"http://127.0.0.1:{self.ports['whm']}/__sandbox/calls"
         httpx.delete(whm_calls).raise_for_status()
         launched = time.time()
@@ -183,6 +182,14 @@ class HostqRun:
                 "intake_rps": during["rps"], "cpu_percent": cpu}
 
 
+def broker_meters(stack: Stack) -> dict:
+    """Redis (locks, and the broker unless on RabbitMQ), and RabbitMQ's Erlang VM when it is the broker."""
+    meters = {"redis": lambda: pids_named("redis-server")}
+    if stack.broker_url != REDIS_URL:
+        meters["rabbitmq"] = lambda: pids_named("beam.smp")
+    return meters
+
+
 def rate(jobs: int, seconds: float) -> float | None:
     """jobs per second, rounded."""
     return round(jobs / seconds, 1) if seconds > 0 else None
@@ -209,7 +216,8 @@ async def measure_hostq(stack: Stack, ports: dict, creds: dict, customer_id: str
 
 def noop_module(stack: Stack):
     """tests.benchmarks.noop_actors, bound to this run's namespace (its broker is made at import)."""
-    os.environ.update(BENCH_NOOP_NAMESPACE=f"{stack.namespace}:noop", REDIS_URL=REDIS_URL)
+    os.environ.update(BENCH_NOOP_NAMESPACE=f"{stack.namespace}:noop", REDIS_URL=REDIS_URL,
+                      BENCH_BROKER_URL=stack.broker_url)
     return importlib.import_module("tests.benchmarks.noop_actors")
 
 
@@ -223,18 +231,18 @@ async def measure_noop(stack: Stack, name: str, queue: str, count: int, args) ->
         client.delete(done_key, first_key, last_key)
         for i in range(count):
             actor.send(i)
-        wait_queued(f"{noop.NAMESPACE}:dramatiq:{queue}", count)
+        wait_queued(stack, queue, noop.NAMESPACE, count)
         print(f"{name}: {count} messages ...", file=sys.stderr)
         launched = time.time()
         stack.start(name, [sys.executable, "-m", "dramatiq", "tests.benchmarks.noop_actors", "--processes", "1",
                            "--threads", str(args.threads), "--queues", queue],
-                    env={"PYTHONPATH": str(ROOT), "BENCH_NOOP_NAMESPACE": noop.NAMESPACE, "REDIS_URL": REDIS_URL})
-        meter = CpuMeter({"worker": lambda: descendants(stack.processes[name].pid),
-                          "redis": lambda: pids_named("redis-server")})
+                    env={"PYTHONPATH": str(ROOT), "BENCH_NOOP_NAMESPACE": noop.NAMESPACE, "REDIS_URL": REDIS_URL,
+                         "BENCH_BROKER_URL": stack.broker_url})
+        meter = CpuMeter({"worker": lambda: descendants(stack.processes[name].pid), **broker_meters(stack)})
 
         async def probe() -> Progress:
             finished = int(client.get(done_key) or 0)
-            fetched = count - client.llen(f"{noop.NAMESPACE}:dramatiq:{queue}")  # taken by the worker
+            fetched = count - stack.queued(queue, noop.NAMESPACE)  # taken by the worker
             return Progress(finished, max(finished, fetched))
         cpu = await wait_drained(probe, count, meter, timeout=args.timeout, every=0.01)
         first, last = float(client.get(first_key)), float(client.get(last_key))
@@ -248,7 +256,10 @@ async def measure_noop(stack: Stack, name: str, queue: str, count: int, args) ->
 
 async def run(stack: Stack, args) -> list[dict[str, dict]]:
     """Set up, then measure one after the other (2 cores: never at the same time), --rounds times."""
-    print(f"database {stack.database}, namespace {stack.namespace}, logs {stack.logs}", file=sys.stderr)
+    if args.broker == "rabbitmq":
+        stack.use_rabbitmq()
+    print(f"database {stack.database}, namespace {stack.namespace}, broker {args.broker}, logs {stack.logs}",
+          file=sys.stderr)
     ports, creds = start_world(stack)
     customer_id = seed_catalog(ports["api"], creds)
     baseline = args.baseline_jobs or args.jobs
@@ -331,7 +342,8 @@ def main() -> None:
         print(f"\nmedian of {len(rounds)} rounds: {verdicts(median)}; queued vs the async no-op "
               f"x{median['hostq_queued_over_noop_async']}")
     config = {"jobs": args.jobs, "baseline_jobs": args.baseline_jobs or args.jobs, "threads": args.threads,
-              "processes": args.processes, "concurrency": args.concurrency, "rounds": args.rounds}
+              "processes": args.processes, "concurrency": args.concurrency, "rounds": args.rounds,
+              "broker": args.broker}
     finish(stack, {}, {"config": config, "rounds": [{"results": results, "ratios": round_rates}
                                                     for results, round_rates in zip(rounds, rates)],
                        "median_ratios": median}, args.json)

@@ -23,7 +23,8 @@ from workers.broker import setup_broker
 
 NAMESPACE = os.environ.get("BENCH_NOOP_NAMESPACE", "bench-noop")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-broker = setup_broker(Settings(redis_url=REDIS_URL, broker_url=REDIS_URL, namespace=NAMESPACE),
+BROKER_URL = os.environ.get("BENCH_BROKER_URL", REDIS_URL)  # the same broker as hostq's in the run
+broker = setup_broker(Settings(redis_url=REDIS_URL, broker_url=BROKER_URL, namespace=NAMESPACE),
                       sessions=lambda: None, db=lambda: None)
 dramatiq.set_broker(broker)
 

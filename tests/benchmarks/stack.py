@@ -1,4 +1,4 @@
-"""The benchmark's world: its own database and Redis namespace, and the processes it starts and stops."""
+"""The benchmark's world: its own database, Redis namespace (and RabbitMQ vhost), and the processes it starts and stops."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 PG_BASE = os.environ.get("BENCH_PG_BASE", "postgres@127.0.0.1:5432")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: RabbitMQ for `--broker rabbitmq` (user and host; the run adds a vhost of its own).
+AMQP_BASE = os.environ.get("BENCH_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672")
 T = TypeVar("T")
 
 
@@ -54,6 +56,32 @@ class Stack:
         self.env = {**os.environ, "DATABASE_URL": f"postgresql+asyncpg://{PG_BASE}/{self.database}",
                     "REDIS_URL": REDIS_URL, "HOSTQ_KEK": base64.b64encode(secrets.token_bytes(32)).decode(),
                     "HOSTQ_NAMESPACE": self.namespace, "PYTHONUNBUFFERED": "1"}
+
+    broker_url: str = REDIS_URL
+    _vhost: str | None = None
+    _counter = None  # a RabbitmqBroker kept for counting queued messages
+
+    def use_rabbitmq(self) -> None:
+        """Run on RabbitMQ (a virtual host of this run's, made with rabbitmqctl, deleted by close())."""
+        vhost = f"hostq_bench_{self.namespace.removeprefix('bench-')}"
+        for argv in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+            subprocess.run(["rabbitmqctl", *argv], check=True, capture_output=True, timeout=60)
+        self._vhost = vhost
+        self.broker_url = f"{AMQP_BASE}/{vhost}"
+        self.env["HOSTQ_BROKER_URL"] = self.broker_url
+
+    def queued(self, queue: str, namespace: str) -> int:
+        """Messages waiting in a Dramatiq queue (Redis: under `namespace`; RabbitMQ: ready in its vhost)."""
+        if self._vhost is None:
+            client = redis.Redis.from_url(REDIS_URL)
+            try:
+                return client.llen(f"{namespace}:dramatiq:{queue}")
+            finally:
+                client.close()
+        if self._counter is None:
+            from dramatiq.brokers.rabbitmq import RabbitmqBroker
+            self._counter = RabbitmqBroker(url=self.broker_url)
+        return self._counter.get_queue_message_counts(queue)[0]
 
     @property
     def plain_database_url(self) -> str:
@@ -106,7 +134,7 @@ class Stack:
         """Stop every process, drop the database, delete the namespace's Redis keys; report what failed."""
         for name in list(self.processes):
             self.stop(name)
-        for step in (self._drop_database, self._delete_keys):
+        for step in (self._drop_database, self._delete_keys, self._delete_vhost):
             try:
                 step()
             except Exception as exc:  # keep cleaning; say what is left behind
@@ -122,6 +150,13 @@ class Stack:
                 client.delete(key)
         finally:
             client.close()
+
+
+    def _delete_vhost(self) -> None:
+        if self._counter is not None:
+            self._counter.close()
+        if self._vhost is not None:
+            subprocess.run(["rabbitmqctl", "delete_vhost", self._vhost], check=True, capture_output=True, timeout=60)
 
 
 async def _drop(database: str) -> None:
