@@ -6,14 +6,7 @@ from collections.abc import Callable, Iterable
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import (
-    AsyncIO,
-    CurrentMessage,
-    Pipelines,
-    Retries,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.middleware import AsyncIO, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from domain.settings import Settings
 from workers.dispatch import make_broker

@@ -35,16 +35,16 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     """The Dramatiq broker named by HOSTQ_BROKER_URL: Redis (namespaced, so deployments can share one Redis)
     or RabbitMQ (give each deployment its own virtual host: the URL's path)."""
     if settings.broker_url.startswith(("amqp://", "amqps://")):
-        from dramatiq.brokers.rabbitmq import (
-            RabbitmqBroker,  # imports pika: only where RabbitMQ is used
-        )
-        # confirm_delivery: enqueue returns once RabbitMQ has the message (persistent, on a durable queue), so a
-        # job is marked dispatched only then. An unacknowledged delivery goes back to its queue as soon as the
-        # worker's connection drops (a killed worker), with no heartbeat to wait for.
+        # Imported here: it imports pika, which only a RabbitMQ deployment needs loaded.
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
         # RabbitMQ drops a connection left idle past its heartbeat (an API process between orders): the next
         # send reconnects and goes through, but pika logs the dropped connection as an ERROR with a trace.
         # Dramatiq reports the connection problems that matter (a consumer's, a send that fails: see dispatch).
         logging.getLogger("pika").setLevel(logging.CRITICAL)
+        # confirm_delivery: enqueue returns once RabbitMQ has the message (persistent, on a durable queue), so a
+        # job is marked dispatched only then. An unacknowledged delivery goes back to its queue as soon as the
+        # worker's connection drops (a killed worker), with no heartbeat to wait for.
         return RabbitmqBroker(url=amqp_url(settings.broker_url), confirm_delivery=True, middleware=[])
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         raise SettingsError("HOSTQ_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL")
