@@ -14,6 +14,7 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from domain.db import CURRENT_TENANT, session_scope
 from domain.jobs.models import Job
 from domain.jobs.service import mark_dispatched
-from workers.dispatch import dispatch
+from workers.dispatch import dispatch, outgoing, send_messages
 
 log = logging.getLogger("hostq.api")
 FLUSH_AFTER_S = 0.05
@@ -50,9 +51,49 @@ def send_committed(scope: MutableMapping[str, Any]) -> None:
 def send(resources: Any, jobs: Sequence[Job]) -> None:
     """Enqueue committed jobs; the ones that reached the broker are marked dispatched soon after (the relay sends
     the others)."""
+    if resources.sender is not None:
+        resources.sender.submit(jobs)
+        return
     sent = dispatch(resources.broker, jobs)
     if sent:
         resources.marks.add(jobs[0].tenant_id, sent)
+
+
+class BackgroundSender:
+    """Sends jobs from a thread of its own, for a broker whose every send waits on the network.
+
+    RabbitMQ's publisher confirms (workers/dispatch.py) take a round trip per message, and pika's connection
+    blocks while it waits: on the event loop, every other request would wait too (and all of them for its
+    timeouts if RabbitMQ hangs). Here the request goes on at once; the jobs are marked dispatched once
+    confirmed, and those a crash or an outage keeps from being sent wait for the relay, as on any failed send.
+    One thread keeps the sends in order and on one connection.
+    """
+
+    def __init__(self, broker: Any, marks: DispatchMarks) -> None:
+        self._broker, self._marks = broker, marks
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hostq-send")
+        self._pending: set[asyncio.Future] = set()
+
+    def submit(self, jobs: Sequence[Job]) -> None:
+        """Send these committed jobs soon (messages are made here, from the rows as the request left them)."""
+        tenant_id = jobs[0].tenant_id
+        future = asyncio.get_running_loop().run_in_executor(self._executor, send_messages, self._broker,
+                                                            outgoing(jobs))
+        self._pending.add(future)
+        future.add_done_callback(lambda done: self._sent(done, tenant_id))
+
+    def _sent(self, done: asyncio.Future, tenant_id: uuid.UUID | None) -> None:
+        self._pending.discard(done)
+        if done.cancelled() or done.exception() is not None:
+            return  # send_messages catches the broker's errors; anything else leaves the jobs to the relay
+        if done.result():
+            self._marks.add(tenant_id, done.result())
+
+    async def close(self) -> None:
+        """Finish the sends under way (their marks then go with the last flush)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        self._executor.shutdown(wait=True)
 
 
 class DispatchMarks:

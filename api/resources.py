@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import dramatiq
 import redis.asyncio as aioredis
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.dispatch_marks import DispatchMarks
+from api.dispatch_marks import BackgroundSender, DispatchMarks
 from api.principals import PrincipalCache
 from api.ratelimit import RateLimiter
 from domain.redis_pipe import PipelinedRedis
@@ -35,6 +36,9 @@ class Resources:
     principals: PrincipalCache
     #: Per-tenant rate limits, on their own pipelined Redis connection (domain/redis_pipe.py).
     limiter: RateLimiter
+    #: Sends jobs off the event loop when the broker's sends wait on the network (RabbitMQ); None for Redis,
+    #: whose send costs less on the loop than a hand-off to a thread.
+    sender: BackgroundSender | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
@@ -49,14 +53,17 @@ class Resources:
         # Short timeouts: the API's Redis calls are tiny (rate limit, generations), and a Redis that hangs must
         # not hold requests; the rate limiter then lets requests through (api/ratelimit.py).
         client = aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        broker, marks = make_broker(settings), DispatchMarks(sessions)
         return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
                    pg=LazyPool(settings.database_url, max_size=settings.api_db_pool), redis=client,
-                   broker=make_broker(settings),
-                   marks=DispatchMarks(sessions), principals=PrincipalCache(),
-                   limiter=RateLimiter(PipelinedRedis(settings.redis_url), settings.namespace))
+                   broker=broker, marks=marks, principals=PrincipalCache(),
+                   limiter=RateLimiter(PipelinedRedis(settings.redis_url), settings.namespace),
+                   sender=None if isinstance(broker, RedisBroker) else BackgroundSender(broker, marks))
 
     async def close(self) -> None:
-        """Write the pending dispatch marks, then close every connection."""
+        """Finish the sends under way, write the pending dispatch marks, then close every connection."""
+        if self.sender is not None:
+            await self.sender.close()
         await self.marks.close()
         await self.redis.aclose()
         await self.limiter.close()

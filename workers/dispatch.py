@@ -75,18 +75,29 @@ def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UU
     """Enqueue each job; return (id, round) of those that reached the broker (the relay sends the rest).
 
     The round goes with the id so that marking them dispatched later cannot mark a newer round of the same
-    job (retried in between), whose message would then never be sent. The first failed send stops the batch
-    and rests the broker for RESEND_AFTER_S."""
+    job (retried in between), whose message would then never be sent."""
+    return send_messages(broker, outgoing(jobs))
+
+
+def outgoing(jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int, dramatiq.Message]]:
+    """(id, round, message) of each job: what send_messages takes (made where the job rows were read)."""
+    return [(job.id, job.round, job_message(job)) for job in jobs]
+
+
+def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, int, dramatiq.Message]]
+                  ) -> list[tuple[uuid.UUID, int]]:
+    """Enqueue the jobs' messages; (id, round) of those sent. The first failed send stops the batch and rests
+    the broker for RESEND_AFTER_S."""
     sent: list[tuple[uuid.UUID, int]] = []
     if time.monotonic() < _down_until.get(broker, 0.0):
         return sent
-    for job in jobs:
+    for job_id, job_round, message in messages:
         try:
-            broker.enqueue(job_message(job))
+            broker.enqueue(message)
         except Exception as exc:  # the broker is down: the job rows stay undispatched for the relay
             _down_until[broker] = time.monotonic() + RESEND_AFTER_S
             log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",
                         type(exc).__name__, exc)
             break
-        sent.append((job.id, job.round))
+        sent.append((job_id, job_round))
     return sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from dataclasses import replace
@@ -85,3 +86,43 @@ async def test_with_rabbitmq_down_an_order_is_accepted_quickly_and_relayed_once_
         broker.close()
     async with sessions() as session:
         assert (await session.get(Job, job_id)).dispatched_at is not None
+
+
+async def test_a_rabbitmq_that_hangs_holds_no_request_and_a_live_one_gets_the_job_marked(
+        settings, sessions, tenant, amqp_url):
+    region, _ = await add_region(sessions, settings)
+    silent = socket.socket()  # accepts connections, never answers: a RabbitMQ that hangs
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    hung_url = f"amqp://guest:guest@127.0.0.1:{silent.getsockname()[1]}/?stack_timeout=2&socket_timeout=1"
+    try:
+        hung = Resources.open(replace(settings, broker_url=hung_url))
+        async with signed_client(create_app(settings, hung), tenant) as client:
+            customer_id, plan = await customer_and_plan(client)
+            started = time.monotonic()
+            held = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+            answered_in = time.monotonic() - started
+            probe = await client.get(f"/v1/jobs/{held.json()['job']['id']}")  # the loop is free meanwhile
+            probed_in = time.monotonic() - started
+        await hung.close()  # waits for the send under way to give up
+    finally:
+        silent.close()
+    assert held.status_code == 202 and probe.status_code == 200, (held.text, probe.text)
+    assert answered_in < 1 and probed_in < 1.5, (answered_in, probed_in)  # the send takes 2 s to fail
+    async with sessions() as session:
+        assert (await session.get(Job, uuid.UUID(held.json()["job"]["id"]))).dispatched_at is None  # for the relay
+
+    live = Resources.open(replace(settings, broker_url=amqp_url))
+    try:
+        async with signed_client(create_app(settings, live), tenant) as client:
+            sent = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    finally:
+        await live.close()  # finishes the send and writes its mark
+    assert sent.status_code == 202, sent.text
+    async with sessions() as session:
+        assert (await session.get(Job, uuid.UUID(sent.json()["job"]["id"]))).dispatched_at is not None
+    counter = make_broker(replace(settings, broker_url=amqp_url))
+    try:
+        assert counter.get_queue_message_counts(f"provisioning.{region}")[0] == 1
+    finally:
+        counter.close()
