@@ -11,6 +11,7 @@ import domain.models  # noqa: F401  (every table known, so foreign keys resolve 
 from domain.settings import load_settings
 from workers.broker import setup_broker
 from workers.runtime import runtime
+from workers.signals import stop_once_per_burst
 
 # The AsyncIO middleware's loop runs every job's I/O on one thread; uvloop's transports and asyncpg's
 # protocol cost less CPU on it than the default loop's. Set before the worker boots and makes its loop.
@@ -21,6 +22,7 @@ _queues = filter(None, os.environ.get("HOSTQ_WORKER_QUEUES", "").split(","))
 broker = setup_broker(load_settings(), lambda: runtime().sessions, lambda: runtime().db, _queues,
                       redis=lambda: runtime().redis)
 dramatiq.set_broker(broker)
+stop_once_per_burst()  # a group's SIGTERM arrives twice: stop once (workers/signals.py)
 
 
 class _ResultsKept(logging.Filter):

@@ -15,7 +15,7 @@ from tests.e2e.conftest import Processes
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -59,7 +59,7 @@ class GroupProcesses(Processes):
             process.wait()
         # Leftover children (a graceful parent normally takes them along): none may outlive the stop.
         deadline = time.monotonic() + 10
-        while _group_alive(pgid):
+        while group_alive(pgid):
             if time.monotonic() > deadline:
                 os.killpg(pgid, signal.SIGKILL)
                 deadline = time.monotonic() + 10

@@ -1,0 +1,33 @@
+"""`hostq worker` stops on SIGTERM sent to its whole process group, as supervisors and `hostq dev` send it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+from tests.e2e.helpers import GroupProcesses, group_alive
+
+
+def test_a_sigterm_to_the_workers_process_group_stops_it_promptly(hostq_cmd, test_env, settings, tmp_path):
+    procs = GroupProcesses(hostq_cmd, test_env, tmp_path)
+    worker = procs.start("worker", "worker", "--region", f"sg{uuid.uuid4().hex[:6]}")
+    try:
+        deadline = time.monotonic() + 30
+        while "ready for action" not in procs.log("worker"):
+            assert worker.poll() is None and time.monotonic() < deadline, procs.log("worker")
+            time.sleep(0.1)
+        # The worker process gets the signal twice: from the group kill, and forwarded by Dramatiq's parent.
+        os.killpg(worker.pid, signal.SIGTERM)
+        started = time.monotonic()
+        while (worker.poll() is None or group_alive(worker.pid)) and time.monotonic() - started < 20:
+            time.sleep(0.1)  # poll() reaps the leader, which a killpg probe would still find as a zombie
+        took = time.monotonic() - started
+        assert not group_alive(worker.pid), f"still running {took:.0f} s after SIGTERM:\n{procs.log('worker')}"
+        assert "Worker has been shut down" in procs.log("worker")  # a clean stop, not a kill
+        assert took < 15, took
+    finally:
+        if group_alive(worker.pid):
+            os.killpg(worker.pid, signal.SIGKILL)
+        procs.running.pop("worker", None)
