@@ -17,6 +17,7 @@ from api.catalog.controller import PlanController
 from api.customers.controller import CustomerController
 from api.health import live, ready
 from api.edge import V1Edge
+from api.fallbacks import add_fallbacks
 from api.jobs.controller import JobController
 from api.request_ids import request_id
 from api.resources import Resources
@@ -139,6 +140,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
     v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
                                     JobController, TenantController],
                 middleware=[V1Edge()], security=[{"signedRequest": []}])
+    add_fallbacks(v1)  # unknown /v1 paths and methods are authenticated too (401 before their 404 or 405)
     return Litestar(
         route_handlers=[v1, live, ready],
         dependencies={"session": Provide(deps.provide_session), "caller": Provide(deps.provide_principal),

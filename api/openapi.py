@@ -31,7 +31,9 @@ The API key as a Bearer token, and an HMAC signature of the request in two more 
 its query string exactly as sent (percent-encoding untouched), the body byte for byte (empty when there is none).
 During a secret rotation `X-Signature` may carry several comma-separated `v1=` values; one valid value is enough.
 A missing, malformed, unknown or revoked key, a wrong signature, or a timestamp more than 300 s away from the
-server's clock answers 401 `unauthenticated`, without saying which part was wrong."""
+server's clock answers 401 `unauthenticated`, without saying which part was wrong. Authentication comes first for
+every /v1 path, listed here or not: a signed request to a path this document does not list answers 404
+`not_found`, and one with a method its path does not take 405 `method_not_allowed` (with `Allow`)."""
 
 
 class ProblemFieldError(msgspec.Struct):

@@ -99,6 +99,26 @@ async def test_unknown_route_is_404_problem_with_request_id(anon):
     assert response.headers["x-request-id"]
 
 
+async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client):
+    customer = (await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})).json()
+    for method, path in (("GET", "/v1/nonexistent"), ("GET", "/v1/invoices"), ("POST", "/v1/invoices/x/pay"),
+                         ("PUT", "/v1/customers"), ("DELETE", f"/v1/customers/{customer['id']}/export"),
+                         ("GET", "/v1/customers/abc/nothing-here"), ("GET", "/v1/services/x/suspend")):
+        unsigned = await anon.request(method, path)
+        assert unsigned.status_code == 401 and unsigned.json()["code"] == "unauthenticated", (method, path)
+        signed = await client.request(method, path)
+        expected = (404, "not_found") if method in ("GET", "POST") and "suspend" not in path else (405, None)
+        assert signed.status_code == expected[0], (method, path, signed.text)
+        assert signed.headers["content-type"].startswith("application/problem+json"), (method, path)
+        assert "x-ratelimit-remaining" in signed.headers, (method, path)  # an authenticated answer
+        if expected[1]:
+            assert signed.json()["code"] == expected[1]
+    put = await client.put("/v1/customers")
+    assert put.json()["code"] == "method_not_allowed" and put.headers["allow"] == "GET, POST"
+    schema = (await anon.get("/schema/openapi.json")).json()
+    assert not [p for p in schema["paths"] if "{rest" in p]
+
+
 async def test_health_and_openapi(anon):
     ready = await anon.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}

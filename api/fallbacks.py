@@ -1,0 +1,50 @@
+"""Authentication before anything else, unknown routes included (api-v1.md, "Edge behaviour").
+
+Litestar answers a path it does not know (404) or a method a path does not take (405) while routing, before
+any route middleware runs, so such a /v1 request would get its 404 or 405 unsigned. These handlers take
+those requests inside the /v1 router instead, behind V1Edge: unsigned, they are 401 like any other; signed,
+they are the same 404 `not_found` or 405 (with `Allow`), rate-limited and with the rate-limit headers, as
+Stripe answers them.
+"""
+
+from __future__ import annotations
+
+from litestar import Router, route
+from litestar.exceptions import MethodNotAllowedException, NotFoundException
+from litestar.handlers import HTTPRouteHandler
+from litestar.routes import HTTPRoute
+
+#: The methods a /v1 request may come with; OPTIONS is Litestar's own (CORS preflight, api/cors.py).
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _unknown_route(rest: str) -> None:
+    raise NotFoundException(f"no route /v1{rest}")
+
+
+def _not_allowed(allowed: list[str]) -> HTTPRouteHandler:
+    async def refuse() -> None:
+        raise MethodNotAllowedException("this route does not take that method",
+                                        headers={"Allow": ", ".join(allowed)})
+    return refuse
+
+
+def add_fallbacks(v1: Router) -> None:
+    """Register, on the /v1 router, a 405 for each method a route lacks and a 404 for every unknown path.
+
+    Litestar's router does not backtrack: `/v1/customers/x/nothing` goes down the `/v1/customers/{id}` branch
+    and stops there, so known routes get a catch-all below them too, besides `/v1/{rest:path}`; but not one
+    with a parameter right below it (`/v1/customers`), where the catch-all would take that parameter's place.
+    """
+    known = [r for r in v1.routes if isinstance(r, HTTPRoute) and r.path.startswith("/v1")]
+    for existing in known:
+        taken = sorted(set(existing.methods) - {"OPTIONS", "HEAD"})
+        missing = [m for m in METHODS if m not in taken]
+        if missing:
+            v1.register(route(existing.path, http_method=missing, include_in_schema=False)(_not_allowed(taken)))
+    paths = [r.path for r in known]
+    for prefix in ["/v1", *paths]:
+        if any(p.startswith(f"{prefix}/{{") for p in paths):
+            continue
+        v1.register(route(f"{prefix}/{{rest:path}}", http_method=list(METHODS), include_in_schema=False,
+                          sync_to_thread=False)(_unknown_route))
