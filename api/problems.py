@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import asyncpg
 
@@ -52,12 +53,29 @@ def problem(request: Request, status: int, code: str, title: str, detail: str = 
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+#: msgspec names a missing or unknown field in its message, and Litestar gives such errors the key "data"
+#: (the whole body): the field is the one the message names, below the key when there is one.
+_NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+
+
+def _field_name(key: str, message: str) -> str:
+    named = _NAMED_FIELD.search(message)
+    parent = "" if key in ("", "data") else key.removesuffix("[...]")
+    if named:
+        return f"{parent}.{named.group(1)}" if parent else named.group(1)
+    return parent or "body"  # e.g. an array where an object was expected
+
+
 def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     out = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            out.append({"field": str(item.get("key") or item.get("source") or "body"),
-                        "message": str(item.get("message", "invalid"))})
+            message = str(item.get("message", "invalid"))
+            if item.get("source", "body") == "body":
+                field = _field_name(str(item.get("key") or ""), message)
+            else:  # a query, path or header parameter: Litestar names it
+                field = str(item.get("key") or item.get("source"))
+            out.append({"field": field, "message": message})
     return out
 
 

@@ -151,3 +151,19 @@ async def test_a_customer_filter_that_is_not_an_id_matches_nothing(client, sessi
     await client.post("/v1/services", json=order_body(customer_id, plan, region))
     assert (await client.get("/v1/services?customer_id=abc")).json()["data"] == []
     assert len((await client.get(f"/v1/services?customer_id={customer_id}")).json()["data"]) == 1
+
+
+async def test_a_body_field_missing_or_of_the_wrong_type_is_named_in_errors(client):
+    missing = await client.post("/v1/customers", json={"name": "Ana"})
+    wrong = await client.post("/v1/customers", json={"name": 5, "email": "ana@example.com"})
+    unknown = await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com", "nick": "a"})
+    plan = await client.post("/v1/plans", json={"code": "basic", "name": "Basic", "whm_package": "basic",
+                                                "prices": {"monthly": "cheap"}})
+    not_json = await client.post("/v1/customers", content=b"[1, 2]", headers={"Content-Type": "application/json"})
+    for response in (missing, wrong, unknown, plan, not_json):
+        assert response.status_code == 400 and response.json()["code"] == "validation_error", response.text
+    assert [e["field"] for e in missing.json()["errors"]] == ["email"], missing.json()
+    assert [e["field"] for e in wrong.json()["errors"]] == ["name"], wrong.json()
+    assert [e["field"] for e in unknown.json()["errors"]] == ["nick"], unknown.json()
+    assert [e["field"] for e in plan.json()["errors"]] == ["prices"], plan.json()
+    assert [e["field"] for e in not_json.json()["errors"]] == ["body"], not_json.json()
