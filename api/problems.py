@@ -99,7 +99,7 @@ def handle(request: Request, exc: Exception) -> Response:
     if isinstance(exc, IntegrityError) or sqlstate.startswith("23"):
         return problem(request, 409, "conflict", "Conflict", "the request conflicts with existing data")
     if isinstance(exc, _DOWN) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-        log.warning("dependency down: %s", type(exc).__name__)
+        log.warning("dependency down: %s (request_id=%s)", type(exc).__name__, request_id(request.scope))
         return problem(request, 503, "unavailable", "Service unavailable", "a dependency is unavailable",
                        headers={"Retry-After": "5"})
     log.exception("unhandled error (request_id=%s)", request_id(request.scope))

@@ -12,6 +12,7 @@ from domain.settings import Settings
 from workers.dispatch import make_broker
 from workers.heartbeat import Holder, WorkerHeartbeat
 from workers.locks import RedisLock
+from workers.logcontext import RequestIdLogContext
 from workers.middleware import JobStateMiddleware
 
 #: Dramatiq's own retry budget is only a backstop: the job row decides when to stop (JobStateMiddleware).
@@ -36,6 +37,7 @@ def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: I
         broker.add_middleware(heartbeat)
     holder = (lambda _: heartbeat.holder) if heartbeat else Holder.of_redis_broker
     for middleware in (
+        RequestIdLogContext(),  # first: its context spans every other middleware's hooks
         TimeLimit(time_limit=int((settings.whm_create_timeout + 120) * 1000)),
         ShutdownNotifications(),
         Pipelines(),

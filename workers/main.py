@@ -10,6 +10,7 @@ import uvloop
 import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.settings import load_settings
 from workers.broker import setup_broker
+from workers.logcontext import install_filter
 from workers.runtime import runtime
 from workers.signals import stop_once_per_burst
 
@@ -23,6 +24,7 @@ broker = setup_broker(load_settings(), lambda: runtime().sessions, lambda: runti
                       redis=lambda: runtime().redis)
 dramatiq.set_broker(broker)
 stop_once_per_burst()  # a group's SIGTERM arrives twice: stop once (workers/signals.py)
+install_filter()  # the request id in the log lines about a job's message (workers/logcontext.py)
 
 
 class _ResultsKept(logging.Filter):

@@ -154,6 +154,9 @@ def test_one_http_500_is_retried_into_one_account(stack):
     service = stack.service(order["service"]["id"])
     assert [(a["user"], a["domain"]) for a in accounts(stack.fake_a, domain)] == [(service["username"], domain)]
     assert service["status"] == "active"
+    # The worker's lines about the failed attempt name the order's request id (Dramatiq's own lines too).
+    about = [line for line in stack.procs.log("worker_a").splitlines() if f"request_id={job['request_id']}" in line]
+    assert any("Retrying message" in line for line in about), stack.logs("worker_a")
 
 
 def test_result_0_fails_at_once_with_whm_reason(stack):
