@@ -70,7 +70,7 @@ while you page never shift or repeat what you have seen.
 
 Errors are `application/problem+json` (RFC 9457):
 
-    {"type": "https://hostq.dev/problems/validation-error", "title": "Validation failed", "status": 400,
+    {"type": "https://hostq.dev/problems/validation", "title": "Validation failed", "status": 400,
      "detail": "domain: not a valid domain", "code": "validation_error", "request_id": "req_...",
      "errors": [{"field": "domain", "message": "not a valid domain"}]}
 

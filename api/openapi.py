@@ -18,7 +18,7 @@ from litestar.params import Parameter as LitestarParameter
 from litestar.openapi.spec import (Components, Example, OpenAPIHeader, OpenAPIResponse, OpenAPIType, Operation,
                                    Parameter, Reference, RequestBody, Schema, SecurityScheme)
 
-from api.problems import PROBLEM
+from api.problems import PROBLEM, problem_type
 
 SIGNATURE_SCHEME = """\
 The API key as a Bearer token, and an HMAC signature of the request in two more headers:
@@ -47,9 +47,9 @@ class ProblemFieldError(msgspec.Struct):
 class Problem(msgspec.Struct):
     """An error, as RFC 9457 problem details (`application/problem+json`)."""
 
-    type: Annotated[str, msgspec.Meta(description="A URI naming the kind of problem: "
-                                                  "`https://hostq.dev/problems/<code, '_' written '-'>`",
-                                      examples=["https://hostq.dev/problems/validation-error"])]
+    type: Annotated[str, msgspec.Meta(description="A URI naming the kind of problem: `https://hostq.dev/problems/"
+                                                  "<code without an '_error' suffix, '_' written '-'>`",
+                                      examples=["https://hostq.dev/problems/validation"])]
     title: Annotated[str, msgspec.Meta(description="Short, the same for every problem of this code",
                                        examples=["Validation failed"])]
     status: Annotated[int, msgspec.Meta(description="The HTTP status", examples=[400])]
@@ -67,7 +67,7 @@ class Problem(msgspec.Struct):
 
 
 def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> Example:
-    value = {"type": f"https://hostq.dev/problems/{code.replace('_', '-')}", "title": title, "status": status,
+    value = {"type": problem_type(code), "title": title, "status": status,
              "detail": detail, "code": code, "request_id": "req_5f0c2a9b8e7d6c5b4a392817", **extra}
     return Example(id=code, summary=code, value=value)
 

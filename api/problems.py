@@ -43,10 +43,16 @@ _DOWN = (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, Re
          asyncpg.exceptions.InsufficientResourcesError)  # e.g. Postgres's max_connections reached
 
 
+def problem_type(code: str) -> str:
+    """The problem's `type` URI: the code without an `_error` suffix, `_` written `-` (validation_error ->
+    https://hostq.dev/problems/validation, as api-v1.md's example has it)."""
+    return f"https://hostq.dev/problems/{code.removesuffix('_error').replace('_', '-')}"
+
+
 def problem(request: Request, status: int, code: str, title: str, detail: str = "", *,
             field_errors: list | None = None, headers: dict[str, str] | None = None) -> Response:
     """A problem+json response."""
-    body = {"type": f"https://hostq.dev/problems/{code.replace('_', '-')}", "title": title, "status": status,
+    body = {"type": problem_type(code), "title": title, "status": status,
             "detail": detail or title, "code": code, "request_id": request_id(request.scope)}
     if field_errors:
         body["errors"] = field_errors

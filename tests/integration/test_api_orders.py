@@ -162,6 +162,7 @@ async def test_a_body_field_missing_or_of_the_wrong_type_is_named_in_errors(clie
     not_json = await client.post("/v1/customers", content=b"[1, 2]", headers={"Content-Type": "application/json"})
     for response in (missing, wrong, unknown, plan, not_json):
         assert response.status_code == 400 and response.json()["code"] == "validation_error", response.text
+    assert missing.json()["type"] == "https://hostq.dev/problems/validation"  # api-v1.md's example
     assert [e["field"] for e in missing.json()["errors"]] == ["email"], missing.json()
     assert [e["field"] for e in wrong.json()["errors"]] == ["name"], wrong.json()
     assert [e["field"] for e in unknown.json()["errors"]] == ["nick"], unknown.json()
