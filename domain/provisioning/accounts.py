@@ -156,9 +156,17 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
         if exc.code != "whm_account_exists":
             raise
         found = await whm.accountsummary(user=username)
-        if found is None:  # the domain is someone else's
-            raise PermanentIntegrationError("whm_domain_taken", f"{exc.message}: an operator must look") from None
-        return _adopt_or_conflict(found, username, domain)
+        if found is not None:
+            return _adopt_or_conflict(found, username, domain)
+        if (owner := await whm.accountsummary(domain=domain)) is not None:
+            raise PermanentIntegrationError(
+                "whm_domain_taken", f"{exc.message}: domain {domain!r} belongs to WHM user {owner.get('user')!r}: "
+                "an operator must look") from None
+        # Neither an account of that name nor of that domain: the name is held outside WHM's accounts (a system
+        # user a failed createacct left behind). Never a second account under another name.
+        raise PermanentIntegrationError(
+            "whm_username_taken", f"{exc.message}: no WHM account has username {username!r} or domain {domain!r}, "
+            "so a system user probably remains from a failed createacct: an operator must look") from None
 
 
 async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempted: bool) -> bool:

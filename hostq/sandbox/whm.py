@@ -24,7 +24,7 @@ FUNCTIONS = frozenset({
     "createacct", "verify_new_username", "accountsummary", "suspendacct", "unsuspendacct",
     "removeacct", "changepackage", "passwd", "listaccts", "listpkgs",
 })
-FAULT_MODES = frozenset({"http_500", "reset", "timeout", "result_0", "timeout_then_create"})
+FAULT_MODES = frozenset({"http_500", "reset", "timeout", "result_0", "timeout_then_create", "result_0_leave_user"})
 NO_ACCOUNT = "Account does not exist."
 _USERNAME = re.compile(r"[a-z0-9]+")
 _DOMAIN = re.compile(r"(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
@@ -86,6 +86,8 @@ class FakeWhm:
         self.accounts: dict[str, Account] = {}
         self.by_domain: dict[str, str] = {}
         self.by_prefix: dict[str, str] = {}
+        # System users a failed createacct left behind (fault `result_0_leave_user`): the name stays in use.
+        self.leftover_users: set[str] = set()
         self.faults: dict[str, deque[Fault]] = {}
         self.latency: dict[str, float] = {}
         self.calls: Counter[str] = Counter()
@@ -126,6 +128,10 @@ class FakeWhm:
         if fault.mode == "reset":
             return await _drop_connection(send)
         if fault.mode == "result_0":
+            return await _send(send, 200, _envelope(function, 0, fault.reason, {}))
+        if fault.mode == "result_0_leave_user":  # as a real failed create can: the Unix user stays behind
+            if function == "createacct" and (user := params.get("username")):
+                self.leftover_users.add(user)
             return await _send(send, 200, _envelope(function, 0, fault.reason, {}))
         answer = self.run(function, params, caller) if fault.mode == "timeout_then_create" else None
         if not await _hold(receive, fault.hold_s):
@@ -181,6 +187,8 @@ class FakeWhm:
             raise Rejected("Usernames cannot begin with “test”.")
         if user in self.accounts:
             raise Rejected(f'This system already has an account named "{user}".')
+        if user in self.leftover_users:
+            raise Rejected(f"The username “{user}” is in use by an existing system user.")
         if (other := self.by_prefix.get(user[:8])) is not None:
             raise Rejected(f"The first eight characters of “{user}” must differ from those of the account “{other}”.")
 
@@ -270,7 +278,7 @@ class FakeWhm:
             case "GET", "accounts":
                 return 200, {"accounts": [a.control() for a in self.accounts.values()]}
             case "DELETE", "accounts":
-                for store in (self.accounts, self.by_domain, self.by_prefix):
+                for store in (self.accounts, self.by_domain, self.by_prefix, self.leftover_users):
                     store.clear()
                 return 200, {"accounts": []}
             case "GET" | "DELETE", "calls":

@@ -124,6 +124,26 @@ async def test_requested_username_taken_for_another_domain_is_refused(client, db
     assert await _accounts_for(control, ordered["domain"]) == []
 
 
+async def test_a_system_user_left_by_a_failed_create_is_named_never_a_second_account(client, db, sessions,
+                                                                                       settings, whm_url, whm,
+                                                                                       control):
+    ordered = await _order(client, sessions, settings, whm_url)
+    await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0_leave_user",
+                                                  "times": 1})
+    with pytest.raises(PermanentIntegrationError) as failed:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert failed.value.code == "whm_rejected"
+    username = (await _service(sessions, ordered["id"])).username
+
+    # An operator retries: the attempt asks WHM first (no account), createacct says the name is in use.
+    with pytest.raises(PermanentIntegrationError) as retried:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert retried.value.code == "whm_username_taken", retried.value.message
+    assert "system user" in retried.value.message and username in retried.value.message
+    assert await _accounts_for(control, ordered["domain"]) == []  # not created under another name either
+    assert (await _service(sessions, ordered["id"])).username == username
+
+
 async def test_a_wrong_kek_is_a_named_permanent_error_not_a_retry(sessions, settings):
     import base64
     import secrets as pysecrets
