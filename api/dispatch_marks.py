@@ -115,8 +115,11 @@ class DispatchMarks:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(FLUSH_AFTER_S)
-        await self.flush()
+        # Marks added while a flush is writing find this task still running (add starts no other): they get a
+        # turn of their own, instead of waiting for the next order (and the relay sending their jobs again).
+        while self._pending:
+            await asyncio.sleep(FLUSH_AFTER_S)
+            await self.flush()
 
     async def flush(self) -> None:
         """Write every pending mark now, tenant by tenant (the API's sessions see one tenant at a time)."""

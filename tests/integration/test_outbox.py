@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 import uuid
@@ -126,3 +127,26 @@ async def test_a_rabbitmq_that_hangs_holds_no_request_and_a_live_one_gets_the_jo
         assert counter.get_queue_message_counts(f"provisioning.{region}")[0] == 1
     finally:
         counter.close()
+
+
+async def test_marks_added_while_a_flush_is_writing_are_flushed_too(sessions, monkeypatch):
+    from api import dispatch_marks
+    written, writing, release = [], asyncio.Event(), asyncio.Event()
+
+    async def slow_mark(session, pairs):  # the database write of a flush, held open by the test
+        writing.set()
+        await release.wait()
+        written.extend(pairs)
+
+    monkeypatch.setattr(dispatch_marks, "mark_dispatched", slow_mark)
+    marks = dispatch_marks.DispatchMarks(sessions)
+    first, second = (uuid.uuid4(), 1), (uuid.uuid4(), 1)
+    marks.add(None, [first])
+    await asyncio.wait_for(writing.wait(), 5)
+    marks.add(None, [second])  # during the first flush's write
+    release.set()
+    for _ in range(100):
+        if second in written:
+            break
+        await asyncio.sleep(0.01)
+    assert written == [first, second]
