@@ -41,6 +41,9 @@ class Settings:
     namespace: str = "hostq"
     # Seconds a recorded job may wait undispatched before the relay re-sends it.
     relay_grace_s: float = 5.0
+    # Seconds a sent job may wait for its delivery (queued, or retrying past its due time) before the scheduler
+    # sends it again: its message may be lost (a broker restarted without its data).
+    resend_stalled_s: float = 600.0
     # Seconds without a worker's heartbeat before its unacknowledged messages are redelivered.
     broker_heartbeat_s: float = 30.0
     # TTL of the per-service lock; 0 means "the slowest WHM call plus a minute".
@@ -121,6 +124,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         env=mode,
         namespace=env.get("HOSTQ_NAMESPACE", "hostq") or "hostq",
         relay_grace_s=_number(env, "HOSTQ_RELAY_GRACE_S", 5.0, float, 0.0),
+        resend_stalled_s=_number(env, "HOSTQ_RESEND_STALLED_S", 600.0, float, 1.0),
         broker_heartbeat_s=_number(env, "HOSTQ_BROKER_HEARTBEAT_S", 30.0, float, 1.0),
         lock_ttl_s=_number(env, "HOSTQ_LOCK_TTL_S", 0.0, float, 0.0),
         api_db_pool=int(_number(env, "HOSTQ_API_DB_POOL", 50, int, 1)),

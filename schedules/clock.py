@@ -1,4 +1,4 @@
-"""The clock: one leader runs the periodic work: the outbox relay, and the expiry of idempotency keys."""
+"""The clock: one leader runs the periodic work: the outbox relay, the stalled-job sweep, and the expiry of idempotency keys."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.idempotency.service import delete_expired
-from domain.jobs.service import mark_dispatched, undispatched_jobs
+from domain.jobs.service import mark_dispatched, mark_resent, stalled_jobs, undispatched_jobs
 from domain.pg import LazyPool
 from domain.redis_pipe import PipelinedRedis
 from domain.settings import Settings
@@ -23,6 +23,8 @@ TICK_S = 2.0
 LEADER_TTL_MS = 15_000
 #: How often the leader deletes idempotency keys past their 24 hours (and once when it starts leading).
 EXPIRE_KEYS_EVERY_S = 3600.0
+#: How often the stalled-job sweep runs (at most; more often when HOSTQ_RESEND_STALLED_S is shorter).
+RESEND_EVERY_S = 60.0
 
 
 async def relay_once(sessions, broker, grace_s: float) -> int:
@@ -34,6 +36,20 @@ async def relay_once(sessions, broker, grace_s: float) -> int:
             await mark_dispatched(session, sent)
     if sent:
         log.info("relay re-sent %d job(s)", len(sent))
+    return len(sent)
+
+
+async def resend_stalled(sessions, broker, after_s: float) -> int:
+    """Send again every job whose delivery is more than `after_s` overdue (domain/jobs/service.py stalled_jobs);
+    return how many reached the broker."""
+    async with session_scope(sessions) as session:
+        jobs = await stalled_jobs(session, after_s)
+        sent = dispatch(broker, jobs) if jobs else []
+        if sent:
+            await mark_resent(session, sent)
+    if sent:
+        log.warning("re-sent %d job(s) waiting more than %.0f s for their delivery (a lost message, or a backlog)",
+                    len(sent), after_s)
     return len(sent)
 
 
@@ -58,7 +74,7 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
     """Tick until SIGTERM; only the leader acts (with `leader=False`, as `hostq relay`, act without a lock)."""
     engine = make_engine(settings.database_url, pool_size=2)
     sessions, broker = make_sessionmaker(engine), make_broker(settings)
-    keys_pool, expire_at = LazyPool(settings.database_url, max_size=1, scope="system"), 0.0
+    keys_pool, expire_at, resend_at = LazyPool(settings.database_url, max_size=1, scope="system"), 0.0, 0.0
     client = PipelinedRedis(settings.redis_url, timeout_s=5)
     lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
     stop = _stopper()
@@ -67,6 +83,9 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
             try:
                 if not leader or await lock.acquire():
                     await relay_once(sessions, broker, settings.relay_grace_s)
+                    if time.monotonic() >= resend_at:
+                        await resend_stalled(sessions, broker, settings.resend_stalled_s)
+                        resend_at = time.monotonic() + min(RESEND_EVERY_S, settings.resend_stalled_s)
                     if leader and time.monotonic() >= expire_at:
                         await expire_keys_once(keys_pool)
                         expire_at = time.monotonic() + EXPIRE_KEYS_EVERY_S

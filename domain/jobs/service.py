@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import and_, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound, ValidationFailed
@@ -75,6 +75,31 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
     stmt = (select(Job).where(Job.status == rules.QUEUED, Job.dispatched_at.is_(None), changed < cutoff)
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
+
+
+async def stalled_jobs(session: AsyncSession, after_s: float, limit: int = 500) -> list[Job]:
+    """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
+    attempt started since, or `retrying` with their next attempt that much overdue.
+
+    Their message was lost (a broker that restarted without its data, a re-send that failed), or they wait
+    behind a long backlog. Sending them again is harmless either way: a delivery of a job that has moved on
+    is skipped, and the service lock keeps a duplicate from running beside the original.
+    """
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=after_s)
+    stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)),
+                              or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
+                                  and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff)))
+            .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
+    return list((await session.scalars(stmt)).all())
+
+
+async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
+    """These stalled (job id, round) messages were sent again, for delivery now: the next sweep waits as long
+    again before sending another."""
+    now = datetime.now(timezone.utc)
+    sent_now = tuple_(Job.id, Job.round).in_(sent)
+    await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(next_attempt_at=now))
 
 
 async def list_jobs(session: AsyncSession, *, limit: int, cursor: str | None, tenant_id: uuid.UUID | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
 
 from hostq.client import HostqSigner
 from tests.conftest import free_port
@@ -368,6 +369,37 @@ def test_job_that_keeps_losing_its_worker_fails_after_max_attempts(stack, crash_
     assert job["status"] == "failed" and job["error"]["code"], job
     assert accounts(crash.fake, domain) == []
     assert stack.service(order["service"]["id"])["status"] == "failed"
+
+
+def test_a_job_whose_message_the_broker_lost_is_sent_again_and_provisioned(stack, crash_region, settings):
+    """Redis restarted without its data (this machine's keeps nothing on disk): the jobs table is the truth."""
+    crash = crash_region
+    crash.procs.stop("worker")
+    domain = _domain("lost")
+    order = stack.order(domain, crash.region)
+    job_id = order["job"]["id"]
+    client = redis.Redis.from_url(settings.redis_url)
+    key = f"{settings.namespace}:dramatiq:provisioning.{crash.region}"
+    try:
+        deadline = time.monotonic() + 10
+        while client.llen(key) < 1:
+            assert time.monotonic() < deadline, "the order's message never reached Redis"
+            time.sleep(0.05)
+        client.delete(key)  # the message is gone; the job row still says queued
+    finally:
+        client.close()
+    # `hostq relay` acts without the leader lock (the stack's scheduler holds it), here with a short window.
+    relay = GroupProcesses(stack.procs.hostq, {**stack.procs.env, "HOSTQ_RESEND_STALLED_S": "2"}, stack.procs.logs)
+    try:
+        relay.start("relay", "relay")
+        crash.start_worker()
+        job = poll_job(stack.api, job_id, timeout=30)
+        assert "re-sent 1 job(s) waiting more than 2 s" in relay.log("relay"), relay.log("relay")
+    finally:
+        relay.stop_all()
+    assert job["status"] == "succeeded" and job["attempts"] == 1, (job, crash.procs.log("worker"))
+    service = stack.service(order["service"]["id"])
+    assert [(a["user"], a["domain"]) for a in accounts(crash.fake, domain)] == [(service["username"], domain)]
 
 
 # 6 -------------------------------------------------------------------------------------------------------------

@@ -7,13 +7,16 @@ import socket
 import time
 import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from sqlalchemy import update
 
 from api.app import create_app
 from api.resources import Resources
+from domain.db import session_scope
 from domain.jobs.models import Job
-from schedules.clock import relay_once
+from schedules.clock import relay_once, resend_stalled
 from tests.conftest import signed_client
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 from workers.dispatch import make_broker
@@ -150,3 +153,35 @@ async def test_marks_added_while_a_flush_is_writing_are_flushed_too(sessions, mo
             break
         await asyncio.sleep(0.01)
     assert written == [first, second]
+
+
+async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client, sessions, settings, resources):
+    """A broker that restarted without its data: the jobs table still says queued (or retrying)."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    queued_id, retrying_id = [uuid.UUID((await client.post("/v1/services", json=order_body(
+        customer_id, plan, region))).json()["job"]["id"]) for _ in range(2)]
+    key = f"{settings.namespace}:dramatiq:provisioning.{region}"
+    for _ in range(100):  # both sent and marked, then lost with the broker's data
+        async with sessions() as session:
+            if all([(await session.get(Job, j)).dispatched_at for j in (queued_id, retrying_id)]):
+                break
+        await asyncio.sleep(0.02)
+    await resources.redis.delete(key)
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=20)
+    async with session_scope(sessions) as session:
+        await session.execute(update(Job).where(Job.id == queued_id).values(dispatched_at=long_ago))
+        await session.execute(update(Job).where(Job.id == retrying_id).values(
+            status="retrying", attempts=1, next_attempt_at=long_ago))
+
+    broker = make_broker(settings)
+    try:
+        assert await resend_stalled(sessions, broker, after_s=600) == 2
+        assert await resend_stalled(sessions, broker, after_s=600) == 0  # not again within the window
+    finally:
+        broker.close()
+    assert await resources.redis.llen(key) == 2
+    async with sessions() as session:
+        queued, retrying = [await session.get(Job, j) for j in (queued_id, retrying_id)]
+    assert queued.status == "queued" and queued.dispatched_at > long_ago + timedelta(minutes=19)
+    assert retrying.status == "retrying" and retrying.next_attempt_at > long_ago + timedelta(minutes=19)
