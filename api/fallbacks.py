@@ -9,9 +9,10 @@ Stripe answers them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from litestar import Router, route
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
-from litestar.handlers import HTTPRouteHandler
 from litestar.routes import HTTPRoute
 
 #: The methods a /v1 request may come with; OPTIONS is Litestar's own (CORS preflight, api/cors.py).
@@ -22,7 +23,7 @@ def _unknown_route(rest: str) -> None:
     raise NotFoundException(f"no route /v1{rest}")
 
 
-def _not_allowed(allowed: list[str]) -> HTTPRouteHandler:
+def _not_allowed(allowed: list[str]) -> Callable[[], Awaitable[None]]:
     async def refuse() -> None:
         raise MethodNotAllowedException("this route does not take that method",
                                         headers={"Allow": ", ".join(allowed)})

@@ -86,6 +86,7 @@ async def stalled_jobs(session: AsyncSession, after_s: float, limit: int = 500) 
     is skipped, and the service lock keeps a duplicate from running beside the original.
     """
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=after_s)
+    # The IN is implied by the OR, but lets Postgres use the partial index of waiting jobs (ix_jobs_waiting).
     stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)),
                               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
                                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff)))

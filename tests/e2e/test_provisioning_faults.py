@@ -394,7 +394,8 @@ def test_a_job_whose_message_the_broker_lost_is_sent_again_and_provisioned(stack
         relay.start("relay", "relay")
         crash.start_worker()
         job = poll_job(stack.api, job_id, timeout=30)
-        assert "re-sent 1 job(s) waiting more than 2 s" in relay.log("relay"), relay.log("relay")
+        # (The run's database holds other tests' jobs that nobody consumes: they are re-sent too.)
+        assert "waiting more than 2 s for their delivery" in relay.log("relay"), relay.log("relay")
     finally:
         relay.stop_all()
     assert job["status"] == "succeeded" and job["attempts"] == 1, (job, crash.procs.log("worker"))
