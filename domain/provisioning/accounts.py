@@ -158,14 +158,15 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
         found = await whm.accountsummary(user=username)
         if found is not None:
             return _adopt_or_conflict(found, username, domain)
+        said = exc.message.rstrip(".")  # WHM's own words first
         if (owner := await whm.accountsummary(domain=domain)) is not None:
             raise PermanentIntegrationError(
-                "whm_domain_taken", f"{exc.message}: domain {domain!r} belongs to WHM user {owner.get('user')!r}: "
+                "whm_domain_taken", f"{said}: domain {domain!r} belongs to WHM user {owner.get('user')!r}: "
                 "an operator must look") from None
         # Neither an account of that name nor of that domain: the name is held outside WHM's accounts (a system
         # user a failed createacct left behind). Never a second account under another name.
         raise PermanentIntegrationError(
-            "whm_username_taken", f"{exc.message}: no WHM account has username {username!r} or domain {domain!r}, "
+            "whm_username_taken", f"{said}: no WHM account has username {username!r} or domain {domain!r}, "
             "so a system user probably remains from a failed createacct: an operator must look") from None
 
 
