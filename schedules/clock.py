@@ -27,30 +27,33 @@ EXPIRE_KEYS_EVERY_S = 3600.0
 RESEND_EVERY_S = 60.0
 
 
-async def relay_once(sessions, broker, grace_s: float) -> int:
-    """Re-send every job recorded but never dispatched; return how many reached the broker."""
+async def _send_found(sessions, broker, find, mark) -> int:
+    """Send the jobs `find(session)` locks, and `mark(session, sent)` those that reached the broker, in one
+    transaction; how many were sent."""
     async with session_scope(sessions) as session:
-        jobs = await undispatched_jobs(session, grace_s)
+        jobs = await find(session)
         sent = dispatch(broker, jobs) if jobs else []
         if sent:
-            await mark_dispatched(session, sent)
-    if sent:
-        log.info("relay re-sent %d job(s)", len(sent))
+            await mark(session, sent)
     return len(sent)
+
+
+async def relay_once(sessions, broker, grace_s: float) -> int:
+    """Re-send every job recorded but never dispatched; return how many reached the broker."""
+    sent = await _send_found(sessions, broker, lambda session: undispatched_jobs(session, grace_s), mark_dispatched)
+    if sent:
+        log.info("relay re-sent %d job(s)", sent)
+    return sent
 
 
 async def resend_stalled(sessions, broker, after_s: float) -> int:
     """Send again every job whose delivery is more than `after_s` overdue (domain/jobs/service.py stalled_jobs);
     return how many reached the broker."""
-    async with session_scope(sessions) as session:
-        jobs = await stalled_jobs(session, after_s)
-        sent = dispatch(broker, jobs) if jobs else []
-        if sent:
-            await mark_resent(session, sent)
+    sent = await _send_found(sessions, broker, lambda session: stalled_jobs(session, after_s), mark_resent)
     if sent:
         log.warning("re-sent %d job(s) waiting more than %.0f s for their delivery (a lost message, or a backlog)",
-                    len(sent), after_s)
-    return len(sent)
+                    sent, after_s)
+    return sent
 
 
 async def expire_keys_once(pool: LazyPool) -> int:
