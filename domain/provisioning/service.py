@@ -47,17 +47,14 @@ async def regions(session: AsyncSession) -> set[str]:
     return set((await session.scalars(select(WhmServer.region).distinct())).all())
 
 
-#: The region's servers with their live accounts, across every tenant's services: a SECURITY DEFINER function
-#: (migrations 0003, 0007), as the tenant's own session sees only its rows. `{region}`: the region's SQL parameter.
-SERVER_LOADS = "SELECT server_id, capacity, enabled, used FROM hostq_server_loads({region})"
-#: rules.place in SQL, over the rows of SERVER_LOADS named `{loads}`: the least-loaded enabled server with room,
-#: ties to the first registered (lowest id). Ratios as float8, as Python divides them.
-LEAST_LOADED = ("SELECT server_id FROM {loads} WHERE enabled AND used < capacity "
-                "ORDER BY used::float8 / capacity, server_id LIMIT 1")
+#: Placement (rules.place in SQL, migration 0009): the region's server count and the least-loaded enabled server
+#: with room, its row locked until the order's transaction ends so that concurrent orders never overfill it.
+#: A SECURITY DEFINER function, as the tenant's own session sees only its rows. `{region}`: the region's parameter.
+PLACE = "SELECT servers, chosen FROM hostq_place({region})"
 
 
 def check_placement(region: str, servers: int, server_id: uuid.UUID | None) -> uuid.UUID:
-    """The server LEAST_LOADED chose among the region's `servers`; ValidationFailed (no such region) or
+    """The server PLACE chose among the region's `servers`; ValidationFailed (no such region) or
     NoCapacity (all full or disabled) when it chose none."""
     if not servers:
         raise ValidationFailed(f"unknown region {region!r}", errors=[{"field": "region", "message": "no such region"}])

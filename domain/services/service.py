@@ -17,7 +17,7 @@ from domain.jobs.service import new_job
 from domain.pagination import page, paginate
 from domain.pg import Row
 from domain.provisioning import rules as naming
-from domain.provisioning.service import LEAST_LOADED, SERVER_LOADS, check_placement
+from domain.provisioning.service import PLACE, check_placement
 from domain.services import rules
 from domain.services.models import Service
 
@@ -54,21 +54,21 @@ def _check_order(order: Order) -> str:
 
 
 # One round trip (the API's busiest write skips the ORM, see domain/pg.py): the customer, the plan and whether it
-# is sold in the cycle, the region's servers and the one to place on; then, only if all of them are there, the
-# service and its job (data-modifying CTEs run whether or not the final SELECT reads them). The final row is the
+# is sold in the cycle, the region's servers and the one to place on (locked until the transaction ends, and only
+# when customer and plan are there); then, only if all of them are there, the service and its job (data-modifying CTEs run whether or not the final SELECT reads them). The final row is the
 # service (NULLs when nothing was written) with what _refuse needs to name the reason. `$7`, the job's created_at,
 # stamps the service too and dates its first due date in the tenant's time zone.
 _PLACE_ORDER = f"""
 WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2),
      plan AS (SELECT id, code, prices ? $4::text AS sold FROM plans WHERE tenant_id = $2 AND code = $3),
-     loads AS ({SERVER_LOADS.format(region="$5::text")}),
-     server AS ({LEAST_LOADED.format(loads="loads")}),
+     place AS ({PLACE.format(region="$5::text")}
+               WHERE EXISTS (SELECT FROM customer) AND EXISTS (SELECT FROM plan WHERE sold)),
      service AS (
        INSERT INTO services (id, created_at, updated_at, tenant_id, customer_id, plan_id, plan_code, domain, region,
                              billing_cycle, status, username, server_id, next_due_date, last_job_id)
-       SELECT $6, $7::timestamptz, now(), $2, customer.id, plan.id, plan.code, $8, $5, $4, $9, $10, server.server_id,
+       SELECT $6, $7::timestamptz, now(), $2, customer.id, plan.id, plan.code, $8, $5, $4, $9, $10, place.chosen,
               ($7::timestamptz AT TIME ZONE tenant.timezone)::date, $11
-       FROM customer, plan, server, tenants AS tenant WHERE plan.sold AND tenant.id = $2
+       FROM customer, plan, place, tenants AS tenant WHERE plan.sold AND place.chosen IS NOT NULL AND tenant.id = $2
        RETURNING id, customer_id, plan_code, domain, region, billing_cycle, status, username, server_id,
                  next_due_date, suspended_reason, last_job_id, created_at),
      job AS (
@@ -76,7 +76,7 @@ WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2),
                          resource_type, resource_id, args, request_id)
        SELECT $11, $7, $2, $12, $13, $14, $15, $16, $17, $18, service.id, $19, $20 FROM service)
 SELECT service.*, (SELECT count(*) FROM customer) AS customers, (SELECT sold FROM plan) AS sold,
-       (SELECT count(*) FROM loads) AS servers, (SELECT server_id FROM server) AS chosen
+       (SELECT servers FROM place) AS servers, (SELECT chosen FROM place) AS chosen
 FROM (VALUES (1)) AS one LEFT JOIN service ON true"""
 
 

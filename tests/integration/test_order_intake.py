@@ -20,7 +20,7 @@ from domain.idempotency.models import IdempotencyKey
 from domain.jobs.models import Job
 from domain.pg import plain_dsn, tenant_connection
 from domain.provisioning import rules as placement_rules
-from domain.provisioning.service import LEAST_LOADED
+from domain.provisioning.service import PLACE
 from domain.services import service as services
 from domain.services.models import Service
 from tests.conftest import make_tenant, signed_client
@@ -255,7 +255,7 @@ async def test_an_order_cannot_reach_another_tenants_rows(app, client, tenant, s
 async def test_placement_in_sql_picks_what_the_placement_rule_picks(resources, tenant):
     rng = random.Random(7)
     async with tenant_connection(resources.pg, tenant["tenant_id"]) as conn:
-        for _ in range(200):
+        for n in range(200):
             servers = [placement_rules.ServerLoad(uuid.UUID(int=rng.getrandbits(128)), rng.choice([1, 3, 4, 6, 10]),
                                                   rng.randint(0, 10))
                        for _ in range(rng.randint(1, 6))]
@@ -264,9 +264,17 @@ async def test_placement_in_sql_picks_what_the_placement_rule_picks(resources, t
                 servers.append(placement_rules.ServerLoad(uuid.UUID(int=rng.getrandbits(128)),
                                                           servers[0].capacity * 2, servers[0].used * 2))
                 enabled.append(True)
-            rows = sorted(zip(servers, enabled), key=lambda pair: str(pair[0].server_id))  # as hostq_server_loads
-            loads = "(VALUES " + ", ".join(
-                f"('{s.server_id}'::uuid, {s.capacity}, {str(on).lower()}, {s.used}::bigint)" for s, on in rows
-            ) + ") AS loads (server_id, capacity, enabled, used)"
-            chosen = await conn.fetchval(LEAST_LOADED.format(loads=loads))
-            assert chosen == placement_rules.place(s for s, on in rows if on), rows
+            rows = sorted(zip(servers, enabled), key=lambda pair: str(pair[0].server_id))  # ties: the lowest id
+            region = f"place-{n}"
+            transaction = conn.transaction()
+            await transaction.start()
+            try:  # the servers with these counts, seen only by this transaction
+                await conn.executemany(
+                    "INSERT INTO whm_servers (id, created_at, name, region, url, username, token_encrypted, capacity,"
+                    " enabled, used) VALUES ($1, now(), 'n', $2, 'http://127.0.0.1:9', 'root', '', $3, $4, $5)",
+                    [(s.server_id, region, s.capacity, on, s.used) for s, on in rows])
+                placed = await conn.fetchrow(PLACE.format(region="$1"), region)
+            finally:
+                await transaction.rollback()
+            assert placed["servers"] == len(rows)
+            assert placed["chosen"] == placement_rules.place(s for s, on in rows if on), rows
