@@ -57,6 +57,11 @@ class Settings:
         return self.lock_ttl_s or max(self.whm_create_timeout, self.whm_read_timeout) + 60
 
     @property
+    def attempt_time_limit_s(self) -> float:
+        """The longest one attempt may run before Dramatiq's TimeLimit interrupts it (createacct plus the rest)."""
+        return self.whm_create_timeout + 120
+
+    @property
     def production(self) -> bool:
         return self.env == "production"
 

@@ -46,13 +46,14 @@ async def relay_once(sessions, broker, grace_s: float) -> int:
     return sent
 
 
-async def resend_stalled(sessions, broker, after_s: float) -> int:
-    """Send again every job whose delivery is more than `after_s` overdue (domain/jobs/service.py stalled_jobs);
-    return how many reached the broker."""
-    sent = await _send_found(sessions, broker, lambda session: stalled_jobs(session, after_s), mark_resent)
+async def resend_stalled(sessions, broker, after_s: float, running_after_s: float | None = None) -> int:
+    """Send again every job whose delivery is more than `after_s` overdue, or still `running` after
+    `running_after_s` (domain/jobs/service.py stalled_jobs); return how many reached the broker."""
+    sent = await _send_found(sessions, broker, lambda session: stalled_jobs(session, after_s, running_after_s),
+                             mark_resent)
     if sent:
-        log.warning("re-sent %d job(s) waiting more than %.0f s for their delivery (a lost message, or a backlog)",
-                    sent, after_s)
+        log.warning("re-sent %d job(s) waiting more than %.0f s for their delivery, or running for longer than an "
+                    "attempt can (a lost message, or a backlog)", sent, after_s)
     return sent
 
 
@@ -87,7 +88,8 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
                 if not leader or await lock.acquire():
                     await relay_once(sessions, broker, settings.relay_grace_s)
                     if time.monotonic() >= resend_at:
-                        await resend_stalled(sessions, broker, settings.resend_stalled_s)
+                        await resend_stalled(sessions, broker, settings.resend_stalled_s,
+                                             max(settings.resend_stalled_s, settings.attempt_time_limit_s))
                         resend_at = time.monotonic() + min(RESEND_EVERY_S, settings.resend_stalled_s)
                     if leader and time.monotonic() >= expire_at:
                         await expire_keys_once(keys_pool)

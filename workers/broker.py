@@ -38,7 +38,7 @@ def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: I
     holder = (lambda _: heartbeat.holder) if heartbeat else Holder.of_redis_broker
     for middleware in (
         RequestIdLogContext(),  # first: its context spans every other middleware's hooks
-        TimeLimit(time_limit=int((settings.whm_create_timeout + 120) * 1000)),
+        TimeLimit(time_limit=int(settings.attempt_time_limit_s * 1000)),
         ShutdownNotifications(),
         Pipelines(),
         Retries(max_retries=BACKSTOP_RETRIES, min_backoff=max(1, int(settings.job_backoff_min_s * 1000)),

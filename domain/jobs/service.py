@@ -77,19 +77,26 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
     return list((await session.scalars(stmt)).all())
 
 
-async def stalled_jobs(session: AsyncSession, after_s: float, limit: int = 500) -> list[Job]:
+async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: float | None = None,
+                       limit: int = 500) -> list[Job]:
     """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
-    attempt started since, or `retrying` with their next attempt that much overdue.
+    attempt started since, or `retrying` with their next attempt that much overdue; and `running` jobs
+    unchanged for `running_after_s` (default `after_s`), which no attempt can legitimately take.
 
-    Their message was lost (a broker that restarted without its data, a re-send that failed), or they wait
-    behind a long backlog. Sending them again is harmless either way: a delivery of a job that has moved on
-    is skipped, and the service lock keeps a duplicate from running beside the original.
+    Their message was lost (a broker that restarted without its data, a re-send that failed, a running
+    attempt's worker and its message lost together, its outcome never recorded), or they wait behind a long
+    backlog. Sending them again is harmless either way: a delivery of a job that has moved on is skipped, and
+    the service lock keeps a duplicate from running beside the original. A `running` job's next attempt
+    closes the lost one as `worker_lost` (it counts as an attempt).
     """
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=after_s)
-    # The IN is implied by the OR, but lets Postgres use the partial index of waiting jobs (ix_jobs_waiting).
-    stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)),
+    now = datetime.now(timezone.utc)
+    cutoff = now - timedelta(seconds=after_s)
+    running_cutoff = now - timedelta(seconds=after_s if running_after_s is None else running_after_s)
+    # The IN is implied by the OR, but lets Postgres use the partial index of unfinished jobs (ix_jobs_unfinished).
+    stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
                               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
-                                  and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff)))
+                                  and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff),
+                                  and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)))
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 
@@ -101,6 +108,7 @@ async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) 
     sent_now = tuple_(Job.id, Job.round).in_(sent)
     await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
     await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(next_attempt_at=now))
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RUNNING).values(updated_at=now))
 
 
 async def list_jobs(session: AsyncSession, *, limit: int, cursor: str | None, tenant_id: uuid.UUID | None = None,

@@ -6,16 +6,19 @@ lost job, and an error code a person can read when a job gives up.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import asyncpg
 import httpx
 import pytest
 import redis
 
+from domain.pg import plain_dsn
 from hostq.client import HostqSigner
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until
@@ -399,6 +402,50 @@ def test_a_job_whose_message_the_broker_lost_is_sent_again_and_provisioned(stack
     finally:
         relay.stop_all()
     assert job["status"] == "succeeded" and job["attempts"] == 1, (job, crash.procs.log("worker"))
+    service = stack.service(order["service"]["id"])
+    assert [(a["user"], a["domain"]) for a in accounts(crash.fake, domain)] == [(service["username"], domain)]
+
+
+def _sql(settings, statement: str, *args) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(plain_dsn(settings.database_url))
+        try:
+            await conn.execute(statement, *args)
+        finally:
+            await conn.close()
+    asyncio.run(run())
+
+
+def test_a_running_job_whose_worker_and_message_were_both_lost_is_sent_again(stack, crash_region, settings):
+    """Two faults at once: the worker is killed mid-createacct and Redis loses the message it held."""
+    crash = crash_region
+    assert crash.fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 2}).status_code == 200
+    domain = _domain("twice")
+    order = stack.order(domain, crash.region)
+    job_id = order["job"]["id"]
+    assert _attempt_running(stack, job_id, 1, timeout=20)["status"] == "running"
+    crash.wait_createacct_calls(1)
+    crash.kill_worker()
+    client = redis.Redis.from_url(settings.redis_url)
+    try:  # every copy of the region's messages: its queue, the dead worker's unacked set, the bodies
+        lost = list(client.scan_iter(match=f"{settings.namespace}:dramatiq:*{crash.region}*"))
+        assert lost, "the killed worker's message was not in Redis"
+        client.delete(*lost)
+    finally:
+        client.close()
+    crash.start_worker()
+    # Nothing can deliver it now; the row says running, unchanged for longer than an attempt may take.
+    _sql(settings, "UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1", uuid.UUID(job_id))
+    relay = GroupProcesses(stack.procs.hostq, stack.procs.env, stack.procs.logs)
+    try:
+        relay.start("relay", "relay")
+        job = poll_job(stack.api, job_id, timeout=30)
+        assert "running for longer than an attempt can" in relay.log("relay"), relay.log("relay")
+    finally:
+        relay.stop_all()
+    # The lost attempt counts (worker_lost); the next adopts the account the first one's createacct made.
+    assert job["status"] == "succeeded" and job["attempts"] == 2, (job, crash.procs.log("worker"))
+    assert job["result"]["outcome"] == "adopted", job
     service = stack.service(order["service"]["id"])
     assert [(a["user"], a["domain"]) for a in accounts(crash.fake, domain)] == [(service["username"], domain)]
 

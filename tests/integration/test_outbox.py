@@ -156,32 +156,43 @@ async def test_marks_added_while_a_flush_is_writing_are_flushed_too(sessions, mo
 
 
 async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client, sessions, settings, resources):
-    """A broker that restarted without its data: the jobs table still says queued (or retrying)."""
+    """A broker that restarted without its data: the jobs table still says queued, retrying or running."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
-    queued_id, retrying_id = [uuid.UUID((await client.post("/v1/services", json=order_body(
-        customer_id, plan, region))).json()["job"]["id"]) for _ in range(2)]
+    queued_id, retrying_id, running_id, busy_id = [uuid.UUID((await client.post("/v1/services", json=order_body(
+        customer_id, plan, region))).json()["job"]["id"]) for _ in range(4)]
+    jobs = (queued_id, retrying_id, running_id, busy_id)
     key = f"{settings.namespace}:dramatiq:provisioning.{region}"
-    for _ in range(100):  # both sent and marked, then lost with the broker's data
+    for _ in range(100):  # all sent and marked, then lost with the broker's data
         async with sessions() as session:
-            if all([(await session.get(Job, j)).dispatched_at for j in (queued_id, retrying_id)]):
+            if all([(await session.get(Job, j)).dispatched_at for j in jobs]):
                 break
         await asyncio.sleep(0.02)
     await resources.redis.delete(key)
-    long_ago = datetime.now(timezone.utc) - timedelta(minutes=20)
+    now = datetime.now(timezone.utc)
+    long_ago = now - timedelta(minutes=20)
     async with session_scope(sessions) as session:
         await session.execute(update(Job).where(Job.id == queued_id).values(dispatched_at=long_ago))
         await session.execute(update(Job).where(Job.id == retrying_id).values(
             status="retrying", attempts=1, next_attempt_at=long_ago))
+        # Its worker and its message lost together: running, unchanged for longer than an attempt can run.
+        await session.execute(update(Job).where(Job.id == running_id).values(
+            status="running", attempts=1, updated_at=now - timedelta(minutes=40)))
+        # Running for 15 min: past the 10 min window, not past the (here 30 min) longest attempt.
+        await session.execute(update(Job).where(Job.id == busy_id).values(
+            status="running", attempts=1, updated_at=now - timedelta(minutes=15)))
 
     broker = make_broker(settings)
     try:
-        assert await resend_stalled(sessions, broker, after_s=600) == 2
-        assert await resend_stalled(sessions, broker, after_s=600) == 0  # not again within the window
+        assert await resend_stalled(sessions, broker, after_s=600, running_after_s=1800) == 3
+        assert await resend_stalled(sessions, broker, after_s=600, running_after_s=1800) == 0  # not again soon
+        assert await resend_stalled(sessions, broker, after_s=600) == 1  # the other running one, past 10 min
     finally:
         broker.close()
-    assert await resources.redis.llen(key) == 2
+    assert await resources.redis.llen(key) == 4
     async with sessions() as session:
-        queued, retrying = [await session.get(Job, j) for j in (queued_id, retrying_id)]
+        queued, retrying, running, busy = [await session.get(Job, j) for j in jobs]
     assert queued.status == "queued" and queued.dispatched_at > long_ago + timedelta(minutes=19)
     assert retrying.status == "retrying" and retrying.next_attempt_at > long_ago + timedelta(minutes=19)
+    assert running.status == "running" and running.updated_at > now
+    assert busy.status == "running" and busy.updated_at > now
