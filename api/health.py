@@ -1,8 +1,9 @@
-"""`/health/live` and `/health/ready` (Postgres and Redis checked, each within a short timeout)."""
+"""`/health/live` and `/health/ready` (Postgres, Redis and a broker of its own checked, each within a short timeout)."""
 
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 from litestar import Request, Response, get
 from sqlalchemy import text
@@ -27,6 +28,22 @@ async def _redis(request: Request) -> None:
     await request.app.state.resources.redis.ping()
 
 
+def _broker_name(request: Request) -> str | None:
+    """The check's name for a broker apart from HOSTQ_REDIS_URL (RabbitMQ, another Redis); None when it is that Redis."""
+    settings = request.app.state.resources.settings
+    if settings.broker_url == settings.redis_url:
+        return None
+    return "rabbitmq" if urlsplit(settings.broker_url).scheme.startswith("amqp") else "broker"
+
+
+async def _broker(request: Request) -> None:
+    """The broker accepts connections (a TCP connect: a full AMQP handshake would cost a connection per probe)."""
+    url = urlsplit(request.app.state.resources.settings.broker_url)
+    default_port = {"amqp": 5672, "amqps": 5671}.get(url.scheme, 6379)
+    _, writer = await asyncio.open_connection(url.hostname or "127.0.0.1", url.port or default_port)
+    writer.close()
+
+
 async def _check(probe, request: Request) -> bool:
     try:
         await asyncio.wait_for(probe(request), CHECK_TIMEOUT_S)
@@ -37,9 +54,13 @@ async def _check(probe, request: Request) -> bool:
 
 @get("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> Response:
-    """200 when Postgres and Redis answer; 503 naming each one that does not."""
-    results = await asyncio.gather(_check(_postgres, request), _check(_redis, request))
-    checks = {"postgres": "ok" if results[0] else "down", "redis": "ok" if results[1] else "down"}
+    """200 when Postgres, Redis (and the broker, when it is not that Redis) answer; 503 naming each one that does not."""
+    probes = {"postgres": _postgres, "redis": _redis}
+    broker = _broker_name(request)
+    if broker is not None:
+        probes[broker] = _broker
+    results = await asyncio.gather(*(_check(probe, request) for probe in probes.values()))
+    checks = {name: "ok" if up else "down" for name, up in zip(probes, results)}
     down = [name for name, state in checks.items() if state == "down"]
     if down:
         response = problem(request, 503, "unavailable", "Service unavailable", f"down: {', '.join(down)}",

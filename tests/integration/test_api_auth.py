@@ -141,11 +141,29 @@ async def test_ready_names_the_dependency_that_is_down(settings):
             started = time.monotonic()
             response = await c.get("/health/ready")
         assert response.status_code == 503
-        assert response.json()["checks"] == {"postgres": "ok", "redis": "down"}
+        # The broker still points at the working Redis: checked on its own, and named apart.
+        assert response.json()["checks"] == {"postgres": "ok", "redis": "down", "broker": "ok"}
         assert "redis" in response.json()["detail"]
         assert time.monotonic() - started < 3
     finally:
         await broken.close()
+
+
+async def test_ready_checks_a_rabbitmq_broker(settings, amqp_url):
+    from dataclasses import replace
+
+    from api.app import create_app
+    from api.resources import Resources
+    for broker_url, state, status in ((amqp_url, "ok", 200), ("amqp://guest:guest@127.0.0.1:1/", "down", 503)):
+        resources = Resources.open(replace(settings, broker_url=broker_url))
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, resources)),
+                                         base_url="http://t") as c:
+                response = await c.get("/health/ready")
+        finally:
+            await resources.close()
+        assert response.status_code == status, response.text
+        assert response.json()["checks"] == {"postgres": "ok", "redis": "ok", "rabbitmq": state}
 
 
 async def test_tenants_are_isolated(app, sessions, settings, client):
