@@ -35,6 +35,8 @@ from workers.locks import LockKeeper, RedisLock
 
 #: How long a message waits before trying again when its service is busy with another action.
 BUSY_DELAY_MS = (500, 2000)
+#: Failed attempts' outcomes kept for their message's after_process_message (far more than attempts in flight).
+OUTCOMES_KEPT = 1000
 
 
 
@@ -89,7 +91,9 @@ class JobStateMiddleware(dramatiq.Middleware):
                  ) -> None:
         self._sessions, self._db, self._locks, self._holder = sessions, db, locks, holder
         self._keeper = LockKeeper(renew_every_s)
-        # job id -> the outcome the job row got from its failed attempt, for after_process_message.
+        # job id -> the outcome the job row got from its failed attempt, for after_process_message. An attempt
+        # that outlived its time limit records its failure after that hook ran: such leftovers are dropped,
+        # oldest first, beyond OUTCOMES_KEPT.
         self._outcomes: dict[str, str | None] = {}
 
     async def attempt(self, broker: dramatiq.Broker, job_id: uuid.UUID, resource_id: uuid.UUID | None,
@@ -108,7 +112,7 @@ class JobStateMiddleware(dramatiq.Middleware):
                 try:
                     result = await work(Attempt(db, job_id, resource_id, started or None))
                 except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                    self._outcomes[str(job_id)] = await self._failed(job_id, exc)
+                    self._note_outcome(str(job_id), await self._failed(job_id, exc))
                     raise
                 await tracking.finish_success(db, job_id, result if isinstance(result, dict) else None,
                                               sql=sql.finish, resource_id=resource_id)
@@ -116,6 +120,12 @@ class JobStateMiddleware(dramatiq.Middleware):
             finally:
                 if held is not True:
                     self._keeper.let_go(held)
+
+    def _note_outcome(self, job_id: str, outcome: str | None) -> None:
+        self._outcomes.pop(job_id, None)  # re-inserted last: the dict's order is the age of its entries
+        self._outcomes[job_id] = outcome
+        while len(self._outcomes) > OUTCOMES_KEPT:
+            del self._outcomes[next(iter(self._outcomes))]
 
     async def _lock(self, broker, resource_id: uuid.UUID | None) -> RedisLock | bool | None:
         """Take the resource's lock and keep it renewed; None while a live worker holds it, True if none is needed."""
