@@ -12,9 +12,12 @@ and no scheduler (nothing here needs the relay; without it no job is sent twice)
    `started_at` to the last `finished_at` (the primary figure, comparable with 1);
 3. hostq, end to end: N more orders with that worker running; jobs/s from the first 202 to the last job
    succeeded;
-4. raw Dramatiq again (sync: the baseline is the mean of 1 and 4), and the async no-op.
+4. raw Dramatiq again (sync: the baseline is the mean of 1 and 4), and the async no-op;
+5. the floor (not hostq): N messages of an actor doing only two single-row UPDATEs and the two WHM calls
+   (noop_actors.py `floor`), timed from its rows like hostq's jobs: what the least I/O of a recorded
+   attempt costs on this machine.
 
-`--rounds R` repeats 1-4 R times (new orders each round) and ends with each ratio's median: one run on this
+`--rounds R` repeats 1-5 R times (new orders each round) and ends with each ratio's median: one run on this
 2-core machine moves by about 15 %. Besides jobs/s, each row gives the CPU of every metered process per job.
 
 Completion is polled cheaply (a count in Postgres as superuser, a counter in Redis); the times come from
@@ -70,12 +73,15 @@ def parse_args() -> argparse.Namespace:
                         help="hostq worker processes (the issue's figure is for 1; more is a diagnostic)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a queue may take to drain")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat the four measurements; the summary gives each ratio's median over the rounds")
+                        help="repeat the measurements; the summary gives each ratio's median over the rounds")
     parser.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis",
                         help="Dramatiq's broker for hostq and the no-op baseline alike (rabbitmq: a vhost of the "
                              "run's own, made with rabbitmqctl)")
     parser.add_argument("--json", type=Path, help="also write the JSON results to this file")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if not 1 <= args.rounds <= 26 or args.jobs >= 10 ** 7:
+        parser.error("--rounds is 1 to 26 and --jobs under 10,000,000 (the floor's usernames are a letter and 7 digits)")
+    return args
 
 
 def start_world(stack: Stack) -> tuple[dict[str, int], dict]:
@@ -254,6 +260,52 @@ async def measure_noop(stack: Stack, name: str, queue: str, count: int, args) ->
             "cpu_percent": cpu}
 
 
+FLOOR_COUNTS = """SELECT count(*) FILTER (WHERE status = 'succeeded') AS done,
+    count(*) FILTER (WHERE status <> 'queued') AS begun,
+    extract(epoch FROM min(started_at))::float8 AS first_start,
+    extract(epoch FROM max(finished_at))::float8 AS last_finish FROM bench_floor"""
+
+
+async def measure_floor(stack: Stack, ports: dict, count: int, args, round_no: int) -> dict:
+    """The floor actor (noop_actors.py) over a fresh `bench_floor` table of `count` rows: enqueued, then a
+    Dramatiq worker (1 process) started; jobs/s from the first row started to the last finished."""
+    noop = noop_module(stack)
+    # Usernames `<letter><7 digits>`: unique on the fake WHM across rounds (parse_args caps rounds at 26).
+    name, tag = f"floor-{round_no}", chr(ord("a") + round_no - 1)
+    db = await asyncpg.connect(stack.plain_database_url)
+    try:
+        await db.execute("DROP TABLE IF EXISTS bench_floor; CREATE TABLE bench_floor (id integer PRIMARY KEY, "
+                         "status text NOT NULL, started_at timestamptz, finished_at timestamptz)")
+        await db.execute("INSERT INTO bench_floor (id, status) SELECT g, 'queued' FROM generate_series(0, $1) g",
+                         count - 1)
+        for i in range(count):
+            noop.floor.send(i, tag)
+        wait_queued(stack, "floor", noop.NAMESPACE, count)
+        print(f"{name}: {count} messages ...", file=sys.stderr)
+        launched = time.time()
+        stack.start(name, [sys.executable, "-m", "dramatiq", "tests.benchmarks.noop_actors", "--processes", "1",
+                           "--threads", str(args.threads), "--queues", "floor"],
+                    env={"PYTHONPATH": str(ROOT), "BENCH_NOOP_NAMESPACE": noop.NAMESPACE, "REDIS_URL": REDIS_URL,
+                         "BENCH_BROKER_URL": stack.broker_url, "BENCH_FLOOR_DSN": stack.plain_database_url,
+                         "BENCH_FLOOR_WHM": f"http://127.0.0.1:{ports['whm']}"})
+        meter = CpuMeter({"worker": lambda: descendants(stack.processes[name].pid), **broker_meters(stack),
+                          "postgres": lambda: pids_named("postgres", f" {stack.database} "),
+                          "whm": lambda: [stack.processes["whm"].pid]})
+
+        async def probe() -> Progress:
+            row = await db.fetchrow(FLOOR_COUNTS)
+            return Progress(row["done"], row["begun"])
+        cpu = await wait_drained(probe, count, meter, timeout=args.timeout, every=0.05)
+        row = await db.fetchrow(FLOOR_COUNTS)
+        stack.stop(name)
+    finally:
+        await db.close()
+    seconds = row["last_finish"] - row["first_start"]
+    return {"jobs": count, "seconds": round(seconds, 3), "jobs_per_s": rate(count, seconds),
+            "cpu_ms_per_job": cpu_per_job(cpu, seconds, count), "from_launch_s": round(row["last_finish"] - launched, 3),
+            "cpu_percent": cpu}
+
+
 async def run(stack: Stack, args) -> list[dict[str, dict]]:
     """Set up, then measure one after the other (2 cores: never at the same time), --rounds times."""
     if args.broker == "rabbitmq":
@@ -269,6 +321,7 @@ async def run(stack: Stack, args) -> list[dict[str, dict]]:
         results.update(await measure_hostq(stack, ports, creds, customer_id, args, round_no))
         results["noop_sync_2"] = await measure_noop(stack, f"noop-2-{round_no}", "noop", baseline, args)
         results["noop_async"] = await measure_noop(stack, f"noop-async-{round_no}", "noop_async", baseline, args)
+        results["floor"] = await measure_floor(stack, ports, args.jobs, args, round_no)
         rounds.append(results)
     return rounds
 
@@ -282,12 +335,15 @@ def ratios(results: dict[str, dict]) -> dict[str, float | None]:
             "hostq_end_to_end_over_noop_sync": ratio(results["hostq_end_to_end"]["jobs_per_s"] or 0, baseline),
             "hostq_queued_over_noop_async": ratio(results["hostq_queued"]["jobs_per_s"] or 0,
                                                   results["noop_async"]["jobs_per_s"] or 0),
-            "noop_sync_2_over_1": ratio(sync[1], sync[0])}
+            "noop_sync_2_over_1": ratio(sync[1], sync[0]),
+            "floor_over_noop_sync": ratio(results["floor"]["jobs_per_s"] or 0, baseline),
+            "hostq_queued_over_floor": ratio(results["hostq_queued"]["jobs_per_s"] or 0,
+                                             results["floor"]["jobs_per_s"] or 0)}
 
 
 LABELS = {"noop_sync_1": "raw Dramatiq no-op, sync (1)", "hostq_queued": "hostq provision.create, queued",
           "hostq_end_to_end": "hostq end to end (from 1st 202)", "noop_sync_2": "raw Dramatiq no-op, sync (2)",
-          "noop_async": "raw Dramatiq no-op, async"}
+          "noop_async": "raw Dramatiq no-op, async", "floor": "floor: 2 UPDATEs + 2 WHM calls"}
 TARGET = 0.4
 
 
@@ -312,6 +368,8 @@ def print_table(results: dict[str, dict], rates: dict) -> None:
     print(f"hostq / raw Dramatiq (sync no-op, mean of 2 = {rates['noop_sync_mean_jobs_per_s']:.0f} jobs/s): "
           f"{verdicts(rates)}; queued vs the async no-op x{rates['hostq_queued_over_noop_async']}; "
           f"baseline drift (2nd/1st) x{rates['noop_sync_2_over_1']}")
+    print(f"floor / raw Dramatiq (sync): x{rates['floor_over_noop_sync']}: the least I/O of a recorded attempt "
+          f"already costs this much; hostq queued / floor: x{rates['hostq_queued_over_floor']}")
 
 
 def verdicts(rates: dict) -> str:
@@ -340,7 +398,8 @@ def main() -> None:
     median = median_ratios(rates)
     if len(rounds) > 1:
         print(f"\nmedian of {len(rounds)} rounds: {verdicts(median)}; queued vs the async no-op "
-              f"x{median['hostq_queued_over_noop_async']}")
+              f"x{median['hostq_queued_over_noop_async']}; floor / sync no-op x{median['floor_over_noop_sync']}, "
+              f"hostq queued / floor x{median['hostq_queued_over_floor']}")
     config = {"jobs": args.jobs, "baseline_jobs": args.baseline_jobs or args.jobs, "threads": args.threads,
               "processes": args.processes, "concurrency": args.concurrency, "rounds": args.rounds,
               "broker": args.broker}
