@@ -60,6 +60,17 @@ async def register_server(settings: Settings, *, region: str, url: str, username
     return await in_transaction(settings, work)
 
 
+async def list_servers(settings: Settings, *, region: str | None = None) -> list[dict]:
+    """`hostq servers list`: every server (of `region`), with its live services against its capacity."""
+    async def work(session):
+        query = select(WhmServer).order_by(WhmServer.region, WhmServer.id)
+        if region is not None:
+            query = query.where(WhmServer.region == region)
+        return [{"server_id": str(s.id), "region": s.region, "name": s.name, "url": s.url, "capacity": s.capacity,
+                 "used": s.used, "enabled": s.enabled} for s in (await session.scalars(query)).all()]
+    return await in_transaction(settings, work)
+
+
 def announce_change(settings: Settings, redis_key: str) -> None:
     """Bump a generation counter the API's key cache checks (api/principals.py), after the change committed.
 

@@ -40,6 +40,12 @@ def _servers_add(args, settings: Settings) -> None:
                                        token=args.token, name=args.name, capacity=args.capacity)))
 
 
+def _servers_list(args, settings: Settings) -> None:
+    from hostq.admin import list_servers
+    for line in asyncio.run(list_servers(settings, region=args.region)):
+        _print(line)
+
+
 def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
@@ -117,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     sadd.add_argument("--name")
     sadd.add_argument("--capacity", type=int, default=500)
     sadd.set_defaults(run=_servers_add)
+    slist = servers.add_parser("list", help="servers as JSON lines, with their live services (`used`) and capacity")
+    slist.add_argument("--region")
+    slist.set_defaults(run=_servers_list)
 
     api = sub.add_parser("api", help="the HTTP API")
     api.add_argument("--host", default="127.0.0.1")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 
@@ -11,6 +15,7 @@ from sqlalchemy import func, select, update
 from domain.db import session_scope
 from domain.provisioning.models import WhmServer
 from domain.services.models import Service
+from hostq.admin import list_servers
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 
 LIVE = ("pending", "provisioning", "active", "suspended")
@@ -55,6 +60,8 @@ async def test_the_counter_follows_the_service_s_life(client, sessions, settings
     ids = [(await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()["service"]["id"]
            for _ in range(4)]
     assert await _used(sessions, first) == (2, 2) and await _used(sessions, second) == (2, 2)
+    assert [(s["server_id"], s["used"], s["capacity"]) for s in await list_servers(settings, region=region)] == \
+        sorted([(str(first), 2, 2), (str(second), 2, 2)])
     full = await client.post("/v1/services", json=order_body(customer_id, plan, region))
     assert full.status_code == 422 and full.json()["code"] == "no_capacity"
 
@@ -76,3 +83,17 @@ async def test_the_counter_follows_the_service_s_life(client, sessions, settings
     async with session_scope(sessions) as session:
         await session.execute(Service.__table__.delete().where(Service.id == uuid.UUID(on_first[1])))
     assert await _used(sessions, second) == (2, 2)
+
+
+def test_hostq_servers_list_prints_each_server_s_load(settings, test_env, hostq_cmd):
+    added = subprocess.run([*hostq_cmd, "servers", "add", "--region", "listed", "--url", "http://127.0.0.1:9",
+                            "--username", "root", "--token", "t", "--capacity", "7"],
+                           env={**os.environ, **test_env}, capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([*hostq_cmd, "servers", "list", "--region", "listed"],
+                            env={**os.environ, **test_env}, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    lines = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert lines == [{"server_id": json.loads(added.stdout)["server_id"], "region": "listed",
+                      "name": "http://127.0.0.1:9", "url": "http://127.0.0.1:9", "capacity": 7, "used": 0,
+                      "enabled": True}]
