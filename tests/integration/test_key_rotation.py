@@ -13,7 +13,7 @@ import pytest
 
 from domain.errors import NotFound, ValidationFailed
 from domain.tenants.signing import sign, signed_payload
-from hostq.tenants_cli import keys_revoke, keys_rotate, parse_grace, register_keys, register_tenants_update
+from hostq.tenants_cli import parse_grace, register_keys, register_tenants_update
 from tests.conftest import make_tenant, signed_client
 
 
