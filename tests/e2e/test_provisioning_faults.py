@@ -322,18 +322,24 @@ def _attempt_running(stack: Stack, job_id: str, attempt: int, timeout: float = 4
         time.sleep(0.05)
 
 
+def _kill_mid_createacct(stack: Stack, crash: CrashRegion, stem: str, latency_s: float) -> tuple[str, dict, float]:
+    """Order on the crash region, then SIGKILL its worker while the first createacct is in flight (WHM slowed
+    by `latency_s`); the domain, the order's 202 body and when the worker was killed."""
+    slowed = crash.fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": latency_s})
+    assert slowed.status_code == 200, slowed.text
+    domain = _domain(stem)
+    order = stack.order(domain, crash.region)
+    job = _attempt_running(stack, order["job"]["id"], 1, timeout=20)
+    assert job["status"] == "running" and job["attempts"] == 1, job
+    crash.wait_createacct_calls(1)
+    return domain, order, crash.kill_worker()
+
+
 def test_worker_killed_mid_createacct_redelivers_and_creates_once(stack, crash_region, capsys):
     """SIGKILL of the whole worker (dramatiq parent and its forked consumer) while createacct is in flight."""
     crash = crash_region
-    assert crash.fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 3}).status_code == 200
-    domain = _domain("crash")
-    order = stack.order(domain, crash.region)
+    domain, order, killed_at = _kill_mid_createacct(stack, crash, "crash", 3)
     job_id = order["job"]["id"]
-
-    job = _attempt_running(stack, job_id, 1, timeout=20)
-    assert job["status"] == "running" and job["attempts"] == 1, job
-    crash.wait_createacct_calls(1)
-    killed_at = crash.kill_worker()
     assert stack.api.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
 
     crash.start_worker()
@@ -419,13 +425,8 @@ def _sql(settings, statement: str, *args) -> None:
 def test_a_running_job_whose_worker_and_message_were_both_lost_is_sent_again(stack, crash_region, settings):
     """Two faults at once: the worker is killed mid-createacct and Redis loses the message it held."""
     crash = crash_region
-    assert crash.fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 2}).status_code == 200
-    domain = _domain("twice")
-    order = stack.order(domain, crash.region)
+    domain, order, _ = _kill_mid_createacct(stack, crash, "twice", 2)
     job_id = order["job"]["id"]
-    assert _attempt_running(stack, job_id, 1, timeout=20)["status"] == "running"
-    crash.wait_createacct_calls(1)
-    crash.kill_worker()
     client = redis.Redis.from_url(settings.redis_url)
     try:  # every copy of the region's messages: its queue, the dead worker's unacked set, the bodies
         lost = list(client.scan_iter(match=f"{settings.namespace}:dramatiq:*{crash.region}*"))
