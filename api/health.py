@@ -1,4 +1,4 @@
-"""`/health/live` and `/health/ready` (Postgres, Redis and a broker of its own checked, each within a short timeout)."""
+"""`/health/live` and `/health/ready` (Postgres, Redis and a broker of its own, each checked within a short timeout)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def _redis(request: Request) -> None:
 
 
 def _broker_name(request: Request) -> str | None:
-    """The check's name for a broker apart from HOSTQ_REDIS_URL (RabbitMQ, another Redis); None when it is that Redis."""
+    """The check's name for a broker apart from REDIS_URL (RabbitMQ, another Redis); None when it is that Redis."""
     settings = request.app.state.resources.settings
     if settings.broker_url == settings.redis_url:
         return None
@@ -54,7 +54,7 @@ async def _check(probe, request: Request) -> bool:
 
 @get("/health/ready", include_in_schema=False)
 async def ready(request: Request) -> Response:
-    """200 when Postgres, Redis (and the broker, when it is not that Redis) answer; 503 naming each one that does not."""
+    """200 when Postgres, Redis (and the broker, unless it is that Redis) answer; 503 naming each that does not."""
     probes = {"postgres": _postgres, "redis": _redis}
     broker = _broker_name(request)
     if broker is not None:

@@ -55,9 +55,10 @@ def _check_order(order: Order) -> str:
 
 # One round trip (the API's busiest write skips the ORM, see domain/pg.py): the customer, the plan and whether it
 # is sold in the cycle, the region's servers and the one to place on (locked until the transaction ends, and only
-# when customer and plan are there); then, only if all of them are there, the service and its job (data-modifying CTEs run whether or not the final SELECT reads them). The final row is the
-# service (NULLs when nothing was written) with what _refuse needs to name the reason. `$7`, the job's created_at,
-# stamps the service too and dates its first due date in the tenant's time zone.
+# when customer and plan are there); then, only if all of them are there, the service and its job (data-modifying
+# CTEs run whether or not the final SELECT reads them). The final row is the service (NULLs when nothing was
+# written) with what _refuse needs to name the reason. `$7`, the job's created_at, stamps the service too and
+# dates its first due date in the tenant's time zone.
 _PLACE_ORDER = f"""
 WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2),
      plan AS (SELECT id, code, prices ? $4::text AS sold FROM plans WHERE tenant_id = $2 AND code = $3),
