@@ -10,6 +10,11 @@ server with room for 5 placed 25 there. Now:
   order's transaction ends. A concurrent order on the same server waits for that lock, then sees the new count:
   if the server filled up meanwhile it picks again (another server of the region, or none: no_capacity).
 
+An order whose recheck finds the server full keeps that row's lock until its transaction ends (Postgres keeps a
+lock taken by FOR UPDATE even when the row no longer matches). That cannot deadlock: only a server committed as
+full is held that way, its count cannot drop while it is held, and an order picks again only among servers with
+room in a snapshot taken after its own failed recheck.
+
 Capacity is checked when a service is placed (an order). A service that becomes live again later (a failed
 one provisioned again) goes back on its own server even when that server has since filled up.
 
