@@ -75,10 +75,15 @@ async def test_creates_one_account_and_activates_the_service(client, db, session
     assert len(await _accounts_for(control, ordered["domain"])) == 1
 
 
+async def _fail_next_createacct(control, mode: str) -> None:
+    """The fake WHM's next createacct fails this way (operations.md, sandbox faults)."""
+    response = await control.post("/__sandbox/faults", json={"function": "createacct", "mode": mode, "times": 1})
+    assert response.status_code == 200, response.text
+
+
 async def test_timeout_then_create_is_adopted_not_duplicated(client, db, sessions, settings, whm_url, whm, control):
     ordered = await _order(client, sessions, settings, whm_url)
-    await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "timeout_then_create",
-                                                  "times": 1})
+    await _fail_next_createacct(control, "timeout_then_create")
     with pytest.raises(TransientIntegrationError) as timed_out:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert timed_out.value.code == "whm_timeout"
@@ -128,8 +133,7 @@ async def test_a_system_user_left_by_a_failed_create_is_named_never_a_second_acc
                                                                                        settings, whm_url, whm,
                                                                                        control):
     ordered = await _order(client, sessions, settings, whm_url)
-    await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0_leave_user",
-                                                  "times": 1})
+    await _fail_next_createacct(control, "result_0_leave_user")
     with pytest.raises(PermanentIntegrationError) as failed:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert failed.value.code == "whm_rejected"
