@@ -5,7 +5,7 @@ event loop, in one trip from the worker thread:
 
     take the service's lock    busy: come back in a moment (BUSY), no attempt spent
     start the attempt          the job row says it need not run: SKIPPED
-    run the work               with the database connection the attempt holds throughout
+    run the work               statements take a pooled connection each: none is held across WHM calls
     record the outcome         succeeded, or retrying/failed with the error's code
     let go of the lock         sent, not waited for (workers/locks.py LockKeeper)
 
@@ -44,7 +44,9 @@ OUTCOMES_KEPT = 1000
 class Attempt:
     """What an attempt's work is given."""
 
-    db: asyncpg.Connection  # held from start to finish (system scope)
+    # The worker's pool (system scope): each statement takes a connection for its own round trip only, so an
+    # attempt waiting minutes for createacct holds none, and threads beyond the pool's size do not wait.
+    db: asyncpg.Pool
     job_id: uuid.UUID
     resource_id: uuid.UUID | None
     row: asyncpg.Record | None  # the row the actor `loads` (after `hostq_attempt`), None if the resource is gone
@@ -99,27 +101,27 @@ class JobStateMiddleware(dramatiq.Middleware):
     async def attempt(self, broker: dramatiq.Broker, job_id: uuid.UUID, resource_id: uuid.UUID | None,
                       work: Work, sql: Statements) -> object:
         """One attempt of the job, start to finish; its result, or BUSY or SKIPPED."""
-        async with (await self._db().get()).acquire() as db:
-            if resource_id is None:  # a message sent before resource ids travelled as an argument
-                resource_id = await db.fetchval("SELECT resource_id FROM jobs WHERE id = $1", job_id)
-            held = await self._lock(broker, resource_id)
-            if held is None:
-                return BUSY
+        db = await self._db().get()  # a connection per statement: none is held while the work waits for WHM
+        if resource_id is None:  # a message sent before resource ids travelled as an argument
+            resource_id = await db.fetchval("SELECT resource_id FROM jobs WHERE id = $1", job_id)
+        held = await self._lock(broker, resource_id)
+        if held is None:
+            return BUSY
+        try:
+            started = await self._start(db, job_id, resource_id, sql)
+            if started is None:
+                return SKIPPED
             try:
-                started = await self._start(db, job_id, resource_id, sql)
-                if started is None:
-                    return SKIPPED
-                try:
-                    result = await work(Attempt(db, job_id, resource_id, started or None))
-                except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                    self._note_outcome(str(job_id), await self._failed(job_id, exc))
-                    raise
-                await tracking.finish_success(db, job_id, result if isinstance(result, dict) else None,
-                                              sql=sql.finish, resource_id=resource_id)
-                return result
-            finally:
-                if held is not True:
-                    self._keeper.let_go(held)
+                result = await work(Attempt(db, job_id, resource_id, started or None))
+            except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
+                self._note_outcome(str(job_id), await self._failed(job_id, exc))
+                raise
+            await tracking.finish_success(db, job_id, result if isinstance(result, dict) else None,
+                                          sql=sql.finish, resource_id=resource_id)
+            return result
+        finally:
+            if held is not True:
+                self._keeper.let_go(held)
 
     def _note_outcome(self, job_id: str, outcome: str | None) -> None:
         self._outcomes.pop(job_id, None)  # re-inserted last: the dict's order is the age of its entries
@@ -139,7 +141,7 @@ class JobStateMiddleware(dramatiq.Middleware):
         self._keeper.hold(lock)
         return lock
 
-    async def _start(self, db: asyncpg.Connection, job_id: uuid.UUID, resource_id: uuid.UUID | None,
+    async def _start(self, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None,
                      sql: Statements) -> asyncpg.Record | tuple | None:
         """Start the attempt; the row it loads (`()` if none), or None when the job should not run.
 

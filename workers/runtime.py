@@ -17,8 +17,8 @@ from workers.integrations.whm import WhmClient
 from workers.pg import SystemPool
 
 
-#: Connections of the worker's SystemPool: an attempt holds one from start to finish, and a worker runs 8
-#: threads by default, each one attempt at a time.
+#: Connections of the worker's SystemPool. An attempt takes one per statement (workers/middleware.py), so this
+#: bounds the statements in flight, not the attempts: threads waiting for WHM hold none.
 DB_CONNECTIONS = 10
 
 

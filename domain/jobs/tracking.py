@@ -88,7 +88,7 @@ def start_sql(loads: str | None = None) -> str:
 _START_PLAIN = start_sql()
 
 
-async def start_fresh(db: asyncpg.Connection, job_id: uuid.UUID, *, sql: str | None = None,
+async def start_fresh(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, sql: str | None = None,
                       resource_id: uuid.UUID | None = None) -> asyncpg.Record | None:
     """Start a queued or retrying job's next attempt in one statement (`sql` from start_sql).
 
@@ -160,7 +160,7 @@ def finish_sql(completes: str | None = None) -> str:
 _FINISH_PLAIN = finish_sql()
 
 
-async def finish_success(db: asyncpg.Connection, job_id: uuid.UUID, result: dict | None, *, sql: str | None = None,
+async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, result: dict | None, *, sql: str | None = None,
                          resource_id: uuid.UUID | None = None) -> None:
     """The attempt worked: the job is succeeded with its result (nothing happens unless it is running)."""
     if sql is None:

@@ -1,7 +1,7 @@
 """Creating a WHM account exactly once: fix the username first, then ask before acting.
 
-Every order runs this, so its statements are plain SQL on the attempt's connection (system scope, see
-workers/pg.py), each autocommitted on its own: the order of the commits is the guarantee, not one
+Every order runs this, so its statements are plain SQL on the worker's pool (system scope, see workers/pg.py;
+a connection per statement, none held across WHM calls), each autocommitted on its own: the order of the commits is the guarantee, not one
 transaction around them. The username and `create_attempted_at` are stored together before
 verify_new_username, so both are committed before any createacct; `create_attempted_at` thus means "a
 createacct may have been sent from here on", and a later attempt asks WHM before creating.
@@ -36,7 +36,7 @@ _STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = no
 WHERE id = $1 AND username IS NULL RETURNING username"""
 
 
-async def _fix_username(db: asyncpg.Connection, service: asyncpg.Record, whm: WhmPort) -> str:
+async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record, whm: WhmPort) -> str:
     """Choose a username, store it (marking a createacct as possible) and check WHM has it free; return it.
 
     The unique index on (server, first 8 characters) settles races between workers without reading
@@ -108,7 +108,7 @@ def _server(service: asyncpg.Record) -> ServerRef:
                      service["token_encrypted"])
 
 
-async def provision_account(db: asyncpg.Connection, service_id: uuid.UUID,
+async def provision_account(db: asyncpg.Connection | asyncpg.Pool, service_id: uuid.UUID,
                             whm_for: Callable[[WhmServer | ServerRef], WhmPort]) -> dict:
     """Load the service, make its WHM account exist exactly once, then mark it active."""
     result = await create_account(db, await db.fetchrow(LOAD_SERVICE, service_id), whm_for)
@@ -116,7 +116,7 @@ async def provision_account(db: asyncpg.Connection, service_id: uuid.UUID,
     return result
 
 
-async def create_account(db: asyncpg.Connection, service: asyncpg.Record | None,
+async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record | None,
                          whm_for: Callable[[WhmServer | ServerRef], WhmPort]) -> dict:
     """Make the service's WHM account exist exactly once (`service`: its LOAD_SERVICE row); ACTIVATE follows."""
     if service is None:

@@ -40,7 +40,9 @@ def worker_broker(settings):
 
     def db():
         if "d" not in lazy:
-            lazy["d"] = SystemPool(settings.database_url, max_size=2)
+            # One connection for two worker threads: attempts must not hold it while their work runs
+            # (test_different_services_run_in_parallel).
+            lazy["d"] = SystemPool(settings.database_url, max_size=1)
         return lazy["d"]
 
     def redis_client():
