@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from urllib.parse import urlsplit
 
 from litestar import Request, Response, get
@@ -36,12 +37,31 @@ def _broker_name(request: Request) -> str | None:
     return "rabbitmq" if urlsplit(settings.broker_url).scheme.startswith("amqp") else "broker"
 
 
+#: What the broker is sent, and how its answer must begin: RabbitMQ answers the AMQP 0-9-1 protocol header
+#: with Connection.Start (a method frame, type 1); Redis answers PING with a status or an error (NOAUTH too:
+#: the server is there).
+_GREETINGS = {"amqp": (b"AMQP\x00\x00\x09\x01", (b"\x01",)), "redis": (b"PING\r\n", (b"+", b"-"))}
+
+
 async def _broker(request: Request) -> None:
-    """The broker accepts connections (a TCP connect: a full AMQP handshake would cost a connection per probe)."""
+    """The broker answers the first step of its own protocol, then the probe hangs up.
+
+    A TCP connect alone would call a RabbitMQ that accepts connections but never answers (overloaded, its
+    Erlang VM stuck) ready, while every send to it times out. A full AMQP handshake would open a connection
+    and a channel per probe; this stops after the server's first frame."""
     url = urlsplit(request.app.state.resources.settings.broker_url)
+    protocol = "amqp" if url.scheme.startswith("amqp") else "redis"
     default_port = {"amqp": 5672, "amqps": 5671}.get(url.scheme, 6379)
-    _, writer = await asyncio.open_connection(url.hostname or "127.0.0.1", url.port or default_port)
-    writer.close()
+    tls = ssl.create_default_context() if url.scheme in ("amqps", "rediss") else None
+    reader, writer = await asyncio.open_connection(url.hostname or "127.0.0.1", url.port or default_port, ssl=tls)
+    try:
+        greeting, answers = _GREETINGS[protocol]
+        writer.write(greeting)
+        await writer.drain()
+        if await reader.readexactly(1) not in answers:
+            raise ConnectionError(f"the broker at {url.hostname}:{url.port} does not speak {protocol}")
+    finally:
+        writer.close()
 
 
 async def _check(probe, request: Request) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -173,3 +174,38 @@ async def test_tenants_are_isolated(app, sessions, settings, client):
         assert (await theirs.get(f"/v1/customers/{mine['id']}")).status_code == 404
         listed = (await theirs.get("/v1/customers")).json()
         assert mine["id"] not in [c["id"] for c in listed["data"]]
+
+
+async def test_ready_calls_a_broker_that_accepts_connections_but_never_answers_down(settings, monkeypatch):
+    monkeypatch.setattr("api.health.CHECK_TIMEOUT_S", 0.5)  # the silent broker costs this per probe
+    from dataclasses import replace
+
+    from api.app import create_app
+    from api.resources import Resources
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader, writer):  # accepts, reads, never answers (a stuck broker)
+        held.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for broker_url, name in ((f"amqp://guest:guest@127.0.0.1:{port}/", "rabbitmq"),
+                                 (f"redis://127.0.0.1:{port}/0", "broker"),
+                                 (f"redis://{settings.redis_url.split('://', 1)[1].rsplit('/', 1)[0]}/15", "broker")):
+            resources = Resources.open(replace(settings, broker_url=broker_url))
+            try:
+                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, resources)),
+                                             base_url="http://t") as c:
+                    started = time.monotonic()
+                    response = await c.get("/health/ready")
+            finally:
+                await resources.close()
+            expected = "ok" if broker_url.endswith("/15") else "down"  # the last: a real Redis (db 15) answers
+            assert response.json()["checks"][name] == expected, (broker_url, response.text)
+            assert response.status_code == (200 if expected == "ok" else 503)
+            assert time.monotonic() - started < 1.5
+    finally:
+        server.close()
+        for writer in held:
+            writer.close()
