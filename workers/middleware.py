@@ -101,7 +101,7 @@ class JobStateMiddleware(dramatiq.Middleware):
     async def attempt(self, broker: dramatiq.Broker, job_id: uuid.UUID, resource_id: uuid.UUID | None,
                       work: Work, sql: Statements) -> object:
         """One attempt of the job, start to finish; its result, or BUSY or SKIPPED."""
-        db = await self._db().get()  # a connection per statement: none is held while the work waits for WHM
+        db = await self._db().get()
         if resource_id is None:  # a message sent before resource ids travelled as an argument
             resource_id = await db.fetchval("SELECT resource_id FROM jobs WHERE id = $1", job_id)
         held = await self._lock(broker, resource_id)

@@ -160,8 +160,8 @@ def finish_sql(completes: str | None = None) -> str:
 _FINISH_PLAIN = finish_sql()
 
 
-async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, result: dict | None, *, sql: str | None = None,
-                         resource_id: uuid.UUID | None = None) -> None:
+async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, result: dict | None, *,
+                         sql: str | None = None, resource_id: uuid.UUID | None = None) -> None:
     """The attempt worked: the job is succeeded with its result (nothing happens unless it is running)."""
     if sql is None:
         await db.execute(_FINISH_PLAIN, job_id, result, _now())

@@ -1,10 +1,11 @@
 """Creating a WHM account exactly once: fix the username first, then ask before acting.
 
 Every order runs this, so its statements are plain SQL on the worker's pool (system scope, see workers/pg.py;
-a connection per statement, none held across WHM calls), each autocommitted on its own: the order of the commits is the guarantee, not one
-transaction around them. The username and `create_attempted_at` are stored together before
-verify_new_username, so both are committed before any createacct; `create_attempted_at` thus means "a
-createacct may have been sent from here on", and a later attempt asks WHM before creating.
+a connection per statement, none held across WHM calls), each autocommitted on its own: the order of the
+commits is the guarantee, not one transaction around them. The username and `create_attempted_at` are
+stored together before verify_new_username, so both are committed before any createacct;
+`create_attempted_at` thus means "a createacct may have been sent from here on", and a later attempt asks
+WHM before creating.
 """
 
 from __future__ import annotations

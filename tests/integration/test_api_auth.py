@@ -177,11 +177,11 @@ async def test_tenants_are_isolated(app, sessions, settings, client):
 
 
 async def test_ready_calls_a_broker_that_accepts_connections_but_never_answers_down(settings, monkeypatch):
-    monkeypatch.setattr("api.health.CHECK_TIMEOUT_S", 0.5)  # the silent broker costs this per probe
     from dataclasses import replace
 
     from api.app import create_app
     from api.resources import Resources
+    monkeypatch.setattr("api.health.CHECK_TIMEOUT_S", 0.5)  # the silent broker costs this per probe
     held: list[asyncio.StreamWriter] = []
 
     async def silent(reader, writer):  # accepts, reads, never answers (a stuck broker)
@@ -192,7 +192,7 @@ async def test_ready_calls_a_broker_that_accepts_connections_but_never_answers_d
     try:
         for broker_url, name in ((f"amqp://guest:guest@127.0.0.1:{port}/", "rabbitmq"),
                                  (f"redis://127.0.0.1:{port}/0", "broker"),
-                                 (f"redis://{settings.redis_url.split('://', 1)[1].rsplit('/', 1)[0]}/15", "broker")):
+                                 (settings.redis_url.rsplit("/", 1)[0] + "/15", "broker")):
             resources = Resources.open(replace(settings, broker_url=broker_url))
             try:
                 async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, resources)),
