@@ -130,57 +130,40 @@ async def test_health_and_openapi(anon):
     assert "signedRequest" in schema["components"]["securitySchemes"]
 
 
-async def test_ready_names_the_dependency_that_is_down(settings):
+async def _ready(settings, **changes) -> tuple[httpx.Response, float]:
+    """`GET /health/ready` of an app whose settings differ by `changes`, and the seconds it took."""
     from dataclasses import replace
 
     from api.app import create_app
     from api.resources import Resources
-    broken = Resources.open(replace(settings, redis_url="redis://127.0.0.1:1/0"))
+    resources = Resources.open(replace(settings, **changes))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, broken)),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, resources)),
                                      base_url="http://t") as c:
             started = time.monotonic()
             response = await c.get("/health/ready")
-        assert response.status_code == 503
-        # The broker still points at the working Redis: checked on its own, and named apart.
-        assert response.json()["checks"] == {"postgres": "ok", "redis": "down", "broker": "ok"}
-        assert "redis" in response.json()["detail"]
-        assert time.monotonic() - started < 3
+            return response, time.monotonic() - started
     finally:
-        await broken.close()
+        await resources.close()
+
+
+async def test_ready_names_the_dependency_that_is_down(settings):
+    response, seconds = await _ready(settings, redis_url="redis://127.0.0.1:1/0")
+    assert response.status_code == 503
+    # The broker still points at the working Redis: checked on its own, and named apart.
+    assert response.json()["checks"] == {"postgres": "ok", "redis": "down", "broker": "ok"}
+    assert "redis" in response.json()["detail"]
+    assert seconds < 3
 
 
 async def test_ready_checks_a_rabbitmq_broker(settings, amqp_url):
-    from dataclasses import replace
-
-    from api.app import create_app
-    from api.resources import Resources
     for broker_url, state, status in ((amqp_url, "ok", 200), ("amqp://guest:guest@127.0.0.1:1/", "down", 503)):
-        resources = Resources.open(replace(settings, broker_url=broker_url))
-        try:
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, resources)),
-                                         base_url="http://t") as c:
-                response = await c.get("/health/ready")
-        finally:
-            await resources.close()
+        response, _ = await _ready(settings, broker_url=broker_url)
         assert response.status_code == status, response.text
         assert response.json()["checks"] == {"postgres": "ok", "redis": "ok", "rabbitmq": state}
 
 
-async def test_tenants_are_isolated(app, sessions, settings, client):
-    mine = (await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})).json()
-    other = await make_tenant(sessions, settings)
-    async with signed_client(app, other) as theirs:
-        assert (await theirs.get(f"/v1/customers/{mine['id']}")).status_code == 404
-        listed = (await theirs.get("/v1/customers")).json()
-        assert mine["id"] not in [c["id"] for c in listed["data"]]
-
-
 async def test_ready_calls_a_broker_that_accepts_connections_but_never_answers_down(settings, monkeypatch):
-    from dataclasses import replace
-
-    from api.app import create_app
-    from api.resources import Resources
     monkeypatch.setattr("api.health.CHECK_TIMEOUT_S", 0.5)  # the silent broker costs this per probe
     held: list[asyncio.StreamWriter] = []
 
@@ -193,19 +176,21 @@ async def test_ready_calls_a_broker_that_accepts_connections_but_never_answers_d
         for broker_url, name in ((f"amqp://guest:guest@127.0.0.1:{port}/", "rabbitmq"),
                                  (f"redis://127.0.0.1:{port}/0", "broker"),
                                  (settings.redis_url.rsplit("/", 1)[0] + "/15", "broker")):
-            resources = Resources.open(replace(settings, broker_url=broker_url))
-            try:
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(settings, resources)),
-                                             base_url="http://t") as c:
-                    started = time.monotonic()
-                    response = await c.get("/health/ready")
-            finally:
-                await resources.close()
+            response, seconds = await _ready(settings, broker_url=broker_url)
             expected = "ok" if broker_url.endswith("/15") else "down"  # the last: a real Redis (db 15) answers
             assert response.json()["checks"][name] == expected, (broker_url, response.text)
             assert response.status_code == (200 if expected == "ok" else 503)
-            assert time.monotonic() - started < 1.5
+            assert seconds < 1.5
     finally:
         server.close()
         for writer in held:
             writer.close()
+
+
+async def test_tenants_are_isolated(app, sessions, settings, client):
+    mine = (await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})).json()
+    other = await make_tenant(sessions, settings)
+    async with signed_client(app, other) as theirs:
+        assert (await theirs.get(f"/v1/customers/{mine['id']}")).status_code == 404
+        listed = (await theirs.get("/v1/customers")).json()
+        assert mine["id"] not in [c["id"] for c in listed["data"]]
