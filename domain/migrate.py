@@ -8,6 +8,7 @@ from pathlib import Path
 import asyncpg
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -57,3 +58,36 @@ def upgrade(database_url: str) -> None:
     """Create the database if needed and migrate it to the newest revision."""
     asyncio.run(create_database_if_missing(database_url))
     command.upgrade(alembic_config(database_url), "head")
+
+
+async def _revision(database_url: str) -> str | None:
+    url = make_url(database_url)
+    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+                                 database=url.database, timeout=5)
+    try:
+        return await conn.fetchval("SELECT version_num FROM alembic_version")
+    finally:
+        await conn.close()
+
+
+def check_schema(database_url: str) -> None:
+    """Refuse to start a long-running process (RuntimeError, one line) on a database that does not exist or is
+    behind this code's migrations. A database ahead of the code (a release migrated before its old processes
+    restarted) is accepted, and so is an unreachable Postgres: the process waits for it like any outage.
+    """
+    try:
+        current = asyncio.run(_revision(database_url))
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise RuntimeError(f"{exc}: check DATABASE_URL, or create and migrate it with `hostq db upgrade`") from None
+    except asyncpg.UndefinedTableError:
+        raise RuntimeError("the database is not migrated: run `hostq db upgrade`") from None
+    except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError):
+        return
+    scripts = ScriptDirectory.from_config(alembic_config(database_url))
+    head = scripts.get_current_head()
+    if current == head:
+        return
+    known = {script.revision for script in scripts.walk_revisions()}
+    if current is None or current in known:
+        raise RuntimeError(f"the database is at migration {current or 'none'} and this hostq needs {head}: "
+                           "run `hostq db upgrade`")

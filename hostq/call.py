@@ -20,7 +20,11 @@ def call(args) -> int:
         return 2
     base = os.environ.get("HOSTQ_API_URL", "http://127.0.0.1:8000")
     signer = HostqSigner(os.environ["HOSTQ_API_KEY"], os.environ["HOSTQ_SIGNING_SECRET"])
-    content = json.dumps(json.loads(args.data)).encode() if args.data else b""
+    try:
+        content = json.dumps(json.loads(args.data)).encode() if args.data else b""
+    except json.JSONDecodeError as exc:
+        print(f"hostq: --data is not JSON: {exc}", file=sys.stderr)
+        return 2
     headers = {"Content-Type": "application/json"} if content else {}
     with httpx.Client(base_url=base, auth=signer, timeout=30) as client:
         response = client.request(args.method.upper(), args.path, content=content, headers=headers)

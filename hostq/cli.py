@@ -40,15 +40,31 @@ def _servers_add(args, settings: Settings) -> None:
                                        token=args.token, name=args.name, capacity=args.capacity)))
 
 
+def _servers_update(args, settings: Settings) -> None:
+    from hostq.admin import change_server
+    changes = {name: getattr(args, name) for name in ("url", "username", "token", "name", "capacity", "enabled")
+               if getattr(args, name) is not None}
+    if not changes:
+        raise ValueError("nothing to change: give --url, --username, --token, --name, --capacity, --enable or "
+                         "--disable")
+    _print(asyncio.run(change_server(settings, args.server, **changes)))
+
+
 def _servers_list(args, settings: Settings) -> None:
     from hostq.admin import list_servers
     for line in asyncio.run(list_servers(settings, region=args.region)):
         _print(line)
 
 
+def _check_schema(settings: Settings) -> None:
+    from domain.migrate import check_schema
+    check_schema(settings.database_url)
+
+
 def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
+    _check_schema(settings)
     uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
                 date_header=True, log_level="warning", timeout_graceful_shutdown=30)
 
@@ -57,6 +73,7 @@ def _worker(args, settings: Settings) -> None:
     from workers.dispatch import make_broker
     settings.require_kek()
     make_broker(settings)  # refuse an unsupported broker URL with one line, before forking
+    _check_schema(settings)
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
             "--threads", str(args.threads)]
     env = dict(os.environ)
@@ -69,11 +86,13 @@ def _worker(args, settings: Settings) -> None:
 
 def _scheduler(args, settings: Settings) -> None:
     from schedules.clock import run
+    _check_schema(settings)
     asyncio.run(run(settings, leader=True))
 
 
 def _relay(args, settings: Settings) -> None:
     from schedules.clock import run
+    _check_schema(settings)
     asyncio.run(run(settings, leader=False))
 
 
@@ -123,6 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     sadd.add_argument("--name")
     sadd.add_argument("--capacity", type=int, default=500)
     sadd.set_defaults(run=_servers_add)
+    supdate = servers.add_parser("update", help="change a server's connection or capacity, or stop new orders "
+                                 "reaching it (--disable)")
+    supdate.add_argument("--server", required=True, help="server id (from `hostq servers list`)")
+    for flag in ("--url", "--username", "--token", "--name"):
+        supdate.add_argument(flag)
+    supdate.add_argument("--capacity", type=int)
+    toggle = supdate.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True, help="take new orders again")
+    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
+                        help="take no new orders (its services stay and their actions still run)")
+    supdate.set_defaults(run=_servers_update)
     slist = servers.add_parser("list", help="servers as JSON lines, with their live services (`used`) and capacity")
     slist.add_argument("--region")
     slist.set_defaults(run=_servers_list)
@@ -165,6 +195,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _database_problem(exc: BaseException) -> str | None:
+    """One line for an error of Postgres (or of SQLAlchemy about it), else None.
+
+    SQLAlchemy wraps asyncpg's error (`.orig`, then its `__cause__`): the chain is walked for the asyncpg class,
+    whose type says what the operator should do.
+    """
+    import asyncpg
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen, link = [], exc
+    while link is not None and link not in seen:
+        seen.append(link)
+        if isinstance(link, asyncpg.InvalidCatalogNameError):
+            return f"{link}: check DATABASE_URL, or create and migrate it with `hostq db upgrade`"
+        if isinstance(link, asyncpg.UndefinedTableError):
+            return f"{link}: the database is not migrated; run `hostq db upgrade`"
+        if isinstance(link, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
+            return f"Postgres refused the login ({link}): check DATABASE_URL"
+        if isinstance(link, asyncpg.PostgresError):
+            return f"database error: {str(link).splitlines()[0] if str(link) else type(link).__name__}"
+        link = getattr(link, "orig", None) or link.__cause__
+    if isinstance(exc, SQLAlchemyError):
+        return f"database error: {str(exc).splitlines()[0]}"
+    return None
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader went away (`hostq jobs list | head`): stop writing, with no message."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, read settings once, run; errors are one line on stderr and a non-zero exit."""
     args = _parser().parse_args(argv)
@@ -177,8 +239,17 @@ def main(argv: list[str] | None = None) -> None:
     except (DomainError, ValueError, RuntimeError) as exc:
         print(f"hostq: {exc}", file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:
+        _quiet_stdout()
+        sys.exit(1)
     except (OSError, ConnectionError) as exc:
         print(f"hostq: cannot reach a dependency: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        problem = _database_problem(exc)
+        if problem is None:
+            raise  # a bug: its traceback is what a report needs
+        print(f"hostq: {problem}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,74 @@
+"""The command line's errors: one line on stderr and a non-zero exit, never a traceback (operations.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+
+import pytest
+from alembic import command
+
+from domain.migrate import alembic_config, create_database_if_missing, drop_database
+from tests.conftest import BASE_DB, RUN
+
+
+def _hostq(hostq_cmd, env: dict, *argv: str, **run) -> subprocess.CompletedProcess:
+    return subprocess.run([*hostq_cmd, *argv], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=60, **run)
+
+
+def _one_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert done.stdout == "" and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    return done.stderr.strip()
+
+
+@pytest.fixture
+def scratch_db(test_env):
+    """The URL of a database of this test's own (created empty, dropped afterwards)."""
+    url = f"{BASE_DB}/hostq_test_{RUN}_scratch"
+    yield url
+    asyncio.run(drop_database(url))
+
+
+@pytest.mark.parametrize("argv", [("jobs", "list"), ("servers", "list"), ("tenants", "create", "--name", "X"),
+                                  ("jobs", "retry", "01a20000-0000-7000-8000-000000000000"),
+                                  ("worker", "--region", "us"), ("scheduler",), ("api",)])
+def test_a_database_that_does_not_exist_is_one_line(hostq_cmd, test_env, argv):
+    env = {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_absent"}
+    line = _one_line(_hostq(hostq_cmd, env, *argv))
+    assert line == (f'hostq: database "hostq_test_{RUN}_absent" does not exist: check DATABASE_URL, or create '
+                    "and migrate it with `hostq db upgrade`")
+
+
+def test_a_database_not_migrated_or_behind_is_one_line_and_no_process_starts(hostq_cmd, test_env, scratch_db):
+    env = {**test_env, "DATABASE_URL": scratch_db}
+    asyncio.run(create_database_if_missing(scratch_db))
+    assert _one_line(_hostq(hostq_cmd, env, "jobs", "list")) == (
+        'hostq: relation "jobs" does not exist: the database is not migrated; run `hostq db upgrade`')
+    assert _one_line(_hostq(hostq_cmd, env, "worker", "--region", "us")) == (
+        "hostq: the database is not migrated: run `hostq db upgrade`")
+    command.upgrade(alembic_config(scratch_db), "0001")
+    line = _one_line(_hostq(hostq_cmd, env, "worker", "--region", "us"))
+    assert line.startswith("hostq: the database is at migration 0001 and this hostq needs ")
+    assert line.endswith(": run `hostq db upgrade`")
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(hostq_cmd, test_env, settings):
+    """`hostq servers list | head -0`: no 'cannot reach a dependency: Broken pipe', no traceback."""
+    _hostq(hostq_cmd, test_env, "servers", "add", "--region", "pipe", "--url", "https://whm-pipe.example:2087",
+           "--username", "root", "--token", "t")
+    child = subprocess.Popen([*hostq_cmd, "servers", "list"], env={**os.environ, **test_env},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # long before the command has started up and written its first line
+    assert child.wait(timeout=60) == 1
+    assert child.stderr.read() == ""
+
+
+def test_call_with_data_that_is_not_json_says_so(hostq_cmd, test_env):
+    env = {**test_env, "HOSTQ_API_KEY": "k", "HOSTQ_SIGNING_SECRET": "s", "HOSTQ_API_URL": "http://127.0.0.1:9"}
+    done = _hostq(hostq_cmd, env, "call", "POST", "/v1/customers", "--data", "not json")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("hostq: --data is not JSON: Expecting value"), done.stderr
