@@ -76,7 +76,7 @@ Errors are `application/problem+json` (RFC 9457):
 
 Branch on `code`: 400 `validation_error`, 401 `unauthenticated`, 403 `forbidden`, 404 `not_found`, 409
 `conflict` or `idempotency_in_flight`, 413 `payload_too_large`, 422 `invalid_state` (the resource's state does
-not allow the action), `no_capacity` (every server in the region is full; an unknown region is 400) or
+not allow the action), `no_capacity` (every server in the region is full or disabled; an unknown region is 400) or
 `idempotency_key_reused`, 429 `rate_limited`, 500 `internal_error` (never with a stack trace), 503
 `unavailable` (a dependency is down; with `Retry-After`). Each operation lists the ones it can answer.
 

@@ -106,8 +106,8 @@ _PROBLEMS: dict[tuple[int, str], tuple[str, Example]] = {
         "`invalid_state`: the resource's state does not allow this action",
         _example(422, "invalid_state", "Invalid state", "cannot suspend a terminated service")),
     (422, "no_capacity"): (
-        "`no_capacity`: every server in the region is full",
-        _example(422, "no_capacity", "No capacity", "every server in region 'us' is full")),
+        "`no_capacity`: every server in the region is full or disabled",
+        _example(422, "no_capacity", "No capacity", "every server in region 'us' is full or disabled")),
     (422, "idempotency_key_reused"): (
         "`idempotency_key_reused`: this Idempotency-Key was used with a different method, path or body",
         _example(422, "idempotency_key_reused", "Idempotency key reused",

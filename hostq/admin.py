@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.provisioning.models import WhmServer
-from domain.provisioning.service import add_server
+from domain.provisioning.service import add_server, update_server
 from domain.settings import Settings
 from domain.tenants import service as tenants
 from domain.tenants.scopes import parse_scopes
@@ -46,18 +46,54 @@ async def create_key(settings: Settings, *, tenant_slug: str, scopes: str) -> di
 
 
 async def register_server(settings: Settings, *, region: str, url: str, username: str, token: str,
-                          name: str | None, capacity: int, reuse: bool = False) -> dict:
-    """`hostq servers add`; with `reuse`, a server already registered at that URL is returned instead."""
+                          name: str | None, capacity: int) -> dict:
+    """`hostq servers add` (a URL already registered is refused: one server, one row)."""
     async def work(session):
-        if reuse:
-            existing = await session.scalar(select(WhmServer).where(WhmServer.url == url.rstrip("/"),
-                                                                     WhmServer.region == region))
-            if existing is not None:
-                return {"server_id": str(existing.id), "region": existing.region}
         server = await add_server(session, settings.require_kek(), region=region, url=url, username=username,
                                   token=token, name=name, capacity=capacity)
         return {"server_id": str(server.id), "region": server.region}
     return await in_transaction(settings, work)
+
+
+#: `hostq dev` names its fake WHM servers so: `sandbox-<region>`.
+SANDBOX_PREFIX = "sandbox-"
+
+
+async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> list[str]:
+    """`hostq dev`'s fake WHM servers, one per region at these URLs: an earlier run's `sandbox-<region>` is
+    pointed at this run's fake and enabled, a missing one is added; those of regions this run does not start
+    are disabled (their orders would wait for a worker that never comes). Returns the regions disabled."""
+    kek = settings.require_kek()
+
+    async def work(session):
+        sandboxes = {server.region: server for server in (await session.scalars(
+            select(WhmServer).where(WhmServer.name.startswith(SANDBOX_PREFIX, autoescape=True)))).all()
+            if server.name == SANDBOX_PREFIX + server.region}
+        for region, url in urls.items():
+            if region in sandboxes:
+                await update_server(session, kek, sandboxes[region].id, url=url, token="sandbox", enabled=True,
+                                    unique_url=False)
+            else:
+                await add_server(session, kek, region=region, url=url, username="root", token="sandbox",
+                                 name=SANDBOX_PREFIX + region, capacity=500, unique_url=False)
+        retired = sorted(region for region, server in sandboxes.items() if region not in urls and server.enabled)
+        for region in retired:
+            await update_server(session, kek, sandboxes[region].id, enabled=False)
+        return retired
+    return await in_transaction(settings, work)
+
+
+async def change_server(settings: Settings, server_id: str, **changes) -> dict:
+    """`hostq servers update`: the server as `servers list` shows it, after the change."""
+    async def work(session):
+        server = await update_server(session, settings.require_kek(), server_id, **changes)
+        return _server_line(server)
+    return await in_transaction(settings, work)
+
+
+def _server_line(server: WhmServer) -> dict:
+    return {"server_id": str(server.id), "region": server.region, "name": server.name, "url": server.url,
+            "capacity": server.capacity, "used": server.used, "enabled": server.enabled}
 
 
 async def list_servers(settings: Settings, *, region: str | None = None) -> list[dict]:
@@ -66,8 +102,7 @@ async def list_servers(settings: Settings, *, region: str | None = None) -> list
         query = select(WhmServer).order_by(WhmServer.region, WhmServer.id)
         if region is not None:
             query = query.where(WhmServer.region == region)
-        return [{"server_id": str(s.id), "region": s.region, "name": s.name, "url": s.url, "capacity": s.capacity,
-                 "used": s.used, "enabled": s.enabled} for s in (await session.scalars(query)).all()]
+        return [_server_line(server) for server in (await session.scalars(query)).all()]
     return await in_transaction(settings, work)
 
 

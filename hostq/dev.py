@@ -82,7 +82,7 @@ Try a signed request (in another terminal, from this directory):
   .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "{next(iter(whm_ports))}", "billing_cycle": "monthly", "provision": "now"}}'
   .venv/bin/hostq call GET /v1/jobs/<job id>
 
-Ctrl-C stops everything.
+A process that exits (a worker killed with kill -9, say) is started again; Ctrl-C stops everything.
 """
 
 
@@ -110,8 +110,44 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
+#: A child that exits this many times within RESTART_WINDOW_S is not restarted again: `hostq dev` stops.
+RESTART_LIMIT, RESTART_WINDOW_S = 5, 60.0
+
+
+class _Child:
+    """One supervised process of `hostq dev` (in its own process group: a worker forks, and stopping it must
+    reach all of its processes)."""
+
+    def __init__(self, name: str, argv: list[str]) -> None:
+        self.name, self.argv = name, argv
+        self.exits: list[float] = []
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "hostq", *self.argv], env=os.environ.copy(),
+                                start_new_session=True)
+
+    def restart_if_exited(self) -> bool:
+        """Start the process again if it exited (False once it has exited too often to go on)."""
+        code = self.proc.poll()
+        if code is None:
+            return True
+        now = time.monotonic()
+        self.exits = [t for t in self.exits if now - t < RESTART_WINDOW_S] + [now]
+        if len(self.exits) >= RESTART_LIMIT:
+            print(f"hostq: {self.name} exited {len(self.exits)} times within {RESTART_WINDOW_S:.0f} s "
+                  f"(last code {code}); stopping everything", file=sys.stderr)
+            return False
+        _signal_group(self.proc, signal.SIGKILL)  # what it forked and left behind
+        print(f"hostq: {self.name} exited (code {code}); starting it again", file=sys.stderr, flush=True)
+        self.proc = self._spawn()
+        return True
+
+
 def run_dev(args) -> None:
-    """Migrate, start the fake WHM, register it, start API, workers and scheduler, print credentials."""
+    """Migrate, start the fake WHM, register it, start API, workers and scheduler, print credentials; then keep
+    them running: a process that exits (a worker killed with `kill -9`, say) is started again, and the others
+    (the fake WHM and its accounts among them) go on."""
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
@@ -120,34 +156,30 @@ def run_dev(args) -> None:
         if not _port_free(port):
             raise RuntimeError(f"port {port} is already in use: stop what uses it or pass --port/--whm-port")
     upgrade(settings.database_url)
-    hostq = [sys.executable, "-m", "hostq"]
-    children: list[subprocess.Popen] = []
-
-    def start(*argv: str) -> None:
-        # Its own process group: a worker forks processes, and stopping it must reach all of them.
-        children.append(subprocess.Popen([*hostq, *argv], env=os.environ.copy(), start_new_session=True))
-
+    children: list[_Child] = []
     try:
-        from hostq.admin import register_server
+        from hostq.admin import register_sandboxes
         for region, port in whm_ports.items():  # one fake WHM per region, as real regions have their own servers
-            start("sandbox", "whm", "--port", str(port))
+            children.append(_Child(f"the fake WHM of region {region}", ["sandbox", "whm", "--port", str(port)]))
             _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
-            asyncio.run(register_server(settings, region=region, url=f"http://127.0.0.1:{port}", username="root",
-                                        token="sandbox", name=f"sandbox-{region}", capacity=500, reuse=True))
-        start("api", "--port", str(args.port))
-        start("worker")
+        retired = asyncio.run(register_sandboxes(settings, {region: f"http://127.0.0.1:{port}"
+                                                            for region, port in whm_ports.items()}))
+        if retired:
+            print(f"hostq: disabled the fake WHM servers of earlier runs' regions {', '.join(retired)} (not run now)",
+                  file=sys.stderr)
+        children.append(_Child("the API", ["api", "--port", str(args.port)]))
+        children.append(_Child("the general worker", ["worker"]))
         for region in regions:
-            start("worker", "--region", region)
-        start("scheduler")
+            children.append(_Child(f"the worker of region {region}", ["worker", "--region", region]))
+        children.append(_Child("the scheduler", ["scheduler"]))
         _wait_http(f"http://127.0.0.1:{args.port}/health/ready")
         print(_banner(_demo_credentials(settings), args.port, whm_ports), flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
-        while all(child.poll() is None for child in children):
+        while all(child.restart_if_exited() for child in children):
             time.sleep(0.5)
-        print("hostq: a process exited; stopping the others", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop(children)
+        _stop([child.proc for child in children])

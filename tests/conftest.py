@@ -24,11 +24,20 @@ BASE_DB = os.environ.get("HOSTQ_TEST_DATABASE_BASE", "postgresql+asyncpg://postg
 REDIS_URL = os.environ.get("HOSTQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, and not one this run has handed out before: a fake WHM's URL
+    is a server's identity (`hostq servers add` refuses one already registered), and the run's database
+    keeps the servers of earlier tests."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @pytest.fixture(scope="session")

@@ -30,17 +30,21 @@ class Runtime:
     sessions: async_sessionmaker[AsyncSession]
     db: SystemPool
     redis: PipelinedRedis  # the service locks (workers/locks.py)
-    _whm: dict[uuid.UUID, WhmClient] = field(default_factory=dict)
+    _whm: dict[uuid.UUID, tuple[tuple[str, str, bytes], WhmClient]] = field(default_factory=dict)
 
     def whm_for(self, server: WhmServer | ServerRef) -> WhmClient:
-        """A pooled WHM client for the server (one per server per process)."""
-        client = self._whm.get(server.id)
-        if client is None:
-            client = WhmClient(server.url, server.username, server_token(self.settings.require_kek(), server),
-                               create_timeout=self.settings.whm_create_timeout,
-                               read_timeout=self.settings.whm_read_timeout)
-            self._whm[server.id] = client
-        return client
+        """A pooled WHM client for the server (one per server per process), made again when `hostq servers
+        update` changed the server's URL, username or token (each attempt reads them from the server's row)."""
+        seen = (server.url, server.username, server.token_encrypted)
+        known = self._whm.get(server.id)
+        if known is None or known[0] != seen:
+            # An attempt still using the old client keeps it until it ends; its idle connections close when it
+            # is collected (not closed here: that would cut a createacct in flight).
+            known = seen, WhmClient(server.url, server.username, server_token(self.settings.require_kek(), server),
+                                    create_timeout=self.settings.whm_create_timeout,
+                                    read_timeout=self.settings.whm_read_timeout)
+            self._whm[server.id] = known
+        return known[1]
 
 
 _runtime: Runtime | None = None

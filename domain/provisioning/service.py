@@ -10,24 +10,73 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.crypto import seal, unseal
 from cryptography.exceptions import InvalidTag
 
-from domain.errors import NoCapacity, PermanentIntegrationError, ValidationFailed
-from domain.ids import new_id
+from domain.errors import Conflict, NoCapacity, NotFound, PermanentIntegrationError, ValidationFailed
+from domain.ids import new_id, parse_id
 from domain.provisioning import rules
 from domain.provisioning.models import WhmServer
 
-async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str, username: str, token: str,
-                     name: str | None = None, capacity: int = 500) -> WhmServer:
-    """Register a WHM server in a region, its token sealed with the KEK."""
-    if not rules.REGION.match(region):
-        raise ValidationFailed(f"region {region!r} must be lower-case letters, digits and '-'")
+def _check_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise ValidationFailed(f"url {url!r} must start with http:// or https://")
+    return url.rstrip("/")
+
+
+def _check_capacity(capacity: int) -> int:
     if capacity < 1:
         raise ValidationFailed("capacity must be at least 1")
+    return capacity
+
+
+async def _refuse_taken_url(session: AsyncSession, url: str, server_id: uuid.UUID | None = None) -> None:
+    """Two rows for one WHM would each count only their own services, and fill the machine twice over."""
+    taken = await session.scalar(select(WhmServer).where(WhmServer.url == url, WhmServer.id != server_id)
+                                 if server_id else select(WhmServer).where(WhmServer.url == url))
+    if taken is not None:
+        raise Conflict(f"a server at {url} is already registered: {taken.id} in region {taken.region!r}")
+
+
+async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str, username: str, token: str,
+                     name: str | None = None, capacity: int = 500, unique_url: bool = True) -> WhmServer:
+    """Register a WHM server in a region, its token sealed with the KEK; a URL already registered is a
+    Conflict (`unique_url=False`: `hostq dev`, whose fakes of earlier runs may have held the port)."""
+    if not rules.REGION.match(region):
+        raise ValidationFailed(f"region {region!r} must be lower-case letters, digits and '-'")
+    url, capacity = _check_url(url), _check_capacity(capacity)
+    if unique_url:
+        await _refuse_taken_url(session, url)
     server_id = new_id()
-    server = WhmServer(id=server_id, region=region, url=url.rstrip("/"), username=username, name=name or url,
+    server = WhmServer(id=server_id, region=region, url=url, username=username, name=name or url,
                        token_encrypted=seal(kek, token, context=server_id.bytes), capacity=capacity, enabled=True)
     session.add(server)
+    await session.flush()
+    return server
+
+
+async def update_server(session: AsyncSession, kek: bytes, server_id: str | uuid.UUID, *, url: str | None = None,
+                        username: str | None = None, token: str | None = None, name: str | None = None,
+                        capacity: int | None = None, enabled: bool | None = None,
+                        unique_url: bool = True) -> WhmServer:
+    """Change a server's connection, capacity or whether it takes new orders (None: unchanged). Its region
+    stays: its services live there. A capacity below its live services only stops new orders reaching it.
+    `unique_url` as in add_server."""
+    parsed = server_id if isinstance(server_id, uuid.UUID) else parse_id(server_id)
+    server = await session.get(WhmServer, parsed, with_for_update=True) if parsed else None
+    if server is None:
+        raise NotFound(f"no such server: {server_id}")
+    if url is not None:
+        server.url = _check_url(url)
+        if unique_url:
+            await _refuse_taken_url(session, server.url, server.id)
+    if username is not None:
+        server.username = username
+    if token is not None:
+        server.token_encrypted = seal(kek, token, context=server.id.bytes)
+    if name is not None:
+        server.name = name
+    if capacity is not None:
+        server.capacity = _check_capacity(capacity)
+    if enabled is not None:
+        server.enabled = enabled
     await session.flush()
     return server
 
@@ -59,5 +108,5 @@ def check_placement(region: str, servers: int, server_id: uuid.UUID | None) -> u
     if not servers:
         raise ValidationFailed(f"unknown region {region!r}", errors=[{"field": "region", "message": "no such region"}])
     if server_id is None:
-        raise NoCapacity(f"every server in region {region!r} is full")
+        raise NoCapacity(f"every server in region {region!r} is full or disabled")
     return server_id

@@ -10,11 +10,12 @@ from domain.provisioning.service import add_server
 
 async def add_region(sessions, settings, region: str | None = None, *, capacity: int = 100,
                      url: str = "http://127.0.0.1:9") -> tuple[str, uuid.UUID]:
-    """Register a WHM server in a fresh (or given) region; returns (region, server_id)."""
+    """Register a WHM server in a fresh (or given) region; returns (region, server_id). Many such servers share
+    one URL (most never answer): `unique_url=False` lets them, where `hostq servers add` would refuse."""
     region = region or f"r{uuid.uuid4().hex[:8]}"
     async with session_scope(sessions) as session:
         server = await add_server(session, settings.require_kek(), region=region, url=url, username="root",
-                                  token="sandbox", capacity=capacity)
+                                  token="sandbox", capacity=capacity, unique_url=False)
     return region, server.id
 
 

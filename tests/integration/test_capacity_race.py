@@ -84,15 +84,53 @@ async def test_the_counter_follows_the_service_s_life(client, sessions, settings
     assert await _used(sessions, second) == (2, 2)
 
 
-def test_hostq_servers_list_prints_each_server_s_load(settings, test_env, hostq_cmd):
-    added = subprocess.run([*hostq_cmd, "servers", "add", "--region", "listed", "--url", "http://127.0.0.1:9",
-                            "--username", "root", "--token", "t", "--capacity", "7"],
-                           env={**os.environ, **test_env}, capture_output=True, text=True, timeout=60)
+def _hostq(hostq_cmd, test_env, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*hostq_cmd, *argv], env={**os.environ, **test_env}, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_hostq_servers_add_list_and_update(settings, test_env, hostq_cmd):
+    region, url = f"l{uuid.uuid4().hex[:8]}", f"https://whm-{uuid.uuid4().hex[:8]}.example:2087"
+    added = _hostq(hostq_cmd, test_env, "servers", "add", "--region", region, "--url", url, "--username", "root",
+                   "--token", "t", "--capacity", "7")
     assert added.returncode == 0, added.stderr
-    listed = subprocess.run([*hostq_cmd, "servers", "list", "--region", "listed"],
-                            env={**os.environ, **test_env}, capture_output=True, text=True, timeout=60)
+    server_id = json.loads(added.stdout)["server_id"]
+    listed = _hostq(hostq_cmd, test_env, "servers", "list", "--region", region)
     assert listed.returncode == 0, listed.stderr
-    lines = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert lines == [{"server_id": json.loads(added.stdout)["server_id"], "region": "listed",
-                      "name": "http://127.0.0.1:9", "url": "http://127.0.0.1:9", "capacity": 7, "used": 0,
-                      "enabled": True}]
+    line = {"server_id": server_id, "region": region, "name": url, "url": url, "capacity": 7, "used": 0,
+            "enabled": True}
+    assert [json.loads(out) for out in listed.stdout.splitlines()] == [line]
+
+    # The same WHM again (a re-run script, a trailing slash): refused, naming the server it already is.
+    again = _hostq(hostq_cmd, test_env, "servers", "add", "--region", "other", "--url", url + "/", "--username",
+                   "root", "--token", "t")
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr.strip() == f"hostq: a server at {url} is already registered: {server_id} in region '{region}'"
+
+    moved = url.replace(":2087", ":2088")
+    updated = _hostq(hostq_cmd, test_env, "servers", "update", "--server", server_id, "--disable", "--capacity", "3",
+                     "--url", moved)
+    assert updated.returncode == 0, updated.stderr
+    assert json.loads(updated.stdout) == {**line, "url": moved, "capacity": 3, "enabled": False}
+    for argv, error in ((["--server", server_id], "hostq: nothing to change"),
+                        (["--server", str(uuid.uuid4()), "--enable"], "hostq: no such server"),
+                        (["--server", server_id, "--capacity", "0"], "hostq: capacity must be at least 1")):
+        refused = _hostq(hostq_cmd, test_env, "servers", "update", *argv)
+        assert refused.returncode == 1 and refused.stderr.startswith(error), refused.stderr
+    listed = _hostq(hostq_cmd, test_env, "servers", "list", "--region", region)
+    assert json.loads(listed.stdout) == {**line, "url": moved, "capacity": 3, "enabled": False}
+
+
+async def test_a_disabled_server_takes_no_order_and_an_enabled_one_does_again(client, sessions, settings):
+    from domain.provisioning.service import update_server
+    region, server_id = await add_region(sessions, settings, capacity=5)
+    customer_id, plan = await customer_and_plan(client)
+    async with session_scope(sessions) as session:
+        await update_server(session, settings.require_kek(), server_id, enabled=False)
+    refused = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["code"] == "no_capacity" and "disabled" in refused.json()["detail"]
+    async with session_scope(sessions) as session:
+        await update_server(session, settings.require_kek(), server_id, enabled=True)
+    accepted = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    assert accepted.status_code == 202 and accepted.json()["service"]["server_id"] == str(server_id)

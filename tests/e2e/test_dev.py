@@ -1,0 +1,118 @@
+"""`hostq dev` (the README's run command) as a tester uses it: a worker killed with `kill -9` mid-createacct is
+started again while the fake WHM, and the accounts it holds, go on; its fakes of an earlier run are re-pointed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import httpx
+import redis
+
+from domain.migrate import drop_database, upgrade
+from domain.settings import load_settings
+from hostq.admin import register_sandboxes
+from hostq.client import HostqSigner
+from tests.conftest import BASE_DB, REDIS_URL, RUN, free_port
+from tests.e2e.helpers import accounts, group_alive, poll_job
+
+
+def _credentials(log, dev: subprocess.Popen, timeout: float = 90) -> dict:
+    """The demo tenant's credentials from the banner `hostq dev` prints once everything is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert dev.poll() is None, log.read_text()
+        lines = log.read_text().splitlines()
+        for n, line in enumerate(lines[:-1]):
+            if line.startswith("Demo tenant credentials"):
+                return json.loads(lines[n + 1])
+        time.sleep(0.2)
+    raise AssertionError(f"no banner after {timeout} s:\n{log.read_text()}")
+
+
+def _children(pid: int, pattern: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid), "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in found.split()]
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := condition():
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not within {timeout} s")
+
+
+def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env, tmp_path):
+    env = {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_dev",
+           "HOSTQ_NAMESPACE": f"{test_env['HOSTQ_NAMESPACE']}-dev", "HOSTQ_BROKER_HEARTBEAT_S": "3"}
+    port_api, port_whm = free_port(), free_port()
+    whm = f"http://127.0.0.1:{port_whm}"
+    log = tmp_path / "dev.log"
+    dev = None
+    try:
+        # An earlier run's fakes: region us on another port, and region zz that this run does not start.
+        upgrade(env["DATABASE_URL"])
+        asyncio.run(register_sandboxes(load_settings(env), {"us": f"http://127.0.0.1:{free_port()}",
+                                                            "zz": f"http://127.0.0.1:{free_port()}"}))
+        with open(log, "w") as out:
+            dev = subprocess.Popen([*hostq_cmd, "dev", "--port", str(port_api), "--whm-port", str(port_whm),
+                                    "--regions", "us"], env={**os.environ, **env}, cwd=tmp_path, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        creds = _credentials(log, dev)
+        listed = subprocess.run([*hostq_cmd, "servers", "list"], env={**os.environ, **env}, capture_output=True,
+                                text=True, timeout=60)
+        servers = {line["name"]: line for line in map(json.loads, listed.stdout.splitlines())}
+        assert sorted(servers) == ["sandbox-us", "sandbox-zz"], listed.stdout
+        assert servers["sandbox-us"]["url"] == whm and servers["sandbox-us"]["enabled"]
+        assert not servers["sandbox-zz"]["enabled"]
+        assert "disabled the fake WHM servers of earlier runs' regions zz" in log.read_text()
+
+        with httpx.Client(base_url=f"http://127.0.0.1:{port_api}", timeout=15,
+                          auth=HostqSigner(creds["api_key"], creds["signing_secret"])) as api, \
+                httpx.Client(base_url=whm, timeout=5) as fake:
+            customer = api.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"}).json()
+            assert api.post("/v1/plans", json={"code": "basic", "name": "Basic", "whm_package": "basic",
+                                               "prices": {"monthly": 6990}}).status_code == 201
+
+            def order(domain: str) -> dict:
+                answer = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic",
+                                                        "domain": domain, "region": "us",
+                                                        "billing_cycle": "monthly", "provision": "now"})
+                assert answer.status_code == 202, answer.text
+                return answer.json()["job"]
+
+            first = f"first-{uuid.uuid4().hex[:6]}.example.com"
+            assert poll_job(api, order(first)["id"])["status"] == "succeeded"
+            assert fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 3}).status_code == 200
+            second = f"second-{uuid.uuid4().hex[:6]}.example.com"
+            job = order(second)
+            poll_job(api, job["id"], until=("running",))
+            [worker] = _children(dev.pid, "provisioning.us")
+            os.killpg(worker, signal.SIGKILL)  # the region's worker, mid-createacct, and every process it forked
+
+            restarted = _wait_for(lambda: [p for p in _children(dev.pid, "provisioning.us") if p != worker], 30,
+                                  "a new worker of region us")
+            done = poll_job(api, job["id"], timeout=60)
+            assert done["status"] == "succeeded", done
+            assert dev.poll() is None
+            # The fake was never restarted: it still holds the first account, and the second exactly once.
+            assert sorted(a["domain"] for a in accounts(fake)) == sorted([first, second])
+            assert "the worker of region us exited (code" in log.read_text()
+            assert restarted != [worker]
+    finally:
+        if dev is not None:
+            dev.send_signal(signal.SIGTERM)
+            dev.wait(timeout=60)
+            assert not group_alive(dev.pid)
+        asyncio.run(drop_database(env["DATABASE_URL"]))
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(match=f"{env['HOSTQ_NAMESPACE']}*", count=1000):
+            client.delete(key)
+        client.close()
