@@ -14,15 +14,23 @@ what happens to the message: it re-sends a BUSY message after a short delay, and
 retry a failed attempt (Postgres decides, by the job's attempts and the error's kind). It must sit after
 Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one sets the message's
 max_retries before Retries reads it.
+
+It also writes the worker's one line about each failed attempt (`hostq.worker`): a WARNING with when the next
+attempt is due, or an ERROR when the job is failed. For a failure hostq classified on purpose (an integration or
+domain error) Dramatiq's own "Failed to process message ... with unhandled exception" and its traceback are
+dropped: the failure is expected, and the line says all of it. A bug keeps Dramatiq's traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import dramatiq
@@ -30,6 +38,7 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from domain.db import session_scope
 from domain.jobs import rules, tracking
+from domain.times import rfc3339
 from workers.heartbeat import Holder
 from workers.locks import LockKeeper, RedisLock
 
@@ -37,7 +46,10 @@ from workers.locks import LockKeeper, RedisLock
 BUSY_DELAY_MS = (500, 2000)
 #: Failed attempts' outcomes kept for their message's after_process_message (far more than attempts in flight).
 OUTCOMES_KEPT = 1000
+#: The logger of Dramatiq's "Failed to process message ... with unhandled exception" (dramatiq/worker.py).
+WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"
 
+log = logging.getLogger("hostq.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +88,7 @@ class Verdict(str):
 BUSY = Verdict("busy")  # another action holds the service's lock
 SKIPPED = Verdict("skipped")  # the job is done, cancelled, failed or unknown: a duplicate or stale delivery
 
-_UNRECORDED = "unrecorded"  # the attempt failed before its outcome reached the job row
+_UNRECORDED = object()  # the attempt failed before its outcome reached the job row
 
 
 class JobStateMiddleware(dramatiq.Middleware):
@@ -93,10 +105,13 @@ class JobStateMiddleware(dramatiq.Middleware):
                  ) -> None:
         self._sessions, self._db, self._locks, self._holder = sessions, db, locks, holder
         self._keeper = LockKeeper(renew_every_s)
-        # job id -> the outcome the job row got from its failed attempt, for after_process_message. An attempt
-        # that outlived its time limit records its failure after that hook ran: such leftovers are dropped,
-        # oldest first, beyond OUTCOMES_KEPT.
-        self._outcomes: dict[str, str | None] = {}
+        # job id -> what the job row got from its failed attempt (None: the job had moved on), for
+        # after_process_message. An attempt that outlived its time limit records its failure after that hook ran:
+        # such leftovers are dropped, oldest first, beyond OUTCOMES_KEPT.
+        self._outcomes: dict[str, tracking.FailedAttempt | None] = {}
+        # (message id, FailedAttempt) of the retry this worker thread's Retries is about to send: logged with its
+        # delay by before_enqueue.
+        self._retrying = threading.local()
 
     async def attempt(self, broker: dramatiq.Broker, job_id: uuid.UUID, resource_id: uuid.UUID | None,
                       work: Work, sql: Statements) -> object:
@@ -123,7 +138,7 @@ class JobStateMiddleware(dramatiq.Middleware):
             if held is not True:
                 self._keeper.let_go(held)
 
-    def _note_outcome(self, job_id: str, outcome: str | None) -> None:
+    def _note_outcome(self, job_id: str, outcome: tracking.FailedAttempt | None) -> None:
         self._outcomes.pop(job_id, None)  # re-inserted last: the dict's order is the age of its entries
         self._outcomes[job_id] = outcome
         while len(self._outcomes) > OUTCOMES_KEPT:
@@ -155,8 +170,8 @@ class JobStateMiddleware(dramatiq.Middleware):
             return await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ()
         return row if sql.loads and row["id"] is not None else ()  # id NULL: the resource is gone
 
-    async def _failed(self, job_id: uuid.UUID, exc: BaseException) -> str | None:
-        """Record the failed attempt; the job's new status (None when it was no longer running)."""
+    async def _failed(self, job_id: uuid.UUID, exc: BaseException) -> tracking.FailedAttempt | None:
+        """Record the failed attempt; what the job row got (None when it was no longer running)."""
         error = tracking.describe_error(exc)
         async with session_scope(self._sessions()) as session:
             return await tracking.finish_error(session, job_id, error)
@@ -169,26 +184,70 @@ class JobStateMiddleware(dramatiq.Middleware):
             broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
         if exception is None:
             return
+        self._retrying.next = None
         outcome = self._outcomes.pop(job_id, _UNRECORDED)
-        if outcome == _UNRECORDED:
+        if outcome is _UNRECORDED:
             # Recording failed too (the database is down?): Dramatiq's retry brings the message back, and
             # the job row, still `running`, closes this attempt as lost when it does.
             return
         retries = message.options.get("retries", 0)
-        message.options["max_retries"] = retries + 1 if outcome == rules.RETRYING else 0
+        retrying = outcome is not None and outcome.status == rules.RETRYING
+        message.options["max_retries"] = retries + 1 if retrying else 0
+        if retrying:  # Retries sends it next, from this thread: before_enqueue logs it with its delay
+            self._retrying.next = (message.message_id, outcome)
+        else:
+            _log_final(job_id, outcome, exception)
+
+    def before_worker_boot(self, broker, worker):
+        logging.getLogger(WORKER_THREAD_LOGGER).addFilter(self._keeps)
 
     def before_worker_shutdown(self, broker, worker):
         loop = get_event_loop_thread()
         if loop is not None:  # let the last releases reach Redis before the loop stops
             loop.run_coroutine(self._keeper.drain())
 
+    def after_worker_shutdown(self, broker, worker):
+        logging.getLogger(WORKER_THREAD_LOGGER).removeFilter(self._keeps)
+
+    def _keeps(self, record: logging.LogRecord) -> bool:
+        """False for Dramatiq's record of an expected failure of a job whose outcome this middleware logs itself.
+
+        Dramatiq logs it before after_process_message runs, while the outcome is still noted.
+        """
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not tracking.is_expected(exc) or not isinstance(record.args, tuple) or not record.args:
+            return True
+        job_id = getattr(record.args[0], "options", {}).get("job_id")  # the MessageProxy of "message %s"
+        return job_id is None or job_id not in self._outcomes
+
     def before_enqueue(self, broker, message, delay):
         job_id = message.options.get("job_id")
         if job_id is not None and delay:
             get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), delay))
+            retry = getattr(self._retrying, "next", None)
+            if retry is not None and retry[0] == message.message_id:
+                self._retrying.next = None
+                due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay))
+                log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
 
     async def _noted(self, job_id: uuid.UUID, delay: int) -> None:
         await tracking.note_next_attempt(await self._db().get(), job_id, delay)
+
+
+def _failed_attempt(job_id: str, outcome: tracking.FailedAttempt) -> str:
+    return (f"job {job_id} ({outcome.kind}): attempt {outcome.attempt} of {outcome.max_attempts} failed: "
+            f"{outcome.error.code}: {outcome.error.message}")
+
+
+def _log_final(job_id: str, outcome: tracking.FailedAttempt | None, exception: BaseException) -> None:
+    """The one line about an attempt after which the job is not retried."""
+    if outcome is None:
+        error = tracking.describe_error(exception)
+        log.warning("job %s: an attempt failed after the job had moved on (not retried): %s: %s", job_id,
+                    error.code, error.message)
+    else:
+        log.error("%s; the job is failed (%s)", _failed_attempt(job_id, outcome),
+                  "no attempts left" if outcome.error.retryable else "not retryable")
 
 
 def _tracker(broker: dramatiq.Broker) -> JobStateMiddleware:

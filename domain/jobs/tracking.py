@@ -32,6 +32,22 @@ class JobError:
     retryable: bool
 
 
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """A failed attempt as the job row recorded it: `status` is retrying or failed."""
+
+    status: str
+    kind: str
+    attempt: int
+    max_attempts: int
+    error: JobError
+
+
+def is_expected(exc: BaseException) -> bool:
+    """Whether `exc` is a failure hostq classifies on purpose (a remote system's, a business rule's), not a bug."""
+    return isinstance(exc, (IntegrationError, DomainError))
+
+
 def describe_error(exc: BaseException) -> JobError:
     """Classify an exception once: integration errors carry their code, the rest are internal."""
     if isinstance(exc, IntegrationError):
@@ -169,8 +185,11 @@ async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUI
         await db.execute(sql, job_id, result, _now(), resource_id)
 
 
-async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError) -> str | None:
-    """The attempt failed: `retrying` while attempts remain for a retryable error, else `failed`."""
+async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError) -> FailedAttempt | None:
+    """The attempt failed: `retrying` while attempts remain for a retryable error, else `failed`.
+
+    What was recorded, or None when the job was no longer running.
+    """
     job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None or job.status != rules.RUNNING:
         return None
@@ -181,7 +200,7 @@ async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError
         job.finished_at = now
         await effects.on_failed(session, job)
     await _close_attempt(session, job, outcome, error)
-    return outcome
+    return FailedAttempt(outcome, job.kind, job.attempts, job.max_attempts, error)
 
 
 async def note_next_attempt(db: asyncpg.Pool, job_id: uuid.UUID, delay_ms: int) -> None:

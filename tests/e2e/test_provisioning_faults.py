@@ -161,6 +161,10 @@ def test_one_http_500_is_retried_into_one_account(stack):
     # The worker's lines about the failed attempt name the order's request id (Dramatiq's own lines too).
     about = [line for line in stack.procs.log("worker_a").splitlines() if f"request_id={job['request_id']}" in line]
     assert any("Retrying message" in line for line in about), stack.logs("worker_a")
+    # An expected WHM failure is one WARNING line, without Dramatiq's "unhandled exception" and its traceback.
+    assert any("[WARNING]" in line and "attempt 1 of 3 failed: whm_unavailable" in line and "next attempt in" in line
+               for line in about), stack.logs("worker_a")
+    assert not any("unhandled exception" in line for line in about), stack.logs("worker_a")
 
 
 def test_result_0_fails_at_once_with_whm_reason(stack):

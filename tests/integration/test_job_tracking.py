@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import uuid
 from dataclasses import replace
 
@@ -67,6 +69,8 @@ def worker_broker(settings):
             return {"done": n + 1}
         if step == "permanent":
             raise PermanentIntegrationError("whm_rejected", "Unable to find package nope")
+        if step == "bug":
+            raise KeyError("a bug")
         return {"done": n + 1}
 
     job_actor(actor_name="test.scripted", queue_name="test", broker=broker)(scripted)
@@ -126,6 +130,45 @@ async def test_retries_end_failed_with_the_last_error(worker_broker, sessions):
     assert CALLS[str(job.id)] == 3  # Dramatiq did not retry past the job row's verdict
     await asyncio.sleep(0.5)
     assert CALLS[str(job.id)] == 3
+
+
+async def _lines_about(caplog, job_id: uuid.UUID, until: str) -> list[logging.LogRecord]:
+    """The log records that name the job, once one of them contains `until` (the worker logs after the commit)."""
+    for _ in range(100):
+        about = [r for r in caplog.records if str(job_id) in r.getMessage()]
+        if any(until in r.getMessage() for r in about):
+            return about
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no line with {until!r}: {[r.getMessage() for r in about]}")
+
+
+async def test_a_classified_failure_is_one_line_without_a_traceback(worker_broker, sessions, caplog):
+    caplog.set_level(logging.INFO)
+    job = await _run(sessions, worker_broker, ["transient", "permanent"], max_attempts=3)
+    assert (job.status, job.attempts, job.error_code) == ("failed", 2, "whm_rejected")
+
+    about = await _lines_about(caplog, job.id, "the job is failed")
+    assert [r for r in about if r.exc_info] == []  # Dramatiq's "unhandled exception" and its traceback: dropped
+    assert not any("unhandled exception" in r.getMessage() for r in about)
+    ours = [(r.levelname, r.getMessage()) for r in about if r.name == "hostq.worker"]
+    assert len(ours) == 2, ours
+    assert ours[0][0] == "WARNING" and re.fullmatch(
+        rf"job {job.id} \(test.scripted\): attempt 1 of 3 failed: whm_unavailable: attempt 1: WHM answered 503; "
+        r"next attempt in \d+\.\d s, at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", ours[0][1]), ours[0]
+    assert ours[1] == ("ERROR", f"job {job.id} (test.scripted): attempt 2 of 3 failed: whm_rejected: Unable to find "
+                                "package nope; the job is failed (not retryable)")
+
+
+async def test_an_unexpected_exception_keeps_its_traceback(worker_broker, sessions, caplog):
+    caplog.set_level(logging.INFO)
+    job = await _run(sessions, worker_broker, ["bug", "ok"], max_attempts=3)
+    assert (job.status, job.attempts) == ("succeeded", 2)  # retried as before
+
+    about = await _lines_about(caplog, job.id, "next attempt in")
+    [traced] = [r for r in about if r.exc_info]
+    assert "unhandled exception" in traced.getMessage() and isinstance(traced.exc_info[1], KeyError)
+    assert any(r.name == "hostq.worker" and "attempt 1 of 3 failed: internal_error: unexpected KeyError" in
+               r.getMessage() for r in about)
 
 
 async def test_permanent_error_fails_at_once(worker_broker, sessions):

@@ -1,0 +1,16 @@
+"""Times as hostq shows them: RFC 3339 in UTC with `Z` (api-v1.md), wherever they are printed."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import msgspec
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """`value` in UTC as the API's JSON has it (`2026-11-22T15:04:05.123456Z`); None stays None.
+
+    The API's bodies are msgspec Structs whose datetimes msgspec encodes: its own conversion is used here, so the
+    command line and the logs cannot drift from the API's form.
+    """
+    return msgspec.to_builtins(value.astimezone(timezone.utc)) if value is not None else None
