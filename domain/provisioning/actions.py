@@ -62,7 +62,7 @@ async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UU
 
 async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
     if service.status != rules.ACTIVE:
-        raise InvalidState(f"a {service.status} service cannot be suspended")
+        raise InvalidState(rules.refusal("suspend", service.status))
     account = await _existing_account(whm, service)
     if not int(account.get("suspended") or 0):
         await whm.suspendacct(service.username, job.args.get("reason") or "suspended by hostq")
@@ -73,7 +73,7 @@ async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
 
 async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
     if service.status != rules.SUSPENDED:
-        raise InvalidState(f"a {service.status} service cannot be unsuspended")
+        raise InvalidState(rules.refusal("unsuspend", service.status))
     account = await _existing_account(whm, service)
     if int(account.get("suspended") or 0):
         await whm.unsuspendacct(service.username)
@@ -98,7 +98,7 @@ async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> di
     if service.plan_id == plan.id:
         return {"service_id": str(service.id), "outcome": "already_done"}
     if service.status not in (rules.ACTIVE, rules.SUSPENDED):
-        raise InvalidState(f"a {service.status} service cannot change plan")
+        raise InvalidState(rules.refusal("change_plan", service.status))
     account = await _existing_account(whm, service)
     if account.get("plan") != plan.whm_package:
         await whm.changepackage(service.username, plan.whm_package)

@@ -50,7 +50,7 @@ async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id
             return service, running  # natural idempotency: asking again returns the same job
         raise Conflict(f"the service has a {running.kind} job in flight ({running.id}); try again when it ends")
     if not rules.can_start(action, service.status):
-        raise InvalidState(f"cannot {action.replace('_', ' ')} a {service.status} service")
+        raise InvalidState(rules.refusal(action, service.status))
     args = await _args(session, service, action, reason, plan)
     job = record_job(session, kind=spec.kind, tenant_id=tenant_id, max_attempts=max_attempts,
                      resource_type="service", resource_id=service.id, region=service.region, args=args,

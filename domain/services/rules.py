@@ -13,18 +13,21 @@ BILLING_CYCLES = {"monthly": 1, "quarterly": 3, "semiannual": 6, "annual": 12}
 
 
 class Action:
-    """What a request on a service starts: the states it is allowed from, its job kind, the state at once."""
+    """What a request on a service starts: the states it is allowed from, its job kind, the state at once.
 
-    def __init__(self, kind: str, allowed: frozenset[str], at_once: str | None = None) -> None:
-        self.kind, self.allowed, self.at_once = kind, allowed, at_once
+    `verb` is how a refusal names it, before the service: "cannot <verb> a terminated service".
+    """
+
+    def __init__(self, kind: str, allowed: frozenset[str], at_once: str | None = None, *, verb: str) -> None:
+        self.kind, self.allowed, self.at_once, self.verb = kind, allowed, at_once, verb
 
 
 ACTIONS: dict[str, Action] = {
-    "provision": Action("provision.create", frozenset({PENDING, FAILED}), at_once=PROVISIONING),
-    "suspend": Action("provision.suspend", frozenset({ACTIVE})),
-    "unsuspend": Action("provision.unsuspend", frozenset({SUSPENDED})),
-    "terminate": Action("provision.terminate", frozenset({PENDING, ACTIVE, SUSPENDED, FAILED})),
-    "change_plan": Action("provision.change_plan", frozenset({ACTIVE, SUSPENDED})),
+    "provision": Action("provision.create", frozenset({PENDING, FAILED}), at_once=PROVISIONING, verb="provision"),
+    "suspend": Action("provision.suspend", frozenset({ACTIVE}), verb="suspend"),
+    "unsuspend": Action("provision.unsuspend", frozenset({SUSPENDED}), verb="unsuspend"),
+    "terminate": Action("provision.terminate", frozenset({PENDING, ACTIVE, SUSPENDED, FAILED}), verb="terminate"),
+    "change_plan": Action("provision.change_plan", frozenset({ACTIVE, SUSPENDED}), verb="change the plan of"),
 }
 # The state a service reaches when its action's job succeeds.
 DONE = {"provision.create": ACTIVE, "provision.suspend": SUSPENDED, "provision.unsuspend": ACTIVE,
@@ -37,10 +40,20 @@ def can_start(action: str, status: str) -> bool:
     return status in ACTIONS[action].allowed
 
 
+def refusal(action: str, status: str) -> str:
+    """Why a service in `status` refuses `action`, in English: "cannot change the plan of an active service"."""
+    return f"cannot {ACTIONS[action].verb} {a_service(status)}"
+
+
+def a_service(status: str) -> str:
+    """`status` as a service, with its article: "a pending service", "an active service"."""
+    return f"{'an' if status[:1] in 'aeiou' else 'a'} {status} service"
+
+
 def after_provisioned(status: str) -> str:
     """The state once WHM has the account."""
     if status not in (PROVISIONING, ACTIVE):
-        raise ValueError(f"a {status} service cannot become active")
+        raise ValueError(f"{a_service(status)} cannot become active")
     return ACTIVE
 
 

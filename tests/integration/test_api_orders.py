@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from domain.db import session_scope
 from domain.jobs.models import Job
+from domain.services.models import Service
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 
 
@@ -70,6 +72,26 @@ async def test_a_live_domain_cannot_be_ordered_twice(client, sessions, settings)
     assert (await client.post("/v1/services", json=body)).status_code == 202
     again = await client.post("/v1/services", json={**body, "domain": body["domain"].upper()})
     assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+
+async def test_an_action_the_state_refuses_is_422_in_plain_english(client, sessions, settings):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    service_id = order["service"]["id"]
+
+    async def refused(path: str, status: str, **body) -> str:
+        async with session_scope(sessions) as session:  # as the worker leaves them: the job done, the service moved
+            await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(status="succeeded"))
+            await session.execute(update(Service).where(Service.id == uuid.UUID(service_id)).values(status=status))
+        response = await client.post(path, json=body or None)
+        assert response.status_code == 422 and response.json()["code"] == "invalid_state", response.text
+        return response.json()["detail"]
+
+    assert await refused(f"/v1/provision/{service_id}", "active") == "cannot provision an active service"
+    assert await refused(f"/v1/services/{service_id}/unsuspend", "active") == "cannot unsuspend an active service"
+    assert await refused(f"/v1/services/{service_id}/change-plan", "terminated", plan=plan) == (
+        "cannot change the plan of a terminated service")
 
 
 async def test_orders_are_placed_on_the_least_loaded_server(client, sessions, settings):

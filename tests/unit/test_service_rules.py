@@ -58,3 +58,29 @@ def test_after_provisioned_is_active(status):
 def test_after_provisioned_refuses_other_states(status):
     with pytest.raises(ValueError, match=status):
         after_provisioned(status)
+
+
+@pytest.mark.parametrize("action, status, message", [
+    ("unsuspend", "active", "cannot unsuspend an active service"),
+    ("provision", "active", "cannot provision an active service"),
+    ("provision", "suspended", "cannot provision a suspended service"),
+    ("suspend", "pending", "cannot suspend a pending service"),
+    ("suspend", "terminated", "cannot suspend a terminated service"),
+    ("terminate", "terminated", "cannot terminate a terminated service"),
+    ("change_plan", "terminated", "cannot change the plan of a terminated service"),
+    ("change_plan", "failed", "cannot change the plan of a failed service"),
+])
+def test_a_refused_action_is_said_in_english(action, status, message):
+    assert rules.refusal(action, status) == message
+
+
+def test_every_action_and_status_makes_a_refusal_with_the_right_article():
+    for action in rules.ACTIONS:
+        for status in rules.STATUSES:
+            article = "an" if status == "active" else "a"
+            assert rules.refusal(action, status).endswith(f" {article} {status} service")
+
+
+def test_after_provisioned_refusal_names_the_status_with_its_article():
+    with pytest.raises(ValueError, match="^a suspended service cannot become active$"):
+        after_provisioned("suspended")
