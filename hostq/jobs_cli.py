@@ -1,4 +1,4 @@
-"""`hostq jobs list|retry|cancel`: ops on jobs from the terminal (operations.md, 'Commands')."""
+"""`hostq jobs list|show|retry|cancel`: ops on jobs from the terminal (operations.md, 'Commands')."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from domain.jobs import rules
+from domain.times import rfc3339
 
 if TYPE_CHECKING:
-    from domain.jobs.models import Job
+    from domain.jobs.models import Job, JobAttempt
     from domain.settings import Settings
 
 # The database, broker and model modules are imported inside the functions that use them, as in
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `jobs` command tree to the `hostq` parser."""
-    jobs = sub.add_parser("jobs", help="list, retry and cancel jobs").add_subparsers(dest="action", required=True)
+    jobs = sub.add_parser("jobs", help="list, show, retry and cancel jobs")
+    jobs = jobs.add_subparsers(dest="action", required=True)
 
     listing = jobs.add_parser("list", help="jobs as JSON lines, newest first")
     listing.add_argument("--status", choices=rules.STATUSES)
@@ -30,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--tenant", help="tenant slug")
     listing.add_argument("--limit", type=_positive, default=100, help="at most this many jobs (default 100)")
     listing.set_defaults(run=_list)
+
+    show = jobs.add_parser("show", help="one job as JSON, with every attempt of every round")
+    show.add_argument("id", metavar="ID", help="job id")
+    show.set_defaults(run=_show)
 
     retry = jobs.add_parser("retry", help="put failed jobs back to queued for a fresh round of attempts")
     which = retry.add_mutually_exclusive_group(required=True)
@@ -47,6 +53,10 @@ def _list(args, settings: Settings) -> None:
     for line in asyncio.run(list_lines(settings, status=args.status, kind=args.kind, tenant=args.tenant,
                                        limit=args.limit)):
         _print(line)
+
+
+def _show(args, settings: Settings) -> None:
+    _print(asyncio.run(show(settings, args.id)))
 
 
 def _retry(args, settings: Settings) -> None:
@@ -79,6 +89,16 @@ async def list_lines(settings: Settings, *, status: str | None = None, kind: str
     return await _in_transaction(settings, work)
 
 
+async def show(settings: Settings, job_id: str) -> dict:
+    """`hostq jobs show`: the job as `jobs list` prints it, with its attempt history (`history`)."""
+    from domain.jobs import ops
+
+    async def work(session):
+        job, attempts = await ops.job_with_history(session, job_id)
+        return {**job_line(job), "history": [attempt_line(attempt) for attempt in attempts]}
+    return await _in_transaction(settings, work)
+
+
 async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str | None = None) -> dict:
     """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; then send them."""
     from domain.jobs import ops
@@ -103,7 +123,15 @@ def job_line(job: Job) -> dict:
             "tenant_id": str(job.tenant_id) if job.tenant_id else None,
             "resource": {"type": job.resource_type, "id": str(job.resource_id)} if job.resource_id else None,
             "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
-            "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at)}
+            "created_at": rfc3339(job.created_at), "finished_at": rfc3339(job.finished_at)}
+
+
+def attempt_line(attempt: JobAttempt) -> dict:
+    """One attempt in `hostq jobs show`'s history; `outcome` is None while it runs."""
+    return {"round": attempt.round, "attempt": attempt.attempt, "started_at": rfc3339(attempt.started_at),
+            "finished_at": rfc3339(attempt.finished_at), "outcome": attempt.outcome,
+            "error": ({"code": attempt.error_code, "message": attempt.error_message or ""}
+                      if attempt.error_code else None)}
 
 
 async def _in_transaction(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
@@ -149,10 +177,6 @@ async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
 
 def _print(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _positive(value: str) -> int:

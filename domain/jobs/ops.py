@@ -1,4 +1,4 @@
-"""Ops actions on jobs (list, retry, cancel), shared by `hostq jobs` and the ops dashboard."""
+"""Ops actions on jobs (list, show, retry, cancel), shared by `hostq jobs` and the ops dashboard."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import TypedDict
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import ValidationFailed
+from domain.errors import NotFound, ValidationFailed
 from domain.ids import parse_id
 from domain.jobs import effects, rules
-from domain.jobs.models import Job
+from domain.jobs.models import Job, JobAttempt
 from domain.jobs import service as jobs_service
 from domain.jobs.service import OUTBOX
 
@@ -59,6 +59,19 @@ async def list_jobs(session: AsyncSession, *, status: str | None = None, kind: s
     """A newest-first page of every tenant's jobs, filtered, and the cursor of the next page."""
     return await jobs_service.list_jobs(session, limit=limit, cursor=cursor, tenant_id=tenant_id, status=status,
                                         kind=kind)
+
+
+async def job_with_history(session: AsyncSession, job_id: str) -> tuple[Job, list[JobAttempt]]:
+    """The job and every attempt of every round, in order; NotFound for a missing job, ValidationFailed for a bad id."""
+    parsed = parse_id(job_id)
+    if parsed is None:
+        raise ValidationFailed(f"{NOT_AN_ID}: {job_id!r}", errors=[{"field": "id", "message": NOT_AN_ID}])
+    job = await session.get(Job, parsed)
+    if job is None:
+        raise NotFound(f"{NO_SUCH_JOB}: {job_id}")
+    attempts = await session.scalars(select(JobAttempt).where(JobAttempt.job_id == parsed)
+                                     .order_by(JobAttempt.round, JobAttempt.attempt))
+    return job, list(attempts)
 
 
 async def _apply(session: AsyncSession, job_ids: Iterable[uuid.UUID | str], refusal: Callable[[str], str | None],

@@ -6,17 +6,20 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 
+import msgspec
 import pytest
 from sqlalchemy import select, update
 
+from api.jobs.schemas import Job as ApiJob
 from domain.db import make_engine, make_sessionmaker, session_scope
-from domain.errors import ValidationFailed
+from domain.errors import NotFound, ValidationFailed
 from domain.jobs import ops, tracking
 from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import mark_dispatched, record_job, take_outbox, undispatched_jobs
@@ -174,6 +177,15 @@ async def test_list_filters_by_status_kind_and_tenant_newest_first(sessions, set
     assert len(await jobs_cli.list_lines(settings, kind=kind, limit=3)) == 3
 
 
+async def test_cli_times_are_rfc_3339_utc_with_z_as_the_api_writes_them(sessions, settings):
+    kind = _kind()
+    [job_id] = await _jobs(sessions, (kind, "failed", 1))
+    [line] = await jobs_cli.list_lines(settings, kind=kind)
+    api_json = msgspec.json.decode(msgspec.json.encode(ApiJob.of(await _row(sessions, job_id))))
+    assert (line["created_at"], line["finished_at"]) == (api_json["created_at"], api_json["finished_at"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", line["created_at"]), line
+
+
 async def test_retry_of_a_failed_provisioning_job_puts_its_service_back_to_provisioning(
         client, sessions, settings, resources):
     region, _ = await add_region(sessions, settings)
@@ -243,6 +255,43 @@ async def test_a_retried_job_runs_again_on_a_real_worker_and_keeps_both_rounds(w
     done = await _wait(sessions, job.id, "succeeded")
     assert (done.round, done.attempts, done.error_code) == (2, 1, None)
     assert await _history(sessions, job.id) == [(1, 1, "failed"), (2, 1, "succeeded")]
+
+
+async def test_show_has_the_job_and_every_attempt_of_both_rounds(worker_broker, sessions, settings):  # noqa: F811
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3)
+    PLANS[str(job.id)] = ["transient", "permanent", "ok"]
+    dispatch(worker_broker, [job])
+    await _wait(sessions, job.id, "failed")
+    async with sessions() as session:  # round 2, sent to the test worker's broker
+        async with session.begin():
+            assert (await ops.retry_jobs(session, [job.id]))["retried"] == [str(job.id)]
+        dispatch(worker_broker, take_outbox(session))
+    await _wait(sessions, job.id, "succeeded")
+
+    shown = await jobs_cli.show(settings, str(job.id))
+
+    listed = await jobs_cli.list_lines(settings, kind="test.scripted", limit=1000)
+    [line] = [j for j in listed if j["id"] == str(job.id)]
+    assert {k: v for k, v in shown.items() if k != "history"} == line  # the job as `jobs list` prints it
+    assert (shown["status"], shown["round"], shown["attempts"]) == ("succeeded", 2, 1)
+    history = shown["history"]
+    assert [(a["round"], a["attempt"], a["outcome"], a["error"]) for a in history] == [
+        (1, 1, "retrying", {"code": "whm_unavailable", "message": "attempt 1: WHM answered 503"}),
+        (1, 2, "failed", {"code": "whm_rejected", "message": "Unable to find package nope"}),
+        (2, 1, "succeeded", None)]
+    for attempt in history:
+        assert attempt["started_at"].endswith("Z") and attempt["finished_at"].endswith("Z"), attempt
+        assert attempt["started_at"] <= attempt["finished_at"]
+    assert history[1]["finished_at"] <= history[2]["started_at"]
+
+
+async def test_show_refuses_an_unknown_or_malformed_id(sessions):
+    async with sessions() as session:
+        with pytest.raises(NotFound, match="no such job"):
+            await ops.job_with_history(session, str(uuid.uuid4()))
+        with pytest.raises(ValidationFailed, match="not a job id"):
+            await ops.job_with_history(session, "nope")
 
 
 async def _wait(sessions, job_id, status: str) -> Job:
@@ -324,11 +373,33 @@ cli.main(sys.argv[1:])
 """
 
 
+def _hostq(test_env, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _HOSTQ, *argv], env={**os.environ, **test_env},
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_hostq_jobs_show_prints_one_object_or_one_line_on_stderr(settings, test_env):
+    kind = _kind()
+    job_id = _in_db(settings, lambda s: _add_job(s, kind, "failed", attempts=2).id)
+    done = _hostq(test_env, "jobs", "show", str(job_id))
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    shown = json.loads(line)
+    assert shown["id"] == str(job_id) and [(a["round"], a["attempt"], a["outcome"]) for a in shown["history"]] == [
+        (1, 1, "retrying"), (1, 2, "failed")]
+
+    missing = str(uuid.uuid4())
+    for argv, message in ((["jobs", "show", missing], f"hostq: no such job: {missing}"),
+                          (["jobs", "show", "nope"], "hostq: not a job id: 'nope'")):
+        refused = _hostq(test_env, *argv)
+        assert refused.returncode == 1 and refused.stdout == "", refused
+        assert refused.stderr.splitlines() == [message], refused.stderr
+
+
 def test_hostq_jobs_retry_by_kind_as_a_process(settings, test_env):
     kind = _kind()
     ids = _in_db(settings, lambda s: [_add_job(s, kind, "failed", attempts=3).id for _ in range(2)])
-    done = subprocess.run([sys.executable, "-c", _HOSTQ, "jobs", "retry", "--status", "failed", "--kind", kind],
-                          env={**os.environ, **test_env}, capture_output=True, text=True, timeout=30)
+    done = _hostq(test_env, "jobs", "retry", "--status", "failed", "--kind", kind)
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
     assert sorted(json.loads(line)["retried"]) == sorted(str(i) for i in ids)
