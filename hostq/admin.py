@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.provisioning.models import WhmServer
@@ -61,25 +61,27 @@ SANDBOX_PREFIX = "sandbox-"
 
 async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> list[str]:
     """`hostq dev`'s fake WHM servers, one per region at these URLs: an earlier run's `sandbox-<region>` is
-    pointed at this run's fake and enabled, a missing one is added; those of regions this run does not start
-    are disabled (their orders would wait for a worker that never comes). Returns the regions disabled."""
+    pointed at this run's fake and enabled, a missing one is added; the others (regions this run does not start,
+    whose orders would wait for a worker that never comes, and the extra ones of a region that hostq before
+    this change added on another port) are disabled. Returns the regions of those disabled."""
     kek = settings.require_kek()
 
     async def work(session):
-        sandboxes = {server.region: server for server in (await session.scalars(
-            select(WhmServer).where(WhmServer.name.startswith(SANDBOX_PREFIX, autoescape=True)))).all()
-            if server.name == SANDBOX_PREFIX + server.region}
-        for region, url in urls.items():
-            if region in sandboxes:
-                await update_server(session, kek, sandboxes[region].id, url=url, token="sandbox", enabled=True,
+        ours = (select(WhmServer).where(WhmServer.name == literal(SANDBOX_PREFIX) + WhmServer.region)
+                .order_by(WhmServer.id))
+        kept, retired = set(), set()
+        for server in (await session.scalars(ours)).all():
+            if server.region in urls and server.region not in kept:
+                kept.add(server.region)
+                await update_server(session, kek, server.id, url=urls[server.region], token="sandbox", enabled=True,
                                     unique_url=False)
-            else:
-                await add_server(session, kek, region=region, url=url, username="root", token="sandbox",
-                                 name=SANDBOX_PREFIX + region, capacity=500, unique_url=False)
-        retired = sorted(region for region, server in sandboxes.items() if region not in urls and server.enabled)
-        for region in retired:
-            await update_server(session, kek, sandboxes[region].id, enabled=False)
-        return retired
+            elif server.enabled:
+                retired.add(server.region)
+                await update_server(session, kek, server.id, enabled=False)
+        for region in urls.keys() - kept:
+            await add_server(session, kek, region=region, url=urls[region], username="root", token="sandbox",
+                             name=SANDBOX_PREFIX + region, capacity=500, unique_url=False)
+        return sorted(retired)
     return await in_transaction(settings, work)
 
 

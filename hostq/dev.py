@@ -165,8 +165,7 @@ def run_dev(args) -> None:
         retired = asyncio.run(register_sandboxes(settings, {region: f"http://127.0.0.1:{port}"
                                                             for region, port in whm_ports.items()}))
         if retired:
-            print(f"hostq: disabled the fake WHM servers of earlier runs' regions {', '.join(retired)} (not run now)",
-                  file=sys.stderr)
+            print(f"hostq: disabled fake WHM servers of earlier runs in region(s) {', '.join(retired)}", file=sys.stderr)
         children.append(_Child("the API", ["api", "--port", str(args.port)]))
         children.append(_Child("the general worker", ["worker"]))
         for region in regions:

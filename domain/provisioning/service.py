@@ -29,8 +29,8 @@ def _check_capacity(capacity: int) -> int:
 
 async def _refuse_taken_url(session: AsyncSession, url: str, server_id: uuid.UUID | None = None) -> None:
     """Two rows for one WHM would each count only their own services, and fill the machine twice over."""
-    taken = await session.scalar(select(WhmServer).where(WhmServer.url == url, WhmServer.id != server_id)
-                                 if server_id else select(WhmServer).where(WhmServer.url == url))
+    query = select(WhmServer).where(WhmServer.url == url)
+    taken = await session.scalar(query.where(WhmServer.id != server_id) if server_id else query)
     if taken is not None:
         raise Conflict(f"a server at {url} is already registered: {taken.id} in region {taken.region!r}")
 

@@ -16,7 +16,8 @@ import redis
 
 from domain.migrate import drop_database, upgrade
 from domain.settings import load_settings
-from hostq.admin import register_sandboxes
+from domain.provisioning.service import add_server
+from hostq.admin import in_transaction, register_sandboxes
 from hostq.client import HostqSigner
 from tests.conftest import BASE_DB, REDIS_URL, RUN, free_port
 from tests.e2e.helpers import accounts, group_alive, poll_job
@@ -57,10 +58,15 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
     log = tmp_path / "dev.log"
     dev = None
     try:
-        # An earlier run's fakes: region us on another port, and region zz that this run does not start.
+        # Earlier runs' fakes: region us on another port (twice, as hostq once added them), and region zz that
+        # this run does not start.
         upgrade(env["DATABASE_URL"])
-        asyncio.run(register_sandboxes(load_settings(env), {"us": f"http://127.0.0.1:{free_port()}",
-                                                            "zz": f"http://127.0.0.1:{free_port()}"}))
+        earlier = load_settings(env)
+        asyncio.run(register_sandboxes(earlier, {"us": f"http://127.0.0.1:{free_port()}",
+                                                 "zz": f"http://127.0.0.1:{free_port()}"}))
+        asyncio.run(in_transaction(earlier, lambda session: add_server(
+            session, earlier.require_kek(), region="us", url=f"http://127.0.0.1:{free_port()}", username="root",
+            token="sandbox", name="sandbox-us")))
         with open(log, "w") as out:
             dev = subprocess.Popen([*hostq_cmd, "dev", "--port", str(port_api), "--whm-port", str(port_whm),
                                     "--regions", "us"], env={**os.environ, **env}, cwd=tmp_path, stdout=out,
@@ -68,11 +74,12 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
         creds = _credentials(log, dev)
         listed = subprocess.run([*hostq_cmd, "servers", "list"], env={**os.environ, **env}, capture_output=True,
                                 text=True, timeout=60)
-        servers = {line["name"]: line for line in map(json.loads, listed.stdout.splitlines())}
-        assert sorted(servers) == ["sandbox-us", "sandbox-zz"], listed.stdout
-        assert servers["sandbox-us"]["url"] == whm and servers["sandbox-us"]["enabled"]
-        assert not servers["sandbox-zz"]["enabled"]
-        assert "disabled the fake WHM servers of earlier runs' regions zz" in log.read_text()
+        servers = sorted((line["name"], line["enabled"], line["url"])
+                         for line in map(json.loads, listed.stdout.splitlines()))
+        assert [(name, enabled) for name, enabled, _ in servers] == [
+            ("sandbox-us", False), ("sandbox-us", True), ("sandbox-zz", False)], listed.stdout
+        assert ("sandbox-us", True, whm) in servers  # the one taking orders is this run's fake
+        assert "disabled fake WHM servers of earlier runs in region(s) us, zz" in log.read_text()
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port_api}", timeout=15,
                           auth=HostqSigner(creds["api_key"], creds["signing_secret"])) as api, \
