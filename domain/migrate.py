@@ -76,9 +76,7 @@ def check_schema(database_url: str) -> None:
     restarted) is accepted, and so is an unreachable Postgres: the process waits for it like any outage.
     """
     try:
-        current = asyncio.run(_revision(database_url))
-    except asyncpg.InvalidCatalogNameError as exc:
-        raise RuntimeError(f"{exc}: check DATABASE_URL, or create and migrate it with `hostq db upgrade`") from None
+        current = asyncio.run(_revision(database_url))  # a missing database raises as for any command (hostq/cli.py)
     except asyncpg.UndefinedTableError:
         raise RuntimeError("the database is not migrated: run `hostq db upgrade`") from None
     except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError):
