@@ -87,6 +87,10 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
 
 def handle(request: Request, exc: Exception) -> Response:
     """Map any exception to its problem; a 500 never carries a trace."""
+    if isinstance(exc, errors.Misconfigured):
+        log.error("%s (request_id=%s)", exc.detail, request_id(request.scope))
+        return problem(request, 500, exc.code, "Internal server error",
+                       "hostq is not set up to serve this request; its operators have the details")
     if isinstance(exc, errors.DomainError):
         status, title = next(v for k, v in _DOMAIN.items() if isinstance(exc, k))
         headers = {"Retry-After": "5"} if status == 503 else None

@@ -6,7 +6,8 @@
     ├── Conflict            a unique thing already exists
     ├── InvalidState        the resource's state does not allow the action
     ├── NoCapacity          no server with room in the region
-    └── Unavailable         a dependency (Postgres, Redis) is down
+    ├── Unavailable         a dependency (Postgres, Redis) is down
+    └── Misconfigured       hostq's own configuration cannot serve the request (e.g. the wrong HOSTQ_KEK)
     IntegrationError        a remote system (WHM, PSP, mail) failed; carries a job error code
     ├── TransientIntegrationError   worth retrying later (timeouts, resets, 5xx)
     └── PermanentIntegrationError   retrying cannot help (bad package, auth failure, conflict)
@@ -51,6 +52,12 @@ class NoCapacity(DomainError):
 
 class Unavailable(DomainError):
     code = "unavailable"
+
+
+class Misconfigured(DomainError):
+    """The deployment is set up wrong for this request; `detail` is for the operators' log, not for the caller."""
+
+    code = "internal_error"
 
 
 class IntegrationError(Exception):

@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/hostq"
@@ -72,11 +72,27 @@ class Settings:
         return self.kek
 
 
+def redacted(url: str) -> str:
+    """`url` fit for a message or a log line: its password, if any, shown as ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:  # too malformed to tell where a password would be
+        return "(a malformed URL, not shown)"
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = env.get(name, default).strip()
-    parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
-        raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in schemes or not parts.netloc:
+        raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {redacted(value)!r}")
     return value
 
 

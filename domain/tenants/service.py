@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parseaddr
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.crypto import hash_api_key, seal, unseal
 from domain.customers.rules import valid_email
 from domain.ids import new_id
-from domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from domain.errors import Conflict, InvalidState, Misconfigured, NotFound, ValidationFailed
 from domain.tenants.models import ApiKey, Tenant
 from domain.tenants.scopes import ALL_SCOPES
 
@@ -91,6 +92,14 @@ async def create_key(session: AsyncSession, kek: bytes, *, tenant_id: uuid.UUID,
     return IssuedCredential(key_id=key.id, api_key=api_key, signing_secret=signing_secret, scopes=scopes)
 
 
+def _signing_secret(kek: bytes, key: ApiKey, sealed: bytes) -> str:
+    try:
+        return unseal(kek, sealed, context=key.id.bytes)
+    except InvalidTag:
+        raise Misconfigured(f"cannot decrypt the signing secret of API key {key.id}: this process's HOSTQ_KEK is "
+                            "not the one the key was created with") from None
+
+
 async def resolve_key(session: AsyncSession, kek: bytes, api_key: str) -> Principal | None:
     """The principal behind a presented key, or None if unknown or revoked."""
     row = (await session.execute(
@@ -100,9 +109,9 @@ async def resolve_key(session: AsyncSession, kek: bytes, api_key: str) -> Princi
     if row is None:
         return None
     key, rate_limit, tenant_settings = row
-    secrets_ = [unseal(kek, key.secret_encrypted, context=key.id.bytes)]
+    secrets_ = [_signing_secret(kek, key, key.secret_encrypted)]
     if key.previous_secret_encrypted and key.previous_expires_at and key.previous_expires_at > datetime.now(timezone.utc):
-        secrets_.append(unseal(kek, key.previous_secret_encrypted, context=key.id.bytes))
+        secrets_.append(_signing_secret(kek, key, key.previous_secret_encrypted))
     return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes), secrets=secrets_,
                      rate_limit=rate_limit,
                      allowed_origins=frozenset((tenant_settings or {}).get("allowed_origins", ())))

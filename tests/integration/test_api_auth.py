@@ -76,6 +76,22 @@ async def test_key_without_scope_is_403(app, sessions, settings, tenant):
         assert (await c.get("/v1/jobs/00000000-0000-0000-0000-000000000000")).status_code == 403
 
 
+async def test_a_key_sealed_under_another_kek_is_a_500_and_one_log_line(app, sessions, tenant, caplog):
+    import os
+    from domain.db import session_scope
+    from domain.tenants.service import create_key
+    async with session_scope(sessions) as session:  # as if made by a hostq with another HOSTQ_KEK
+        cred = await create_key(session, os.urandom(32), tenant_id=tenant["tenant_id"], scopes=["customers:read"])
+    async with signed_client(app, {"api_key": cred.api_key, "signing_secret": cred.signing_secret}) as c:
+        response = await c.get("/v1/customers")
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert "HOSTQ_KEK" not in response.text  # the caller learns nothing of the set-up
+    logged = [r for r in caplog.records if r.name == "hostq.api" and str(cred.key_id) in r.getMessage()]
+    assert len(logged) == 1 and "HOSTQ_KEK" in logged[0].getMessage()
+    assert logged[0].levelname == "ERROR" and logged[0].exc_info is None
+
+
 async def test_oversized_body_is_413_before_authentication(anon):
     response = await anon.post("/v1/customers", content=b"x" * (1024 * 1024 + 1),
                                headers={"Content-Type": "application/json"})

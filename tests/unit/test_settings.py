@@ -70,11 +70,25 @@ def test_require_kek_names_the_variable():
     ({"HOSTQ_ENV": ""}, "HOSTQ_ENV"),
     ({"HOSTQ_API_DB_POOL": "0"}, "HOSTQ_API_DB_POOL"),
     ({"HOSTQ_API_DB_POOL": "many"}, "HOSTQ_API_DB_POOL"),
+    ({"REDIS_URL": "redis://127.0.0.1:port/0"}, "REDIS_URL"),
+    ({"REDIS_URL": "redis://[::1/0"}, "REDIS_URL"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError) as info:
         load_settings(env)
     assert str(info.value).startswith(variable)
+
+
+@pytest.mark.parametrize(("variable", "url", "shown"), [
+    ("DATABASE_URL", "mysql://root:s3cretpw@127.0.0.1/x", "'mysql://root:***@127.0.0.1/x'"),
+    ("HOSTQ_BROKER_URL", "kafka://:s3cretpw@k:9092", "'kafka://:***@k:9092'"),
+    ("REDIS_URL", "redis://user:s3cretpw@[::1/0", "'(a malformed URL, not shown)'"),
+])
+def test_a_refused_url_is_shown_without_its_password(variable, url, shown):
+    with pytest.raises(SettingsError) as info:
+        load_settings({variable: url})
+    assert "s3cretpw" not in str(info.value)
+    assert str(info.value).endswith(f"got {shown}")
 
 
 @pytest.mark.parametrize("variable", ["HOSTQ_WHM_READ_TIMEOUT", "HOSTQ_JOB_BACKOFF_MIN_S"])

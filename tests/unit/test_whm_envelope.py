@@ -157,6 +157,12 @@ def test_timeouts_are_transient_whm_timeout(error):
     assert caught.value.message == f"createacct: {type(error).__name__}, WHM may still finish it"
 
 
+def test_a_read_that_timed_out_does_not_say_whm_may_finish_it():
+    with pytest.raises(TransientIntegrationError) as caught:
+        classify_failure("accountsummary", TimeoutError())
+    assert (caught.value.code, caught.value.message) == ("whm_timeout", "accountsummary: TimeoutError")
+
+
 @pytest.mark.parametrize("error", CONNECTION_FAILURES)
 def test_connection_failures_are_transient_unavailable(error):
     with pytest.raises(TransientIntegrationError) as caught:

@@ -2,7 +2,7 @@
 
 What `classify` (an answer) and `classify_failure` (no answer) raise, all IntegrationError (domain/errors.py):
 
-    TransientIntegrationError          whm_timeout       no answer in time (WHM may still finish)
+    TransientIntegrationError          whm_timeout       no answer in time (a change may still happen)
                                        whm_unavailable   refused, reset, broken body, TLS handshake failed,
                                                          HTTP 5xx or 429
     PermanentIntegrationError          whm_bad_response  other non-2xx (redirects are not followed),
@@ -99,13 +99,19 @@ def classify(function: str, status: int, reason: str, content_type: str, body: b
     raise WhmRejected(reason)
 
 
+#: The calls that change an account: one that timed out may still be carried out by WHM.
+MUTATING = frozenset(("createacct", "suspendacct", "unsuspendacct", "removeacct", "changepackage", "passwd"))
+
+
 def classify_failure(function: str, exc: BaseException) -> NoReturn:
     """Raise the error for a call that got no answer: `exc` is an OSError (timeouts included) or ProtocolError."""
     # The message has the type and an OS error's text only, never str(exc): a DNS or certificate error's
     # text may name the host, and nothing here may carry the URL, its query or the token.
     name = type(exc).__name__
     if isinstance(exc, TimeoutError):  # connecting or the whole call
-        raise TransientIntegrationError("whm_timeout", f"{function}: {name}, WHM may still finish it")
+        # Only a call that changes something may go on after the client gave up; a read simply got no answer.
+        after = ", WHM may still finish it" if function in MUTATING else ""
+        raise TransientIntegrationError("whm_timeout", f"{function}: {name}{after}")
     if isinstance(exc, ssl.SSLCertVerificationError):
         # Permanent: trying again cannot make the certificate verify. OpenSSL's text ("self-signed certificate")
         # except for a name mismatch, whose text is the host name.
