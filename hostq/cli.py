@@ -169,8 +169,17 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--threads", type=int, default=8)
     worker.set_defaults(run=_worker)
 
-    sub.add_parser("scheduler", help="the clock (one leader)").set_defaults(run=_scheduler)
-    sub.add_parser("relay", help="re-send recorded but undispatched jobs").set_defaults(run=_relay)
+    sub.add_parser("scheduler", help="the clock (one leader)", description=(
+        "Runs until SIGTERM. One leader among any number of schedulers ticks every 2 s: the outbox relay "
+        "(jobs recorded but not sent after HOSTQ_RELAY_GRACE_S), the stalled-job sweep (jobs sent but "
+        "undelivered for HOSTQ_RESEND_STALLED_S) and the hourly expiry of idempotency keys.")).set_defaults(
+            run=_scheduler)
+    sub.add_parser("relay", help="re-send recorded but undispatched jobs", description=(
+        "Runs until SIGTERM, without the scheduler's leader lock: every 2 s it sends the jobs recorded but not "
+        "sent after HOSTQ_RELAY_GRACE_S (default 5), and at least every minute it sends again the jobs sent "
+        "but undelivered for HOSTQ_RESEND_STALLED_S (default 600), or running longer than an attempt can. "
+        "Use the same HOSTQ_BROKER_URL, DATABASE_URL and HOSTQ_NAMESPACE as the workers.")).set_defaults(
+            run=_relay)
 
     sandbox = sub.add_parser("sandbox", help="fake outside systems").add_subparsers(dest="action", required=True)
     whm = sandbox.add_parser("whm", help="a fake WHM server")

@@ -158,8 +158,14 @@ async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
     from domain.db import session_scope
     from domain.jobs import ops
     from domain.jobs.service import mark_dispatched
-    from workers.dispatch import dispatch, make_broker
+    from workers.dispatch import broker_identity, dispatch, make_broker
 
+    elsewhere = _workers_broker_elsewhere(settings)
+    if elsewhere:
+        print(f"hostq: the workers consume {elsewhere}, not this command's broker ({broker_identity(settings)}): "
+              "the jobs are left to the scheduler's relay, which sends them within seconds (set HOSTQ_BROKER_URL "
+              "as the workers do to send them at once)", file=sys.stderr)
+        return
     # Sent while the rows are locked, as the relay does, so the relay cannot send the same job too
     # (a retried job's created_at is old: the relay's grace period does not protect it).
     broker = make_broker(settings)
@@ -173,6 +179,24 @@ async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
         print(f"hostq: jobs requeued; the relay will send them ({type(exc).__name__}: {exc})", file=sys.stderr)
     finally:
         broker.close()
+
+
+def _workers_broker_elsewhere(settings: Settings) -> str | None:
+    """The broker the workers announced (workers/heartbeat.py AnnounceBroker), when it is not this process's."""
+    import redis
+
+    from workers.dispatch import announced_key, broker_identity
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        announced = client.get(announced_key(settings))
+    except redis.RedisError:  # the send will say what is wrong, or work
+        return None
+    finally:
+        client.close()
+    if announced is None or announced.decode() == broker_identity(settings):
+        return None
+    return announced.decode()
 
 
 def _print(obj: dict) -> None:

@@ -9,8 +9,8 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO, CurrentMessage, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from domain.settings import Settings
-from workers.dispatch import make_broker
-from workers.heartbeat import Holder, WorkerHeartbeat
+from workers.dispatch import announced_key, broker_identity, make_broker
+from workers.heartbeat import AnnounceBroker, Holder, WorkerHeartbeat
 from workers.locks import RedisLock
 from workers.logcontext import RequestIdLogContext
 from workers.middleware import JobStateMiddleware
@@ -36,6 +36,7 @@ def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: I
                                     int(settings.broker_heartbeat_s * 1000))
         broker.add_middleware(heartbeat)
     holder = (lambda _: heartbeat.holder) if heartbeat else Holder.of_redis_broker
+    broker.add_middleware(AnnounceBroker(settings.redis_url, announced_key(settings), broker_identity(settings)))
     for middleware in (
         RequestIdLogContext(),  # first: its context spans every other middleware's hooks
         TimeLimit(time_limit=int(settings.attempt_time_limit_s * 1000)),

@@ -13,7 +13,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from domain.jobs.models import Job
-from domain.settings import Settings, SettingsError
+from domain.settings import Settings, SettingsError, redacted
 
 log = logging.getLogger("hostq.dispatch")
 
@@ -54,6 +54,16 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     return RedisBroker(url=settings.broker_url, namespace=f"{settings.namespace}:dramatiq",
                        heartbeat_timeout=int(settings.broker_heartbeat_s * 1000), maintenance_chance=250_000,
                        middleware=[], socket_connect_timeout=2, socket_timeout=10)
+
+
+def broker_identity(settings: Settings) -> str:
+    """The broker HOSTQ_BROKER_URL names, fit to show and compare: no password, no connection options."""
+    return redacted(urlunsplit(urlsplit(settings.broker_url)._replace(query="", fragment="")))
+
+
+def announced_key(settings: Settings) -> str:
+    """The Redis key (REDIS_URL) where workers announce the broker they consume (workers/broker.py)."""
+    return f"{settings.namespace}:workers:broker"
 
 
 def job_message(job: Job) -> dramatiq.Message:

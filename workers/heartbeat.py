@@ -85,3 +85,23 @@ class WorkerHeartbeat(dramatiq.Middleware):
             except redis.RedisError:
                 pass  # it goes stale instead
             self._client.close()
+
+
+class AnnounceBroker(dramatiq.Middleware):
+    """Writes, as the worker boots, which broker it consumes (`value`) at `key` in Redis.
+
+    A command that sends jobs itself (`hostq jobs retry`) compares its own broker with it: sent elsewhere, a job
+    would be marked dispatched and wait in a queue nobody reads, so the command leaves it to the relay instead.
+    """
+
+    def __init__(self, redis_url: str, key: str, value: str) -> None:
+        self._redis_url, self._key, self._value = redis_url, key, value
+
+    def before_worker_boot(self, broker, worker) -> None:
+        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            client.set(self._key, self._value)
+        except redis.RedisError as exc:  # only the commands' check goes without it
+            log.warning("could not announce this worker's broker: %s", exc)
+        finally:
+            client.close()

@@ -6,6 +6,7 @@ locks; the workers' heartbeats for them come from workers/heartbeat.py, since Ra
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import uuid
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from hostq.client import HostqSigner
@@ -162,6 +164,34 @@ def test_repeated_5xx_fail_readably_then_a_terminal_retry_creates_once(rabbit):
 
     assert job["status"] == "succeeded" and job["attempts"] == 1, (job, rabbit.procs.log("worker"))
     _one_account(rabbit, order, domain)
+
+
+def test_a_retry_from_a_shell_without_the_brokers_url_is_left_to_the_relay(rabbit, test_env):
+    rabbit.procs.stop("worker")
+    rabbit.start_worker()  # the worker announces its broker as it boots
+    rabbit.fault("http_500", 10)
+    domain = _domain("shell")
+    order = rabbit.order(domain)
+    job_id = order["job"]["id"]
+    assert poll_job(rabbit.api, job_id, timeout=20)["status"] == "failed"
+    assert rabbit.fake.delete("/__sandbox/faults").status_code == 200
+
+    # An operator's shell with DATABASE_URL and REDIS_URL but not HOSTQ_BROKER_URL: its broker is Redis.
+    env = {k: v for k, v in rabbit.procs.env.items() if k != "HOSTQ_BROKER_URL"}
+    done = subprocess.run([*rabbit.procs.hostq, "jobs", "retry", job_id], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["retried"] == [job_id]
+    assert "the workers consume amqp://" in done.stderr and "left to the scheduler's relay" in done.stderr, done.stderr
+
+    job = poll_job(rabbit.api, job_id, timeout=20)  # the scheduler, on RabbitMQ, sent it
+    assert job["status"] == "succeeded" and job["attempts"] == 1, (job, rabbit.procs.log("scheduler"))
+    _one_account(rabbit, order, domain)
+    client = redis.Redis.from_url(test_env["REDIS_URL"])
+    try:  # nothing went to Redis, where no worker of this region listens
+        assert client.llen(f"{test_env['HOSTQ_NAMESPACE']}:dramatiq:provisioning.{rabbit.region}") == 0
+    finally:
+        client.close()
 
 
 def test_a_worker_killed_mid_createacct_is_redelivered_by_rabbitmq_and_creates_once(rabbit, capsys):
