@@ -8,11 +8,15 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/hostq"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Where `hostq dev` keeps its development HOSTQ_KEK (relative to the directory it runs in); in development,
+#: other commands run there without HOSTQ_KEK use it too (hostq/cli.py).
+DEV_KEK_FILE = Path(".hostq") / "dev-kek"
 
 
 class SettingsError(Exception):

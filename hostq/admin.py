@@ -55,6 +55,34 @@ async def register_server(settings: Settings, *, region: str, url: str, username
     return await in_transaction(settings, work)
 
 
+async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str, int]:
+    """How many live API keys and enabled WHM servers hold a secret this HOSTQ_KEK cannot open (sealed under
+    another: an earlier `hostq dev` started from another directory, say)."""
+    from cryptography.exceptions import InvalidTag
+
+    from domain.crypto import unseal
+    from domain.tenants.models import ApiKey
+
+    kek = settings.require_kek()
+
+    def foreign(rows) -> int:
+        count = 0
+        for row_id, sealed in rows:
+            try:
+                unseal(kek, sealed, context=row_id.bytes)
+            except (InvalidTag, ValueError):
+                count += 1
+        return count
+
+    async def work(session):
+        keys = await session.execute(select(ApiKey.id, ApiKey.secret_encrypted)
+                                     .where(ApiKey.revoked_at.is_(None)).limit(limit))
+        servers = await session.execute(select(WhmServer.id, WhmServer.token_encrypted)
+                                        .where(WhmServer.enabled.is_(True)).limit(limit))
+        return {"keys": foreign(keys.all()), "servers": foreign(servers.all())}
+    return await in_transaction(settings, work)
+
+
 #: `hostq dev` names its fake WHM servers so: `sandbox-<region>`.
 SANDBOX_PREFIX = "sandbox-"
 

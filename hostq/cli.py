@@ -10,7 +10,7 @@ import sys
 
 from domain.errors import DomainError
 from hostq import jobs_cli, tenants_cli
-from domain.settings import Settings, SettingsError, load_settings
+from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
 
 def _print(obj: dict) -> None:
@@ -236,10 +236,20 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _development_kek() -> None:
+    """In development, without HOSTQ_KEK, use the key `hostq dev` keeps in .hostq/dev-kek, if there is one here:
+    commands run beside it (from its directory) then read the secrets it sealed."""
+    path = DEV_KEK_FILE
+    if os.environ.get("HOSTQ_ENV", "development") == "development" and not os.environ.get("HOSTQ_KEK") \
+            and path.is_file():
+        os.environ["HOSTQ_KEK"] = path.read_text().strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse, read settings once, run; errors are one line on stderr and a non-zero exit."""
     args = _parser().parse_args(argv)
     try:
+        _development_kek()
         settings = load_settings()
         args.run(args, settings)
     except SettingsError as exc:

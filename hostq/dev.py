@@ -18,21 +18,37 @@ import httpx
 
 from domain.errors import Conflict
 from domain.migrate import upgrade
-from domain.settings import load_settings
-
-STATE_DIR = Path(".hostq")
+from domain.settings import DEV_KEK_FILE, load_settings
 
 
 def _dev_kek() -> str:
     """HOSTQ_KEK from the environment, else a development key kept in .hostq/dev-kek (so secrets stay readable)."""
     if os.environ.get("HOSTQ_KEK"):
         return os.environ["HOSTQ_KEK"]
-    path = STATE_DIR / "dev-kek"
+    path = DEV_KEK_FILE
     if not path.exists():
-        STATE_DIR.mkdir(exist_ok=True)
+        path.parent.mkdir(exist_ok=True)
         path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _kek_source() -> str:
+    """Where this run's HOSTQ_KEK comes from, as other commands beside it can be given the same."""
+    path = DEV_KEK_FILE
+    if path.is_file() and path.read_text().strip() == os.environ.get("HOSTQ_KEK"):
+        return str(path.resolve())
+    return "the HOSTQ_KEK of this environment"
+
+
+def _warn_foreign_secrets(settings) -> None:
+    from hostq.admin import sealed_elsewhere
+    foreign = asyncio.run(sealed_elsewhere(settings))
+    if foreign["keys"] or foreign["servers"]:
+        print(f"hostq: {foreign['keys']} API key(s) and {foreign['servers']} WHM server(s) in this database were "
+              f"sealed with another HOSTQ_KEK than {_kek_source()} (an earlier hostq dev started from another "
+              "directory?): they will not work. Start hostq dev where you first did, set HOSTQ_KEK to that key, or "
+              "drop the database to start afresh", file=sys.stderr)
 
 
 def _port_free(port: int) -> bool:
@@ -81,6 +97,9 @@ Try a signed request (in another terminal, from this directory):
   .venv/bin/hostq call POST /v1/plans --data '{{"code": "basic", "name": "Basic", "whm_package": "basic", "prices": {{"monthly": 6990}}}}'
   .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "{next(iter(whm_ports))}", "billing_cycle": "monthly", "provision": "now"}}'
   .venv/bin/hostq call GET /v1/jobs/<job id>
+
+Operator commands (hostq jobs, servers, tenants, keys, worker) run from this directory use the same
+development key ({_kek_source()}) and, like this run, DATABASE_URL and REDIS_URL if you set them.
 
 A process that exits (a worker killed with kill -9, say) is started again; Ctrl-C stops everything.
 """
@@ -166,6 +185,7 @@ def run_dev(args) -> None:
                                                             for region, port in whm_ports.items()}))
         if retired:
             print(f"hostq: disabled fake WHM servers of earlier runs in region(s) {', '.join(retired)}", file=sys.stderr)
+        _warn_foreign_secrets(settings)
         children.append(_Child("the API", ["api", "--port", str(args.port)]))
         children.append(_Child("the general worker", ["worker"]))
         for region in regions:

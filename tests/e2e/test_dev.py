@@ -17,6 +17,7 @@ import redis
 from domain.migrate import drop_database, upgrade
 from domain.settings import load_settings
 from domain.provisioning.service import add_server
+from domain.tenants.service import create_tenant
 from hostq.admin import in_transaction, register_sandboxes
 from hostq.client import HostqSigner
 from tests.conftest import BASE_DB, REDIS_URL, RUN, free_port
@@ -67,6 +68,8 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
         asyncio.run(in_transaction(earlier, lambda session: add_server(
             session, earlier.require_kek(), region="us", url=f"http://127.0.0.1:{free_port()}", username="root",
             token="sandbox", name="sandbox-us")))
+        # A tenant whose key an earlier hostq dev sealed under another KEK (started from another directory).
+        asyncio.run(in_transaction(earlier, lambda session: create_tenant(session, os.urandom(32), name="Elsewhere")))
         with open(log, "w") as out:
             dev = subprocess.Popen([*hostq_cmd, "dev", "--port", str(port_api), "--whm-port", str(port_whm),
                                     "--regions", "us"], env={**os.environ, **env}, cwd=tmp_path, stdout=out,
@@ -80,6 +83,8 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
             ("sandbox-us", False), ("sandbox-us", True), ("sandbox-zz", False)], listed.stdout
         assert ("sandbox-us", True, whm) in servers  # the one taking orders is this run's fake
         assert "disabled fake WHM servers of earlier runs in region(s) us, zz" in log.read_text()
+        assert "1 API key(s) and 0 WHM server(s) in this database were sealed with another HOSTQ_KEK" \
+            in log.read_text()
 
         with httpx.Client(base_url=f"http://127.0.0.1:{port_api}", timeout=15,
                           auth=HostqSigner(creds["api_key"], creds["signing_secret"])) as api, \
