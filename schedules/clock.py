@@ -1,4 +1,5 @@
-"""The clock: one leader runs the periodic work: the outbox relay, the stalled-job sweep, and the expiry of idempotency keys."""
+"""The clock: one leader runs the periodic work: the outbox relay, the re-sending of what a broker lost (its
+Redis restarted empty, or messages stalled), and the expiry of idempotency keys."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import asyncio
 import logging
 import signal
 import time
+from datetime import datetime, timezone
 
+from dramatiq.brokers.redis import RedisBroker
 
 import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.idempotency.service import delete_expired
-from domain.jobs.service import mark_dispatched, mark_resent, stalled_jobs, undispatched_jobs
+from domain.jobs.service import lost_with_broker, mark_dispatched, mark_resent, stalled_jobs, undispatched_jobs
 from domain.pg import LazyPool
 from domain.redis_pipe import PipelinedRedis
 from domain.settings import Settings
@@ -57,6 +60,26 @@ async def resend_stalled(sessions, broker, after_s: float, running_after_s: floa
     return sent
 
 
+def broker_lost_its_data(broker, marker: str) -> bool:
+    """Whether the broker's Redis has lost the marker key kept there (restarted without its data, or flushed),
+    and with it the messages it held; the marker is written again. True too on a Redis that never had one (a
+    first start: re-sending then only duplicates messages, which is harmless). Always False for RabbitMQ, whose
+    queues are durable."""
+    if not isinstance(broker, RedisBroker):
+        return False
+    return bool(broker.client.set(marker, str(int(time.time())), nx=True))
+
+
+async def resend_lost(sessions, broker) -> int:
+    """Send again every job whose message a broker that has just lost its data held; return how many."""
+    before, total = datetime.now(timezone.utc), 0
+    while sent := await _send_found(sessions, broker, lambda session: lost_with_broker(session, before),
+                                    mark_resent):
+        total += sent
+    log.warning("the broker's Redis had lost its data (or is new): re-sent %d queued or retrying job(s)", total)
+    return total
+
+
 async def expire_keys_once(pool: LazyPool) -> int:
     """Delete the idempotency keys of every tenant created more than 24 h ago; return how many."""
     async with (await pool.get()).acquire() as conn:
@@ -81,11 +104,14 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
     keys_pool, expire_at, resend_at = LazyPool(settings.database_url, max_size=1, scope="system"), 0.0, 0.0
     client = PipelinedRedis(settings.redis_url, timeout_s=5)
     lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
+    marker = f"{settings.namespace}:dramatiq:__marker__"  # with the broker's keys: a flush of them takes it too
     stop = _stopper()
     try:
         while not stop.is_set():
             try:
                 if not leader or await lock.acquire():
+                    if broker_lost_its_data(broker, marker):
+                        await resend_lost(sessions, broker)
                     await relay_once(sessions, broker, settings.relay_grace_s)
                     if time.monotonic() >= resend_at:
                         await resend_stalled(sessions, broker, settings.resend_stalled_s,

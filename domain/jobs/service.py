@@ -101,13 +101,25 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     return list((await session.scalars(stmt)).all())
 
 
+async def lost_with_broker(session: AsyncSession, before: datetime, limit: int = 500) -> list[Job]:
+    """Jobs whose message a broker that lost its data at `before` held: `queued` and sent before then, and
+    `retrying` (their delayed message) unless sent again since (mark_resent). `running` ones are not: their
+    worker still records the outcome, and the stalled sweep covers one that died too."""
+    stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)),
+                              or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < before),
+                                  and_(Job.status == rules.RETRYING, Job.updated_at < before)))
+            .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
+    return list((await session.scalars(stmt)).all())
+
+
 async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
     """These stalled (job id, round) messages were sent again, for delivery now: the next sweep waits as long
     again before sending another."""
     now = datetime.now(timezone.utc)
     sent_now = tuple_(Job.id, Job.round).in_(sent)
     await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
-    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(next_attempt_at=now))
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(next_attempt_at=now,
+                                                                                           updated_at=now))
     await session.execute(update(Job).where(sent_now, Job.status == rules.RUNNING).values(updated_at=now))
 
 

@@ -16,7 +16,7 @@ from api.app import create_app
 from api.resources import Resources
 from domain.db import session_scope
 from domain.jobs.models import Job
-from schedules.clock import relay_once, resend_stalled
+from schedules.clock import broker_lost_its_data, relay_once, resend_lost, resend_stalled
 from tests.conftest import signed_client
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 from workers.dispatch import make_broker
@@ -196,3 +196,44 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
     assert retrying.status == "retrying" and retrying.next_attempt_at > long_ago + timedelta(minutes=19)
     assert running.status == "running" and running.updated_at > now
     assert busy.status == "running" and busy.updated_at > now
+
+
+async def test_a_broker_that_lost_its_data_gets_its_queued_and_retrying_jobs_at_once(client, sessions, settings,
+                                                                                     resources):
+    """Redis restarted without its data (the marker the scheduler keeps there is gone): no waiting for the
+    stalled-job window (10 min), and the jobs' rows say what to send again."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    queued_id, retrying_id, running_id = [uuid.UUID((await client.post("/v1/services", json=order_body(
+        customer_id, plan, region))).json()["job"]["id"]) for _ in range(3)]
+    key, marker = f"{settings.namespace}:dramatiq:provisioning.{region}", f"{settings.namespace}:dramatiq:__marker__"
+    for _ in range(100):  # all sent and marked
+        async with sessions() as session:
+            if all([(await session.get(Job, j)).dispatched_at for j in (queued_id, retrying_id, running_id)]):
+                break
+        await asyncio.sleep(0.02)
+    broker = make_broker(settings)
+    try:
+        broker_lost_its_data(broker, marker)  # the marker as a scheduler keeps it
+        assert not broker_lost_its_data(broker, marker)
+        now = datetime.now(timezone.utc)
+        async with session_scope(sessions) as session:
+            # Failed a moment ago; its delayed message (due in a minute) was in Redis too.
+            await session.execute(update(Job).where(Job.id == retrying_id).values(
+                status="retrying", attempts=1, updated_at=now, next_attempt_at=now + timedelta(minutes=1)))
+            await session.execute(update(Job).where(Job.id == running_id).values(
+                status="running", attempts=1, updated_at=now))
+        await resources.redis.delete(key, marker)  # Redis restarts empty
+
+        assert broker_lost_its_data(broker, marker)
+        assert await resend_lost(sessions, broker) >= 2  # other tests' queued jobs in this database too
+        assert not broker_lost_its_data(broker, marker)  # so the next tick sends nothing again
+    finally:
+        broker.close()
+
+    assert await resources.redis.llen(key) == 2  # the queued and the retrying job once each, not the running one
+    async with sessions() as session:
+        queued, retrying, running = [await session.get(Job, j) for j in (queued_id, retrying_id, running_id)]
+    assert queued.status == "queued" and queued.dispatched_at > now
+    assert retrying.status == "retrying" and retrying.next_attempt_at < now + timedelta(seconds=30)
+    assert running.status == "running"
