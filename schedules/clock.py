@@ -76,7 +76,8 @@ async def resend_lost(sessions, broker) -> int:
     while sent := await _send_found(sessions, broker, lambda session: lost_with_broker(session, before),
                                     mark_resent):
         total += sent
-    log.warning("the broker's Redis had lost its data (or is new): re-sent %d queued or retrying job(s)", total)
+    (log.warning if total else log.info)("the broker's Redis had lost its data (or is new): re-sent %d queued or "
+                                         "retrying job(s)", total)
     return total
 
 
