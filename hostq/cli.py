@@ -172,12 +172,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("scheduler", help="the clock (one leader)", description=(
         "Runs until SIGTERM. One leader among any number of schedulers ticks every 2 s: the outbox relay "
         "(jobs recorded but not sent after HOSTQ_RELAY_GRACE_S), the stalled-job sweep (jobs sent but "
-        "undelivered for HOSTQ_RESEND_STALLED_S) and the hourly expiry of idempotency keys.")).set_defaults(
+        "undelivered for HOSTQ_RESEND_STALLED_S; at once, with a Redis broker that restarted without its data) "
+        "and the hourly expiry of idempotency keys.")).set_defaults(
             run=_scheduler)
     sub.add_parser("relay", help="re-send recorded but undispatched jobs", description=(
         "Runs until SIGTERM, without the scheduler's leader lock: every 2 s it sends the jobs recorded but not "
         "sent after HOSTQ_RELAY_GRACE_S (default 5), and at least every minute it sends again the jobs sent "
-        "but undelivered for HOSTQ_RESEND_STALLED_S (default 600), or running longer than an attempt can. "
+        "but undelivered for HOSTQ_RESEND_STALLED_S (default 600), or running longer than an attempt can (at "
+        "once, with a Redis broker that restarted without its data). "
         "Use the same HOSTQ_BROKER_URL, DATABASE_URL and HOSTQ_NAMESPACE as the workers.")).set_defaults(
             run=_relay)
 
