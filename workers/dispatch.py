@@ -7,12 +7,14 @@ import time
 import uuid
 import weakref
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from domain.jobs.models import Job
+from domain.jobs.rules import RETRYING
 from domain.settings import Settings, SettingsError, redacted
 
 log = logging.getLogger("hostq.dispatch")
@@ -89,21 +91,31 @@ def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UU
     return send_messages(broker, outgoing(jobs))
 
 
-def outgoing(jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int, dramatiq.Message]]:
-    """(id, round, message) of each job: what send_messages takes (made where the job rows were read)."""
-    return [(job.id, job.round, job_message(job)) for job in jobs]
+def due_in_ms(job: Job, now: datetime | None = None) -> int:
+    """How long the message of `job` must wait in the broker: until a retrying job's next attempt is due, so
+    that a re-send (of a message the broker lost) keeps the backoff; 0 for every other job."""
+    if job.status != RETRYING or job.next_attempt_at is None:
+        return 0
+    wait = job.next_attempt_at - (now or datetime.now(timezone.utc))
+    return max(0, int(wait.total_seconds() * 1000))
 
 
-def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, int, dramatiq.Message]]
+def outgoing(jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int, dramatiq.Message, int]]:
+    """(id, round, message, delay in ms) of each job: what send_messages takes (made where the rows were read)."""
+    now = datetime.now(timezone.utc)
+    return [(job.id, job.round, job_message(job), due_in_ms(job, now)) for job in jobs]
+
+
+def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, int, dramatiq.Message, int]]
                   ) -> list[tuple[uuid.UUID, int]]:
     """Enqueue the jobs' messages; (id, round) of those sent. The first failed send stops the batch and rests
     the broker for RESEND_AFTER_S."""
     sent: list[tuple[uuid.UUID, int]] = []
     if time.monotonic() < _down_until.get(broker, 0.0):
         return sent
-    for job_id, job_round, message in messages:
+    for job_id, job_round, message, delay_ms in messages:
         try:
-            broker.enqueue(message)
+            broker.enqueue(message, delay=delay_ms or None)
         except Exception as exc:  # the broker is down: the job rows stay undispatched for the relay
             _down_until[broker] = time.monotonic() + RESEND_AFTER_S
             log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",

@@ -4,13 +4,15 @@ A job's actor is declared with `job_actor`. Its coroutine is one attempt, on the
 event loop, in one trip from the worker thread:
 
     take the service's lock    busy: come back in a moment (BUSY), no attempt spent
-    start the attempt          the job row says it need not run: SKIPPED
+    start the attempt          the job row says it need not run: SKIPPED; not yet (a retrying job's duplicate
+                               message, early): come back when it is due (NotDue)
     run the work               statements take a pooled connection each: none is held across WHM calls
     record the outcome         succeeded, or retrying/failed with the error's code
     let go of the lock         sent, not waited for (workers/locks.py LockKeeper)
 
 JobStateMiddleware (the same object) then acts on the outcome in the worker thread, where Dramatiq decides
-what happens to the message: it re-sends a BUSY message after a short delay, and tells Retries whether to
+what happens to the message: it re-sends a BUSY message after a short delay and a NotDue one for when the
+job's next attempt is due, and tells Retries whether to
 retry a failed attempt (Postgres decides, by the job's attempts and the error's kind). It must sit after
 Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one sets the message's
 max_retries before Retries reads it.
@@ -126,6 +128,8 @@ class JobStateMiddleware(dramatiq.Middleware):
             started = await self._start(db, job_id, resource_id, sql)
             if started is None:
                 return SKIPPED
+            if isinstance(started, tracking.NotDue):
+                return started
             try:
                 result = await work(Attempt(db, job_id, resource_id, started or None))
             except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
@@ -157,16 +161,18 @@ class JobStateMiddleware(dramatiq.Middleware):
         return lock
 
     async def _start(self, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None,
-                     sql: Statements) -> asyncpg.Record | tuple | None:
-        """Start the attempt; the row it loads (`()` if none), or None when the job should not run.
+                     sql: Statements) -> asyncpg.Record | tuple | tracking.NotDue | None:
+        """Start the attempt; the row it loads (`()` if none), None when the job should not run, NotDue when
+        it should later.
 
         The common case is one statement that also loads the resource; every other state goes through the ORM.
         """
         row = await tracking.start_fresh(db, job_id, sql=sql.start, resource_id=resource_id)
         if row is None:
             async with session_scope(self._sessions()) as session:
-                if await tracking.start_attempt(session, job_id) is None:
-                    return None
+                started = await tracking.start_attempt(session, job_id)
+                if started is None or isinstance(started, tracking.NotDue):
+                    return started
             return await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ()
         return row if sql.loads and row["id"] is not None else ()  # id NULL: the resource is gone
 
@@ -182,6 +188,10 @@ class JobStateMiddleware(dramatiq.Middleware):
             return
         if result is BUSY:  # come back soon; waiting is not an attempt
             broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
+        elif isinstance(result, tracking.NotDue):  # a duplicate, early: never lost, never ahead of the backoff
+            log.info("job %s: delivered %.1f s before its next attempt is due (a duplicate message): sent again "
+                     "for then", job_id, result.delay_ms / 1000)
+            broker.enqueue(message.copy(), delay=result.delay_ms)
         if exception is None:
             return
         self._retrying.next = None
@@ -221,14 +231,16 @@ class JobStateMiddleware(dramatiq.Middleware):
         return job_id is None or job_id not in self._outcomes
 
     def before_enqueue(self, broker, message, delay):
-        job_id = message.options.get("job_id")
-        if job_id is not None and delay:
-            get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), delay))
-            retry = getattr(self._retrying, "next", None)
-            if retry is not None and retry[0] == message.message_id:
-                self._retrying.next = None
-                due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay))
-                log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
+        # Only Retries' send of a failed attempt's message sets when the next attempt is due: a BUSY or NotDue
+        # message sent again leaves it (moving it up would let a duplicate run ahead of the backoff).
+        retry = getattr(self._retrying, "next", None)
+        if retry is None or retry[0] != message.message_id or not delay:
+            return
+        self._retrying.next = None
+        job_id = message.options["job_id"]
+        get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), delay))
+        due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay))
+        log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
 
     async def _noted(self, job_id: uuid.UUID, delay: int) -> None:
         await tracking.note_next_attempt(await self._db().get(), job_id, delay)

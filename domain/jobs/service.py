@@ -113,13 +113,14 @@ async def lost_with_broker(session: AsyncSession, before: datetime, limit: int =
 
 
 async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
-    """These stalled (job id, round) messages were sent again, for delivery now: the next sweep waits as long
-    again before sending another."""
+    """These (job id, round) messages were sent again, stalled or lost: the next sweep waits as long again
+    before sending another. A retrying job's was sent for its next attempt's due time (workers/dispatch.py
+    due_in_ms), which stays as it was unless already past."""
     now = datetime.now(timezone.utc)
     sent_now = tuple_(Job.id, Job.round).in_(sent)
     await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
-    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(next_attempt_at=now,
-                                                                                           updated_at=now))
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(
+        next_attempt_at=func.greatest(Job.next_attempt_at, now), updated_at=now))
     await session.execute(update(Job).where(sent_now, Job.status == rules.RUNNING).values(updated_at=now))
 
 

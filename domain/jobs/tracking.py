@@ -66,14 +66,27 @@ def _now() -> datetime:
 
 WORKER_LOST = JobError("worker_lost", "the worker running this attempt stopped (killed or crashed)", True)
 
+#: A retrying job delivered up to this much before its next attempt is due still runs it: the delayed message's
+#: due time and the job row's are taken a few milliseconds apart, and machines' clocks differ a little.
+EARLY_MARGIN = timedelta(seconds=2)
 
-# The common start (a queued or retrying job) in one autocommitted statement: the UPDATE locks the row and
-# re-checks the status after any wait, as start_attempt's SELECT ... FOR UPDATE does.
-_STARTED = """
+
+@dataclass(frozen=True, slots=True)
+class NotDue:
+    """A retrying job delivered before its next attempt is due: a duplicate message (its broker's data lost and
+    the job sent again, or a scheduler's first start on a new Redis). It should come back in `delay_ms`."""
+
+    delay_ms: int
+
+
+# The common start (a queued job, or a retrying one whose next attempt is due) in one autocommitted statement:
+# the UPDATE locks the row and re-checks the status after any wait, as start_attempt's SELECT ... FOR UPDATE does.
+_STARTED = f"""
 WITH job AS (
     UPDATE jobs SET status = 'running', attempts = attempts + 1, next_attempt_at = NULL, updated_at = $2,
                     started_at = coalesce(started_at, $2)
-    WHERE id = $1 AND status IN ('queued', 'retrying')
+    WHERE id = $1 AND (status = 'queued' OR status = 'retrying' AND (
+        next_attempt_at IS NULL OR next_attempt_at <= $2::timestamptz + interval '{EARLY_MARGIN.total_seconds():g} s'))
     RETURNING id, round, attempts),
 attempt AS (
     INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at)
@@ -106,7 +119,7 @@ _START_PLAIN = start_sql()
 
 async def start_fresh(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, sql: str | None = None,
                       resource_id: uuid.UUID | None = None) -> asyncpg.Record | None:
-    """Start a queued or retrying job's next attempt in one statement (`sql` from start_sql).
+    """Start a queued job's attempt, or a due retrying job's next one, in one statement (`sql` from start_sql).
 
     Its row (`hostq_attempt`, the attempt's number, then what `sql` loads), or None for any other state.
     None is not a verdict: the caller then runs start_attempt, which handles every state.
@@ -118,15 +131,20 @@ async def start_fresh(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, 
     return row if row is not None and row["hostq_attempt"] is not None else None
 
 
-async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | None:
-    """Mark the job running and open an attempt; None when the job should not run.
+async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | NotDue | None:
+    """Mark the job running and open an attempt; None when the job should not run, NotDue when it should later.
 
     A job found `running` was redelivered because its worker died mid-attempt: that attempt is closed
-    as lost and counts, so a job that keeps killing its worker ends `failed` instead of looping.
+    as lost and counts, so a job that keeps killing its worker ends `failed` instead of looping. A retrying
+    job is not started before its next attempt is due (less EARLY_MARGIN): the backoff holds.
     """
     job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
     if job is None or not rules.should_run(job.status):
         return None
+    if job.status == rules.RETRYING and job.next_attempt_at is not None:
+        wait = job.next_attempt_at - _now()
+        if wait > EARLY_MARGIN:
+            return NotDue(int(wait.total_seconds() * 1000))
     if job.status == rules.RUNNING:
         outcome = rules.outcome_after_error(True, job.attempts, job.max_attempts)
         await _close_attempt(session, job, outcome, WORKER_LOST)

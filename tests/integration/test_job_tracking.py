@@ -7,6 +7,7 @@ import logging
 import re
 import uuid
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import time
 
@@ -20,7 +21,7 @@ from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import record_job
 from domain.redis_pipe import PipelinedRedis
 from workers.broker import setup_broker
-from workers.dispatch import dispatch
+from workers.dispatch import dispatch, job_message
 from workers.middleware import Attempt, job_actor
 from workers.pg import SystemPool
 
@@ -184,6 +185,39 @@ async def test_a_finished_job_is_not_run_again(worker_broker, sessions):
     assert CALLS[str(job.id)] == 1
     async with sessions() as session:
         assert (await session.get(Job, job.id)).attempts == 1
+
+
+async def test_a_duplicate_message_of_a_retrying_job_waits_for_its_next_attempt(worker_broker, sessions, caplog):
+    """A second message of a retrying job (sent again by a scheduler that found its broker's data lost, or on its
+    first start on a new Redis) arrives long before the backoff ends: it is sent again for the due time, and the
+    attempt starts then, once. Before, it started the attempt at once."""
+    caplog.set_level(logging.INFO)
+    due = datetime.now(timezone.utc) + timedelta(seconds=3.5)
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3)
+        job.status, job.attempts, job.next_attempt_at = "retrying", 1, due
+    PLANS[str(job.id)] = ["ok"]
+    worker_broker.enqueue(job_message(job))  # for now: the duplicate (the original waits in the delay queue)
+    for _ in range(200):
+        if any(f"job {job.id}: delivered" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.02)
+    [line] = [r.getMessage() for r in caplog.records if f"job {job.id}: delivered" in r.getMessage()]
+    assert re.fullmatch(rf"job {job.id}: delivered 3\.\d s before its next attempt is due \(a duplicate message\): "
+                        r"sent again for then", line), line
+    async with sessions() as session:
+        row = await session.get(Job, job.id)
+        assert (row.status, row.attempts, row.next_attempt_at) == ("retrying", 1, due)  # the backoff stands
+    assert str(job.id) not in CALLS
+
+    for _ in range(300):
+        async with sessions() as session:
+            row = await session.get(Job, job.id)
+        if row.status == "succeeded":
+            break
+        await asyncio.sleep(0.02)
+    assert (row.status, row.attempts, CALLS[str(job.id)]) == ("succeeded", 2, 1)
+    assert row.started_at >= due - timedelta(milliseconds=100)  # not ahead of the backoff
 
 
 async def test_one_action_at_a_time_per_service_and_waiting_costs_no_attempt(worker_broker, sessions):

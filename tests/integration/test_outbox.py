@@ -198,10 +198,10 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
     assert busy.status == "running" and busy.updated_at > now
 
 
-async def test_a_broker_that_lost_its_data_gets_its_queued_and_retrying_jobs_at_once(client, sessions, settings,
-                                                                                     resources):
+async def test_a_broker_that_lost_its_data_gets_its_queued_jobs_at_once_and_its_retrying_ones_when_due(
+        client, sessions, settings, resources):
     """Redis restarted without its data (the marker the scheduler keeps there is gone): no waiting for the
-    stalled-job window (10 min), and the jobs' rows say what to send again."""
+    stalled-job window (10 min), and the jobs' rows say what to send again; a retrying job's for when it is due."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
     queued_id, retrying_id, running_id = [uuid.UUID((await client.post("/v1/services", json=order_body(
@@ -231,9 +231,11 @@ async def test_a_broker_that_lost_its_data_gets_its_queued_and_retrying_jobs_at_
     finally:
         broker.close()
 
-    assert await resources.redis.llen(key) == 2  # the queued and the retrying job once each, not the running one
+    assert await resources.redis.llen(key) == 1  # the queued job once, for now; not the running one
+    # The retrying job's message waits for its next attempt, as the lost one did: the backoff is kept.
+    assert await resources.redis.llen(f"{key}.DQ") == 1
     async with sessions() as session:
         queued, retrying, running = [await session.get(Job, j) for j in (queued_id, retrying_id, running_id)]
     assert queued.status == "queued" and queued.dispatched_at > now
-    assert retrying.status == "retrying" and retrying.next_attempt_at < now + timedelta(seconds=30)
+    assert retrying.status == "retrying" and retrying.next_attempt_at == now + timedelta(minutes=1)
     assert running.status == "running"

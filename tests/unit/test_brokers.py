@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,19 +49,33 @@ class _Broker(dramatiq.Broker):
 
     def __init__(self) -> None:
         super().__init__(middleware=[])
-        self.down, self.tries, self.sent = True, 0, []
+        self.down, self.tries, self.sent, self.delays = True, 0, [], []
 
     def enqueue(self, message, *, delay=None):
         self.tries += 1
         if self.down:
             raise ConnectionError("broker unreachable")
         self.sent.append(message)
+        self.delays.append(delay)
         return message
 
 
-def _jobs(n: int) -> list[SimpleNamespace]:
+def _jobs(n: int, status: str = "queued", next_attempt_at: datetime | None = None) -> list[SimpleNamespace]:
     return [SimpleNamespace(id=uuid.uuid4(), round=1, queue="provisioning.us", kind="provision.create",
-                            resource_id=None, request_id=None) for _ in range(n)]
+                            resource_id=None, request_id=None, status=status, next_attempt_at=next_attempt_at)
+            for _ in range(n)]
+
+
+def test_a_retrying_jobs_message_is_sent_for_when_its_next_attempt_is_due():
+    """A re-sent retrying job (its message lost with the broker's data) keeps its backoff; others go now."""
+    broker = _Broker()
+    broker.down = False
+    soon = datetime.now(timezone.utc) + timedelta(seconds=40)
+    overdue = datetime.now(timezone.utc) - timedelta(seconds=5)
+    jobs = _jobs(1) + _jobs(1, "retrying", soon) + _jobs(1, "retrying", overdue) + _jobs(1, "retrying")
+    assert len(dispatch(broker, jobs)) == 4
+    assert broker.delays[0] is None and broker.delays[2] is None and broker.delays[3] is None
+    assert 39_000 < broker.delays[1] <= 40_000
 
 
 def test_a_failed_send_stops_the_batch_and_rests_the_broker_then_sends_resume(monkeypatch):
