@@ -112,7 +112,8 @@ class ServiceController(Controller):
 
     @post("/{service_id:str}/change-plan", opt=requires("services:write"), status_code=202,
           response_headers=[LOCATION], summary="Move a service to another plan (WHM changepackage)",
-          description=IN_FLIGHT_NOTE + " A plan code this tenant does not have is 400.",
+          description=IN_FLIGHT_NOTE + " A plan code this tenant does not have is 400; asking for another plan "
+          "while a plan change is in flight, 409 conflict (naming the job).",
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
     async def change_plan(self, service_id: ServiceId, data: ChangePlanRequest, session: AsyncSession,
                           caller: Principal, request_id: str, settings: Settings) -> Response[Accepted]:
@@ -124,8 +125,11 @@ class ProvisionController(Controller):
     tags = ["provisioning"]
 
     @post("/{service_id:str}", opt=requires("provisioning:write"), status_code=202,
-          response_headers=[LOCATION], summary="Provision a pending or failed service", description=IN_FLIGHT_NOTE,
-          response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
+          response_headers=[LOCATION], summary="Provision a pending or failed service",
+          description=IN_FLIGHT_NOTE + " A failed service no longer counts on its server, and stays on it (its "
+          "account may be there): if that server has been filled or disabled since, 422 no_capacity and nothing "
+          "changes.", response_description=ACCEPTED,
+          **documented("POST", by_id=True, conflict=True, states=True, capacity=True))
     async def provision(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:
         return await _act(session, caller, service_id, "provision", request_id, settings)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.jobs.models import Job
+from domain.provisioning.service import no_room_again
 from domain.services import rules as service_rules
 from domain.services.models import Service
 
@@ -16,6 +17,24 @@ async def on_failed(session: AsyncSession, job: Job) -> None:
         await session.execute(update(Service).where(Service.id == job.resource_id,
                                                     Service.status == service_rules.PROVISIONING)
                               .values(status=service_rules.FAILED))
+
+
+async def requeue_refusal(session: AsyncSession, job: Job) -> str | None:
+    """Why an ops retry of this failed job would do no good, or None.
+
+    A provisioning job's service must still be `failed` (not terminated since, nor provisioned again by a newer
+    job), and its server must take it back: a failed service no longer counts on it (no_room_again).
+    """
+    if job.kind != "provision.create" or job.resource_id is None:
+        return None
+    service = await session.scalar(select(Service).where(Service.id == job.resource_id).with_for_update()
+                                   .execution_options(populate_existing=True))
+    if service is None:
+        return None
+    if service.status != service_rules.FAILED:
+        return f"its service is {service.status} now"
+    full = await no_room_again(session, service.server_id)
+    return f"no_capacity: {full}" if full else None
 
 
 async def on_requeued(session: AsyncSession, job: Job) -> None:

@@ -75,19 +75,21 @@ async def job_with_history(session: AsyncSession, job_id: str) -> tuple[Job, lis
 
 
 async def _apply(session: AsyncSession, job_ids: Iterable[uuid.UUID | str], refusal: Callable[[str], str | None],
-                 act: Callable[[Job], Awaitable[None]]) -> tuple[list[str], list[Skipped]]:
-    """Lock the named jobs, `act` on each one `refusal` allows, and skip the rest with its reason."""
+                 act: Callable[[Job], Awaitable[str | None]]) -> tuple[list[str], list[Skipped]]:
+    """Lock the named jobs, `act` on each one `refusal` allows, and skip the rest with its reason (or the one
+    `act` returns: what only the job's resource can tell)."""
     ids, skipped = _parse_ids(job_ids)
     jobs = await _locked(session, select(Job).where(Job.id.in_(ids))) if ids else {}
     done: list[str] = []
     for job_id in ids:
         job = jobs.get(job_id)
         reason = NO_SUCH_JOB if job is None else refusal(job.status)
+        if not reason:
+            reason = await act(job)
         if reason:
             skipped.append({"id": str(job_id), "reason": reason})
-            continue
-        await act(job)
-        done.append(str(job_id))
+        else:
+            done.append(str(job_id))
     return done, skipped
 
 
@@ -108,19 +110,25 @@ async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, k
         stmt = stmt.where(Job.kind == kind)
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)
-    jobs = await _locked(session, stmt)
-    for job in jobs.values():
-        await _requeue(session, job)
-    return {"retried": [str(job_id) for job_id in jobs], "skipped": []}
+    retried: list[str] = []
+    skipped: list[Skipped] = []
+    for job in (await _locked(session, stmt)).values():
+        reason = await _requeue(session, job)
+        if reason:
+            skipped.append({"id": str(job.id), "reason": reason})
+        else:
+            retried.append(str(job.id))
+    return {"retried": retried, "skipped": skipped}
 
 
 async def cancel_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> CancelOutcome:
     """Cancel these queued, retrying or failed jobs; a message still in the broker is then skipped."""
     now = datetime.now(timezone.utc)
 
-    async def cancel(job: Job) -> None:
+    async def cancel(job: Job) -> str | None:
         job.status, job.finished_at, job.next_attempt_at, job.updated_at = rules.CANCELLED, now, None, now
         await effects.on_cancelled(session, job)
+        return None
 
     cancelled, skipped = await _apply(session, job_ids, cancel_refusal, cancel)
     return {"cancelled": cancelled, "skipped": skipped}
@@ -152,13 +160,18 @@ async def _locked(session: AsyncSession, stmt: Select) -> dict[uuid.UUID, Job]:
     return {job.id: job for job in (await session.scalars(stmt)).all()}
 
 
-async def _requeue(session: AsyncSession, job: Job) -> None:
-    """A fresh round: attempts restart at 0; the JobAttempt rows of earlier rounds stay as history.
+async def _requeue(session: AsyncSession, job: Job) -> str | None:
+    """A fresh round: attempts restart at 0; the JobAttempt rows of earlier rounds stay as history. Or why not
+    (effects.requeue_refusal), and the job is left as it was.
 
     The last error stays on the row until the next attempt replaces or clears it.
     """
+    reason = await effects.requeue_refusal(session, job)
+    if reason:
+        return reason
     job.status, job.round, job.attempts, job.updated_at = rules.QUEUED, job.round + 1, 0, datetime.now(timezone.utc)
     job.started_at = job.finished_at = job.next_attempt_at = job.dispatched_at = None
     await effects.on_requeued(session, job)
     # Sent after commit, like a newly recorded job (domain.jobs.service.record_job).
     session.info.setdefault(OUTBOX, []).append(job)
+    return None

@@ -102,6 +102,28 @@ async def regions(session: AsyncSession) -> set[str]:
 PLACE = "SELECT servers, chosen FROM hostq_place({region})"
 
 
+async def no_room_again(session: AsyncSession, server_id: uuid.UUID | None) -> str | None:
+    """Why a failed service cannot count on its own server again (provisioned once more), or None if it can.
+
+    A failed service left its server's count (whm_servers.used): going back to `provisioning` puts it there
+    again, so its server must be enabled and have room, as for an order. The server's row stays locked until the
+    transaction ends, as placement's does, so concurrent orders and retries cannot overfill it. The service
+    stays on its own server (an account of it may be there, from a create that timed out).
+    """
+    if server_id is None:
+        return None
+    server = await session.scalar(select(WhmServer).where(WhmServer.id == server_id).with_for_update()
+                                  .execution_options(populate_existing=True))
+    if server is None:
+        return None
+    if not server.enabled:
+        return f"its server {server.name!r} (region {server.region!r}) is disabled"
+    if server.used >= server.capacity:
+        return (f"its server {server.name!r} (region {server.region!r}) is full ({server.used} of "
+                f"{server.capacity}): raise its capacity or terminate a service there")
+    return None
+
+
 def check_placement(region: str, servers: int, server_id: uuid.UUID | None) -> uuid.UUID:
     """The server PLACE chose among the region's `servers`; ValidationFailed (no such region) or
     NoCapacity (all full or disabled) when it chose none."""

@@ -8,10 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.catalog.service import plan_by_code
-from domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
+from domain.errors import Conflict, InvalidState, NoCapacity, NotFound, ValidationFailed
 from domain.jobs import rules as job_rules
 from domain.jobs.models import Job
 from domain.jobs.service import record_job
+from domain.provisioning.service import no_room_again
 from domain.services import rules
 from domain.services.models import Service
 
@@ -46,11 +47,18 @@ async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id
     spec = rules.ACTIONS[action]
     running = await _in_flight(session, service.id)
     if running is not None:
-        if running.kind == spec.kind:
-            return service, running  # natural idempotency: asking again returns the same job
-        raise Conflict(f"the service has a {running.kind} job in flight ({running.id}); try again when it ends")
+        if running.kind != spec.kind:
+            raise Conflict(f"the service has a {running.kind} job in flight ({running.id}); try again when it ends")
+        if action == "change_plan" and (await _args(session, service, action, reason, plan)) != running.args:
+            raise Conflict(f"the service has a change to another plan in flight ({running.id}); try again when "
+                           "it ends")
+        return service, running  # natural idempotency: asking again returns the same job
     if not rules.can_start(action, service.status):
         raise InvalidState(rules.refusal(action, service.status))
+    if spec.at_once == rules.PROVISIONING and service.status == rules.FAILED:
+        full = await no_room_again(session, service.server_id)
+        if full:
+            raise NoCapacity(f"cannot provision the service again: {full}")
     args = await _args(session, service, action, reason, plan)
     job = record_job(session, kind=spec.kind, tenant_id=tenant_id, max_attempts=max_attempts,
                      resource_type="service", resource_id=service.id, region=service.region, args=args,

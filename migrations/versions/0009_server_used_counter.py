@@ -16,7 +16,8 @@ full is held that way, its count cannot drop while it is held, and an order pick
 room in a snapshot taken after its own failed recheck.
 
 Capacity is checked when a service is placed (an order). A service that becomes live again later (a failed
-one provisioned again) goes back on its own server even when that server has since filled up.
+one provisioned again) goes back on its own server; since 2026-11-23 only if that server has room then
+(domain/provisioning/service.py no_room_again), else no_capacity.
 
 Revision ID: 0009
 Revises: 0008

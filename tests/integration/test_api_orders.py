@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 
 from domain.db import session_scope
 from domain.jobs.models import Job
+from domain.provisioning.models import WhmServer
 from domain.services.models import Service
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 
@@ -190,3 +191,59 @@ async def test_a_body_field_missing_or_of_the_wrong_type_is_named_in_errors(clie
     assert [e["field"] for e in unknown.json()["errors"]] == ["nick"], unknown.json()
     assert [e["field"] for e in plan.json()["errors"]] == ["prices"], plan.json()
     assert [e["field"] for e in not_json.json()["errors"]] == ["body"], not_json.json()
+
+
+async def _fail_provisioning(sessions, order: dict) -> None:
+    """As the worker leaves them when a create gives up: the job failed, the service failed (off its server's count)."""
+    async with session_scope(sessions) as session:
+        await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
+            status="failed", attempts=3, error_code="whm_rejected", error_message="no"))
+        await session.execute(update(Service).where(Service.id == uuid.UUID(order["service"]["id"]))
+                              .values(status="failed"))
+
+
+async def test_provisioning_a_failed_service_again_on_a_server_filled_since_is_no_capacity(client, sessions,
+                                                                                          settings):
+    """The failed service left its server's count; another order took the room. Provisioning it again would put
+    3 services on a server for 2: refused, nothing changes, until the server has room."""
+    region, server_id = await add_region(sessions, settings, capacity=2)
+    customer_id, plan = await customer_and_plan(client)
+    first = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    failed = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    await _fail_provisioning(sessions, failed)
+    assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
+
+    again = await client.post(f"/v1/provision/{failed['service']['id']}")
+    assert again.status_code == 422 and again.json()["code"] == "no_capacity", again.text
+    assert "is full (2 of 2)" in again.json()["detail"]
+    service = (await client.get(f"/v1/services/{failed['service']['id']}")).json()
+    assert service["status"] == "failed" and service["last_job_id"] == failed["job"]["id"]
+    async with sessions() as session:
+        assert (await session.get(WhmServer, server_id)).used == 2
+
+    await _fail_provisioning(sessions, first)  # room again (its account never came)
+    again = await client.post(f"/v1/provision/{failed['service']['id']}")
+    assert again.status_code == 202, again.text
+    assert again.json()["service"]["status"] == "provisioning"
+    async with sessions() as session:
+        assert (await session.get(WhmServer, server_id)).used == 2
+
+
+async def test_asking_for_another_plan_while_a_plan_change_is_in_flight_is_a_conflict(client, sessions, settings):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    other, third = [(await client.post("/v1/plans", json={
+        "code": code, "name": code, "whm_package": "pro", "prices": {"monthly": 9990}})).json()["code"]
+        for code in (f"o{uuid.uuid4().hex[:6]}", f"t{uuid.uuid4().hex[:6]}")]
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    async with session_scope(sessions) as session:
+        await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(status="succeeded"))
+        await session.execute(update(Service).where(Service.id == uuid.UUID(order["service"]["id"]))
+                              .values(status="active"))
+    path = f"/v1/services/{order['service']['id']}/change-plan"
+    first = await client.post(path, json={"plan": other})
+    assert first.status_code == 202
+    assert (await client.post(path, json={"plan": other})).json()["job"]["id"] == first.json()["job"]["id"]
+    conflict = await client.post(path, json={"plan": third})
+    assert conflict.status_code == 409 and conflict.json()["code"] == "conflict", conflict.text
+    assert first.json()["job"]["id"] in conflict.json()["detail"]

@@ -23,6 +23,7 @@ from domain.errors import NotFound, ValidationFailed
 from domain.jobs import ops, tracking
 from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import mark_dispatched, record_job, take_outbox, undispatched_jobs
+from domain.provisioning.models import WhmServer
 from domain.services.models import Service
 from hostq import jobs_cli
 from tests.integration.helpers import add_region, customer_and_plan, order_body
@@ -206,6 +207,48 @@ async def test_retry_of_a_failed_provisioning_job_puts_its_service_back_to_provi
         service = await session.get(Service, service_id)
     assert service.status == "provisioning" and service.last_job_id == job_id
     assert (await _row(sessions, job_id)).round == 2 and await resources.redis.llen(queue) == before + 1
+
+
+async def test_a_retry_that_would_overfill_the_services_server_or_of_a_terminated_service_is_skipped(
+        client, sessions, settings, resources):
+    """The failed service left its server's count and another order took the room: retried, it would make 3
+    services on a server for 2. A job whose service was terminated since has nothing to do. Both are skipped with
+    the reason, by id and in bulk, and nothing changes; once the server has room the retry goes through."""
+    region, server_id = await add_region(sessions, settings, capacity=2)
+    customer_id, plan = await customer_and_plan(client)
+    orders = [(await client.post("/v1/services", json=order_body(customer_id, plan, region))).json() for _ in range(2)]
+    failed_job, ended_job = [uuid.UUID(order["job"]["id"]) for order in orders]
+    async with session_scope(sessions) as session:  # both creates gave up; the second service was terminated since
+        for order, status in zip(orders, ("failed", "terminated")):
+            await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
+                status="failed", attempts=3, error_code="whm_unavailable", error_message="503",
+                finished_at=datetime.now(timezone.utc)))
+            await session.execute(update(Service).where(Service.id == uuid.UUID(order["service"]["id"]))
+                                  .values(status=status))
+    for _ in range(2):
+        assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
+
+    outcome = await jobs_cli.retry(settings, ids=[str(failed_job), str(ended_job)])
+    assert outcome["retried"] == []
+    reasons = {item["id"]: item["reason"] for item in outcome["skipped"]}
+    assert reasons[str(ended_job)] == "its service is terminated now"
+    assert re.fullmatch(r"no_capacity: its server '.+' \(region '.+'\) is full \(2 of 2\): raise its capacity or "
+                        r"terminate a service there", reasons[str(failed_job)]), reasons
+    async with session_scope(sessions) as session:  # this test's tenant only: the database is the run's
+        tenant_id = (await session.get(Service, uuid.UUID(orders[0]["service"]["id"]))).tenant_id
+        bulk = await ops.retry_matching(session, kind="provision.create", tenant_id=tenant_id)
+    assert bulk["retried"] == [] and {item["id"]: item["reason"] for item in bulk["skipped"]} == reasons
+    assert (await _row(sessions, failed_job)).status == "failed" and (await _row(sessions, failed_job)).round == 1
+    async with sessions() as session:
+        assert (await session.get(Service, uuid.UUID(orders[0]["service"]["id"]))).status == "failed"
+        assert (await session.get(WhmServer, server_id)).used == 2
+
+    async with session_scope(sessions) as session:
+        await session.execute(update(WhmServer).where(WhmServer.id == server_id).values(capacity=3))
+    assert (await jobs_cli.retry(settings, ids=[str(failed_job)]))["retried"] == [str(failed_job)]
+    async with sessions() as session:
+        assert (await session.get(Service, uuid.UUID(orders[0]["service"]["id"]))).status == "provisioning"
+        assert (await session.get(WhmServer, server_id)).used == 3
 
 
 async def test_cancelling_a_provisioning_job_leaves_its_service_failed_not_waiting(client, sessions, settings):

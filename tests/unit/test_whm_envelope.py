@@ -71,7 +71,7 @@ def test_other_result_0_is_rejected_and_permanent(reason):
     with pytest.raises(WhmRejected) as caught:
         classify("createacct", *envelope(0, reason))
     assert type(caught.value) is WhmRejected
-    assert (caught.value.code, caught.value.message) == ("whm_rejected", reason)
+    assert (caught.value.code, caught.value.message) == ("whm_rejected", f"createacct: {reason}")
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,7 @@ class WhmAuthError(PermanentIntegrationError):
 
 
 class WhmRejected(PermanentIntegrationError):
-    """WHM answered metadata.result 0; `message` is its reason, verbatim."""
+    """WHM answered metadata.result 0; `message` is the function and its reason, verbatim."""
 
     error_code = "whm_rejected"
 
@@ -96,7 +96,7 @@ def classify(function: str, status: int, reason: str, content_type: str, body: b
         raise WhmAccountExists(reason)
     if _NO_ACCOUNT_REASON.search(reason):
         raise WhmNoSuchAccount(reason)
-    raise WhmRejected(reason)
+    raise WhmRejected(f"{function}: {reason}")
 
 
 #: The calls that change an account: one that timed out may still be carried out by WHM.
