@@ -80,9 +80,16 @@ async def _apply(session: AsyncSession, job_ids: Iterable[uuid.UUID | str], refu
     `act` returns: what only the job's resource can tell)."""
     ids, skipped = _parse_ids(job_ids)
     jobs = await _locked(session, select(Job).where(Job.id.in_(ids))) if ids else {}
+    done, refused = await _each([(job_id, jobs.get(job_id)) for job_id in ids], refusal, act)
+    return done, skipped + refused
+
+
+async def _each(jobs: list[tuple[uuid.UUID, Job | None]], refusal: Callable[[str], str | None],
+                act: Callable[[Job], Awaitable[str | None]]) -> tuple[list[str], list[Skipped]]:
+    """`act` on each locked job `refusal` allows; (ids acted on, skipped with the reason)."""
     done: list[str] = []
-    for job_id in ids:
-        job = jobs.get(job_id)
+    skipped: list[Skipped] = []
+    for job_id, job in jobs:
         reason = NO_SUCH_JOB if job is None else refusal(job.status)
         if not reason:
             reason = await act(job)
@@ -110,14 +117,8 @@ async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, k
         stmt = stmt.where(Job.kind == kind)
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)
-    retried: list[str] = []
-    skipped: list[Skipped] = []
-    for job in (await _locked(session, stmt)).values():
-        reason = await _requeue(session, job)
-        if reason:
-            skipped.append({"id": str(job.id), "reason": reason})
-        else:
-            retried.append(str(job.id))
+    jobs = await _locked(session, stmt)
+    retried, skipped = await _each(list(jobs.items()), retry_refusal, lambda job: _requeue(session, job))
     return {"retried": retried, "skipped": skipped}
 
 
