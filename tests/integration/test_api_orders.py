@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from domain.db import session_scope
 from domain.jobs.models import Job
@@ -227,6 +227,30 @@ async def test_provisioning_a_failed_service_again_on_a_server_filled_since_is_n
     assert again.json()["service"]["status"] == "provisioning"
     async with sessions() as session:
         assert (await session.get(WhmServer, server_id)).used == 2
+
+
+async def test_the_databases_capacity_backstop_answers_no_capacity_and_changes_nothing(client, sessions, settings,
+                                                                                        monkeypatch, caplog):
+    """Were the room check ever skipped (here: switched off), the counter's trigger (migration 0011) refuses."""
+    region, server_id = await add_region(sessions, settings, capacity=1)
+    customer_id, plan = await customer_and_plan(client)
+    failed = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    await _fail_provisioning(sessions, failed)
+    assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
+
+    async def forgot(session, server_id):
+        return None
+
+    monkeypatch.setattr("domain.services.lifecycle.no_room_again", forgot)
+    again = await client.post(f"/v1/provision/{failed['service']['id']}")
+    assert again.status_code == 422 and again.json()["code"] == "no_capacity", again.text
+    assert "capacity backstop refused" in caplog.text
+    service = (await client.get(f"/v1/services/{failed['service']['id']}")).json()
+    assert service["status"] == "failed" and service["last_job_id"] == failed["job"]["id"]
+    async with sessions() as session:
+        assert (await session.get(WhmServer, server_id)).used == 1
+        assert await session.scalar(select(func.count()).select_from(Job).where(
+            Job.resource_id == uuid.UUID(failed["service"]["id"]))) == 1
 
 
 async def test_asking_for_another_plan_while_a_plan_change_is_in_flight_is_a_conflict(client, sessions, settings):

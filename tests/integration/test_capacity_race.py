@@ -9,7 +9,9 @@ import subprocess
 import uuid
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from domain.db import session_scope
 from domain.provisioning.models import WhmServer
@@ -52,6 +54,32 @@ async def test_concurrent_orders_spill_over_to_the_region_s_other_server(client,
     assert sum(a.status_code == 422 for a in answers) == 4
 
 
+async def test_no_service_becomes_live_on_a_server_without_room_whatever_the_code_path(client, sessions, settings):
+    region, server_id = await add_region(sessions, settings, capacity=2)
+    customer_id, plan = await customer_and_plan(client)
+    ids = [uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+                     ["service"]["id"]) for _ in range(2)]
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == ids[0]).values(status="failed"))
+    assert await _used(sessions, server_id) == (1, 1)
+    again = await client.post("/v1/services", json=order_body(customer_id, plan, region))  # takes the room
+    assert again.status_code == 202
+    # Bypassing every check in the code (no_room_again, placement): the database itself refuses.
+    with pytest.raises(IntegrityError) as refused:
+        async with session_scope(sessions) as session:
+            await session.execute(update(Service).where(Service.id == ids[0]).values(status="provisioning"))
+    assert refused.value.orig.sqlstate == "23514" and "has no room for service" in str(refused.value)
+    assert await _used(sessions, server_id) == (2, 2)
+    async with session_scope(sessions) as session:
+        assert await session.scalar(select(Service.status).where(Service.id == ids[0])) == "failed"
+        # Lowering the capacity under the count is allowed; live-to-live moves still pass; nothing new fits.
+        await session.execute(update(WhmServer).where(WhmServer.id == server_id).values(capacity=1))
+        await session.execute(update(Service).where(Service.id == ids[1]).values(status="suspended"))
+    assert await _used(sessions, server_id) == (2, 2)
+    full = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    assert full.status_code == 422 and full.json()["code"] == "no_capacity"
+
+
 async def test_the_counter_follows_the_service_s_life(client, sessions, settings):
     region, first = await add_region(sessions, settings, capacity=2)
     _, second = await add_region(sessions, settings, region, capacity=2)
@@ -77,6 +105,13 @@ async def test_the_counter_follows_the_service_s_life(client, sessions, settings
     assert again.status_code == 202 and again.json()["service"]["server_id"] == str(first)
     await move(on_first[1], status="failed")
     await move(on_first[1], status="provisioning")  # provisioned again: live, on its own server
+    assert await _used(sessions, first) == (2, 2)
+    # The counter's backstop (migration 0011): a service never becomes live on a server with no room.
+    with pytest.raises(IntegrityError, match="has no room for service"):
+        await move(on_first[1], server_id=second)
+    assert await _used(sessions, first) == (2, 2) and await _used(sessions, second) == (2, 2)
+    async with session_scope(sessions) as session:
+        await session.execute(update(WhmServer).where(WhmServer.id == second).values(capacity=3))
     await move(on_first[1], server_id=second)  # moved: counted on the other server
     assert await _used(sessions, first) == (1, 1) and await _used(sessions, second) == (3, 3)
     async with session_scope(sessions) as session:
