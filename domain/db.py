@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import datetime, timezone
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, event, func
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,13 +72,26 @@ def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system"
         # A superuser bypasses row-level security; hostq_app (created by the migrations) does not.
         dbapi_connection.run_async(lambda raw: raw.execute(f"SET ROLE {APP_ROLE}"))
 
+    # A pooled connection that Postgres closed while it sat idle (a restart, a failover, an admin's
+    # pg_terminate_backend) is replaced at checkout: DisconnectionError makes the pool discard it and check out
+    # another, up to three times, instead of the request failing on it. asyncpg notices a closed socket at once
+    # (is_closed), so this costs no round trip; a connection lost between the check and its first statement is
+    # still an error (503 at the API) and is then discarded.
     @event.listens_for(engine.sync_engine, "checkout")
     def _scope(dbapi_connection, record, _proxy) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the database closed this pooled connection")
         tenant = CURRENT_TENANT.get() if scope == "tenant" else ""
         if record.info.get("hostq.scope") == (tenant, scope):
             return  # this connection already acts for that tenant: spare the round trip
-        dbapi_connection.run_async(lambda raw: raw.execute(
-            "SELECT set_config('hostq.tenant_id', $1, false), set_config('hostq.scope', $2, false)", tenant, scope))
+        try:
+            dbapi_connection.run_async(lambda raw: raw.execute(
+                "SELECT set_config('hostq.tenant_id', $1, false), set_config('hostq.scope', $2, false)",
+                tenant, scope))
+        except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError) as exc:
+            if dbapi_connection.driver_connection.is_closed():
+                raise DisconnectionError(f"the database closed this pooled connection: {exc}") from exc
+            raise
         record.info["hostq.scope"] = (tenant, scope)
 
     return engine

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from dataclasses import replace
 
+import asyncpg
 import httpx
+from sqlalchemy import text
 
 from api.app import create_app
 from api.resources import Resources
+from domain.db import CURRENT_TENANT, make_engine, make_sessionmaker
+from domain.pg import plain_dsn
 from hostq.client import HostqSigner
 
 
@@ -27,3 +33,37 @@ async def test_database_down_is_a_quick_503(settings, tenant):
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "unavailable" and response.headers["retry-after"]
     assert elapsed < 6  # the connect timeout, not a hang
+
+
+async def _kill_backends(settings, pids: set[int]) -> None:
+    admin = await asyncpg.connect(plain_dsn(settings.database_url))
+    try:
+        killed = await admin.fetchval("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM "
+                                      "pg_stat_activity WHERE pid = ANY($1::int[])", list(pids))
+    finally:
+        await admin.close()
+    assert killed == len(pids)
+
+
+async def test_pooled_connections_the_database_closed_are_replaced_not_failed(settings):
+    """Postgres restarted (or failed over) while the pool's connections sat idle: the next sessions get fresh
+    connections, for the tenant whose scope the dead connection held and for another alike."""
+    engine = make_engine(settings.database_url, pool_size=2, max_overflow=0, scope="tenant")
+    sessions = make_sessionmaker(engine)
+    pid = text("SELECT pg_backend_pid()")
+    try:
+        token = CURRENT_TENANT.set(str(uuid.uuid4()))
+        try:
+            async with sessions() as first, sessions() as second:
+                pids = {await first.scalar(pid), await second.scalar(pid)}
+            await _kill_backends(settings, pids)
+            await asyncio.sleep(0.2)  # the server's close reaches the idle sockets
+            async with sessions() as same_tenant:  # the scope is cached: no statement at checkout
+                fresh = await same_tenant.scalar(pid)
+        finally:
+            CURRENT_TENANT.reset(token)
+        async with sessions() as other_tenant:  # the scope changes: a statement at checkout
+            other = await other_tenant.scalar(pid)
+    finally:
+        await engine.dispose()
+    assert fresh not in pids and other not in pids
