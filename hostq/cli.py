@@ -192,9 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     whm.set_defaults(run=_sandbox_whm)
 
     dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")
-    dev.add_argument("--port", type=int, default=8000)
-    dev.add_argument("--whm-port", type=int, default=2087, help="the first region's fake WHM; the next regions use the following ports")
-    dev.add_argument("--regions", default="us", help="comma-separated regions, each with its own fake WHM and worker")
+    dev.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")
+    dev.add_argument("--whm-port", type=int, default=2087,
+                     help="the first region's fake WHM (default: 2087); the next regions use the following ports")
+    dev.add_argument("--regions", default="us",
+                     help="comma-separated regions, each with its own fake WHM and worker (default: us)")
     dev.set_defaults(run=_dev)
 
     call = sub.add_parser("call", help="send a signed request (HOSTQ_API_URL, HOSTQ_API_KEY, HOSTQ_SIGNING_SECRET)")
