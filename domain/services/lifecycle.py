@@ -23,15 +23,19 @@ async def _in_flight(session: AsyncSession, service_id: uuid.UUID) -> Job | None
                                 .order_by(Job.created_at.desc()).limit(1))
 
 
-async def _args(session: AsyncSession, service: Service, action: str, reason: str | None,
-                plan: str | None) -> dict:
+async def _plan(session: AsyncSession, service: Service, code: str | None):
+    """The plan a change-plan asks for; a bad input is a 400 whatever the service's state."""
+    target = await plan_by_code(session, service.tenant_id, code or "")
+    if target is None:
+        raise ValidationFailed("plan: no such plan", errors=[{"field": "plan", "message": "no such plan"}])
+    return target
+
+
+def _args(service: Service, action: str, reason: str | None, target) -> dict:
     if action == "suspend":
         return {"reason": (reason or "").strip()[:200], "suspended_reason": "reseller"}
     if action != "change_plan":
         return {}
-    target = await plan_by_code(session, service.tenant_id, plan or "")
-    if target is None:
-        raise ValidationFailed("plan: no such plan", errors=[{"field": "plan", "message": "no such plan"}])
     if target.id == service.plan_id:
         raise InvalidState(f"the service is already on plan {target.code!r}")
     return {"plan_id": str(target.id)}
@@ -45,11 +49,12 @@ async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id
     if service is None or service.tenant_id != tenant_id:
         raise NotFound("no such service")
     spec = rules.ACTIONS[action]
+    target = await _plan(session, service, plan) if action == "change_plan" else None
     running = await _in_flight(session, service.id)
     if running is not None:
         if running.kind != spec.kind:
             raise Conflict(f"the service has a {running.kind} job in flight ({running.id}); try again when it ends")
-        if action == "change_plan" and (await _args(session, service, action, reason, plan)) != running.args:
+        if target is not None and running.args != {"plan_id": str(target.id)}:
             raise Conflict(f"the service has a change to another plan in flight ({running.id}); try again when "
                            "it ends")
         return service, running  # natural idempotency: asking again returns the same job
@@ -59,7 +64,7 @@ async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id
         full = await no_room_again(session, service.server_id)
         if full:
             raise NoCapacity(f"cannot provision the service again: {full}")
-    args = await _args(session, service, action, reason, plan)
+    args = _args(service, action, reason, target)
     job = record_job(session, kind=spec.kind, tenant_id=tenant_id, max_attempts=max_attempts,
                      resource_type="service", resource_id=service.id, region=service.region, args=args,
                      request_id=request_id)

@@ -271,3 +271,14 @@ async def test_asking_for_another_plan_while_a_plan_change_is_in_flight_is_a_con
     conflict = await client.post(path, json={"plan": third})
     assert conflict.status_code == 409 and conflict.json()["code"] == "conflict", conflict.text
     assert first.json()["job"]["id"] in conflict.json()["detail"]
+    suspend = await client.post(f"/v1/services/{order['service']['id']}/suspend", json={})
+    assert suspend.status_code == 409, suspend.text
+
+    # Bad input is a 400 whatever is in flight, another kind of job too.
+    async with session_scope(sessions) as session:
+        await session.execute(update(Job).where(Job.id == uuid.UUID(first.json()["job"]["id"]))
+                              .values(status="succeeded"))
+    assert (await client.post(f"/v1/services/{order['service']['id']}/suspend", json={})).status_code == 202
+    unknown = await client.post(path, json={"plan": "no-such-plan"})
+    assert unknown.status_code == 400 and unknown.json()["errors"] == [{"field": "plan", "message": "no such plan"}]
+    assert (await client.post(path, json={"plan": third})).status_code == 409
