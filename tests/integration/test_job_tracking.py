@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import time
 
+import asyncpg
 import dramatiq
 import pytest
 from sqlalchemy import select
@@ -298,3 +299,22 @@ def test_loaded_and_completing_statements_are_renumbered_after_the_jobs_own():
     start = tracking.start_sql("SELECT id FROM t WHERE id = $1 AND $1 IS NOT NULL")
     assert "WHERE id = $4 AND $4 IS NOT NULL" in start and "$1" in start
     assert "UPDATE t SET x = 1 WHERE id = $4" in tracking.finish_sql("UPDATE t SET x = 1 WHERE id = $1")
+
+
+async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_broker, sessions, monkeypatch):
+    """The database dropped the connection as the success was recorded (a restart, a failover): Dramatiq's retry
+    brings the message back, the next attempt closes the unrecorded one as lost, and the job ends succeeded."""
+    from domain.jobs import tracking
+    real, cut = tracking.finish_success, set()
+
+    async def connection_cut_once(db, job_id, result, **kwargs):
+        if job_id not in cut:
+            cut.add(job_id)
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return await real(db, job_id, result, **kwargs)
+
+    monkeypatch.setattr(tracking, "finish_success", connection_cut_once)
+    job = await _run(sessions, worker_broker, ["ok"], max_attempts=3)
+    assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"done": 2}), job.error_message
+    assert CALLS[str(job.id)] == 2  # the work ran again: for a create, the adopt rule finds the account
+    assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "succeeded", None)]
