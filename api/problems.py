@@ -106,7 +106,7 @@ def handle(request: Request, exc: Exception) -> Response:
         # Postgres refused a value (e.g. a NUL character in text): bad input, not a server fault.
         return problem(request, 400, "validation_error", "Validation failed", "a value is not acceptable "
                        "(for example, text may not contain NUL characters)")
-    if sqlstate == "23514" and "has no room for service" in str(exc):
+    if sqlstate == "23514" and "has no room for another service" in str(exc):
         # The live-service counter's backstop (migration 0011): a path reached it without checking room first.
         log.warning("server capacity backstop refused a change (request_id=%s): %s", request_id(request.scope),
                     str(getattr(exc, "orig", exc)).splitlines()[0])

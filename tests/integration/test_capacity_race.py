@@ -68,7 +68,7 @@ async def test_no_service_becomes_live_on_a_server_without_room_whatever_the_cod
     with pytest.raises(IntegrityError) as refused:
         async with session_scope(sessions) as session:
             await session.execute(update(Service).where(Service.id == ids[0]).values(status="provisioning"))
-    assert refused.value.orig.sqlstate == "23514" and "has no room for service" in str(refused.value)
+    assert refused.value.orig.sqlstate == "23514" and "has no room for another service" in str(refused.value)
     assert await _used(sessions, server_id) == (2, 2)
     async with session_scope(sessions) as session:
         assert await session.scalar(select(Service.status).where(Service.id == ids[0])) == "failed"
@@ -107,7 +107,7 @@ async def test_the_counter_follows_the_service_s_life(client, sessions, settings
     await move(on_first[1], status="provisioning")  # provisioned again: live, on its own server
     assert await _used(sessions, first) == (2, 2)
     # The counter's backstop (migration 0011): a service never becomes live on a server with no room.
-    with pytest.raises(IntegrityError, match="has no room for service"):
+    with pytest.raises(IntegrityError, match="has no room for another service"):
         await move(on_first[1], server_id=second)
     assert await _used(sessions, first) == (2, 2) and await _used(sessions, second) == (2, 2)
     async with session_scope(sessions) as session:
