@@ -11,6 +11,9 @@ from domain.services import rules as service_rules
 from domain.services.models import Service
 
 
+_ACTION_OF_KIND = {spec.kind: name for name, spec in service_rules.ACTIONS.items()}
+
+
 async def on_failed(session: AsyncSession, job: Job) -> None:
     """A provisioning job that gave up leaves its service `failed` (visible, retryable by ops)."""
     if job.kind == "provision.create" and job.resource_id is not None:
@@ -20,21 +23,32 @@ async def on_failed(session: AsyncSession, job: Job) -> None:
 
 
 async def requeue_refusal(session: AsyncSession, job: Job) -> str | None:
-    """Why an ops retry of this failed job would do no good, or None.
+    """Why an ops retry of this failed job would do no good, or harm, or None.
 
-    A provisioning job's service must still be `failed` (not terminated since, nor provisioned again by a newer
-    job), and its server must take it back: a failed service no longer counts on it (no_room_again).
+    A job on a service must still be its service's latest (a later job, say a newer plan change or a terminate,
+    has superseded it: retrying would undo what was asked after it), and the service's state must still allow
+    the action. A create's service must still be `failed`, and its server must take it back: a failed service
+    no longer counts on it (no_room_again).
     """
-    if job.kind != "provision.create" or job.resource_id is None:
+    action = _ACTION_OF_KIND.get(job.kind)
+    if action is None or job.resource_id is None:
         return None
     service = await session.scalar(select(Service).where(Service.id == job.resource_id).with_for_update()
                                    .execution_options(populate_existing=True))
     if service is None:
-        return None
-    if service.status != service_rules.FAILED:
+        return "its service no longer exists"
+    if job.kind == "provision.create" and service.status != service_rules.FAILED:
         return f"its service is {service.status} now"
-    full = await no_room_again(session, service.server_id)
-    return f"no_capacity: {full}" if full else None
+    if not service_rules.can_start(action, service.status):
+        return f"its service is {service.status} now: {service_rules.refusal(action, service.status)}"
+    if service.last_job_id is not None and service.last_job_id != job.id:
+        later = await session.get(Job, service.last_job_id)
+        what = f" ({later.kind}, {later.status})" if later is not None else ""
+        return f"superseded by a later job on its service: {service.last_job_id}{what}"
+    if job.kind == "provision.create":
+        full = await no_room_again(session, service.server_id)
+        return f"no_capacity: {full}" if full else None
+    return None
 
 
 async def on_requeued(session: AsyncSession, job: Job) -> None:

@@ -251,6 +251,68 @@ async def test_a_retry_that_would_overfill_the_services_server_or_of_a_terminate
         assert (await session.get(WhmServer, server_id)).used == 3
 
 
+async def _gave_up(sessions, job_id: str) -> None:
+    """The job as the worker leaves it when its last attempt failed."""
+    async with session_scope(sessions) as session:
+        await session.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(
+            status="failed", attempts=3, error_code="whm_unavailable", error_message="503",
+            finished_at=datetime.now(timezone.utc)))
+
+
+async def _succeeded(sessions, job_id: str, **service_values) -> None:
+    """The job as the worker leaves it when it succeeded, with its service's new state."""
+    async with session_scope(sessions) as session:
+        job = await session.get(Job, uuid.UUID(job_id))
+        job.status, job.finished_at = "succeeded", datetime.now(timezone.utc)
+        await session.execute(update(Service).where(Service.id == job.resource_id).values(**service_values))
+
+
+async def test_a_retry_of_a_service_action_that_a_later_request_superseded_or_the_state_forbids_is_skipped(
+        client, sessions, settings):
+    """Ops retrying failed jobs in bulk must not undo what the reseller asked for after them: a plan change that
+    gave up, followed by a successful change to another plan, is not run again (it would put the old plan
+    back); a suspend that gave up on a service terminated since has nothing left to do. Both are skipped with
+    the reason and stay failed; a failed action that is still its service's latest is retried."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    other = [f"p{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for code in other:
+        assert (await client.post("/v1/plans", json={"code": code, "name": code, "whm_package": "pro",
+                                                     "prices": {"monthly": 9990}})).status_code == 201
+    services = []
+    for _ in range(3):
+        order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+        await _succeeded(sessions, order["job"]["id"], status="active", username=f"u{uuid.uuid4().hex[:7]}")
+        services.append(order["service"]["id"])
+    changed, terminated, latest = services
+
+    async def act(service_id: str, action: str, body: dict | None = None) -> str:
+        response = await client.post(f"/v1/services/{service_id}/{action}", json=body)
+        assert response.status_code == 202, response.text
+        return response.json()["job"]["id"]
+
+    stale_change = await act(changed, "change-plan", {"plan": other[0]})
+    await _gave_up(sessions, stale_change)
+    newer_change = await act(changed, "change-plan", {"plan": other[1]})
+    await _succeeded(sessions, newer_change)
+    stale_suspend = await act(terminated, "suspend")
+    await _gave_up(sessions, stale_suspend)
+    await _succeeded(sessions, await act(terminated, "terminate"), status="terminated")
+    latest_suspend = await act(latest, "suspend")
+    await _gave_up(sessions, latest_suspend)
+
+    outcome = await jobs_cli.retry(settings, ids=[stale_change, stale_suspend, latest_suspend])
+
+    assert outcome["retried"] == [latest_suspend]
+    assert {item["id"]: item["reason"] for item in outcome["skipped"]} == {
+        stale_change: f"superseded by a later job on its service: {newer_change} (provision.change_plan, succeeded)",
+        stale_suspend: "its service is terminated now: cannot suspend a terminated service"}
+    for job_id in (stale_change, stale_suspend):
+        row = await _row(sessions, uuid.UUID(job_id))
+        assert (row.status, row.round) == ("failed", 1)
+    assert (await _row(sessions, uuid.UUID(latest_suspend))).status == "queued"
+
+
 async def test_cancelling_a_provisioning_job_leaves_its_service_failed_not_waiting(client, sessions, settings):
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
