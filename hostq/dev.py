@@ -128,7 +128,9 @@ def _interrupt(*_) -> None:
     raise KeyboardInterrupt
 
 
-#: A child that exits this many times within RESTART_WINDOW_S is not restarted again: `hostq dev` stops.
+#: A child that exits this many times within RESTART_WINDOW_S is not restarted again: `hostq dev` stops. A child
+#: killed with SIGKILL (`kill -9` in a crash test, or the OOM killer) is not crash-looping: it is always started
+#: again, however often.
 RESTART_LIMIT, RESTART_WINDOW_S = 5, 60.0
 
 
@@ -151,7 +153,9 @@ class _Child:
         if code is None:
             return True
         now = time.monotonic()
-        self.exits = [t for t in self.exits if now - t < RESTART_WINDOW_S] + [now]
+        self.exits = [t for t in self.exits if now - t < RESTART_WINDOW_S]
+        if code != -signal.SIGKILL:
+            self.exits.append(now)
         if len(self.exits) >= RESTART_LIMIT:
             print(f"hostq: {self.name} exited {len(self.exits)} times within {RESTART_WINDOW_S:.0f} s "
                   f"(last code {code}); stopping everything", file=sys.stderr)
