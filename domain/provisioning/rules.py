@@ -53,6 +53,11 @@ def username_candidates(domain: str) -> Iterable[str]:
         yield (base[: UNIQUE_PREFIX - len(suffix)] if len(base) + len(suffix) > UNIQUE_PREFIX else base) + suffix
 
 
+def username_family(domain: str) -> str:
+    """What every one of the domain's username candidates begins with."""
+    return username_base(domain)[:UNIQUE_PREFIX - 4]
+
+
 def choose_username(domain: str, taken_prefixes: set[str]) -> str:
     """The first candidate whose first 8 characters no account on the server uses."""
     for candidate in username_candidates(domain):

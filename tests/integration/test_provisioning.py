@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import httpx
 import pytest
 
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
+from domain.provisioning import rules as naming
 from domain.provisioning.accounts import provision_account
 from domain.services.models import Service
 from hostq.sandbox.whm import create_app as fake_whm
@@ -103,6 +105,31 @@ async def test_generated_username_skips_names_taken_on_whm(client, db, sessions,
     result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert result["username"][:8] != stem[:8]
     assert len(await _accounts_for(control, ordered["domain"])) == 1
+
+
+async def test_a_server_crowded_with_the_domains_stem_still_gives_the_next_free_username(
+        client, db, sessions, settings, whm_url, whm, control):
+    """A reseller with many `construtora-*.com.br` customers on one server: the first 120 names of the family
+    (construt, constru1..9, constr10..99, const100..119) are taken by live services, so the order gets the 121st,
+    in a few statements. Walking the candidates one refused statement at a time gave up after 50."""
+    region, _ = await add_region(sessions, settings, url=whm_url, capacity=1000)
+    customer_id, plan = await customer_and_plan(client)
+    response = await client.post("/v1/services", json=order_body(
+        customer_id, plan, region, domain=f"construtora-{uuid.uuid4().hex[:8]}.com.br"))
+    ordered = response.json()["service"]
+    crowd = list(itertools.islice(naming.username_candidates("construtora.com.br"), 120))
+    assert crowd[-1] == "const119"
+    await db.execute(
+        "INSERT INTO services (id, tenant_id, customer_id, plan_id, plan_code, domain, region, billing_cycle, status,"
+        " username, server_id) SELECT gen_random_uuid(), tenant_id, customer_id, plan_id, plan_code,"
+        " 'n' || n || '-' || domain, region, billing_cycle, 'active', u, server_id"
+        " FROM services, unnest($2::text[]) WITH ORDINALITY AS t(u, n) WHERE id = $1",
+        uuid.UUID(ordered["id"]), crowd)
+
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+
+    assert result["username"] == "const120" and result["outcome"] == "created"
+    assert [a["user"] for a in await _accounts_for(control, ordered["domain"])] == ["const120"]
 
 
 async def test_domain_already_on_whm_under_another_user_is_a_named_conflict(client, db, sessions, settings, whm_url,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from domain.provisioning.rules import (
-    ServerLoad, choose_username, normalize_domain, place, username_base, username_problem, valid_domain)
+    ServerLoad, choose_username, normalize_domain, place, username_base, username_candidates, username_family,
+    username_problem, valid_domain)
 
 
 @pytest.mark.parametrize("domain", ["example.com", "a-b.example.com.br", "xn--caf-dma.com", "a.io",
@@ -123,3 +124,13 @@ def test_place_ties_go_to_the_first():
 @pytest.mark.parametrize("servers", [[], [ServerLoad("a", 10, 10), ServerLoad("b", 0, 0)]])
 def test_place_none_when_all_full(servers):
     assert place(servers) is None
+
+
+@pytest.mark.parametrize("domain", ["example.com", "averyverylongname.com", "ab.com", "a.io", "2024.com",
+                                    "construtora-sul.com.br"])
+def test_every_candidate_begins_with_the_domains_family(domain):
+    """The worker reads the taken names of a family with one prefix query: no candidate may fall outside it."""
+    family = username_family(domain)
+    candidates = list(username_candidates(domain))
+    assert len(candidates) == 10_000 and all(c.startswith(family) for c in candidates)
+    assert len({c[:8] for c in candidates}) == len(candidates)  # and each one is a new first 8
