@@ -64,7 +64,8 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-WORKER_LOST = JobError("worker_lost", "the worker running this attempt stopped (killed or crashed)", True)
+WORKER_LOST = JobError("worker_lost", "this attempt ended without its outcome recorded: its worker stopped (killed or "
+                       "crashed), or the database could not be reached when it ended", True)
 
 #: A retrying job delivered up to this much before its next attempt is due still runs it: the delayed message's
 #: due time and the job row's are taken a few milliseconds apart, and machines' clocks differ a little.

@@ -88,8 +88,8 @@ def stack(hostq_cmd, test_env, settings, tmp_path_factory):
                                    "--username", "root", "--token", "sandbox", "--name", "whm-a")
             server_b = pool.submit(procs.run, "servers", "add", "--region", region_b, "--url", whm_b,
                                    "--username", "root", "--token", "sandbox", "--name", "whm-b")
-            creds = pool.submit(procs.run, "tenants", "create", "--name", "Faults Hosting",
-                                "--rate-limit", "100000")
+            creds = pool.submit(procs.run, "tenants", "create", "--name", "Faults Hosting",  # a slug per stack:
+                                "--slug", f"faults-{uuid.uuid4().hex[:8]}", "--rate-limit", "100000")  # test_chaos
             server_a, server_b, creds = server_a.result(), server_b.result(), creds.result()
         for url in (f"{whm_a}/__sandbox/accounts", f"{whm_b}/__sandbox/accounts", f"{base}/health/ready"):
             wait_until(url)
