@@ -10,6 +10,7 @@ rules hold whatever the interleaving.
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -21,8 +22,10 @@ import pytest
 from tests.e2e.helpers import FINISHED
 from tests.e2e.test_provisioning_faults import Stack, _domain, stack  # noqa: F401  (the two-region stack)
 
-SEED = 20261124
-ORDERS = 40
+# A longer hunt: HOSTQ_CHAOS_SEED=7 HOSTQ_CHAOS_ORDERS=150 HOSTQ_CHAOS_ROUNDS=4 pytest tests/e2e/test_chaos.py -s
+SEED = int(os.environ.get("HOSTQ_CHAOS_SEED", 20261124))
+ORDERS = int(os.environ.get("HOSTQ_CHAOS_ORDERS", 40))
+ROUNDS = int(os.environ.get("HOSTQ_CHAOS_ROUNDS", 2))
 FUNCTIONS = ("createacct", "verify_new_username", "accountsummary", "suspendacct", "unsuspendacct", "removeacct",
              "changepackage")
 MODES = ("http_500", "reset", "timeout", "result_0", "timeout_then_create")  # operations.md's sandbox faults
@@ -50,7 +53,7 @@ def _kill_and_restart(stack: Stack, worker: str, region: str) -> None:
     stack.procs.start(worker, "worker", "--region", region)
 
 
-def _wait_finished(stack: Stack, job_ids: list[str], timeout: float = 90.0) -> dict[str, dict]:
+def _wait_finished(stack: Stack, job_ids: list[str], timeout: float = 90.0 + ORDERS) -> dict[str, dict]:
     """Every job's final state; fails naming the jobs still unfinished after `timeout`."""
     deadline, jobs = time.monotonic() + timeout, {}
     while True:
@@ -100,12 +103,12 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
         _kill_and_restart(stack, "worker_a", stack.region_a)
         time.sleep(1)
         _kill_and_restart(stack, "worker_b", stack.region_b)
-        for round_ in range(2):
+        for round_ in range(ROUNDS):
             for service_id in services:
                 if rnd.random() < 0.6 and (accepted := _act(stack, rnd, service_id)):
                     jobs.append(accepted[0])
                     asked[service_id].append(accepted)
-            _kill_and_restart(stack, ("worker_a", "worker_b")[round_], (stack.region_a, stack.region_b)[round_])
+            _kill_and_restart(stack, ("worker_a", "worker_b")[round_ % 2], (stack.region_a, stack.region_b)[round_ % 2])
             time.sleep(1.5)
     finally:
         stop.set()
@@ -126,7 +129,7 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
         final.update(_wait_finished(stack, outcome["retried"]))
 
     kinds = sorted({j["kind"] for j in final.values()})
-    print(f"[chaos] {len(injected)} faults, 4 SIGKILLs, {len(final)} jobs ({', '.join(kinds)}): "
+    print(f"[chaos] seed {SEED}: {ORDERS} orders, {len(injected)} faults, {2 + ROUNDS} SIGKILLs, {len(final)} jobs ({', '.join(kinds)}): "
           f"{sum(j['status'] == 'succeeded' for j in final.values())} succeeded, "
           f"{sum(j['status'] == 'failed' for j in final.values())} left failed, {len(skipped)} retries skipped")
     for job_id, job in final.items():
