@@ -87,29 +87,31 @@ async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str,
 SANDBOX_PREFIX = "sandbox-"
 
 
-async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> list[str]:
+async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """`hostq dev`'s fake WHM servers, one per region at these URLs: an earlier run's `sandbox-<region>` is
     pointed at this run's fake and enabled, a missing one is added; the others (regions this run does not start,
     whose orders would wait for a worker that never comes, and the extra ones of a region that hostq before
-    this change added on another port) are disabled. Returns the regions of those disabled."""
+    this change added on another port) are disabled. Returns the regions of those disabled, and the id of each
+    region's server taking orders."""
     kek = settings.require_kek()
 
     async def work(session):
         ours = (select(WhmServer).where(WhmServer.name == literal(SANDBOX_PREFIX) + WhmServer.region)
                 .order_by(WhmServer.id))
-        kept, retired = set(), set()
+        kept, retired = {}, set()
         for server in (await session.scalars(ours)).all():
             if server.region in urls and server.region not in kept:
-                kept.add(server.region)
+                kept[server.region] = str(server.id)
                 await update_server(session, kek, server.id, url=urls[server.region], token="sandbox", enabled=True,
                                     unique_url=False)
             elif server.enabled:
                 retired.add(server.region)
                 await update_server(session, kek, server.id, enabled=False)
-        for region in urls.keys() - kept:
-            await add_server(session, kek, region=region, url=urls[region], username="root", token="sandbox",
-                             name=SANDBOX_PREFIX + region, capacity=500, unique_url=False)
-        return sorted(retired)
+        for region in urls.keys() - kept.keys():
+            added = await add_server(session, kek, region=region, url=urls[region], username="root",
+                                     token="sandbox", name=SANDBOX_PREFIX + region, capacity=500, unique_url=False)
+            kept[region] = str(added.id)
+        return sorted(retired), kept
     return await in_transaction(settings, work)
 
 

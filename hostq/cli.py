@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 from domain.errors import DomainError
 from hostq import jobs_cli, tenants_cli
@@ -98,7 +99,8 @@ def _relay(args, settings: Settings) -> None:
 
 def _sandbox_whm(args, settings: Settings) -> None:
     from hostq.sandbox.whm import serve
-    serve(host=args.host, port=args.port, token=args.token, packages=tuple(args.packages.split(",")))
+    serve(host=args.host, port=args.port, token=args.token, packages=tuple(args.packages.split(",")),
+          state_path=Path(args.state) if args.state else None)
 
 
 def _dev(args, settings: Settings) -> None:
@@ -189,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     whm.add_argument("--port", type=int, default=2087)
     whm.add_argument("--token", default="sandbox")
     whm.add_argument("--packages", default="default,basic,pro")
+    whm.add_argument("--state", metavar="FILE", help="keep the accounts in this JSON file too (written after every "
+                     "change, read at start), so a restarted fake still has them; without it they live in memory")
     whm.set_defaults(run=_sandbox_whm)
 
     dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")

@@ -19,6 +19,9 @@ from domain.errors import Conflict
 from domain.migrate import upgrade
 from domain.settings import DEV_KEK_FILE, load_settings
 
+#: Where `hostq dev`'s fake WHMs keep their accounts, in the directory it runs in.
+SANDBOX_STATE_DIR = DEV_KEK_FILE.parent / "sandbox"
+
 
 def _dev_kek() -> str:
     """HOSTQ_KEK from the environment, else a development key kept in .hostq/dev-kek (so secrets stay readable)."""
@@ -181,11 +184,16 @@ def run_dev(args) -> None:
     children: list[_Child] = []
     try:
         from hostq.admin import register_sandboxes
+        retired, server_ids = asyncio.run(register_sandboxes(settings, {region: f"http://127.0.0.1:{port}"
+                                                                        for region, port in whm_ports.items()}))
         for region, port in whm_ports.items():  # one fake WHM per region, as real regions have their own servers
-            children.append(_Child(f"the fake WHM of region {region}", ["sandbox", "whm", "--port", str(port)]))
+            # Its accounts are kept per registered server: a restarted fake (or `hostq dev`) still has them, and a
+            # new database (a new server row) starts with an empty fake, as its services are none.
+            state = SANDBOX_STATE_DIR.resolve() / f"whm-{server_ids[region]}.json"
+            state.parent.mkdir(parents=True, exist_ok=True)
+            children.append(_Child(f"the fake WHM of region {region}",
+                                   ["sandbox", "whm", "--port", str(port), "--state", str(state)]))
             _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
-        retired = asyncio.run(register_sandboxes(settings, {region: f"http://127.0.0.1:{port}"
-                                                            for region, port in whm_ports.items()}))
         if retired:
             print(f"hostq: disabled fake WHM servers of earlier runs in region(s) {', '.join(retired)}", file=sys.stderr)
         _warn_foreign_secrets(settings)

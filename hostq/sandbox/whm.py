@@ -1,4 +1,4 @@
-"""The fake WHM: WHM API 1 shapes, in-memory accounts, and a control API for tests.
+"""The fake WHM: WHM API 1 shapes, accounts in memory (kept in a file too with `--state`), and a control API.
 
 A raw ASGI app rather than Litestar: benchmarks run through it, and the `reset`
 fault must drop the connection, which a framework would turn into a 500.
@@ -7,12 +7,15 @@ fault must drop the connection, which a framework would turn into a 500.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import re
 import socket
 import struct
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
@@ -24,6 +27,8 @@ FUNCTIONS = frozenset({
     "createacct", "verify_new_username", "accountsummary", "suspendacct", "unsuspendacct",
     "removeacct", "changepackage", "passwd", "listaccts", "listpkgs",
 })
+#: The functions that change accounts: after each, a fake started with a state file writes it.
+CHANGES = frozenset({"createacct", "suspendacct", "unsuspendacct", "removeacct", "changepackage"})
 FAULT_MODES = frozenset({"http_500", "reset", "timeout", "result_0", "timeout_then_create", "result_0_leave_user"})
 NO_ACCOUNT = "Account does not exist."
 _USERNAME = re.compile(r"[a-z0-9]+")
@@ -78,9 +83,10 @@ class Fault:
 
 
 class FakeWhm:
-    """One fake WHM server; all state lives on the instance."""
+    """One fake WHM server; all state lives on the instance, and its accounts also in `state_path` when given
+    (written after every change, read at start), so that a restarted fake still has them, as a real WHM would."""
 
-    def __init__(self, token: str, packages: tuple[str, ...]) -> None:
+    def __init__(self, token: str, packages: tuple[str, ...], state_path: Path | None = None) -> None:
         self.token = token
         self.packages = tuple(packages)
         self.accounts: dict[str, Account] = {}
@@ -91,6 +97,32 @@ class FakeWhm:
         self.faults: dict[str, deque[Fault]] = {}
         self.latency: dict[str, float] = {}
         self.calls: Counter[str] = Counter()
+        self.state_path = state_path
+        if state_path is not None and state_path.exists():
+            self._load(state_path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            state = json.loads(path.read_text())
+            accounts = [Account(**{**fields, "created_at": datetime.fromisoformat(fields["created_at"])})
+                        for fields in state["accounts"]]
+            leftover = set(state["leftover_users"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"the fake WHM's state file {path} is not one it wrote ({exc!r}): move it away "
+                             "to start empty") from None
+        for account in accounts:
+            self.accounts[account.user], self.by_domain[account.domain] = account, account.user
+            self.by_prefix[account.user[:8]] = account.user
+        self.leftover_users.update(leftover)
+
+    def save(self) -> None:
+        """Write the accounts to the state file, if any (whole, then renamed: a kill never leaves half a file)."""
+        if self.state_path is None:
+            return
+        accounts = [{**asdict(a), "created_at": a.created_at.isoformat()} for a in self.accounts.values()]
+        partial = self.state_path.with_name(self.state_path.name + ".partial")
+        partial.write_text(json.dumps({"accounts": accounts, "leftover_users": sorted(self.leftover_users)}))
+        os.replace(partial, self.state_path)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
@@ -132,6 +164,7 @@ class FakeWhm:
         if fault.mode == "result_0_leave_user":  # as a real failed create can: the Unix user stays behind
             if function == "createacct" and (user := params.get("username")):
                 self.leftover_users.add(user)
+                self.save()
             return await _send(send, 200, _envelope(function, 0, fault.reason, {}))
         answer = self.run(function, params, caller) if fault.mode == "timeout_then_create" else None
         if not await _hold(receive, fault.hold_s):
@@ -171,6 +204,8 @@ class FakeWhm:
             reason, data = handler(params, caller)
         except Rejected as exc:
             return _envelope(function, 0, str(exc), {})
+        if function in CHANGES:
+            self.save()
         return _envelope(function, 1, reason, data)
 
     def check_username(self, user: str) -> None:
@@ -280,6 +315,7 @@ class FakeWhm:
             case "DELETE", "accounts":
                 for store in (self.accounts, self.by_domain, self.by_prefix, self.leftover_users):
                     store.clear()
+                self.save()
                 return 200, {"accounts": []}
             case "GET" | "DELETE", "calls":
                 counts = dict(self.calls)
@@ -383,9 +419,10 @@ async def _lifespan(receive: Callable, send: Callable) -> None:
             return
 
 
-def create_app(*, token: str = "sandbox", packages: tuple[str, ...] = ("default", "basic", "pro")) -> ASGIApp:
+def create_app(*, token: str = "sandbox", packages: tuple[str, ...] = ("default", "basic", "pro"),
+               state_path: Path | None = None) -> ASGIApp:
     """Build a fake WHM ASGI app with its own accounts, faults and latency."""
-    return FakeWhm(token, packages)
+    return FakeWhm(token, packages, state_path)
 
 
 def serve(
@@ -393,7 +430,8 @@ def serve(
     port: int = 2087,
     token: str = "sandbox",
     packages: tuple[str, ...] = ("default", "basic", "pro"),
+    state_path: Path | None = None,
 ) -> None:
     """Run the fake WHM until interrupted."""
-    uvicorn.run(create_app(token=token, packages=packages), host=host, port=port,
+    uvicorn.run(create_app(token=token, packages=packages, state_path=state_path), host=host, port=port,
                 log_level="warning", access_log=False)

@@ -42,6 +42,13 @@ def _children(pid: int, pattern: str) -> list[int]:
     return [int(p) for p in found.split()]
 
 
+def _answers(fake: httpx.Client) -> bool:
+    try:
+        return fake.get("/__sandbox/accounts").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def _wait_for(condition, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -82,6 +89,7 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
         assert [(name, enabled) for name, enabled, _ in servers] == [
             ("sandbox-us", False), ("sandbox-us", True), ("sandbox-zz", False)], listed.stdout
         assert ("sandbox-us", True, whm) in servers  # the one taking orders is this run's fake
+        [ours] = [line["server_id"] for line in map(json.loads, listed.stdout.splitlines()) if line["enabled"]]
         assert "disabled fake WHM servers of earlier runs in region(s) us, zz" in log.read_text()
         assert "1 API key(s) and 0 WHM server(s) in this database were sealed with another HOSTQ_KEK" \
             in log.read_text()
@@ -118,6 +126,20 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
             assert sorted(a["domain"] for a in accounts(fake)) == sorted([first, second])
             assert "the worker of region us exited (code" in log.read_text()
             assert restarted != [worker]
+
+            # The fake WHM killed in turn is started again with its accounts (kept in .hostq/sandbox), so a
+            # service made before can still be suspended.
+            [fake_pid] = _children(dev.pid, "sandbox whm")
+            os.killpg(fake_pid, signal.SIGKILL)
+            _wait_for(lambda: [p for p in _children(dev.pid, "sandbox whm") if p != fake_pid], 30, "a new fake WHM")
+            _wait_for(lambda: _answers(fake), 30, "the new fake WHM answering")
+            assert sorted(a["domain"] for a in accounts(fake)) == sorted([first, second])
+            service_id = done["resource"]["id"]
+            suspended = api.post(f"/v1/services/{service_id}/suspend", json={"reason": "abuse"})
+            assert suspended.status_code == 202, suspended.text
+            assert poll_job(api, suspended.json()["job"]["id"])["status"] == "succeeded"
+            assert [a["suspended"] for a in accounts(fake) if a["domain"] == second] == [1]
+            assert [p.name for p in (tmp_path / ".hostq" / "sandbox").iterdir()] == [f"whm-{ours}.json"]
     finally:
         if dev is not None:
             dev.send_signal(signal.SIGTERM)

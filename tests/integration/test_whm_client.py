@@ -197,3 +197,42 @@ async def test_latency_is_applied_and_cleared(fake, whm):
     started = time.monotonic()
     await whm.listpkgs()
     assert time.monotonic() - started < 0.2
+
+
+async def test_a_fake_with_a_state_file_keeps_its_accounts_when_started_again(server, whm, tmp_path):
+    holder, url = server
+    state = tmp_path / "whm.json"
+    holder.app = create_app(token="sandbox", state_path=state)
+    await whm.createacct(username="alice", domain="alice.example", plan="basic", **NEW)
+    await whm.createacct(username="robertson", domain="bob.example", plan="basic", **NEW)
+    await whm.suspendacct("alice", "abuse")
+    await whm.changepackage("robertson", "pro")
+    await whm.createacct(username="carol", domain="carol.example", plan="basic", **NEW)
+    await whm.removeacct("carol")
+    async with httpx.AsyncClient(base_url=url) as control:
+        await fault(control, "createacct", "result_0_leave_user")
+    with pytest.raises(PermanentIntegrationError):
+        await whm.createacct(username="dave", domain="dave.example", plan="basic", **NEW)
+    before = (await whm.accountsummary(user="alice"))
+
+    holder.app = create_app(token="sandbox", state_path=state)  # the fake started again on the same file
+    assert {(a["user"], a["plan"], a["suspended"]) for a in await whm.listaccts()} == {
+        ("alice", "basic", 1), ("robertson", "pro", 0)}
+    assert await whm.accountsummary(user="alice") == before
+    assert await whm.verify_new_username("robertsox") is False  # its first 8 still taken
+    assert await whm.verify_new_username("dave") is False  # the system user the failed create left
+    with pytest.raises(WhmAccountExists):
+        await whm.createacct(username="other", domain="bob.example", plan="basic", **NEW)
+    assert not list(tmp_path.glob("*.partial"))
+
+    async with httpx.AsyncClient(base_url=url) as control:  # emptied on purpose: empty when started again
+        assert (await control.delete("/__sandbox/accounts")).status_code == 200
+    holder.app = create_app(token="sandbox", state_path=state)
+    assert await whm.listaccts() == []
+
+
+def test_a_state_file_the_fake_did_not_write_stops_it_with_one_line(tmp_path):
+    state = tmp_path / "whm.json"
+    state.write_text('{"accounts": [{"user": "x"}]}')
+    with pytest.raises(ValueError, match="is not one it wrote"):
+        create_app(state_path=state)
