@@ -111,9 +111,12 @@ class FakeWhm:
             raise ValueError(f"the fake WHM's state file {path} is not one it wrote ({exc!r}): move it away "
                              "to start empty") from None
         for account in accounts:
-            self.accounts[account.user], self.by_domain[account.domain] = account, account.user
-            self.by_prefix[account.user[:8]] = account.user
+            self._keep(account)
         self.leftover_users.update(leftover)
+
+    def _keep(self, account: Account) -> None:
+        self.accounts[account.user], self.by_domain[account.domain] = account, account.user
+        self.by_prefix[account.user[:8]] = account.user
 
     def save(self) -> None:
         """Write the accounts to the state file, if any (whole, then renamed: a kill never leaves half a file)."""
@@ -240,7 +243,7 @@ class FakeWhm:
             raise Rejected("You must specify a password.")
         owner = p.get("owner") or caller
         account = Account(user, domain, plan, owner, p.get("contactemail", ""), datetime.now(UTC))
-        self.accounts[user], self.by_domain[domain], self.by_prefix[user[:8]] = account, user, user
+        self._keep(account)
         names = {"nameserver": "ns1.sandbox.test", "nameserver2": "ns2.sandbox.test",
                  "nameserver3": None, "nameserver4": None}
         return "Account Creation Ok", {"ip": account.ip, **names, "package": plan}
