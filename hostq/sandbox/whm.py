@@ -10,8 +10,6 @@ import asyncio
 import json
 import os
 import re
-import socket
-import struct
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -21,6 +19,8 @@ from urllib.parse import parse_qsl
 
 import msgspec
 import uvicorn
+
+from hostq.sandbox.asgi import TEXT, drop_connection, hold, lifespan, read_body, respond
 
 ASGIApp = Callable[..., Any]
 FUNCTIONS = frozenset({
@@ -33,8 +33,6 @@ FAULT_MODES = frozenset({"http_500", "reset", "timeout", "result_0", "timeout_th
 NO_ACCOUNT = "Account does not exist."
 _USERNAME = re.compile(r"[a-z0-9]+")
 _DOMAIN = re.compile(r"(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-_JSON = b"application/json"
-_TEXT = b"text/plain; charset=utf-8"
 
 
 class Rejected(Exception):
@@ -129,52 +127,52 @@ class FakeWhm:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":
-            return await _lifespan(receive, send)
+            return await lifespan(receive, send)
         if scope["type"] != "http":
             return None
-        body = await _read_body(receive)
+        body = await read_body(receive)
         path: str = scope["path"]
         if path.startswith("/json-api/"):
             return await self.api(scope, receive, send, path[len("/json-api/"):].strip("/"), body)
         if path.startswith("/__sandbox/"):
             status, payload = self.control(scope["method"], path[len("/__sandbox/"):].strip("/"), body)
-            return await _send(send, status, msgspec.json.encode(payload))
-        return await _send(send, 404, b"Not Found", _TEXT)
+            return await respond(send, status, msgspec.json.encode(payload))
+        return await respond(send, 404, b"Not Found", TEXT)
 
     async def api(self, scope: dict, receive: Callable, send: Callable, function: str, body: bytes) -> None:
         """Answer one /json-api/<function> call, applying latency and any queued fault."""
         self.calls[function] += 1
         caller = self.authenticate(scope)
         if caller is None:
-            return await _send(send, 403, b"Access denied", _TEXT)
+            return await respond(send, 403, b"Access denied", TEXT)
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         if body:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         if params.get("api.version") != "1":
             # WHM without api.version=1 speaks API 0, whose shape clients must not mistake for API 1.
-            return await _send(send, 200, b'{"status":0,"statusmsg":"The sandbox only speaks api.version=1."}')
+            return await respond(send, 200, b'{"status":0,"statusmsg":"The sandbox only speaks api.version=1."}')
         fault = self.take_fault(function)
         if delay := self.latency.get(function):
             await asyncio.sleep(delay)
         if fault is None:
-            return await _send(send, 200, self.run(function, params, caller))
+            return await respond(send, 200, self.run(function, params, caller))
         if fault.mode == "http_500":
-            return await _send(send, 500, b"Internal Server Error", _TEXT)
+            return await respond(send, 500, b"Internal Server Error", TEXT)
         if fault.mode == "reset":
-            return await _drop_connection(send)
+            return await drop_connection(send)
         if fault.mode == "result_0":
-            return await _send(send, 200, _envelope(function, 0, fault.reason, {}))
+            return await respond(send, 200, _envelope(function, 0, fault.reason, {}))
         if fault.mode == "result_0_leave_user":  # as a real failed create can: the Unix user stays behind
             if function == "createacct" and (user := params.get("username")):
                 self.leftover_users.add(user)
                 self.save()
-            return await _send(send, 200, _envelope(function, 0, fault.reason, {}))
+            return await respond(send, 200, _envelope(function, 0, fault.reason, {}))
         answer = self.run(function, params, caller) if fault.mode == "timeout_then_create" else None
-        if not await _hold(receive, fault.hold_s):
+        if not await hold(receive, fault.hold_s):
             return None
         if answer is None:
-            return await _send(send, 504, b"Gateway Timeout", _TEXT)
-        return await _send(send, 200, answer)
+            return await respond(send, 504, b"Gateway Timeout", TEXT)
+        return await respond(send, 200, answer)
 
     def authenticate(self, scope: dict) -> str | None:
         """The calling user when the `whm user:token` header carries our token."""
@@ -361,65 +359,6 @@ class FakeWhm:
 def _envelope(function: str, result: int, reason: str, data: dict) -> bytes:
     metadata = {"version": 1, "result": result, "reason": reason, "command": function, "output": {"raw": ""}}
     return msgspec.json.encode({"metadata": metadata, "data": data})
-
-
-async def _send(send: Callable, status: int, body: bytes, content_type: bytes = _JSON) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(receive: Callable) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-async def _hold(receive: Callable, seconds: float) -> bool:
-    """Wait `seconds` without blocking the server; False if the client hangs up first."""
-
-    async def hang_up() -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-
-    sleeper, listener = asyncio.ensure_future(asyncio.sleep(seconds)), asyncio.ensure_future(hang_up())
-    done, pending = await asyncio.wait({sleeper, listener}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return sleeper in done
-
-
-async def _drop_connection(send: Callable) -> None:
-    """Reset the TCP connection without a response, as a crashed cpsrvd would."""
-    # ASGI has no "abort"; uvicorn's send is a method of its request cycle, which holds the transport.
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is None:
-        # Another server: promise a body and never send it; the client still sees a broken read.
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1024")]})
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        # SO_LINGER 0 makes close() send RST instead of FIN: a reset, not a clean close.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    # Let connection_lost run first, so uvicorn knows not to answer 500 on our behalf.
-    await asyncio.sleep(0)
-
-
-async def _lifespan(receive: Callable, send: Callable) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def create_app(*, token: str = "sandbox", packages: tuple[str, ...] = ("default", "basic", "pro"),

@@ -1,0 +1,77 @@
+"""What the sandbox's fakes share: plain ASGI answers, reading a body, holding or resetting a connection.
+
+Raw ASGI rather than a framework: the fakes sit on benchmarks' paths, and a reset must drop the connection,
+which a framework would turn into a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from typing import Callable
+
+JSON = b"application/json"
+TEXT = b"text/plain; charset=utf-8"
+
+
+async def respond(send: Callable, status: int, body: bytes, content_type: bytes = JSON) -> None:
+    """One whole response."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Callable) -> bytes:
+    """The request's body, whole (what arrived before a disconnect)."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def hold(receive: Callable, seconds: float) -> bool:
+    """Wait `seconds` without blocking the server; False if the client hangs up first."""
+
+    async def hang_up() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    sleeper, listener = asyncio.ensure_future(asyncio.sleep(seconds)), asyncio.ensure_future(hang_up())
+    done, pending = await asyncio.wait({sleeper, listener}, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return sleeper in done
+
+
+async def drop_connection(send: Callable) -> None:
+    """Reset the TCP connection without a response, as a crashed cpsrvd would."""
+    # ASGI has no "abort"; uvicorn's send is a method of its request cycle, which holds the transport.
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        # Another server: promise a body and never send it; the client still sees a broken read.
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1024")]})
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # SO_LINGER 0 makes close() send RST instead of FIN: a reset, not a clean close.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    # Let connection_lost run first, so uvicorn knows not to answer 500 on our behalf.
+    await asyncio.sleep(0)
+
+
+async def lifespan(receive: Callable, send: Callable) -> None:
+    """Answer the server's lifespan messages: nothing to start or stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
