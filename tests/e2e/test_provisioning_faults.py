@@ -2,11 +2,16 @@
 
 Every test holds the jobs' outcomes against the fake WHM's own account list: no duplicate account, no
 lost job, and an error code a person can read when a job gives up.
+
+On Redis by default; `HOSTQ_TEST_BROKER=rabbitmq` runs this module and test_chaos.py with the jobs on
+RabbitMQ instead (a vhost of the run's own, tests/conftest.py `amqp_url`), except the two tests that take
+messages out of Redis by hand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 import uuid
@@ -26,6 +31,8 @@ from tests.e2e.helpers import FINISHED, GroupProcesses, accounts, calls, poll_jo
 
 # Seconds without a heartbeat before a dead worker's messages go back to the queue (default 30).
 HEARTBEAT_S = "3"
+ON_RABBITMQ = os.environ.get("HOSTQ_TEST_BROKER", "redis") == "rabbitmq"
+needs_redis_broker = pytest.mark.skipif(ON_RABBITMQ, reason="takes the job's messages out of Redis by hand")
 
 
 def _region(prefix: str) -> str:
@@ -68,10 +75,13 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(hostq_cmd, test_env, settings, tmp_path_factory):
+def stack(hostq_cmd, test_env, settings, tmp_path_factory, request):
     """Two fake WHMs in two fresh regions, the API, the scheduler and one worker per region; one tenant,
     customer and plan. `settings` has already migrated this run's database."""
-    procs = GroupProcesses(hostq_cmd, {**test_env, "HOSTQ_BROKER_HEARTBEAT_S": HEARTBEAT_S},
+    env = {**test_env, "HOSTQ_BROKER_HEARTBEAT_S": HEARTBEAT_S}
+    if ON_RABBITMQ:
+        env["HOSTQ_BROKER_URL"] = request.getfixturevalue("amqp_url")
+    procs = GroupProcesses(hostq_cmd, env,
                            tmp_path_factory.mktemp("faults-logs"))
     region_a, region_b = _region("fa"), _region("fb")
     port_api, port_a, port_b = free_port(), free_port(), free_port()
@@ -384,6 +394,7 @@ def test_job_that_keeps_losing_its_worker_fails_after_max_attempts(stack, crash_
     assert stack.service(order["service"]["id"])["status"] == "failed"
 
 
+@needs_redis_broker
 def test_a_job_whose_message_the_broker_lost_is_sent_again_and_provisioned(stack, crash_region, settings):
     """Redis restarted without its data (this machine's keeps nothing on disk): the jobs table is the truth."""
     crash = crash_region
@@ -426,6 +437,7 @@ def _sql(settings, statement: str, *args) -> None:
     asyncio.run(run())
 
 
+@needs_redis_broker
 def test_a_running_job_whose_worker_and_message_were_both_lost_is_sent_again(stack, crash_region, settings):
     """Two faults at once: the worker is killed mid-createacct and Redis loses the message it held."""
     crash = crash_region
