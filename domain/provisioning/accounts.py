@@ -6,6 +6,11 @@ commits is the guarantee, not one transaction around them. The username and `cre
 stored together before verify_new_username, so both are committed before any createacct;
 `create_attempted_at` thus means "a createacct may have been sent from here on", and a later attempt asks
 WHM before creating.
+
+A name hostq chose in this attempt is given back (both cleared) when WHM answers its createacct with a refusal:
+nothing of ours can still be running under it, so a retry may choose again. That is what gets past a Unix user a
+failed create left behind (integrations.md: a blind retry then fails with "username in use"). A name with an
+earlier createacct in doubt (timed out, reset, 5xx) is never given back: WHM may still create under it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ class WhmPort(Protocol):
 
 _STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = now(), updated_at = now()
 WHERE id = $1 AND username IS NULL RETURNING username"""
+_GIVE_BACK = """UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now()
+WHERE id = $1 AND username = $2"""
+
+#: createacct's failures that are WHM's own answer (metadata.result 0, as _create names it, or our credentials
+#: refused): the call is over and created nothing. whm_bad_response is not one: a 200 that is not WHM's envelope
+#: (a proxy's page) says nothing of what WHM did.
+_CREATE_REFUSED = frozenset(("whm_rejected", "whm_account_exists", "whm_account_conflict", "whm_domain_taken",
+                             "whm_username_taken", "whm_auth_failed"))
 
 
 #: Names WHM itself refuses (accounts made outside hostq) before a job gives up with `username_unavailable`.
@@ -47,8 +60,10 @@ _TAKEN_PREFIXES = """SELECT left(username, 8) FROM services
 WHERE server_id = $1 AND username IS NOT NULL AND status <> 'terminated' AND starts_with(username, $2)"""
 
 
-async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record, whm: WhmPort) -> str:
-    """Choose a username, store it (marking a createacct as possible) and check WHM has it free; return it.
+async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record,
+                        whm: WhmPort) -> tuple[str, bool]:
+    """Choose a username, store it (marking a createacct as possible) and check WHM has it free; return it, and
+    whether it was chosen here (False: another delivery of the job had stored one first).
 
     The unique index on (server, first 8 characters) settles races between workers. The first candidate
     usually stands; when its first 8 are taken on the server, the taken ones of the domain's family are read at
@@ -71,12 +86,11 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
             taken.add(candidate[:naming.UNIQUE_PREFIX])
             continue
         if stored is None:  # another delivery of this job chose first: keep its choice
-            return await db.fetchval("SELECT username FROM services WHERE id = $1", service["id"])
+            return await db.fetchval("SELECT username FROM services WHERE id = $1", service["id"]), False
         if await whm.verify_new_username(candidate):
-            return candidate
+            return candidate, True
         # WHM has it (not ours: we never called createacct)
-        await db.execute("UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now() "
-                         "WHERE id = $1 AND username = $2", service["id"], candidate)
+        await db.execute(_GIVE_BACK, service["id"], candidate)
         refused += 1
         if refused >= WHM_REFUSALS_MAX:
             break
@@ -147,9 +161,9 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         raise InvalidState(f"a {service['status']} service is not being provisioned")
     server = _server(service)
     whm = whm_for(server)
-    verified = username is None
+    verified = chosen_here = username is None
     if verified:
-        username = await _fix_username(db, service, whm)
+        username, chosen_here = await _fix_username(db, service, whm)
     if service["create_attempted_at"] is not None:  # a createacct may have happened: ask WHM first (adopt rule)
         adopted = await _existing_is_ours(whm, username, domain, attempted=True)
     elif verified or await whm.verify_new_username(username):
@@ -160,7 +174,14 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
             await db.execute("UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1",
                              service_id, datetime.now(timezone.utc))
-        adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
+        try:
+            adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
+        except PermanentIntegrationError as exc:
+            if chosen_here and exc.code in _CREATE_REFUSED:
+                await db.execute(_GIVE_BACK, service_id, username)
+                raise PermanentIntegrationError(
+                    exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again)") from exc
+            raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
 

@@ -194,12 +194,6 @@ def test_result_0_fails_at_once_with_whm_reason(stack):
 
 # 3 -------------------------------------------------------------------------------------------------------------
 
-def _jobs_retry_available(stack: Stack) -> bool:
-    done = subprocess.run([*stack.hostq_cmd, "jobs", "retry", "--help"], env=stack.procs.env, capture_output=True,
-                          text=True, timeout=60)
-    return done.returncode == 0
-
-
 def test_repeated_5xx_fails_readably_then_ops_retry_creates_once(stack):
     _fault(stack.fake_a, "http_500", 10)
     domain = _domain("outage")
@@ -216,8 +210,6 @@ def test_repeated_5xx_fails_readably_then_ops_retry_creates_once(stack):
 
     # An operator clears the outage and retries the same job from the terminal.
     _clear(stack.fake_a)
-    if not _jobs_retry_available(stack):
-        pytest.skip("hostq jobs retry not available yet")
     printed = stack.procs.run("jobs", "retry", job_id)
     assert printed["retried"] == [job_id] and printed["skipped"] == [], printed
 
@@ -227,6 +219,29 @@ def test_repeated_5xx_fails_readably_then_ops_retry_creates_once(stack):
     assert job["attempts"] == 1 and job["result"]["outcome"] == "created", job
     service = stack.service(order["service"]["id"])
     assert service["status"] == "active"
+    assert [(a["user"], a["domain"]) for a in accounts(stack.fake_a, domain)] == [(service["username"], domain)]
+
+
+def test_a_create_that_left_its_unix_user_behind_is_retried_under_the_next_name(stack):
+    _fault(stack.fake_a, "result_0_leave_user", 1)
+    domain = _domain("leftover")
+    order = stack.order(domain)
+    job_id = order["job"]["id"]
+
+    job = poll_job(stack.api, job_id)
+
+    assert job["status"] == "failed" and job["attempts"] == 1, (job, stack.logs("worker_a"))
+    assert job["error"]["code"] == "whm_rejected" and "given back" in job["error"]["message"], job
+    left = job["error"]["message"].split("username ")[1].split("'")[1]
+    assert accounts(stack.fake_a, domain) == []
+
+    printed = stack.procs.run("jobs", "retry", job_id)
+    assert printed["retried"] == [job_id], printed
+    job = poll_job(stack.api, job_id)
+
+    assert job["status"] == "succeeded" and job["result"]["outcome"] == "created", (job, stack.logs("worker_a"))
+    service = stack.service(order["service"]["id"])
+    assert service["status"] == "active" and service["username"] != left
     assert [(a["user"], a["domain"]) for a in accounts(stack.fake_a, domain)] == [(service["username"], domain)]
 
 

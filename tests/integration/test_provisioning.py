@@ -156,15 +156,40 @@ async def test_requested_username_taken_for_another_domain_is_refused(client, db
     assert await _accounts_for(control, ordered["domain"]) == []
 
 
-async def test_a_system_user_left_by_a_failed_create_is_named_never_a_second_account(client, db, sessions,
-                                                                                       settings, whm_url, whm,
-                                                                                       control):
+async def test_a_system_user_left_by_a_failed_create_makes_the_retry_choose_another_name(
+        client, db, sessions, settings, whm_url, whm, control):
+    """WHM refused the create (an answer: nothing of ours still runs) and left its Unix user behind: the name is
+    given back, and the retry creates the one account under the next free name instead of failing forever."""
     ordered = await _order(client, sessions, settings, whm_url)
     await _fail_next_createacct(control, "result_0_leave_user")
     with pytest.raises(PermanentIntegrationError) as failed:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert failed.value.code == "whm_rejected"
+    left = failed.value.message.split("username ")[1].split("'")[1]
+    assert "given back" in failed.value.message
+    service = await _service(sessions, ordered["id"])
+    assert (service.username, service.create_attempted_at) == (None, None)
+    assert not await whm.verify_new_username(left)  # the Unix user holds the name
+
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert result["outcome"] == "created" and result["username"] != left
+    assert [a["user"] for a in await _accounts_for(control, ordered["domain"])] == [result["username"]]
+    assert (await _service(sessions, ordered["id"])).username == result["username"]
+
+
+async def test_a_system_user_left_after_a_create_in_doubt_is_named_never_a_second_account(
+        client, db, sessions, settings, whm_url, whm, control):
+    """An earlier createacct timed out (WHM may still be creating under the name), then a create left the Unix
+    user behind: the name is kept, and the retry names the problem for an operator."""
+    ordered = await _order(client, sessions, settings, whm_url)
+    await _fail_next_createacct(control, "timeout")
+    with pytest.raises(TransientIntegrationError):
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     username = (await _service(sessions, ordered["id"])).username
+    await _fail_next_createacct(control, "result_0_leave_user")
+    with pytest.raises(PermanentIntegrationError) as failed:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert failed.value.code == "whm_rejected" and "given back" not in failed.value.message
 
     # An operator retries: the attempt asks WHM first (no account), createacct says the name is in use.
     with pytest.raises(PermanentIntegrationError) as retried:
@@ -173,6 +198,21 @@ async def test_a_system_user_left_by_a_failed_create_is_named_never_a_second_acc
     assert "system user" in retried.value.message and username in retried.value.message
     assert await _accounts_for(control, ordered["domain"]) == []  # not created under another name either
     assert (await _service(sessions, ordered["id"])).username == username
+
+
+async def test_a_requested_username_is_never_given_back(client, db, sessions, settings, whm_url, whm, control):
+    """The reseller chose the name: a refused create leaves it as it is (hostq does not rename their choice)."""
+    user = f"r{uuid.uuid4().hex[:7]}"
+    ordered = await _order(client, sessions, settings, whm_url, username=user)
+    await _fail_next_createacct(control, "result_0_leave_user")
+    with pytest.raises(PermanentIntegrationError) as failed:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert "given back" not in failed.value.message
+    with pytest.raises(PermanentIntegrationError) as retried:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert retried.value.code == "whm_username_taken", retried.value.message
+    assert (await _service(sessions, ordered["id"])).username == user
+    assert await _accounts_for(control, ordered["domain"]) == []
 
 
 async def test_a_wrong_kek_is_a_named_permanent_error_not_a_retry(sessions, settings):
