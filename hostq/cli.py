@@ -103,6 +103,14 @@ def _sandbox_whm(args, settings: Settings) -> None:
           state_path=Path(args.state) if args.state else None)
 
 
+def _sandbox_psp(args, settings: Settings) -> None:
+    from hostq.sandbox.psp import serve
+    serve(host=args.host, port=args.port, webhook_url=args.webhook_url,
+          webhook_secret=args.webhook_secret or settings.psp_webhook_secret or "sandbox",
+          merchant_name=args.merchant_name, merchant_city=args.merchant_city,
+          state_path=Path(args.state) if args.state else None)
+
+
 def _dev(args, settings: Settings) -> None:
     from hostq.dev import run_dev
     run_dev(args)
@@ -194,11 +202,24 @@ def _parser() -> argparse.ArgumentParser:
     whm.add_argument("--state", metavar="FILE", help="keep the accounts in this JSON file too (written after every "
                      "change, read at start), so a restarted fake still has them; without it they live in memory")
     whm.set_defaults(run=_sandbox_whm)
+    psp = sandbox.add_parser("psp", help="a fake PSP (Banco Central's API Pix)")
+    psp.add_argument("--host", default="127.0.0.1")
+    psp.add_argument("--port", type=int, default=8089)
+    psp.add_argument("--webhook-url", default="http://127.0.0.1:8000/v1/webhooks/pix/sandbox",
+                     help="where payment webhooks are POSTed, exactly (default: %(default)s)")
+    psp.add_argument("--webhook-secret", help="their signing secret (default: HOSTQ_PSP_WEBHOOK_SECRET, else sandbox)")
+    psp.add_argument("--merchant-name", default="HOSTQ SANDBOX", help="the BR Codes' merchant name (field 59)")
+    psp.add_argument("--merchant-city", default="SAO PAULO", help="the BR Codes' merchant city (field 60)")
+    psp.add_argument("--state", metavar="FILE", help="keep the charges in this JSON file too (written after every "
+                     "change, read at start); without it they live in memory")
+    psp.set_defaults(run=_sandbox_psp)
 
     dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")
     dev.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")
     dev.add_argument("--whm-port", type=int, default=2087,
                      help="the first region's fake WHM (default: 2087); the next regions use the following ports")
+    dev.add_argument("--psp-port", type=int, default=8089,
+                     help="the fake PSP (default: 8089); HOSTQ_PSP_URL is set to it for hostq's processes")
     dev.add_argument("--regions", default="us",
                      help="comma-separated regions, each with its own fake WHM and worker (default: us)")
     dev.set_defaults(run=_dev)

@@ -1,4 +1,4 @@
-"""`hostq dev`: the whole of hostq on one machine, with the fake WHM and a demo tenant."""
+"""`hostq dev`: the whole of hostq on one machine, with the fake WHM and PSP and a demo tenant."""
 
 from __future__ import annotations
 
@@ -81,10 +81,12 @@ def _demo_credentials(settings) -> dict:
         return {"slug": "demo", **asyncio.run(create_key(settings, tenant_slug="demo", scopes=",".join(ALL_SCOPES)))}
 
 
-def _banner(creds: dict, port: int, whm_ports: dict[str, int]) -> str:
+def _banner(creds: dict, port: int, whm_ports: dict[str, int], psp_port: int) -> str:
     base = f"http://127.0.0.1:{port}"
     fakes = "\n".join(f"  fake WHM     region {region}: http://127.0.0.1:{p}   (accounts: http://127.0.0.1:{p}/__sandbox/accounts)"
                       for region, p in whm_ports.items())
+    psp = f"http://127.0.0.1:{psp_port}"
+    fakes += f"\n  fake PSP     {psp}   (API Pix; charges: {psp}/__sandbox/charges; webhooks: {psp}/__sandbox/webhooks)"
     return f"""
 hostq is running.
   API          {base}   (OpenAPI: {base}/schema/openapi.json, docs: {base}/schema/swagger)
@@ -105,6 +107,10 @@ development key ({_kek_source()}) and, like this run, DATABASE_URL and REDIS_URL
 
 A process that exits (a worker killed with kill -9, say) is started again; Ctrl-C stops everything.
 """
+
+
+def _pix_webhook_url(api_port: int) -> str:
+    return f"http://127.0.0.1:{api_port}/v1/webhooks/pix/sandbox"
 
 
 def _signal_group(child: subprocess.Popen, sig: int) -> None:
@@ -170,14 +176,16 @@ class _Child:
 
 
 def run_dev(args) -> None:
-    """Migrate, start the fake WHM, register it, start API, workers and scheduler, print credentials; then keep
+    """Migrate, start the fake WHMs and PSP, register the WHMs, start API, workers and scheduler, print credentials; then keep
     them running: a process that exits (a worker killed with `kill -9`, say) is started again, and the others
     (the fake WHM and its accounts among them) go on."""
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
-    for port in (args.port, *whm_ports.values()):
+    # The API and workers talk to this run's fake PSP, whatever HOSTQ_PSP_URL said.
+    os.environ["HOSTQ_PSP_URL"] = f"http://127.0.0.1:{args.psp_port}"
+    for port in (args.port, *whm_ports.values(), args.psp_port):
         if not _port_free(port):
             raise RuntimeError(f"port {port} is already in use: stop what uses it or pass --port/--whm-port")
     upgrade(settings.database_url)
@@ -194,6 +202,11 @@ def run_dev(args) -> None:
             children.append(_Child(f"the fake WHM of region {region}",
                                    ["sandbox", "whm", "--port", str(port), "--state", str(state)]))
             _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
+        SANDBOX_STATE_DIR.mkdir(parents=True, exist_ok=True)
+        children.append(_Child("the fake PSP", ["sandbox", "psp", "--port", str(args.psp_port),
+                                                "--webhook-url", _pix_webhook_url(args.port),
+                                                "--state", str(SANDBOX_STATE_DIR.resolve() / "psp.json")]))
+        _wait_http(f"http://127.0.0.1:{args.psp_port}/__sandbox/charges")
         if retired:
             print(f"hostq: disabled fake WHM servers of earlier runs in region(s) {', '.join(retired)}", file=sys.stderr)
         _warn_foreign_secrets(settings)
@@ -203,7 +216,7 @@ def run_dev(args) -> None:
             children.append(_Child(f"the worker of region {region}", ["worker", "--region", region]))
         children.append(_Child("the scheduler", ["scheduler"]))
         _wait_http(f"http://127.0.0.1:{args.port}/health/ready")
-        print(_banner(_demo_credentials(settings), args.port, whm_ports), flush=True)
+        print(_banner(_demo_credentials(settings), args.port, whm_ports, args.psp_port), flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         while all(child.restart_if_exited() for child in children):
             time.sleep(0.5)

@@ -75,3 +75,18 @@ async def lifespan(receive: Callable, send: Callable) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+class SandboxApp:
+    """A fake as an ASGI app: lifespan answered, every HTTP request read whole and passed to `handle`."""
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            return await lifespan(receive, send)
+        if scope["type"] == "http":
+            await self.handle(scope, receive, send, await read_body(receive))
+        return None
+
+    async def handle(self, scope: dict, receive: Callable, send: Callable, body: bytes) -> None:
+        """Answer one request whose body has been read."""
+        raise NotImplementedError

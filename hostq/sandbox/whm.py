@@ -7,8 +7,6 @@ fault must drop the connection, which a framework would turn into a 500.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import re
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
@@ -20,7 +18,8 @@ from urllib.parse import parse_qsl
 import msgspec
 import uvicorn
 
-from hostq.sandbox.asgi import TEXT, drop_connection, hold, lifespan, read_body, respond
+from hostq.sandbox import statefile
+from hostq.sandbox.asgi import TEXT, SandboxApp, drop_connection, hold, respond
 
 ASGIApp = Callable[..., Any]
 FUNCTIONS = frozenset({
@@ -80,7 +79,7 @@ class Fault:
     reason: str = "An internal error occurred (sandbox fault)."
 
 
-class FakeWhm:
+class FakeWhm(SandboxApp):
     """One fake WHM server; all state lives on the instance, and its accounts also in `state_path` when given
     (written after every change, read at start), so that a restarted fake still has them, as a real WHM would."""
 
@@ -100,14 +99,11 @@ class FakeWhm:
             self._load(state_path)
 
     def _load(self, path: Path) -> None:
-        try:
-            state = json.loads(path.read_text())
-            accounts = [Account(**{**fields, "created_at": datetime.fromisoformat(fields["created_at"])})
-                        for fields in state["accounts"]]
-            leftover = set(state["leftover_users"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"the fake WHM's state file {path} is not one it wrote ({exc!r}): move it away "
-                             "to start empty") from None
+        def parse(state: dict) -> tuple[list[Account], set[str]]:
+            return ([Account(**{**fields, "created_at": datetime.fromisoformat(fields["created_at"])})
+                     for fields in state["accounts"]], set(state["leftover_users"]))
+
+        accounts, leftover = statefile.read(path, "fake WHM", parse)
         for account in accounts:
             self._keep(account)
         self.leftover_users.update(leftover)
@@ -121,16 +117,9 @@ class FakeWhm:
         if self.state_path is None:
             return
         accounts = [{**asdict(a), "created_at": a.created_at.isoformat()} for a in self.accounts.values()]
-        partial = self.state_path.with_name(self.state_path.name + ".partial")
-        partial.write_text(json.dumps({"accounts": accounts, "leftover_users": sorted(self.leftover_users)}))
-        os.replace(partial, self.state_path)
+        statefile.write(self.state_path, {"accounts": accounts, "leftover_users": sorted(self.leftover_users)})
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "lifespan":
-            return await lifespan(receive, send)
-        if scope["type"] != "http":
-            return None
-        body = await read_body(receive)
+    async def handle(self, scope: dict, receive: Callable, send: Callable, body: bytes) -> None:
         path: str = scope["path"]
         if path.startswith("/json-api/"):
             return await self.api(scope, receive, send, path[len("/json-api/"):].strip("/"), body)

@@ -61,7 +61,7 @@ def _wait_for(condition, timeout: float, what: str):
 def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env, tmp_path):
     env = {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_dev",
            "HOSTQ_NAMESPACE": f"{test_env['HOSTQ_NAMESPACE']}-dev", "HOSTQ_BROKER_HEARTBEAT_S": "3"}
-    port_api, port_whm = free_port(), free_port()
+    port_api, port_whm, port_psp = free_port(), free_port(), free_port()
     whm = f"http://127.0.0.1:{port_whm}"
     log = tmp_path / "dev.log"
     dev = None
@@ -79,8 +79,8 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
         asyncio.run(in_transaction(earlier, lambda session: create_tenant(session, os.urandom(32), name="Elsewhere")))
         with open(log, "w") as out:
             dev = subprocess.Popen([*hostq_cmd, "dev", "--port", str(port_api), "--whm-port", str(port_whm),
-                                    "--regions", "us"], env={**os.environ, **env}, cwd=tmp_path, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                    "--psp-port", str(port_psp), "--regions", "us"], env={**os.environ, **env},
+                                   cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         creds = _credentials(log, dev)
         listed = subprocess.run([*hostq_cmd, "servers", "list"], env={**os.environ, **env}, capture_output=True,
                                 text=True, timeout=60)
@@ -139,7 +139,15 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
             assert suspended.status_code == 202, suspended.text
             assert poll_job(api, suspended.json()["job"]["id"])["status"] == "succeeded"
             assert [a["suspended"] for a in accounts(fake) if a["domain"] == second] == [1]
-            assert [p.name for p in (tmp_path / ".hostq" / "sandbox").iterdir()] == [f"whm-{ours}.json"]
+
+            # The fake PSP runs beside them, its charges kept in the same directory.
+            txid = "devcharge" + uuid.uuid4().hex[:20]
+            charge = httpx.put(f"http://127.0.0.1:{port_psp}/v2/cob/{txid}", timeout=5, json={
+                "valor": {"original": "69.90"}, "chave": "pix@demo.example"})
+            assert charge.status_code == 201 and charge.json()["status"] == "ATIVA", charge.text
+            assert f"fake PSP     http://127.0.0.1:{port_psp}" in log.read_text()
+            assert sorted(p.name for p in (tmp_path / ".hostq" / "sandbox").iterdir()) == [
+                "psp.json", f"whm-{ours}.json"]
     finally:
         if dev is not None:
             dev.send_signal(signal.SIGTERM)

@@ -1,0 +1,1 @@
+"""PIX payments: the BR Code and the built-in webhook signature (pure rules)."""
