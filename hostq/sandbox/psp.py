@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import string
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import asdict
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
@@ -24,86 +23,13 @@ import httpx
 import msgspec
 import uvicorn
 
-from domain.payments import brcode
 from domain.payments.webhook_signature import HEADER, signature_header
 from hostq.sandbox import statefile
 from hostq.sandbox.asgi import SandboxApp, respond
+from hostq.sandbox.pix_api import Charge, Problem, end_to_end_id, horario, invalid, parse_time, valor_of
 
 TXID = re.compile(r"[a-zA-Z0-9]{26,35}")
 SCOPES = "cob.write cob.read pix.read webhook.write webhook.read"
-ERRORS = "https://pix.bcb.gov.br/api/v2/error/"
-PAYER_ISPB = "99999999"
-
-
-class Problem(Exception):
-    """An API Pix error (RFC 7807, with `violacoes` for a bad request)."""
-
-    def __init__(self, status: int, kind: str, title: str, detail: str, violations: list | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = {"type": ERRORS + kind, "title": title, "status": status, "detail": detail}
-        if violations:
-            self.body["violacoes"] = [{"razao": reason, "propriedade": prop} for prop, reason in violations]
-
-
-def _invalid(prop: str, reason: str) -> Problem:
-    return Problem(400, "CobOperacaoInvalida", "Cobrança inválida.",
-                   "A requisição que busca alterar ou criar uma cobrança para pagamento imediato não respeita o "
-                   "schema ou está semanticamente errada.", [(prop, reason)])
-
-
-def _horario(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
-
-
-def _parse_time(value: str, name: str) -> datetime:
-    try:
-        # A '+' sent unencoded in a query string arrives as a space.
-        parsed = datetime.fromisoformat(value.replace(" ", "+").replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise Problem(400, "ParametroInvalido", "Parâmetro inválido.",
-                      f"'{name}' must be an RFC 3339 date-time with an offset, like 2026-11-22T00:00:00Z")
-    return parsed
-
-
-@dataclass
-class Charge:
-    txid: str
-    valor: str
-    chave: str
-    expiracao: int
-    criacao: datetime
-    loc_id: int
-    location: str
-    devedor: dict | None = None
-    solicitacao: str | None = None
-    status: str = "ATIVA"
-    revisao: int = 0
-    pix: list[dict] = field(default_factory=list)
-
-    def view(self, psp: "FakePsp") -> dict[str, Any]:
-        """The charge as `GET /v2/cob/{txid}` shows it."""
-        shown: dict[str, Any] = {
-            "calendario": {"criacao": _horario(self.criacao), "expiracao": self.expiracao},
-            "txid": self.txid, "revisao": self.revisao,
-            "loc": {"id": self.loc_id, "location": self.location, "tipoCob": "cob"},
-            "location": self.location, "status": self.status, "valor": {"original": self.valor},
-            "chave": self.chave,
-            "pixCopiaECola": brcode.dynamic(self.location, amount=self.valor, merchant_name=psp.merchant_name,
-                                            merchant_city=psp.merchant_city),
-        }
-        if self.devedor:
-            shown["devedor"] = self.devedor
-        if self.solicitacao:
-            shown["solicitacaoPagador"] = self.solicitacao
-        if self.pix:
-            shown["pix"] = self.pix
-        return shown
-
-    def expired(self, now: datetime) -> bool:
-        return now > self.criacao + timedelta(seconds=self.expiracao)
 
 
 class FakePsp(SandboxApp):
@@ -173,11 +99,11 @@ class FakePsp(SandboxApp):
         kind, _, ident = path.partition("/")
         match method, kind:
             case "PUT", "cob" if ident:
-                return 201, self.create_charge(ident, self._json(body)).view(self)
+                return 201, self.create_charge(ident, self._json(body)).view(self.merchant_name, self.merchant_city)
             case "PATCH", "cob" if ident:
-                return 200, self.revise_charge(ident, self._json(body)).view(self)
+                return 200, self.revise_charge(ident, self._json(body)).view(self.merchant_name, self.merchant_city)
             case "GET", "cob" if ident:
-                return 200, self.charge(ident).view(self)
+                return 200, self.charge(ident).view(self.merchant_name, self.merchant_city)
             case "GET", "pix" if ident:
                 for charge in self.charges.values():
                     for payment in charge.pix:
@@ -193,9 +119,9 @@ class FakePsp(SandboxApp):
         try:
             decoded = msgspec.json.decode(body or b"{}")
         except msgspec.DecodeError:
-            raise _invalid("cob", "the body is not JSON") from None
+            raise invalid("cob", "the body is not JSON") from None
         if not isinstance(decoded, dict):
-            raise _invalid("cob", "the body must be a JSON object")
+            raise invalid("cob", "the body must be a JSON object")
         return decoded
 
     def charge(self, txid: str) -> Charge:
@@ -207,19 +133,19 @@ class FakePsp(SandboxApp):
     def create_charge(self, txid: str, cob: dict) -> Charge:
         """`PUT /v2/cob/{txid}`: a new immediate charge; the txid is the caller's and used only once."""
         if not TXID.fullmatch(txid):
-            raise _invalid("cob.txid", "txid must be 26 to 35 letters and digits")
+            raise invalid("cob.txid", "txid must be 26 to 35 letters and digits")
         if txid in self.charges:
-            raise _invalid("cob.txid", "txid já utilizado: a charge with this txid exists")
-        valor, chave = _valor(cob), cob.get("chave")
+            raise invalid("cob.txid", "txid já utilizado: a charge with this txid exists")
+        valor, chave = valor_of(cob), cob.get("chave")
         if not isinstance(chave, str) or not chave:
-            raise _invalid("cob.chave", "chave (the receiver's PIX key) is required")
+            raise invalid("cob.chave", "chave (the receiver's PIX key) is required")
         expiracao = (cob.get("calendario") or {}).get("expiracao", 86400)
         if not isinstance(expiracao, int) or isinstance(expiracao, bool) or expiracao <= 0:
-            raise _invalid("cob.calendario.expiracao", "expiracao is a positive number of seconds")
+            raise invalid("cob.calendario.expiracao", "expiracao is a positive number of seconds")
         devedor, note = cob.get("devedor"), cob.get("solicitacaoPagador")
         if devedor is not None and not (isinstance(devedor, dict) and devedor.get("nome")
                                         and (devedor.get("cpf") or devedor.get("cnpj"))):
-            raise _invalid("cob.devedor", "devedor needs nome and cpf or cnpj")
+            raise invalid("cob.devedor", "devedor needs nome and cpf or cnpj")
         location = f"{self.host}/qr/v2/{uuid.uuid4().hex}"
         charge = Charge(txid, valor, chave, expiracao, datetime.now(UTC), self.next_loc, location, devedor,
                         note if isinstance(note, str) else None)
@@ -232,10 +158,10 @@ class FakePsp(SandboxApp):
         """`PATCH /v2/cob/{txid}`: a new amount, or removal by the receiver, while the charge is active."""
         charge = self.charge(txid)
         if charge.status != "ATIVA":
-            raise _invalid("cob.status", f"the charge is {charge.status}: only an ATIVA charge can be revised")
+            raise invalid("cob.status", f"the charge is {charge.status}: only an ATIVA charge can be revised")
         if "status" in changes and changes["status"] != "REMOVIDA_PELO_USUARIO_RECEBEDOR":
-            raise _invalid("cob.status", "status can only become REMOVIDA_PELO_USUARIO_RECEBEDOR")
-        valor = _valor(changes) if "valor" in changes else charge.valor
+            raise invalid("cob.status", "status can only become REMOVIDA_PELO_USUARIO_RECEBEDOR")
+        valor = valor_of(changes) if "valor" in changes else charge.valor
         charge.valor, charge.revisao = valor, charge.revisao + 1
         if "status" in changes:
             charge.status = changes["status"]
@@ -246,7 +172,7 @@ class FakePsp(SandboxApp):
         """`GET /v2/pix`: payments received between `inicio` and `fim`, optionally of one txid, paginated."""
         if "inicio" not in query or "fim" not in query:
             raise Problem(400, "ParametroInvalido", "Parâmetro inválido.", "inicio and fim are required")
-        start, end = _parse_time(query["inicio"], "inicio"), _parse_time(query["fim"], "fim")
+        start, end = parse_time(query["inicio"], "inicio"), parse_time(query["fim"], "fim")
         try:
             page = int(query.get("paginacao.paginaAtual", 0))
             size = int(query.get("paginacao.itensPorPagina", 100))
@@ -255,7 +181,7 @@ class FakePsp(SandboxApp):
         if page < 0 or not 1 <= size <= 1000:
             raise Problem(400, "ParametroInvalido", "Parâmetro inválido.", "paginaAtual >= 0, itensPorPagina 1-1000")
         found = sorted((p for c in self.charges.values() for p in c.pix
-                        if start <= _parse_time(p["horario"], "horario") <= end
+                        if start <= parse_time(p["horario"], "horario") <= end
                         and query.get("txid", p["txid"]) == p["txid"]), key=lambda p: p["horario"])
         pages = -(-len(found) // size)
         paging = {"paginaAtual": page, "itensPorPagina": size, "quantidadeDePaginas": pages,
@@ -269,7 +195,7 @@ class FakePsp(SandboxApp):
             case "POST", ["pay", txid]:
                 return 200, await self.pay(txid, self._json(body))
             case "GET", ["charges"]:
-                return 200, {"charges": [c.view(self) for c in self.charges.values()]}
+                return 200, {"charges": [c.view(self.merchant_name, self.merchant_city) for c in self.charges.values()]}
             case "DELETE", ["charges"]:
                 self.charges.clear()
                 self.save()
@@ -295,11 +221,11 @@ class FakePsp(SandboxApp):
                 pass
         deliveries, delay = options.get("deliveries", 1), options.get("delay_s", 0)
         if not isinstance(deliveries, int) or isinstance(deliveries, bool) or not 0 <= deliveries <= 10:
-            raise _invalid("deliveries", "deliveries is a whole number from 0 (no webhook) to 10")
+            raise invalid("deliveries", "deliveries is a whole number from 0 (no webhook) to 10")
         if not isinstance(delay, (int, float)) or isinstance(delay, bool) or not 0 <= delay <= 3600:
-            raise _invalid("delay_s", "delay_s is a number of seconds from 0 to 3600")
-        payment = {"endToEndId": _end_to_end_id(now), "txid": txid, "valor": _valor({"valor": {"original": amount}}),
-                   "chave": charge.chave, "horario": _horario(now), "infoPagador": str(options.get("info", ""))}
+            raise invalid("delay_s", "delay_s is a number of seconds from 0 to 3600")
+        payment = {"endToEndId": end_to_end_id(now), "txid": txid, "valor": valor_of({"valor": {"original": amount}}),
+                   "chave": charge.chave, "horario": horario(now), "infoPagador": str(options.get("info", ""))}
         charge.pix.append(payment)
         charge.status = "CONCLUIDA"
         self.save()
@@ -325,7 +251,7 @@ class FakePsp(SandboxApp):
         headers = {"content-type": "application/json", HEADER: signature_header([secret], int(time.time()), body)}
         record: dict[str, Any] = {"endToEndId": payment["endToEndId"], "txid": payment["txid"],
                                   "url": self.webhook_url, "bad_signature": bad_signature,
-                                  "at": _horario(datetime.now(UTC)), "status": None, "error": None}
+                                  "at": horario(datetime.now(UTC)), "status": None, "error": None}
         try:
             if self._http is None:
                 self._http = httpx.AsyncClient(timeout=10)
@@ -334,21 +260,6 @@ class FakePsp(SandboxApp):
             record["error"] = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         self.webhooks.append(record)
         return {"status": record["status"], "error": record["error"]}
-
-
-def _valor(cob: dict) -> str:
-    original = (cob.get("valor") or {}).get("original") if isinstance(cob.get("valor"), dict) else None
-    try:
-        return brcode.amount_text(original if isinstance(original, str) else str(original))
-    except (ValueError, ArithmeticError):
-        raise _invalid("cob.valor.original", 'valor.original is a string amount with two decimals, like "69.90"') \
-            from None
-
-
-def _end_to_end_id(at: datetime) -> str:
-    """`E` + the payer institution's ISPB + yyyyMMddHHmm + 11 characters: 32 in all."""
-    tail = "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(11))
-    return f"E{PAYER_ISPB}{at.strftime('%Y%m%d%H%M')}{tail}"
 
 
 def create_app(**options: Any) -> FakePsp:

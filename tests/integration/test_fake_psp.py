@@ -181,5 +181,5 @@ async def test_tokens_it_issued_or_none_and_charges_survive_a_restart(psp, tmp_p
     assert wrong.status_code == 401
 
     restarted = create_app(webhook_url=HOOK, webhook_secret="whsec", state_path=tmp_path / "psp.json")
-    assert restarted.charges[TXID].view(restarted)["valor"] == {"original": "69.90"}
+    assert restarted.charges[TXID].view("X", "Y")["valor"] == {"original": "69.90"}
     assert restarted.next_loc == 2
