@@ -111,6 +111,11 @@ def _sandbox_psp(args, settings: Settings) -> None:
           state_path=Path(args.state) if args.state else None)
 
 
+def _sandbox_mail(args, settings: Settings) -> None:
+    from hostq.sandbox.mail import serve
+    serve(host=args.host, smtp_port=args.smtp_port, port=args.port)
+
+
 def _dev(args, settings: Settings) -> None:
     from hostq.dev import run_dev
     run_dev(args)
@@ -213,6 +218,11 @@ def _parser() -> argparse.ArgumentParser:
     psp.add_argument("--state", metavar="FILE", help="keep the charges in this JSON file too (written after every "
                      "change, read at start); without it they live in memory")
     psp.set_defaults(run=_sandbox_psp)
+    mail = sandbox.add_parser("mail", help="a fake mail server: SMTP, and the messages it received over HTTP")
+    mail.add_argument("--host", default="127.0.0.1")
+    mail.add_argument("--smtp-port", type=int, default=1025)
+    mail.add_argument("--port", type=int, default=8025, help="GET/DELETE /__sandbox/messages (default: 8025)")
+    mail.set_defaults(run=_sandbox_mail)
 
     dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")
     dev.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")
@@ -220,6 +230,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="the first region's fake WHM (default: 2087); the next regions use the following ports")
     dev.add_argument("--psp-port", type=int, default=8089,
                      help="the fake PSP (default: 8089); HOSTQ_PSP_URL is set to it for hostq's processes")
+    dev.add_argument("--smtp-port", type=int, default=1025,
+                     help="the fake mail server's SMTP port (default: 1025); HOSTQ_SMTP_URL is set to it")
+    dev.add_argument("--mail-port", type=int, default=8025,
+                     help="the fake mail server's HTTP port, for its messages (default: 8025)")
     dev.add_argument("--regions", default="us",
                      help="comma-separated regions, each with its own fake WHM and worker (default: us)")
     dev.set_defaults(run=_dev)

@@ -1,4 +1,4 @@
-"""`hostq dev`: the whole of hostq on one machine, with the fake WHM and PSP and a demo tenant."""
+"""`hostq dev`: the whole of hostq on one machine, with the fake WHM, PSP and mail server and a demo tenant."""
 
 from __future__ import annotations
 
@@ -81,12 +81,14 @@ def _demo_credentials(settings) -> dict:
         return {"slug": "demo", **asyncio.run(create_key(settings, tenant_slug="demo", scopes=",".join(ALL_SCOPES)))}
 
 
-def _banner(creds: dict, port: int, whm_ports: dict[str, int], psp_port: int) -> str:
+def _banner(creds: dict, port: int, whm_ports: dict[str, int], psp_port: int, mail_port: int) -> str:
     base = f"http://127.0.0.1:{port}"
     fakes = "\n".join(f"  fake WHM     region {region}: http://127.0.0.1:{p}   (accounts: http://127.0.0.1:{p}/__sandbox/accounts)"
                       for region, p in whm_ports.items())
     psp = f"http://127.0.0.1:{psp_port}"
     fakes += f"\n  fake PSP     {psp}   (API Pix; charges: {psp}/__sandbox/charges; webhooks: {psp}/__sandbox/webhooks)"
+    mail = f"http://127.0.0.1:{mail_port}/__sandbox/messages"
+    fakes += f"\n  fake mail    {os.environ['HOSTQ_SMTP_URL']}   (messages: {mail})"
     return f"""
 hostq is running.
   API          {base}   (OpenAPI: {base}/schema/openapi.json, docs: {base}/schema/swagger)
@@ -175,38 +177,49 @@ class _Child:
         return True
 
 
+def _start_fakes(args, settings, whm_ports: dict[str, int], children: list[_Child]) -> list[str]:
+    """Start a fake WHM per region (registered as that region's server), the fake PSP and the fake mail server;
+    answer the regions whose fakes of earlier runs were disabled."""
+    from hostq.admin import register_sandboxes
+    retired, server_ids = asyncio.run(register_sandboxes(settings, {region: f"http://127.0.0.1:{port}"
+                                                                    for region, port in whm_ports.items()}))
+    SANDBOX_STATE_DIR.mkdir(parents=True, exist_ok=True)
+    for region, port in whm_ports.items():  # one fake WHM per region, as real regions have their own servers
+        # Its accounts are kept per registered server: a restarted fake (or `hostq dev`) still has them, and a
+        # new database (a new server row) starts with an empty fake, as its services are none.
+        state = SANDBOX_STATE_DIR.resolve() / f"whm-{server_ids[region]}.json"
+        children.append(_Child(f"the fake WHM of region {region}",
+                               ["sandbox", "whm", "--port", str(port), "--state", str(state)]))
+        _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
+    children.append(_Child("the fake PSP", ["sandbox", "psp", "--port", str(args.psp_port),
+                                            "--webhook-url", _pix_webhook_url(args.port),
+                                            "--state", str(SANDBOX_STATE_DIR.resolve() / "psp.json")]))
+    _wait_http(f"http://127.0.0.1:{args.psp_port}/__sandbox/charges")
+    children.append(_Child("the fake mail server", ["sandbox", "mail", "--smtp-port", str(args.smtp_port),
+                                                    "--port", str(args.mail_port)]))
+    _wait_http(f"http://127.0.0.1:{args.mail_port}/__sandbox/messages")
+    return retired
+
+
 def run_dev(args) -> None:
-    """Migrate, start the fake WHMs and PSP, register the WHMs, start API, workers and scheduler, print credentials; then keep
-    them running: a process that exits (a worker killed with `kill -9`, say) is started again, and the others
-    (the fake WHM and its accounts among them) go on."""
+    """Migrate, start the fakes, register the fake WHMs, start API, workers and scheduler, print credentials;
+    then keep them running: a process that exits (a worker killed with `kill -9`, say) is started again, and
+    the others (the fake WHM and its accounts among them) go on."""
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
-    # The API and workers talk to this run's fake PSP, whatever HOSTQ_PSP_URL said.
+    # The API and workers talk to this run's fakes, whatever HOSTQ_PSP_URL and HOSTQ_SMTP_URL said.
     os.environ["HOSTQ_PSP_URL"] = f"http://127.0.0.1:{args.psp_port}"
-    for port in (args.port, *whm_ports.values(), args.psp_port):
+    os.environ["HOSTQ_SMTP_URL"] = f"smtp://127.0.0.1:{args.smtp_port}"
+    for port in (args.port, *whm_ports.values(), args.psp_port, args.smtp_port, args.mail_port):
         if not _port_free(port):
-            raise RuntimeError(f"port {port} is already in use: stop what uses it or pass --port/--whm-port")
+            raise RuntimeError(f"port {port} is already in use: stop what uses it or pass --port, --whm-port, "
+                               "--psp-port, --smtp-port or --mail-port")
     upgrade(settings.database_url)
     children: list[_Child] = []
     try:
-        from hostq.admin import register_sandboxes
-        retired, server_ids = asyncio.run(register_sandboxes(settings, {region: f"http://127.0.0.1:{port}"
-                                                                        for region, port in whm_ports.items()}))
-        for region, port in whm_ports.items():  # one fake WHM per region, as real regions have their own servers
-            # Its accounts are kept per registered server: a restarted fake (or `hostq dev`) still has them, and a
-            # new database (a new server row) starts with an empty fake, as its services are none.
-            state = SANDBOX_STATE_DIR.resolve() / f"whm-{server_ids[region]}.json"
-            state.parent.mkdir(parents=True, exist_ok=True)
-            children.append(_Child(f"the fake WHM of region {region}",
-                                   ["sandbox", "whm", "--port", str(port), "--state", str(state)]))
-            _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
-        SANDBOX_STATE_DIR.mkdir(parents=True, exist_ok=True)
-        children.append(_Child("the fake PSP", ["sandbox", "psp", "--port", str(args.psp_port),
-                                                "--webhook-url", _pix_webhook_url(args.port),
-                                                "--state", str(SANDBOX_STATE_DIR.resolve() / "psp.json")]))
-        _wait_http(f"http://127.0.0.1:{args.psp_port}/__sandbox/charges")
+        retired = _start_fakes(args, settings, whm_ports, children)
         if retired:
             print(f"hostq: disabled fake WHM servers of earlier runs in region(s) {', '.join(retired)}", file=sys.stderr)
         _warn_foreign_secrets(settings)
@@ -216,7 +229,8 @@ def run_dev(args) -> None:
             children.append(_Child(f"the worker of region {region}", ["worker", "--region", region]))
         children.append(_Child("the scheduler", ["scheduler"]))
         _wait_http(f"http://127.0.0.1:{args.port}/health/ready")
-        print(_banner(_demo_credentials(settings), args.port, whm_ports, args.psp_port), flush=True)
+        print(_banner(_demo_credentials(settings), args.port, whm_ports, args.psp_port, args.mail_port),
+              flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         while all(child.restart_if_exited() for child in children):
             time.sleep(0.5)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import smtplib
 import subprocess
 import time
 import uuid
@@ -61,7 +62,7 @@ def _wait_for(condition, timeout: float, what: str):
 def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env, tmp_path):
     env = {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_dev",
            "HOSTQ_NAMESPACE": f"{test_env['HOSTQ_NAMESPACE']}-dev", "HOSTQ_BROKER_HEARTBEAT_S": "3"}
-    port_api, port_whm, port_psp = free_port(), free_port(), free_port()
+    port_api, port_whm, port_psp, port_smtp, port_mail = (free_port() for _ in range(5))
     whm = f"http://127.0.0.1:{port_whm}"
     log = tmp_path / "dev.log"
     dev = None
@@ -79,7 +80,8 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
         asyncio.run(in_transaction(earlier, lambda session: create_tenant(session, os.urandom(32), name="Elsewhere")))
         with open(log, "w") as out:
             dev = subprocess.Popen([*hostq_cmd, "dev", "--port", str(port_api), "--whm-port", str(port_whm),
-                                    "--psp-port", str(port_psp), "--regions", "us"], env={**os.environ, **env},
+                                    "--psp-port", str(port_psp), "--smtp-port", str(port_smtp),
+                                    "--mail-port", str(port_mail), "--regions", "us"], env={**os.environ, **env},
                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         creds = _credentials(log, dev)
         listed = subprocess.run([*hostq_cmd, "servers", "list"], env={**os.environ, **env}, capture_output=True,
@@ -148,6 +150,12 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
             assert f"fake PSP     http://127.0.0.1:{port_psp}" in log.read_text()
             assert sorted(p.name for p in (tmp_path / ".hostq" / "sandbox").iterdir()) == [
                 "psp.json", f"whm-{ours}.json"]
+            # And the fake mail server.
+            with smtplib.SMTP("127.0.0.1", port_smtp, timeout=10) as smtp:
+                smtp.sendmail("billing@demo.example", ["ana@example.com"], b"Subject: hello\r\n\r\nhi Ana\r\n")
+            messages = httpx.get(f"http://127.0.0.1:{port_mail}/__sandbox/messages", timeout=5).json()["messages"]
+            assert [(m["subject"], m["to"]) for m in messages] == [("hello", ["ana@example.com"])]
+            assert f"fake mail    smtp://127.0.0.1:{port_smtp}" in log.read_text()
     finally:
         if dev is not None:
             dev.send_signal(signal.SIGTERM)
