@@ -207,7 +207,9 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
         # user a failed createacct left behind). Never a second account under another name.
         raise PermanentIntegrationError(
             "whm_username_taken", f"{said}: no WHM account has username {username!r} or domain {domain!r}, "
-            "so a system user probably remains from a failed createacct: an operator must look") from None
+            "so a system user probably remains from a failed createacct: an operator must look (once no createacct "
+            "under that name can still be running, remove the system user on the server and retry the job: the "
+            "account is then created under this name)") from None
 
 
 async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempted: bool) -> bool:

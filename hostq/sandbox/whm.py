@@ -298,7 +298,7 @@ class FakeWhm(SandboxApp):
         return "Ok", {"pkg": [{"name": name, "QUOTA": "unlimited", "BWLIMIT": "unlimited"} for name in self.packages]}
 
     def control(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
-        """Answer one /__sandbox/ call: accounts, faults, latency, call counts."""
+        """Answer one /__sandbox/ call: accounts, leftover system users, faults, latency, call counts."""
         match method, path:
             case "GET", "accounts":
                 return 200, {"accounts": [a.control() for a in self.accounts.values()]}
@@ -312,6 +312,16 @@ class FakeWhm(SandboxApp):
                 if method == "DELETE":
                     self.calls.clear()
                 return 200, {"calls": counts}
+            case "GET", "system-users":
+                return 200, {"system_users": sorted(self.leftover_users)}
+            case "DELETE", str(user_path) if user_path.startswith("system-users/"):
+                # What an operator does on a real server (userdel) for a Unix user a failed createacct left.
+                user = user_path[len("system-users/"):]
+                if user not in self.leftover_users:
+                    return 404, {"error": f"no system user {user!r} without an account"}
+                self.leftover_users.discard(user)
+                self.save()
+                return 200, {"system_users": sorted(self.leftover_users)}
             case "DELETE", "faults":
                 self.faults.clear()
             case "POST", "faults" | "latency":

@@ -28,7 +28,9 @@ ORDERS = int(os.environ.get("HOSTQ_CHAOS_ORDERS", 40))
 ROUNDS = int(os.environ.get("HOSTQ_CHAOS_ROUNDS", 2))
 FUNCTIONS = ("createacct", "verify_new_username", "accountsummary", "suspendacct", "unsuspendacct", "removeacct",
              "changepackage")
-MODES = ("http_500", "reset", "timeout", "result_0", "timeout_then_create")  # operations.md's sandbox faults
+# operations.md's sandbox faults, and the fake's own: a failed create that leaves its Unix user behind
+MODES = ("http_500", "reset", "timeout", "result_0", "timeout_then_create", "result_0_leave_user")
+CREATE_ONLY = ("timeout_then_create", "result_0_leave_user")
 ACTIONS = ("suspend", "unsuspend", "terminate", "change-plan", "provision")
 
 
@@ -41,7 +43,7 @@ def _inject_until(stop: threading.Event, stack: Stack, rnd: random.Random, injec
     fakes = list(_fakes(stack).values())
     while not stop.wait(0.2):
         function, mode = rnd.choice(FUNCTIONS), rnd.choice(MODES)
-        if mode == "timeout_then_create" and function != "createacct":
+        if mode in CREATE_ONLY and function != "createacct":
             mode = "timeout"
         spec = {"function": function, "mode": mode, "times": rnd.randint(1, 2), "hold_s": 3}
         assert rnd.choice(fakes).post("/__sandbox/faults", json=spec).status_code == 200
@@ -65,6 +67,19 @@ def _wait_finished(stack: Stack, job_ids: list[str], timeout: float = 90.0 + ORD
             return jobs
         assert time.monotonic() < deadline, f"{len(left)} jobs never finished: {left[:3]}"
         time.sleep(0.2)
+
+
+def _clear_leftover_user(stack: Stack, job: dict) -> str:
+    """What ops do for a create that failed on a system user left behind after a create in doubt: check on the
+    server that the name has no account and that hostq kept it, remove the user (userdel), then retry the job."""
+    assert job["kind"] == "provision.create" and "system user" in job["error"]["message"], job
+    service = stack.service(job["resource"]["id"])
+    fake = _fakes(stack)[service["region"]]
+    assert service["username"] in fake.get("/__sandbox/system-users").json()["system_users"], (job, service)
+    listed = fake.get("/__sandbox/accounts").json()["accounts"]
+    assert not [a for a in listed if service["username"] in (a["user"], a["domain"]) or a["domain"] == service["domain"]]
+    assert fake.delete(f"/__sandbox/system-users/{service['username']}").status_code == 200
+    return service["username"]
 
 
 def _act(stack: Stack, rnd: random.Random, service_id: str) -> tuple[str, str, str | None] | None:
@@ -120,10 +135,12 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
     # Ops retry what failed, as often as a retry still takes something (a stale action is skipped with why).
     final = _wait_finished(stack, jobs)
     skipped: dict[str, str] = {}
+    cleared: list[str] = []
     for _ in range(4):
         failed = [j for j, job in final.items() if job["status"] == "failed" and j not in skipped]
         if not failed:
             break
+        cleared += [_clear_leftover_user(stack, final[j]) for j in failed if final[j]["error"]["code"] == "whm_username_taken"]
         outcome = stack.procs.run("jobs", "retry", *failed)
         skipped.update({s["id"]: s["reason"] for s in outcome["skipped"]})
         final.update(_wait_finished(stack, outcome["retried"]))
@@ -131,7 +148,8 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
     kinds = sorted({j["kind"] for j in final.values()})
     print(f"[chaos] seed {SEED}: {ORDERS} orders, {len(injected)} faults, {2 + ROUNDS} SIGKILLs, {len(final)} jobs ({', '.join(kinds)}): "
           f"{sum(j['status'] == 'succeeded' for j in final.values())} succeeded, "
-          f"{sum(j['status'] == 'failed' for j in final.values())} left failed, {len(skipped)} retries skipped")
+          f"{sum(j['status'] == 'failed' for j in final.values())} left failed, {len(skipped)} retries skipped, "
+          f"{len(cleared)} leftover system users removed by ops")
     for job_id, job in final.items():
         assert job["status"] in ("succeeded", "failed"), job
         if job["status"] == "failed":  # left failed only when a retry would undo a later request

@@ -199,6 +199,15 @@ async def test_a_system_user_left_after_a_create_in_doubt_is_named_never_a_secon
     assert await _accounts_for(control, ordered["domain"]) == []  # not created under another name either
     assert (await _service(sessions, ordered["id"])).username == username
 
+    # The operator removes the leftover system user on the server (userdel; the sandbox's control API here) and
+    # retries: the account is created under the name hostq kept.
+    assert username in (await control.get("/__sandbox/system-users")).json()["system_users"]
+    assert (await control.delete(f"/__sandbox/system-users/{username}")).status_code == 200
+    assert (await control.delete(f"/__sandbox/system-users/{username}")).status_code == 404
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert (result["outcome"], result["username"]) == ("created", username)
+    assert [a["user"] for a in await _accounts_for(control, ordered["domain"])] == [username]
+
 
 async def test_a_requested_username_is_never_given_back(client, db, sessions, settings, whm_url, whm, control):
     """The reseller chose the name: a refused create leaves it as it is (hostq does not rename their choice)."""
