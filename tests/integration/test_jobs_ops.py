@@ -325,6 +325,12 @@ async def test_cancelling_a_provisioning_job_leaves_its_service_failed_not_waiti
         assert (await session.get(Service, service_id)).status == "failed"
     assert (await client.get(f"/v1/jobs/{job_id}")).json()["status"] == "cancelled"
 
+    # The reseller's way on: provisioning the failed service again is a new job, not the cancelled one.
+    again = await client.post(f"/v1/provision/{service_id}")
+    assert again.status_code == 202, again.text
+    assert again.json()["job"]["id"] != str(job_id) and again.json()["job"]["kind"] == "provision.create"
+    assert again.json()["service"]["status"] == "provisioning"
+
 
 async def test_a_late_dispatch_mark_of_an_earlier_round_leaves_the_retried_round_to_be_sent(sessions):
     # The API marks sent jobs a few ms later, in a batch; a retry can land in between. Marking round 1 then must
