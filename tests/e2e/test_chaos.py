@@ -77,7 +77,7 @@ def _clear_leftover_user(stack: Stack, job: dict) -> str:
     fake = _fakes(stack)[service["region"]]
     assert service["username"] in fake.get("/__sandbox/system-users").json()["system_users"], (job, service)
     listed = fake.get("/__sandbox/accounts").json()["accounts"]
-    assert not [a for a in listed if service["username"] in (a["user"], a["domain"]) or a["domain"] == service["domain"]]
+    assert not [a for a in listed if a["user"] == service["username"] or a["domain"] == service["domain"]], listed
     assert fake.delete(f"/__sandbox/system-users/{service['username']}").status_code == 200
     return service["username"]
 
