@@ -35,8 +35,9 @@ def accepted(body: Accepted) -> Response[Accepted]:
 
 
 IN_FLIGHT_NOTE = ("Answers 202 with the job. Asking again while that job is in flight returns the same job; "
-                  "while a job of another kind is in flight for the service, 409 conflict. A state that does not "
-                  "allow the action: 422 invalid_state.")
+                  "while a job of another kind is in flight for the service, 409 conflict naming it, whatever the "
+                  "state (so terminating a `provisioning` service is 409 until its create ends). Otherwise a state "
+                  "that does not allow the action: 422 invalid_state.")
 
 
 async def _act(session: AsyncSession, caller: Principal, service_id: str, action: str, request_id: str,
@@ -55,7 +56,7 @@ class ServiceController(Controller):
           description="Records the service and its `provision.create` job. `plan` is the plan's code; a `region` "
                       "with no WHM server, an unknown customer or plan, or a billing cycle the plan is not sold "
                       "in is 400; a region whose servers are all full is 422 no_capacity; a domain or username "
-                      "already in use is 409 conflict.",
+                      "already in use is 409 conflict, with the field in `errors`.",
           **documented("POST", conflict=True, capacity=True))
     async def order(self, data: ServiceOrder, request: Request) -> Response[Accepted]:
         # No dependencies (the hot path): the request gives the caller, the connection and the settings.

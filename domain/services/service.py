@@ -96,11 +96,20 @@ async def place_order(conn: Any, tenant_id: uuid.UUID, order: Order, *, max_atte
             _PLACE_ORDER, order.customer_id, tenant_id, order.plan, order.billing_cycle, order.region, service_id,
             job.created_at, domain, rules.PROVISIONING, order.username, job.id, job.kind, job.queue, job.status,
             job.attempts, job.round, job.max_attempts, job.resource_type, job.args, job.request_id)
-    except asyncpg.UniqueViolationError:  # the transaction is rolled back by its owner
-        raise Conflict(f"domain {domain!r} (or username {order.username!r}) is already in use") from None
+    except asyncpg.UniqueViolationError as exc:  # the transaction is rolled back by its owner
+        raise _taken(exc.constraint_name, domain, order.username) from None
     if record["id"] is None:
         _refuse(order, record)
     return Row(record), job
+
+
+def _taken(constraint: str | None, domain: str, username: str | None) -> Conflict:
+    """The 409 for the unique index an order ran into, naming the field that clashed."""
+    if constraint == "uq_services_server_user8" and username:
+        field, message = "username", f"{username!r} is in use on the server (WHM compares the first 8 characters)"
+    else:
+        field, message = "domain", f"{domain!r} is already in use"
+    return Conflict(f"{field}: {message}", errors=[{"field": field, "message": message}])
 
 
 def _refuse(order: Order, record: Any) -> NoReturn:

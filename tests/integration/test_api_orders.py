@@ -66,13 +66,25 @@ async def test_order_validation(client, sessions, settings):
     assert full.status_code == 422 and full.json()["code"] == "no_capacity"
 
 
-async def test_a_live_domain_cannot_be_ordered_twice(client, sessions, settings):
+async def test_a_live_domain_or_username_cannot_be_ordered_twice(client, sessions, settings):
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
-    body = order_body(customer_id, plan, region)
+    body = order_body(customer_id, plan, region, username="anabela1")
     assert (await client.post("/v1/services", json=body)).status_code == 202
-    again = await client.post("/v1/services", json={**body, "domain": body["domain"].upper()})
-    assert again.status_code == 409 and again.json()["code"] == "conflict"
+
+    def clash(response) -> tuple[str, str]:
+        assert response.status_code == 409 and response.json()["code"] == "conflict", response.text
+        [error] = response.json()["errors"]
+        return error["field"], error["message"]
+
+    # The domain clashes (whatever the username): the 409 names the domain, not the free username.
+    again = await client.post("/v1/services", json={**body, "domain": body["domain"].upper(), "username": "zelia"})
+    assert clash(again) == ("domain", f"{body['domain']!r} is already in use")
+    # Another domain, a username whose first 8 characters WHM would see as the same account's.
+    same8 = await client.post("/v1/services", json=order_body(customer_id, plan, region, username="anabela1x"))
+    field, message = clash(same8)
+    assert field == "username" and "'anabela1x' is in use on the server" in message
+    assert "None" not in again.json()["detail"] + same8.json()["detail"]
 
 
 async def test_an_action_the_state_refuses_is_422_in_plain_english(client, sessions, settings):
