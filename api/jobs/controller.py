@@ -14,8 +14,8 @@ from api.customers.controller import Limit
 from api.jobs.schemas import Job, JobList
 from api.openapi import Cursor, documented, resource_id
 from domain.ids import parse_id
-from domain.jobs.rules import STATUSES
-from domain.jobs.service import get_job, list_jobs
+from domain.jobs.rules import KINDS, STATUSES
+from domain.jobs.service import check_filter, get_job, list_jobs
 from domain.tenants.service import Principal
 
 JobId = resource_id("job")
@@ -45,10 +45,12 @@ class JobController(Controller):
                         description="Only jobs in this status; any other value is 400",
                         schema_extra={"enum": list(STATUSES)})] = None,
                     kind: Annotated[str | None, Parameter(
-                        description="Only jobs of this kind, e.g. provision.create")] = None,
+                        description="Only jobs of this kind; any other value is 400",
+                        schema_extra={"enum": list(KINDS)})] = None,
                     resource_id: Annotated[str | None, Parameter(
                         description="Only jobs working on this resource (e.g. a service id); a value that is not "
                                     "a UUID matches nothing")] = None) -> JobList:
+        check_filter(status, kind)
         resource = parse_id(resource_id) if resource_id else None
         if resource_id and resource is None:
             return JobList(data=[], next_cursor=None)  # not an id: nothing can match

@@ -6,6 +6,10 @@ QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "retrying", "succeeded", "failed", "cancelled")
 STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, CANCELLED})
+#: Every kind of job there is an actor for (job_actor refuses any other name), so that a filter naming
+#: another kind, a typo most likely, is refused rather than matching nothing.
+KINDS = ("provision.create", "provision.suspend", "provision.unsuspend", "provision.terminate",
+         "provision.change_plan")
 IN_FLIGHT = frozenset({QUEUED, RUNNING, RETRYING})
 
 _MOVES: dict[str, frozenset[str]] = {
@@ -42,3 +46,12 @@ def queue_for(kind: str, region: str | None = None) -> str:
             raise ValueError("provisioning jobs need a region")
         return f"provisioning.{region}"
     return area
+
+
+def filter_problem(status: str | None, kind: str | None) -> tuple[str, str] | None:
+    """(field, message) when a jobs filter names a status or kind that does not exist."""
+    if status is not None and status not in STATUSES:
+        return "status", f"unknown status {status!r}: one of {', '.join(STATUSES)}"
+    if kind is not None and kind not in KINDS:
+        return "kind", f"unknown kind {kind!r}: one of {', '.join(KINDS)}"
+    return None

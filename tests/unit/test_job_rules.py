@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -130,3 +134,20 @@ def test_describe_an_interrupted_attempt_as_retryable():
     error = describe_error(asyncio.CancelledError())  # what the attempt sees when Dramatiq's time limit hits
     assert (error.code, error.retryable) == ("interrupted", True)
     assert "time limit" in error.message
+
+
+def test_the_known_kinds_are_exactly_the_workers_actors():
+    # In a process of its own, as a worker imports them: a new actor whose kind is missing from KINDS would make
+    # `GET /v1/jobs?kind=` refuse it.
+    code = "import json, dramatiq, workers.main; print(json.dumps(sorted(dramatiq.get_broker().get_declared_actors())))"
+    env = {**os.environ, "HOSTQ_NAMESPACE": f"kinds-{os.getpid()}"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=60)
+    assert json.loads(out.stdout.splitlines()[-1]) == sorted(rules.KINDS)
+
+
+def test_a_filter_naming_no_status_or_kind_is_refused_with_the_field():
+    assert rules.filter_problem("failed", "provision.create") is None
+    assert rules.filter_problem(None, None) is None
+    assert rules.filter_problem("done", None)[0] == "status"
+    field, message = rules.filter_problem(None, "provison.create")
+    assert field == "kind" and "'provison.create'" in message and "provision.create" in message
