@@ -40,7 +40,10 @@ class Job(msgspec.Struct):
     finished_at: datetime | None
     next_attempt_at: Annotated[datetime, msgspec.Meta(description="When a retrying job runs again")] | None
     resource: JobResource | None
-    error: Annotated[JobError, msgspec.Meta(description="Why the last attempt failed")] | None
+    error: Annotated[JobError, msgspec.Meta(
+        description="Why the last failed attempt failed. Like Stripe's last_payment_error, it stays while the job "
+                    "runs again (its next attempt, or a round ops retried) and is cleared when an attempt "
+                    "succeeds")] | None
     result: dict | None
     request_id: Annotated[str, msgspec.Meta(description="The X-Request-Id of the request that caused the job")] | None
 
