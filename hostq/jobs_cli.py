@@ -117,13 +117,15 @@ async def cancel(settings: Settings, *, ids: list[str]) -> dict:
 
 
 def job_line(job: Job) -> dict:
-    """One job as `hostq jobs list` prints it."""
+    """One job as `hostq jobs list` prints it: the API's fields, and the tenant and round."""
     return {"id": str(job.id), "kind": job.kind, "status": job.status, "attempts": job.attempts,
             "max_attempts": job.max_attempts, "round": job.round,
             "tenant_id": str(job.tenant_id) if job.tenant_id else None,
             "resource": {"type": job.resource_type, "id": str(job.resource_id)} if job.resource_id else None,
             "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
-            "created_at": rfc3339(job.created_at), "finished_at": rfc3339(job.finished_at)}
+            "result": job.result, "created_at": rfc3339(job.created_at), "started_at": rfc3339(job.started_at),
+            "finished_at": rfc3339(job.finished_at), "next_attempt_at": rfc3339(job.next_attempt_at),
+            "request_id": job.request_id}
 
 
 def attempt_line(attempt: JobAttempt) -> dict:

@@ -172,9 +172,11 @@ async def test_list_filters_by_status_kind_and_tenant_newest_first(sessions, set
     lines = await jobs_cli.list_lines(settings, kind=kind, tenant=tenant["slug"])
     assert lines == [{"id": str(owned), "kind": kind, "status": "failed", "attempts": 3, "max_attempts": 3,
                       "round": 1, "tenant_id": str(tenant["tenant_id"]), "resource": None,
-                      "error": {"code": "whm_unavailable", "message": "WHM answered 503"},
-                      "created_at": lines[0]["created_at"], "finished_at": lines[0]["finished_at"]}]
-    assert datetime.fromisoformat(lines[0]["created_at"]) and datetime.fromisoformat(lines[0]["finished_at"])
+                      "error": {"code": "whm_unavailable", "message": "WHM answered 503"}, "result": None,
+                      "created_at": lines[0]["created_at"], "started_at": lines[0]["started_at"],
+                      "finished_at": lines[0]["finished_at"], "next_attempt_at": None, "request_id": None}]
+    for field in ("created_at", "started_at", "finished_at"):
+        assert datetime.fromisoformat(lines[0][field])
     assert len(await jobs_cli.list_lines(settings, kind=kind, limit=3)) == 3
 
 
@@ -498,6 +500,8 @@ def test_hostq_jobs_show_prints_one_object_or_one_line_on_stderr(settings, test_
     shown = json.loads(line)
     assert shown["id"] == str(job_id) and [(a["round"], a["attempt"], a["outcome"]) for a in shown["history"]] == [
         (1, 1, "retrying"), (1, 2, "failed")]
+    assert shown["error"]["code"] == "whm_unavailable" and shown["started_at"] and shown["finished_at"]
+    assert {"result", "next_attempt_at", "request_id"} <= shown.keys()
 
     missing = str(uuid.uuid4())
     for argv, message in ((["jobs", "show", missing], f"hostq: no such job: {missing}"),
