@@ -82,14 +82,18 @@ async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict
 
 
 async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) -> dict:
-    removed = False
+    outcome = "nothing_to_remove"
     if whm is not None and service.username and service.create_attempted_at is not None:
         if await _account(whm, service) is not None:
             await whm.removeacct(service.username)
-            removed = True
+            outcome = "removed"
+        elif job.attempts > 1 or job.round > 1:
+            # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
+            # its answer was lost (a timeout, a crash): not "nothing to remove".
+            outcome = "already_removed"
     live = {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED}
     await _finish(sessions, service, live, status=rules.TERMINATED, suspended_reason=None)
-    return {"service_id": str(service.id), "outcome": "removed" if removed else "nothing_to_remove"}
+    return {"service_id": str(service.id), "outcome": outcome}
 
 
 async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> dict:

@@ -29,7 +29,7 @@ def stack(procs, ports):
     procs.start("whm", "sandbox", "whm", "--port", str(ports["whm"]))
     wait_until(f"{whm}/__sandbox/accounts")
     procs.run("servers", "add", "--region", region, "--url", whm, "--username", "root", "--token", "sandbox")
-    creds = procs.run("tenants", "create", "--name", "Lifecycle Hosting")
+    creds = procs.run("tenants", "create", "--name", f"Lifecycle {region}")
     procs.start("api", "api", "--port", str(ports["api"]))
     procs.start("worker", "worker", "--region", region)
     base = f"http://127.0.0.1:{ports['api']}"
@@ -89,3 +89,20 @@ def test_service_life_cycle_on_whm(stack):
     assert _account(fake, domain) == []
     assert api.post(f"/v1/services/{service_id}/unsuspend").json()["code"] == "invalid_state"
     assert api.post(f"/v1/provision/{service_id}").json()["code"] == "invalid_state"
+
+
+def test_a_terminate_whose_removeacct_answer_was_lost_ends_already_removed(stack):
+    api, fake, region = stack
+    customer = api.post("/v1/customers", json={"name": "Caio", "email": "caio@example.com"}).json()
+    api.post("/v1/plans", json={"code": "basic", "name": "basic", "whm_package": "basic", "prices": {"monthly": 1}})
+    domain = f"caio-{uuid.uuid4().hex[:6]}.example.com"
+    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
+                                           "region": region, "billing_cycle": "monthly", "provision": "now"}).json()
+    assert _done(api, order["job"]["id"])["status"] == "succeeded"
+    # WHM removes the account, then the answer never comes (the client gives up after HOSTQ_WHM_READ_TIMEOUT).
+    fake.post("/__sandbox/faults", json={"function": "removeacct", "mode": "timeout_then_create", "hold_s": 30})
+    job = _done(api, api.post(f"/v1/services/{order['service']['id']}/terminate").json()["job"]["id"])
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    assert job["result"]["outcome"] == "already_removed"
+    assert _account(fake, domain) == []
+    assert api.get(f"/v1/services/{order['service']['id']}").json()["status"] == "terminated"
