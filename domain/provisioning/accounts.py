@@ -165,7 +165,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
     if verified:
         username, chosen_here = await _fix_username(db, service, whm)
     if service["create_attempted_at"] is not None:  # a createacct may have happened: ask WHM first (adopt rule)
-        adopted = await _existing_is_ours(whm, username, domain, attempted=True)
+        adopted = await _ask_after_create_in_doubt(whm, username, domain)
     elif verified or await whm.verify_new_username(username):
         adopted = False  # the name is free on WHM and we never called createacct: nothing of ours exists
     else:
@@ -210,6 +210,22 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
             "so a system user probably remains from a failed createacct: an operator must look (once no createacct "
             "under that name can still be running, remove the system user on the server and retry the job: the "
             "account is then created under this name)") from None
+
+
+#: What asking WHM first concludes: something is in the way (not a failure to ask).
+_VERDICTS = frozenset(("whm_account_conflict", "whm_domain_taken", "whm_username_taken"))
+
+
+async def _ask_after_create_in_doubt(whm: WhmPort, username: str, domain: str) -> bool:
+    """_existing_is_ours once a createacct may have been sent; a refusal to answer says the account may exist."""
+    try:
+        return await _existing_is_ours(whm, username, domain, attempted=True)
+    except PermanentIntegrationError as exc:
+        if exc.code in _VERDICTS:
+            raise
+        raise PermanentIntegrationError(
+            exc.code, f"{exc.message} (an earlier createacct under {username!r} may have created the account: "
+            "once WHM answers accountsummary again, retry the job and an account of ours is adopted)") from exc
 
 
 async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempted: bool) -> bool:

@@ -91,6 +91,14 @@ async def test_timeout_then_create_is_adopted_not_duplicated(client, db, session
     assert timed_out.value.code == "whm_timeout"
     assert (await _service(sessions, ordered["id"])).status == "provisioning"
 
+    # WHM refuses the question (a permanent answer): the error says the account may be there already.
+    await control.post("/__sandbox/faults", json={"function": "accountsummary", "mode": "result_0",
+                                                  "reason": "Permission denied"})
+    with pytest.raises(PermanentIntegrationError) as refused:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert refused.value.code == "whm_rejected" and "Permission denied" in refused.value.message
+    assert "may have created the account" in refused.value.message
+
     result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert result["outcome"] == "adopted"
     assert len(await _accounts_for(control, ordered["domain"])) == 1
