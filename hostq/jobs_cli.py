@@ -49,7 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     cancel.set_defaults(run=_cancel)
 
 
+def _warn_unknown_kind(kind: str | None) -> None:
+    """A kind no actor has is most likely a typo: say so (the command goes on; nothing of hostq's matches it)."""
+    if kind is not None and kind not in rules.KINDS:
+        print(f"hostq: warning: no job kind {kind!r} in hostq (kinds: {', '.join(rules.KINDS)})", file=sys.stderr)
+
+
 def _list(args, settings: Settings) -> None:
+    _warn_unknown_kind(args.kind)
     for line in asyncio.run(list_lines(settings, status=args.status, kind=args.kind, tenant=args.tenant,
                                        limit=args.limit)):
         _print(line)
@@ -62,6 +69,7 @@ def _show(args, settings: Settings) -> None:
 def _retry(args, settings: Settings) -> None:
     if args.ids and args.kind:
         raise ValueError("--kind goes with --status failed, not with job ids")
+    _warn_unknown_kind(args.kind)
     _print(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
 
 

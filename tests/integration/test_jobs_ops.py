@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from api.jobs.schemas import Job as ApiJob
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.errors import NotFound, ValidationFailed
-from domain.jobs import ops, tracking
+from domain.jobs import ops, rules, tracking
 from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import mark_dispatched, record_job, take_outbox, undispatched_jobs
 from domain.provisioning.models import WhmServer
@@ -516,6 +516,9 @@ def test_hostq_jobs_retry_by_kind_as_a_process(settings, test_env):
     ids = _in_db(settings, lambda s: [_add_job(s, kind, "failed", attempts=3).id for _ in range(2)])
     done = _hostq(test_env, "jobs", "retry", "--status", "failed", "--kind", kind)
     assert done.returncode == 0, done.stderr
+    # The test's own kind is no kind of hostq's: a typo in --kind is pointed out.
+    assert done.stderr.splitlines() == [f"hostq: warning: no job kind {kind!r} in hostq (kinds: "
+                                        f"{', '.join(rules.KINDS)})"]
     [line] = done.stdout.splitlines()
     assert sorted(json.loads(line)["retried"]) == sorted(str(i) for i in ids)
     assert json.loads(line)["skipped"] == []
