@@ -6,8 +6,8 @@ QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "retrying", "succeeded", "failed", "cancelled")
 STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, CANCELLED})
-#: Every kind of job there is an actor for (job_actor refuses any other name), so that a filter naming
-#: another kind, a typo most likely, is refused rather than matching nothing.
+#: Every kind of job there is an actor for (a unit test compares it with the actors a worker declares), so
+#: that a filter naming another kind, a typo most likely, is refused rather than matching nothing.
 KINDS = ("provision.create", "provision.suspend", "provision.unsuspend", "provision.terminate",
          "provision.change_plan")
 IN_FLIGHT = frozenset({QUEUED, RUNNING, RETRYING})

@@ -135,7 +135,7 @@ async def list_jobs(session: AsyncSession, *, limit: int, cursor: str | None, te
                     status: str | None = None, kind: str | None = None,
                     resource_id: uuid.UUID | None = None) -> tuple[list[Job], str | None]:
     """A page of jobs, newest first, filtered by tenant (None: every tenant), status, kind and resource."""
-    check_filter(status)  # kinds are checked where they come in (the API, the CLI): tests make their own
+    check_filter(status)  # the kind where it comes in (the API refuses, the CLI warns): tests make their own
     stmt = select(Job)
     for column, value in ((Job.tenant_id, tenant_id), (Job.status, status), (Job.kind, kind),
                           (Job.resource_id, resource_id)):
