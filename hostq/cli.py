@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-from pathlib import Path
 
 from domain.errors import DomainError
-from hostq import jobs_cli, tenants_cli
+from hostq import jobs_cli, servers_cli, tenants_cli
+from hostq.output import print_json
+from hostq.sandbox import cli as sandbox_cli
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
-
-
-def _print(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
 
 
 def _db_upgrade(args, settings: Settings) -> None:
@@ -26,35 +22,13 @@ def _db_upgrade(args, settings: Settings) -> None:
 
 def _tenants_create(args, settings: Settings) -> None:
     from hostq.admin import create_tenant
-    _print(asyncio.run(create_tenant(settings, name=args.name, slug=args.slug, sender=args.sender,
-                                     support_email=args.support_email, rate_limit=args.rate_limit)))
+    print_json(asyncio.run(create_tenant(settings, name=args.name, slug=args.slug, sender=args.sender,
+                                         support_email=args.support_email, rate_limit=args.rate_limit)))
 
 
 def _keys_create(args, settings: Settings) -> None:
     from hostq.admin import create_key
-    _print(asyncio.run(create_key(settings, tenant_slug=args.tenant, scopes=args.scopes)))
-
-
-def _servers_add(args, settings: Settings) -> None:
-    from hostq.admin import register_server
-    _print(asyncio.run(register_server(settings, region=args.region, url=args.url, username=args.username,
-                                       token=args.token, name=args.name, capacity=args.capacity)))
-
-
-def _servers_update(args, settings: Settings) -> None:
-    from hostq.admin import change_server
-    changes = {name: getattr(args, name) for name in ("url", "username", "token", "name", "capacity", "enabled")
-               if getattr(args, name) is not None}
-    if not changes:
-        raise ValueError("nothing to change: give --url, --username, --token, --name, --capacity, --enable or "
-                         "--disable")
-    _print(asyncio.run(change_server(settings, args.server, **changes)))
-
-
-def _servers_list(args, settings: Settings) -> None:
-    from hostq.admin import list_servers
-    for line in asyncio.run(list_servers(settings, region=args.region)):
-        _print(line)
+    print_json(asyncio.run(create_key(settings, tenant_slug=args.tenant, scopes=args.scopes)))
 
 
 def _check_schema(settings: Settings) -> None:
@@ -97,25 +71,6 @@ def _relay(args, settings: Settings) -> None:
     asyncio.run(run(settings, leader=False))
 
 
-def _sandbox_whm(args, settings: Settings) -> None:
-    from hostq.sandbox.whm import serve
-    serve(host=args.host, port=args.port, token=args.token, packages=tuple(args.packages.split(",")),
-          state_path=Path(args.state) if args.state else None)
-
-
-def _sandbox_psp(args, settings: Settings) -> None:
-    from hostq.sandbox.psp import serve
-    serve(host=args.host, port=args.port, webhook_url=args.webhook_url,
-          webhook_secret=args.webhook_secret or settings.psp_webhook_secret or "sandbox",
-          merchant_name=args.merchant_name, merchant_city=args.merchant_city,
-          state_path=Path(args.state) if args.state else None)
-
-
-def _sandbox_mail(args, settings: Settings) -> None:
-    from hostq.sandbox.mail import serve
-    serve(host=args.host, smtp_port=args.smtp_port, port=args.port)
-
-
 def _dev(args, settings: Settings) -> None:
     from hostq.dev import run_dev
     run_dev(args)
@@ -150,27 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     kcreate.set_defaults(run=_keys_create)
     tenants_cli.register_keys(keys)
 
-    servers = sub.add_parser("servers", help="WHM servers").add_subparsers(dest="action", required=True)
-    sadd = servers.add_parser("add", help="register a WHM server in a region")
-    for flag in ("--region", "--url", "--username", "--token"):
-        sadd.add_argument(flag, required=True)
-    sadd.add_argument("--name")
-    sadd.add_argument("--capacity", type=int, default=500)
-    sadd.set_defaults(run=_servers_add)
-    supdate = servers.add_parser("update", help="change a server's connection or capacity, or stop new orders "
-                                 "reaching it (--disable)")
-    supdate.add_argument("--server", required=True, help="server id (from `hostq servers list`)")
-    for flag in ("--url", "--username", "--token", "--name"):
-        supdate.add_argument(flag)
-    supdate.add_argument("--capacity", type=int)
-    toggle = supdate.add_mutually_exclusive_group()
-    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True, help="take new orders again")
-    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
-                        help="take no new orders (its services stay and their actions still run)")
-    supdate.set_defaults(run=_servers_update)
-    slist = servers.add_parser("list", help="servers as JSON lines, with their live services (`used`) and capacity")
-    slist.add_argument("--region")
-    slist.set_defaults(run=_servers_list)
+    servers_cli.register(sub)
 
     api = sub.add_parser("api", help="the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
@@ -198,31 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "Use the same HOSTQ_BROKER_URL, DATABASE_URL and HOSTQ_NAMESPACE as the workers.")).set_defaults(
             run=_relay)
 
-    sandbox = sub.add_parser("sandbox", help="fake outside systems").add_subparsers(dest="action", required=True)
-    whm = sandbox.add_parser("whm", help="a fake WHM server")
-    whm.add_argument("--host", default="127.0.0.1")
-    whm.add_argument("--port", type=int, default=2087)
-    whm.add_argument("--token", default="sandbox")
-    whm.add_argument("--packages", default="default,basic,pro")
-    whm.add_argument("--state", metavar="FILE", help="keep the accounts in this JSON file too (written after every "
-                     "change, read at start), so a restarted fake still has them; without it they live in memory")
-    whm.set_defaults(run=_sandbox_whm)
-    psp = sandbox.add_parser("psp", help="a fake PSP (Banco Central's API Pix)")
-    psp.add_argument("--host", default="127.0.0.1")
-    psp.add_argument("--port", type=int, default=8089)
-    psp.add_argument("--webhook-url", default="http://127.0.0.1:8000/v1/webhooks/pix/sandbox",
-                     help="where payment webhooks are POSTed, exactly (default: %(default)s)")
-    psp.add_argument("--webhook-secret", help="their signing secret (default: HOSTQ_PSP_WEBHOOK_SECRET, else sandbox)")
-    psp.add_argument("--merchant-name", default="HOSTQ SANDBOX", help="the BR Codes' merchant name (field 59)")
-    psp.add_argument("--merchant-city", default="SAO PAULO", help="the BR Codes' merchant city (field 60)")
-    psp.add_argument("--state", metavar="FILE", help="keep the charges in this JSON file too (written after every "
-                     "change, read at start); without it they live in memory")
-    psp.set_defaults(run=_sandbox_psp)
-    mail = sandbox.add_parser("mail", help="a fake mail server: SMTP, and the messages it received over HTTP")
-    mail.add_argument("--host", default="127.0.0.1")
-    mail.add_argument("--smtp-port", type=int, default=1025)
-    mail.add_argument("--port", type=int, default=8025, help="GET/DELETE /__sandbox/messages (default: 8025)")
-    mail.set_defaults(run=_sandbox_mail)
+    sandbox_cli.register(sub)
 
     dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")
     dev.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain.jobs import rules
 from domain.times import rfc3339
+from hostq.output import print_json
 
 if TYPE_CHECKING:
     from domain.jobs.models import Job, JobAttempt
@@ -59,22 +59,22 @@ def _list(args, settings: Settings) -> None:
     _warn_unknown_kind(args.kind)
     for line in asyncio.run(list_lines(settings, status=args.status, kind=args.kind, tenant=args.tenant,
                                        limit=args.limit)):
-        _print(line)
+        print_json(line)
 
 
 def _show(args, settings: Settings) -> None:
-    _print(asyncio.run(show(settings, args.id)))
+    print_json(asyncio.run(show(settings, args.id)))
 
 
 def _retry(args, settings: Settings) -> None:
     if args.ids and args.kind:
         raise ValueError("--kind goes with --status failed, not with job ids")
     _warn_unknown_kind(args.kind)
-    _print(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
+    print_json(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
 
 
 def _cancel(args, settings: Settings) -> None:
-    _print(asyncio.run(cancel(settings, ids=args.ids)))
+    print_json(asyncio.run(cancel(settings, ids=args.ids)))
 
 
 async def list_lines(settings: Settings, *, status: str | None = None, kind: str | None = None,
@@ -207,10 +207,6 @@ def _workers_broker_elsewhere(settings: Settings) -> str | None:
     if announced is None or announced.decode() == broker_identity(settings):
         return None
     return announced.decode()
-
-
-def _print(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
 
 
 def _positive(value: str) -> int:

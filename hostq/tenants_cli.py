@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import re
 import uuid
 from datetime import datetime, timedelta
 
 from api.ratelimit import key_generation_key, tenant_generation_key
 from hostq.admin import announce_change, in_transaction
+from hostq.output import print_json
 from domain.errors import ValidationFailed
 from domain.settings import Settings
 from domain.tenants import service as tenants
@@ -66,10 +66,6 @@ def _iso(at: datetime | None) -> str | None:
     return at.isoformat().replace("+00:00", "Z") if at else None
 
 
-def _print(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
-
-
 def tenants_update(args, settings: Settings) -> None:
     """`hostq tenants update`: prints the tenant's settings after the change."""
     async def work(session):
@@ -81,7 +77,7 @@ def tenants_update(args, settings: Settings) -> None:
                 "lead_days": tenant.lead_days, "dunning": tenants.dunning_ladder(tenant)}
     result = asyncio.run(in_transaction(settings, work))
     announce_change(settings, tenant_generation_key(settings.namespace, result["tenant_id"]))
-    _print(result)
+    print_json(result)
 
 
 def keys_rotate(args, settings: Settings) -> None:
@@ -92,7 +88,7 @@ def keys_rotate(args, settings: Settings) -> None:
         return await tenants.rotate_key(session, kek, key_id, grace=grace)
     secret, valid_until = asyncio.run(in_transaction(settings, work))
     announce_change(settings, key_generation_key(settings.namespace, key_id))
-    _print({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": _iso(valid_until)})
+    print_json({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": _iso(valid_until)})
 
 
 def keys_revoke(args, settings: Settings) -> None:
@@ -103,4 +99,4 @@ def keys_revoke(args, settings: Settings) -> None:
         return await tenants.revoke_key(session, key_id)
     revoked_at = asyncio.run(in_transaction(settings, work))
     announce_change(settings, key_generation_key(settings.namespace, key_id))
-    _print({"key_id": str(key_id), "revoked_at": _iso(revoked_at)})
+    print_json({"key_id": str(key_id), "revoked_at": _iso(revoked_at)})

@@ -1,0 +1,59 @@
+"""`hostq servers add|update|list`: the WHM servers of each region (operations.md, 'Commands')."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from domain.settings import Settings
+from hostq.output import print_json
+
+# hostq.admin (the database and models) is imported inside the handlers: `register` runs on every `hostq`
+# invocation and must stay quick to import.
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `servers` command tree to the `hostq` parser."""
+    servers = sub.add_parser("servers", help="WHM servers").add_subparsers(dest="action", required=True)
+    sadd = servers.add_parser("add", help="register a WHM server in a region")
+    for flag in ("--region", "--url", "--username", "--token"):
+        sadd.add_argument(flag, required=True)
+    sadd.add_argument("--name")
+    sadd.add_argument("--capacity", type=int, default=500)
+    sadd.set_defaults(run=_servers_add)
+    supdate = servers.add_parser("update", help="change a server's connection or capacity, or stop new orders "
+                                 "reaching it (--disable)")
+    supdate.add_argument("--server", required=True, help="server id (from `hostq servers list`)")
+    for flag in ("--url", "--username", "--token", "--name"):
+        supdate.add_argument(flag)
+    supdate.add_argument("--capacity", type=int)
+    toggle = supdate.add_mutually_exclusive_group()
+    toggle.add_argument("--enable", dest="enabled", action="store_const", const=True, help="take new orders again")
+    toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
+                        help="take no new orders (its services stay and their actions still run)")
+    supdate.set_defaults(run=_servers_update)
+    slist = servers.add_parser("list", help="servers as JSON lines, with their live services (`used`) and capacity")
+    slist.add_argument("--region")
+    slist.set_defaults(run=_servers_list)
+
+
+def _servers_add(args, settings: Settings) -> None:
+    from hostq.admin import register_server
+    print_json(asyncio.run(register_server(settings, region=args.region, url=args.url, username=args.username,
+                                           token=args.token, name=args.name, capacity=args.capacity)))
+
+
+def _servers_update(args, settings: Settings) -> None:
+    from hostq.admin import change_server
+    changes = {name: getattr(args, name) for name in ("url", "username", "token", "name", "capacity", "enabled")
+               if getattr(args, name) is not None}
+    if not changes:
+        raise ValueError("nothing to change: give --url, --username, --token, --name, --capacity, --enable or "
+                         "--disable")
+    print_json(asyncio.run(change_server(settings, args.server, **changes)))
+
+
+def _servers_list(args, settings: Settings) -> None:
+    from hostq.admin import list_servers
+    for line in asyncio.run(list_servers(settings, region=args.region)):
+        print_json(line)
