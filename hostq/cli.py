@@ -9,7 +9,6 @@ import sys
 
 from domain.errors import DomainError
 from hostq import jobs_cli, servers_cli, tenants_cli
-from hostq.output import print_json
 from hostq.sandbox import cli as sandbox_cli
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
@@ -18,17 +17,6 @@ def _db_upgrade(args, settings: Settings) -> None:
     from domain.migrate import upgrade
     upgrade(settings.database_url)
     print("database is at the newest migration", file=sys.stderr)
-
-
-def _tenants_create(args, settings: Settings) -> None:
-    from hostq.admin import create_tenant
-    print_json(asyncio.run(create_tenant(settings, name=args.name, slug=args.slug, sender=args.sender,
-                                         support_email=args.support_email, rate_limit=args.rate_limit)))
-
-
-def _keys_create(args, settings: Settings) -> None:
-    from hostq.admin import create_key
-    print_json(asyncio.run(create_key(settings, tenant_slug=args.tenant, scopes=args.scopes)))
 
 
 def _check_schema(settings: Settings) -> None:
@@ -88,23 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database").add_subparsers(dest="action", required=True)
     db.add_parser("upgrade", help="create the database if missing and migrate it").set_defaults(run=_db_upgrade)
 
-    tenants = sub.add_parser("tenants", help="resellers").add_subparsers(dest="action", required=True)
-    create = tenants.add_parser("create", help="create a tenant and its first key (every scope)")
-    create.add_argument("--name", required=True)
-    create.add_argument("--slug")
-    create.add_argument("--sender", help='"Brand <billing@brand.example>"')
-    create.add_argument("--support-email")
-    create.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
-    create.set_defaults(run=_tenants_create)
-    tenants_cli.register_tenants_update(tenants)
-
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
-    kcreate = keys.add_parser("create", help="issue a key with the given scopes")
-    kcreate.add_argument("--tenant", required=True, help="tenant slug")
-    kcreate.add_argument("--scopes", required=True, help="comma-separated, e.g. customers:read,jobs:read")
-    kcreate.set_defaults(run=_keys_create)
-    tenants_cli.register_keys(keys)
-
+    tenants_cli.register(sub)
     servers_cli.register(sub)
 
     api = sub.add_parser("api", help="the HTTP API")

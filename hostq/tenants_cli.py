@@ -1,4 +1,4 @@
-"""`hostq tenants update`, `hostq keys rotate|revoke` (operations.md, 'Commands')."""
+"""`hostq tenants create|update`, `hostq keys create|rotate|revoke` (operations.md, 'Commands')."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from api.ratelimit import key_generation_key, tenant_generation_key
-from hostq.admin import announce_change, in_transaction
+from hostq.admin import announce_change, create_key, create_tenant, in_transaction
 from hostq.output import print_json
 from domain.errors import ValidationFailed
 from domain.settings import Settings
@@ -18,6 +18,25 @@ from domain.tenants import service as tenants
 _GRACE = re.compile(r"^(\d{1,6})([smhd]?)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_GRACE = timedelta(days=30)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `tenants` and `keys` command trees to the `hostq` parser."""
+    tenants = sub.add_parser("tenants", help="resellers").add_subparsers(dest="action", required=True)
+    create = tenants.add_parser("create", help="create a tenant and its first key (every scope)")
+    create.add_argument("--name", required=True)
+    create.add_argument("--slug")
+    create.add_argument("--sender", help='"Brand <billing@brand.example>"')
+    create.add_argument("--support-email")
+    create.add_argument("--rate-limit", type=int, default=600, help="requests per minute")
+    create.set_defaults(run=_tenants_create)
+    register_tenants_update(tenants)
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    kcreate = keys.add_parser("create", help="issue a key with the given scopes")
+    kcreate.add_argument("--tenant", required=True, help="tenant slug")
+    kcreate.add_argument("--scopes", required=True, help="comma-separated, e.g. customers:read,jobs:read")
+    kcreate.set_defaults(run=_keys_create)
+    register_keys(keys)
 
 
 def register_tenants_update(tenants_sub: argparse._SubParsersAction) -> None:
@@ -42,6 +61,15 @@ def register_keys(keys_sub: argparse._SubParsersAction) -> None:
     revoke = keys_sub.add_parser("revoke", help="the key stops working at once")
     revoke.add_argument("--key", required=True, help="key id")
     revoke.set_defaults(run=keys_revoke)
+
+
+def _tenants_create(args, settings: Settings) -> None:
+    print_json(asyncio.run(create_tenant(settings, name=args.name, slug=args.slug, sender=args.sender,
+                                         support_email=args.support_email, rate_limit=args.rate_limit)))
+
+
+def _keys_create(args, settings: Settings) -> None:
+    print_json(asyncio.run(create_key(settings, tenant_slug=args.tenant, scopes=args.scopes)))
 
 
 def parse_grace(text: str) -> timedelta:
