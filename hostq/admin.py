@@ -57,7 +57,8 @@ async def register_server(settings: Settings, *, region: str, url: str, username
 
 async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str, int]:
     """How many live API keys and enabled WHM servers hold a secret this HOSTQ_KEK cannot open (sealed under
-    another: an earlier `hostq dev` started from another directory, say)."""
+    another: an earlier `hostq dev` started from another directory, say), of how many looked at (`checked`: up to
+    `limit` of each)."""
     from cryptography.exceptions import InvalidTag
 
     from domain.crypto import unseal
@@ -75,11 +76,11 @@ async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str,
         return count
 
     async def work(session):
-        keys = await session.execute(select(ApiKey.id, ApiKey.secret_encrypted)
-                                     .where(ApiKey.revoked_at.is_(None)).limit(limit))
-        servers = await session.execute(select(WhmServer.id, WhmServer.token_encrypted)
-                                        .where(WhmServer.enabled.is_(True)).limit(limit))
-        return {"keys": foreign(keys.all()), "servers": foreign(servers.all())}
+        keys = (await session.execute(select(ApiKey.id, ApiKey.secret_encrypted)
+                                      .where(ApiKey.revoked_at.is_(None)).limit(limit))).all()
+        servers = (await session.execute(select(WhmServer.id, WhmServer.token_encrypted)
+                                         .where(WhmServer.enabled.is_(True)).limit(limit))).all()
+        return {"keys": foreign(keys), "servers": foreign(servers), "checked": len(keys) + len(servers)}
     return await in_transaction(settings, work)
 
 

@@ -24,10 +24,31 @@ def _check_schema(settings: Settings) -> None:
     check_schema(settings.database_url)
 
 
+def _check_kek(settings: Settings) -> None:
+    """Refuse to start (one line) a process whose HOSTQ_KEK opens none of the database's sealed secrets: it would
+    start, then fail every signed request or WHM call. Some but not all: a warning (a dev database can hold
+    secrets of two keys). An unreachable Postgres is left to the process, as _check_schema does."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from hostq.admin import sealed_elsewhere
+    try:
+        found = asyncio.run(sealed_elsewhere(settings, limit=100))
+    except (OSError, asyncio.TimeoutError, InterfaceError, OperationalError):
+        return
+    foreign = found["keys"] + found["servers"]
+    if found["checked"] and foreign == found["checked"]:
+        raise SettingsError(f"HOSTQ_KEK opens none of the {foreign} API key and WHM server secrets checked in this "
+                            "database: it is not the key they were sealed with; set HOSTQ_KEK to that key")
+    if foreign:
+        print(f"hostq: warning: {found['keys']} API key(s) and {found['servers']} WHM server(s) of the "
+              f"{found['checked']} checked were sealed with another HOSTQ_KEK: they will not work", file=sys.stderr)
+
+
 def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
     _check_schema(settings)
+    _check_kek(settings)
     uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
                 date_header=True, log_level="warning", timeout_graceful_shutdown=30)
 
@@ -37,6 +58,7 @@ def _worker(args, settings: Settings) -> None:
     settings.require_kek()
     make_broker(settings)  # refuse an unsupported broker URL with one line, before forking
     _check_schema(settings)
+    _check_kek(settings)
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
             "--threads", str(args.threads)]
     env = dict(os.environ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import subprocess
 
@@ -72,3 +73,15 @@ def test_call_with_data_that_is_not_json_says_so(hostq_cmd, test_env):
     done = _hostq(hostq_cmd, env, "call", "POST", "/v1/customers", "--data", "not json")
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("hostq: --data is not JSON: Expecting value"), done.stderr
+
+
+@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", "1")])
+async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_at_start(hostq_cmd, test_env, tenant,
+                                                                                         argv):
+    # The run's database holds at least this test's tenant's key, sealed with the run's HOSTQ_KEK.
+    wrong = {**test_env, "HOSTQ_KEK": base64.b64encode(os.urandom(32)).decode()}
+    done = _hostq(hostq_cmd, wrong, *argv)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("hostq: configuration error: HOSTQ_KEK opens none of the ") and line.endswith(
+        "it is not the key they were sealed with; set HOSTQ_KEK to that key"), line

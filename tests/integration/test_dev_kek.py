@@ -46,4 +46,4 @@ async def test_sealed_elsewhere_counts_the_secrets_another_kek_sealed(sessions, 
 
     after = await sealed_elsewhere(settings)
 
-    assert after == {"keys": before["keys"] + 1, "servers": before["servers"] + 1}
+    assert after == {"keys": before["keys"] + 1, "servers": before["servers"] + 1, "checked": before["checked"] + 3}
