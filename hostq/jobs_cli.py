@@ -57,9 +57,12 @@ def _warn_unknown_kind(kind: str | None) -> None:
 
 def _list(args, settings: Settings) -> None:
     _warn_unknown_kind(args.kind)
-    for line in asyncio.run(list_lines(settings, status=args.status, kind=args.kind, tenant=args.tenant,
-                                       limit=args.limit)):
+    lines, more = asyncio.run(list_page(settings, status=args.status, kind=args.kind, tenant=args.tenant,
+                                        limit=args.limit))
+    for line in lines:
         print_json(line)
+    if more:
+        print(f"hostq: the newest {len(lines)} shown; more jobs match: raise --limit to see them", file=sys.stderr)
 
 
 def _show(args, settings: Settings) -> None:
@@ -77,9 +80,9 @@ def _cancel(args, settings: Settings) -> None:
     print_json(asyncio.run(cancel(settings, ids=args.ids)))
 
 
-async def list_lines(settings: Settings, *, status: str | None = None, kind: str | None = None,
-                     tenant: str | None = None, limit: int = 100) -> list[dict]:
-    """`hostq jobs list`: up to `limit` jobs, newest first, one dict per JSON line."""
+async def list_page(settings: Settings, *, status: str | None = None, kind: str | None = None,
+                    tenant: str | None = None, limit: int = 100) -> tuple[list[dict], bool]:
+    """`hostq jobs list`: up to `limit` jobs, newest first, one dict per JSON line; and whether more match."""
     from domain.jobs import ops
     from domain.pagination import MAX_LIMIT
     from domain.tenants.service import tenant_by_slug
@@ -93,7 +96,7 @@ async def list_lines(settings: Settings, *, status: str | None = None, kind: str
             lines += [job_line(job) for job in rows]
             if cursor is None:
                 break
-        return lines
+        return lines, cursor is not None
     return await _in_transaction(settings, work)
 
 

@@ -169,7 +169,8 @@ async def test_list_filters_by_status_kind_and_tenant_newest_first(sessions, set
         with pytest.raises(ValidationFailed):
             await ops.list_jobs(session, status="stuck")
 
-    lines = await jobs_cli.list_lines(settings, kind=kind, tenant=tenant["slug"])
+    lines, more = await jobs_cli.list_page(settings, kind=kind, tenant=tenant["slug"])
+    assert not more
     assert lines == [{"id": str(owned), "kind": kind, "status": "failed", "attempts": 3, "max_attempts": 3,
                       "round": 1, "tenant_id": str(tenant["tenant_id"]), "resource": None,
                       "error": {"code": "whm_unavailable", "message": "WHM answered 503"}, "result": None,
@@ -177,13 +178,15 @@ async def test_list_filters_by_status_kind_and_tenant_newest_first(sessions, set
                       "finished_at": lines[0]["finished_at"], "next_attempt_at": None, "request_id": None}]
     for field in ("created_at", "started_at", "finished_at"):
         assert datetime.fromisoformat(lines[0][field])
-    assert len(await jobs_cli.list_lines(settings, kind=kind, limit=3)) == 3
+    three, more = await jobs_cli.list_page(settings, kind=kind, limit=3)
+    assert len(three) == 3 and more  # four match
+    assert (await jobs_cli.list_page(settings, kind=kind, limit=4))[1] is False
 
 
 async def test_cli_times_are_rfc_3339_utc_with_z_as_the_api_writes_them(sessions, settings):
     kind = _kind()
     [job_id] = await _jobs(sessions, (kind, "failed", 1))
-    [line] = await jobs_cli.list_lines(settings, kind=kind)
+    [line], _ = await jobs_cli.list_page(settings, kind=kind)
     api_json = msgspec.json.decode(msgspec.json.encode(ApiJob.of(await _row(sessions, job_id))))
     assert (line["created_at"], line["finished_at"]) == (api_json["created_at"], api_json["finished_at"])
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", line["created_at"]), line
@@ -384,7 +387,7 @@ async def test_show_has_the_job_and_every_attempt_of_both_rounds(worker_broker, 
 
     shown = await jobs_cli.show(settings, str(job.id))
 
-    listed = await jobs_cli.list_lines(settings, kind="test.scripted", limit=1000)
+    listed, _ = await jobs_cli.list_page(settings, kind="test.scripted", limit=1000)
     [line] = [j for j in listed if j["id"] == str(job.id)]
     assert {k: v for k, v in shown.items() if k != "history"} == line  # the job as `jobs list` prints it
     assert (shown["status"], shown["round"], shown["attempts"]) == ("succeeded", 2, 1)
@@ -461,6 +464,11 @@ def test_cli_retry_list_and_cancel_print_json(settings, capsys):
 
     assert [(j["id"], j["status"]) for j in run("list", "--kind", kind)] == [(str(queued), "queued"),
                                                                              (str(failed), "failed")]
+    args = _parser().parse_args(["jobs", "list", "--kind", kind, "--limit", "1"])
+    args.run(args, settings)
+    cut = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in cut.out.splitlines()] == [str(queued)]
+    assert "hostq: the newest 1 shown; more jobs match: raise --limit to see them" in cut.err.splitlines()
     assert run("retry", str(failed), "bad-id") == [{"retried": [str(failed)],
                                                     "skipped": [{"id": "bad-id", "reason": "not a job id"}]}]
     assert [(j["status"], j["round"]) for j in run("list", "--kind", kind, "--status", "queued")] == [
