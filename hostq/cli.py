@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from domain.errors import DomainError
 from hostq import jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
+
+T = TypeVar("T")
 
 
 def _db_upgrade(args, settings: Settings) -> None:
@@ -24,16 +28,30 @@ def _check_schema(settings: Settings) -> None:
     check_schema(settings.database_url)
 
 
+def _if_reachable(check: Coroutine[Any, Any, T]) -> T | None:
+    """A start-up check's answer; None when Postgres cannot be reached (the process then waits for it)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    try:
+        return asyncio.run(check)
+    except (OSError, asyncio.TimeoutError, InterfaceError, OperationalError):
+        return None
+
+
+def _check_region(settings: Settings, region: str) -> None:
+    """Warn when no WHM server is registered in the region a worker serves (a typo, most likely)."""
+    from hostq.admin import list_servers
+    if _if_reachable(list_servers(settings, region=region)) == []:
+        print(f"hostq: warning: no WHM server is registered in region {region!r}: this worker finds no jobs until "
+              f"one is (`hostq servers add --region {region} ...`)", file=sys.stderr)
+
+
 def _check_kek(settings: Settings) -> None:
     """Refuse to start (one line) a process whose HOSTQ_KEK opens none of the database's sealed secrets: it would
     start, then fail every signed request or WHM call. Some but not all: a warning (a dev database can hold
     secrets of two keys). An unreachable Postgres is left to the process, as _check_schema does."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
     from hostq.admin import sealed_elsewhere
-    try:
-        found = asyncio.run(sealed_elsewhere(settings, limit=100))
-    except (OSError, asyncio.TimeoutError, InterfaceError, OperationalError):
+    found = _if_reachable(sealed_elsewhere(settings, limit=100))
+    if found is None:
         return
     foreign = found["keys"] + found["servers"]
     if found["checked"] and foreign == found["checked"]:
@@ -63,6 +81,7 @@ def _worker(args, settings: Settings) -> None:
             "--threads", str(args.threads)]
     env = dict(os.environ)
     if args.region:
+        _check_region(settings, args.region)
         queue = f"provisioning.{args.region}"
         env["HOSTQ_WORKER_QUEUES"] = queue
         argv += ["--queues", queue]

@@ -105,7 +105,8 @@ Try a signed request (in another terminal, from this directory):
   .venv/bin/hostq call GET /v1/jobs/<job id>
 
 Operator commands (hostq jobs, servers, tenants, keys, worker) run from this directory use the same
-development key ({_kek_source()}) and, like this run, DATABASE_URL and REDIS_URL if you set them.
+development key ({_kek_source()}); give them the DATABASE_URL, REDIS_URL and HOSTQ_BROKER_URL of this run
+if you set any.
 
 A process that exits (a worker killed with kill -9, say) is started again; Ctrl-C stops everything.
 """

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
 import subprocess
+import uuid
 
 import pytest
 from alembic import command
@@ -85,3 +87,17 @@ async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_
     [line] = done.stderr.strip().splitlines()
     assert line.startswith("hostq: configuration error: HOSTQ_KEK opens none of the ") and line.endswith(
         "it is not the key they were sealed with; set HOSTQ_KEK to that key"), line
+
+
+def test_a_worker_for_a_region_without_servers_says_so_and_still_starts(hostq_cmd, test_env):
+    region = f"nowhere{uuid.uuid4().hex[:6]}"
+    worker = subprocess.Popen([*hostq_cmd, "worker", "--region", region], env={**os.environ, **test_env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = worker.stderr.readline().strip()
+        assert worker.poll() is None  # a warning: the worker runs (a server may be added later)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert first == (f"hostq: warning: no WHM server is registered in region '{region}': this worker finds no jobs "
+                     f"until one is (`hostq servers add --region {region} ...`)")
