@@ -70,22 +70,24 @@ async def _revision(database_url: str) -> str | None:
         await conn.close()
 
 
-def check_schema(database_url: str) -> None:
+def check_schema(database_url: str) -> str | None:
     """Refuse to start a long-running process (RuntimeError, one line) on a database that does not exist or is
     behind this code's migrations. A database ahead of the code (a release migrated before its old processes
-    restarted) is accepted, and so is an unreachable Postgres: the process waits for it like any outage.
+    restarted) is accepted, and so is an unreachable Postgres: the process waits for it like any outage, and
+    what the connection failed with is returned for the caller to show (None when the check was made).
     """
     try:
         current = asyncio.run(_revision(database_url))  # a missing database raises as for any command (hostq/cli.py)
     except asyncpg.UndefinedTableError:
         raise RuntimeError("the database is not migrated: run `hostq db upgrade`") from None
-    except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError):
-        return
+    except (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError) as exc:
+        return str(exc) or type(exc).__name__
     scripts = ScriptDirectory.from_config(alembic_config(database_url))
     head = scripts.get_current_head()
     if current == head:
-        return
+        return None
     known = {script.revision for script in scripts.walk_revisions()}
     if current is None or current in known:
         raise RuntimeError(f"the database is at migration {current or 'none'} and this hostq needs {head}: "
                            "run `hostq db upgrade`")
+    return None  # ahead of this code

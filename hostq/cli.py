@@ -25,7 +25,9 @@ def _db_upgrade(args, settings: Settings) -> None:
 
 def _check_schema(settings: Settings) -> None:
     from domain.migrate import check_schema
-    check_schema(settings.database_url)
+    if (unreachable := check_schema(settings.database_url)) is not None:
+        print(f"hostq: warning: Postgres cannot be reached ({unreachable}): starting anyway, and waiting for it "
+              "(check DATABASE_URL if it is not just down)", file=sys.stderr)
 
 
 def _if_reachable(check: Coroutine[Any, Any, T]) -> T | None:

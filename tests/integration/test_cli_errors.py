@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 
 from domain.migrate import alembic_config, create_database_if_missing, drop_database
-from tests.conftest import BASE_DB, RUN
+from tests.conftest import BASE_DB, RUN, free_port
 
 
 def _hostq(hostq_cmd, env: dict, *argv: str, **run) -> subprocess.CompletedProcess:
@@ -101,3 +101,17 @@ def test_a_worker_for_a_region_without_servers_says_so_and_still_starts(hostq_cm
         worker.wait(timeout=30)
     assert first == (f"hostq: warning: no WHM server is registered in region '{region}': this worker finds no jobs "
                      f"until one is (`hostq servers add --region {region} ...`)")
+
+
+def test_an_api_whose_postgres_cannot_be_reached_says_so_and_waits_for_it(hostq_cmd, test_env):
+    env = {**os.environ, **test_env, "DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:1/hostq"}
+    api = subprocess.Popen([*hostq_cmd, "api", "--port", str(free_port())], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = api.stderr.readline().strip()
+        assert api.poll() is None  # it runs, and /health/ready answers 503 until Postgres is back
+    finally:
+        os.killpg(api.pid, signal.SIGTERM)
+        api.wait(timeout=30)
+    assert first.startswith("hostq: warning: Postgres cannot be reached (") and first.endswith(
+        "starting anyway, and waiting for it (check DATABASE_URL if it is not just down)"), first
