@@ -6,15 +6,11 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from domain.errors import DomainError
 from hostq import jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
-
-T = TypeVar("T")
 
 
 def _db_upgrade(args, settings: Settings) -> None:
@@ -23,26 +19,25 @@ def _db_upgrade(args, settings: Settings) -> None:
     print("database is at the newest migration", file=sys.stderr)
 
 
-def _check_schema(settings: Settings) -> None:
+def _check_database(settings: Settings, *, secrets: bool = False, region: str | None = None) -> None:
+    """Before a long-running process starts: the schema (see check_schema); with `secrets` (the API, workers),
+    that HOSTQ_KEK opens the database's secrets; for a regional worker, that its region has a server. A Postgres
+    that cannot be reached is one warning line: the process starts and waits for it, as for any outage."""
     from domain.migrate import check_schema
     if (unreachable := check_schema(settings.database_url)) is not None:
         print(f"hostq: warning: Postgres cannot be reached ({unreachable}): starting anyway, and waiting for it "
               "(check DATABASE_URL if it is not just down)", file=sys.stderr)
-
-
-def _if_reachable(check: Coroutine[Any, Any, T]) -> T | None:
-    """A start-up check's answer; None when Postgres cannot be reached (the process then waits for it)."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-    try:
-        return asyncio.run(check)
-    except (OSError, asyncio.TimeoutError, InterfaceError, OperationalError):
-        return None
+        return
+    if secrets:
+        _check_kek(settings)
+    if region is not None:
+        _check_region(settings, region)
 
 
 def _check_region(settings: Settings, region: str) -> None:
     """Warn when no WHM server is registered in the region a worker serves (a typo, most likely)."""
     from hostq.admin import list_servers
-    if _if_reachable(list_servers(settings, region=region)) == []:
+    if not asyncio.run(list_servers(settings, region=region)):
         print(f"hostq: warning: no WHM server is registered in region {region!r}: this worker finds no jobs until "
               f"one is (`hostq servers add --region {region} ...`)", file=sys.stderr)
 
@@ -50,11 +45,9 @@ def _check_region(settings: Settings, region: str) -> None:
 def _check_kek(settings: Settings) -> None:
     """Refuse to start (one line) a process whose HOSTQ_KEK opens none of the database's sealed secrets: it would
     start, then fail every signed request or WHM call. Some but not all: a warning (a dev database can hold
-    secrets of two keys). An unreachable Postgres is left to the process, as _check_schema does."""
+    secrets of two keys)."""
     from hostq.admin import sealed_elsewhere
-    found = _if_reachable(sealed_elsewhere(settings, limit=100))
-    if found is None:
-        return
+    found = asyncio.run(sealed_elsewhere(settings, limit=100))
     foreign = found["keys"] + found["servers"]
     if found["checked"] and foreign == found["checked"]:
         raise SettingsError(f"HOSTQ_KEK opens none of the {foreign} API key and WHM server secrets checked in this "
@@ -67,8 +60,7 @@ def _check_kek(settings: Settings) -> None:
 def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
-    _check_schema(settings)
-    _check_kek(settings)
+    _check_database(settings, secrets=True)
     uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
                 date_header=True, log_level="warning", timeout_graceful_shutdown=30)
 
@@ -77,13 +69,11 @@ def _worker(args, settings: Settings) -> None:
     from workers.dispatch import make_broker
     settings.require_kek()
     make_broker(settings)  # refuse an unsupported broker URL with one line, before forking
-    _check_schema(settings)
-    _check_kek(settings)
+    _check_database(settings, secrets=True, region=args.region)
     argv = [sys.executable, "-m", "dramatiq", "workers.main", "--processes", str(args.processes),
             "--threads", str(args.threads)]
     env = dict(os.environ)
     if args.region:
-        _check_region(settings, args.region)
         queue = f"provisioning.{args.region}"
         env["HOSTQ_WORKER_QUEUES"] = queue
         argv += ["--queues", queue]
@@ -92,13 +82,13 @@ def _worker(args, settings: Settings) -> None:
 
 def _scheduler(args, settings: Settings) -> None:
     from schedules.clock import run
-    _check_schema(settings)
+    _check_database(settings)
     asyncio.run(run(settings, leader=True))
 
 
 def _relay(args, settings: Settings) -> None:
     from schedules.clock import run
-    _check_schema(settings)
+    _check_database(settings)
     asyncio.run(run(settings, leader=False))
 
 
