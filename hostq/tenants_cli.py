@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from api.ratelimit import key_generation_key, tenant_generation_key
 from hostq.admin import announce_change, create_key, create_tenant, in_transaction
 from hostq.output import print_json
 from domain.errors import ValidationFailed
 from domain.settings import Settings
+from domain.times import rfc3339
 from domain.tenants import service as tenants
 
 _GRACE = re.compile(r"^(\d{1,6})([smhd]?)$")
@@ -90,10 +91,6 @@ def _key_id(text: str) -> uuid.UUID:
         raise ValidationFailed(f"--key must be a key id (a UUID), got {text!r}") from None
 
 
-def _iso(at: datetime | None) -> str | None:
-    return at.isoformat().replace("+00:00", "Z") if at else None
-
-
 def tenants_update(args, settings: Settings) -> None:
     """`hostq tenants update`: prints the tenant's settings after the change."""
     async def work(session):
@@ -116,7 +113,7 @@ def keys_rotate(args, settings: Settings) -> None:
         return await tenants.rotate_key(session, kek, key_id, grace=grace)
     secret, valid_until = asyncio.run(in_transaction(settings, work))
     announce_change(settings, key_generation_key(settings.namespace, key_id))
-    print_json({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": _iso(valid_until)})
+    print_json({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": rfc3339(valid_until)})
 
 
 def keys_revoke(args, settings: Settings) -> None:
@@ -127,4 +124,4 @@ def keys_revoke(args, settings: Settings) -> None:
         return await tenants.revoke_key(session, key_id)
     revoked_at = asyncio.run(in_transaction(settings, work))
     announce_change(settings, key_generation_key(settings.namespace, key_id))
-    print_json({"key_id": str(key_id), "revoked_at": _iso(revoked_at)})
+    print_json({"key_id": str(key_id), "revoked_at": rfc3339(revoked_at)})
