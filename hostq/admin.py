@@ -130,7 +130,7 @@ def _server_line(server: WhmServer) -> dict:
 
 
 async def list_servers(settings: Settings, *, region: str | None = None) -> list[dict]:
-    """`hostq servers list`: every server (of `region`), with its live services against its capacity."""
+    """`hostq servers list`: every server (of `region`), with the services counting on it against its capacity."""
     async def work(session):
         query = select(WhmServer).order_by(WhmServer.region, WhmServer.id)
         if region is not None:

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     toggle.add_argument("--disable", dest="enabled", action="store_const", const=False,
                         help="take no new orders (its services stay and their actions still run)")
     supdate.set_defaults(run=_servers_update)
-    slist = servers.add_parser("list", help="servers as JSON lines, with their live services (`used`) and capacity")
+    slist = servers.add_parser("list", help="servers as JSON lines, with the services counting on them (`used`) "
+                               "and capacity")
     slist.add_argument("--region")
     slist.set_defaults(run=_servers_list)
 

@@ -127,9 +127,10 @@ class ProvisionController(Controller):
 
     @post("/{service_id:str}", opt=requires("provisioning:write"), status_code=202,
           response_headers=[LOCATION], summary="Provision a pending or failed service",
-          description=IN_FLIGHT_NOTE + " A failed service no longer counts on its server, and stays on it (its "
-          "account may be there): if that server has been filled or disabled since, 422 no_capacity and nothing "
-          "changes.", response_description=ACCEPTED,
+          description=IN_FLIGHT_NOTE + " A failed service stays on its server. If a createacct may have made its "
+          "account there, it still holds its place, and provisioning it again adopts that account. Otherwise it "
+          "left the server's count: if that server has been filled or disabled since, 422 no_capacity and "
+          "nothing changes.", response_description=ACCEPTED,
           **documented("POST", by_id=True, conflict=True, states=True, capacity=True))
     async def provision(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:

@@ -27,8 +27,8 @@ async def requeue_refusal(session: AsyncSession, job: Job) -> str | None:
 
     A job on a service must still be its service's latest (a later job, say a newer plan change or a terminate,
     has superseded it: retrying would undo what was asked after it), and the service's state must still allow
-    the action. A create's service must still be `failed`, and its server must take it back: a failed service
-    no longer counts on it (no_room_again).
+    the action. A create's service must still be `failed`, and its server must take it back unless the service
+    still holds its place there (no_room_again).
     """
     action = _ACTION_OF_KIND.get(job.kind)
     if action is None or job.resource_id is None:
@@ -46,7 +46,7 @@ async def requeue_refusal(session: AsyncSession, job: Job) -> str | None:
         what = f" ({later.kind}, {later.status})" if later is not None else ""
         return f"superseded by a later job on its service: {service.last_job_id}{what}"
     if job.kind == "provision.create":
-        full = await no_room_again(session, service.server_id)
+        full = await no_room_again(session, service)
         return f"no_capacity: {full}" if full else None
     return None
 

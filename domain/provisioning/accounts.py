@@ -10,7 +10,9 @@ WHM before creating.
 A name hostq chose in this attempt is given back (both cleared) when WHM answers its createacct with a refusal:
 nothing of ours can still be running under it, so a retry may choose again. That is what gets past a Unix user a
 failed create left behind (integrations.md: a blind retry then fails with "username in use"). A name with an
-earlier createacct in doubt (timed out, reset, 5xx) is never given back: WHM may still create under it.
+earlier createacct in doubt (timed out, reset, 5xx) is never given back: WHM may still create under it. A name
+the reseller chose is kept, but when WHM refuses its first createacct, `create_attempted_at` is cleared all the
+same: nothing of ours exists under it, and the failed service then leaves its server's count (migration 0012).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ _STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = no
 WHERE id = $1 AND username IS NULL RETURNING username"""
 _GIVE_BACK = """UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now()
 WHERE id = $1 AND username = $2"""
+_FORGET_ATTEMPT = """UPDATE services SET create_attempted_at = NULL, updated_at = now() WHERE id = $1 AND username = $2"""
 
 #: createacct's failures that are WHM's own answer (metadata.result 0, as _create names it, or our credentials
 #: refused): the call is over and created nothing. whm_bad_response is not one: a 200 that is not WHM's envelope
@@ -177,10 +180,14 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         try:
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
         except PermanentIntegrationError as exc:
-            if chosen_here and exc.code in _CREATE_REFUSED:
+            if exc.code not in _CREATE_REFUSED or service["create_attempted_at"] is not None:
+                raise  # an earlier createacct under this name may still have made the account
+            if chosen_here:
                 await db.execute(_GIVE_BACK, service_id, username)
                 raise PermanentIntegrationError(
                     exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again)") from exc
+            if not verified:  # the reseller's name: kept, but no createacct of ours made anything under it
+                await db.execute(_FORGET_ATTEMPT, service_id, username)
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}

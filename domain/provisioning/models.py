@@ -20,6 +20,6 @@ class WhmServer(Base):
     token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     capacity: Mapped[int] = mapped_column(Integer, default=500)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Its live services (pending, provisioning, active, suspended), kept by a trigger on services (migration 0009):
-    # never written by the application.
+    # The services counting on it (services.rules.holds_place: live, or failed with a createacct in doubt), kept
+    # by a trigger on services (migrations 0009 and 0012): never written by the application.
     used: Mapped[int] = mapped_column(Integer, server_default="0", default=0)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.crypto import seal, unseal
-from cryptography.exceptions import InvalidTag
-
 from domain.errors import Conflict, NoCapacity, NotFound, PermanentIntegrationError, ValidationFailed
 from domain.ids import new_id, parse_id
 from domain.provisioning import rules
 from domain.provisioning.models import WhmServer
+from domain.services.rules import holds_place
+
+if TYPE_CHECKING:
+    from domain.services.models import Service
+
 
 def _check_url(url: str) -> str:
     if not url.startswith(("http://", "https://")):
@@ -102,17 +107,19 @@ async def regions(session: AsyncSession) -> set[str]:
 PLACE = "SELECT servers, chosen FROM hostq_place({region})"
 
 
-async def no_room_again(session: AsyncSession, server_id: uuid.UUID | None) -> str | None:
+async def no_room_again(session: AsyncSession, service: Service) -> str | None:
     """Why a failed service cannot count on its own server again (provisioned once more), or None if it can.
 
-    A failed service left its server's count (whm_servers.used): going back to `provisioning` puts it there
-    again, so its server must be enabled and have room, as for an order. The server's row stays locked until the
-    transaction ends, as placement's does, so concurrent orders and retries cannot overfill it. The service
-    stays on its own server (an account of it may be there, from a create that timed out).
+    A failed service whose createacct may have made its account still holds its place (services.holds_place):
+    provisioning it again adopts that account where it is, so it needs nothing more of its server. Any other
+    failed service left its server's count (whm_servers.used): going back to `provisioning` puts it there again,
+    so its server must be enabled and have room, as for an order. The server's row stays locked until the
+    transaction ends, as placement's does, so concurrent orders and retries cannot overfill it. The service stays
+    on its own server.
     """
-    if server_id is None:
+    if service.server_id is None or holds_place(service.status, service.create_attempted_at is not None):
         return None
-    server = await session.scalar(select(WhmServer).where(WhmServer.id == server_id).with_for_update()
+    server = await session.scalar(select(WhmServer).where(WhmServer.id == service.server_id).with_for_update()
                                   .execution_options(populate_existing=True))
     if server is None:
         return None

@@ -61,7 +61,7 @@ async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id
     if not rules.can_start(action, service.status):
         raise InvalidState(rules.refusal(action, service.status))
     if spec.at_once == rules.PROVISIONING and service.status == rules.FAILED:
-        full = await no_room_again(session, service.server_id)
+        full = await no_room_again(session, service)
         if full:
             raise NoCapacity(f"cannot provision the service again: {full}")
     args = _args(service, action, reason, target)

@@ -35,6 +35,13 @@ DONE = {"provision.create": ACTIVE, "provision.suspend": SUSPENDED, "provision.u
 SUSPEND_REASONS = ("reseller", "non_payment")
 
 
+def holds_place(status: str, create_attempted: bool) -> bool:
+    """Whether a service counts toward its server's capacity (whm_servers.used; the trigger of migration 0012
+    keeps the count by the same rule): while it is live, and while it is failed after a createacct that may have
+    made its account (a retry adopts that account, a terminate removes it)."""
+    return status in (PENDING, PROVISIONING, ACTIVE, SUSPENDED) or (status == FAILED and create_attempted)
+
+
 def can_start(action: str, status: str) -> bool:
     """Whether a service in `status` accepts `action`."""
     return status in ACTIONS[action].allowed

@@ -8,27 +8,27 @@ import os
 import subprocess
 import uuid
 from collections import Counter
+from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from domain.db import session_scope
+from domain.jobs.models import Job
 from domain.provisioning.models import WhmServer
 from domain.services.models import Service
+from domain.services.rules import STATUSES, holds_place
 from hostq.admin import list_servers
 from tests.integration.helpers import add_region, customer_and_plan, order_body
 
-LIVE = ("pending", "provisioning", "active", "suspended")
-
-
 async def _used(sessions, server_id: uuid.UUID) -> tuple[int, int]:
-    """The server's counter and its live services counted."""
+    """The server's counter, and its services counted by the domain's rule (services.rules.holds_place)."""
     async with sessions() as session:
         used = await session.scalar(select(WhmServer.used).where(WhmServer.id == server_id))
-        counted = await session.scalar(select(func.count()).select_from(Service).where(
-            Service.server_id == server_id, Service.status.in_(LIVE)))
-    return used, counted
+        rows = (await session.execute(select(Service.status, Service.create_attempted_at).where(
+            Service.server_id == server_id))).all()
+    return used, sum(holds_place(status, attempted is not None) for status, attempted in rows)
 
 
 async def test_concurrent_orders_never_overfill_a_server(client, sessions, settings):
@@ -169,3 +169,36 @@ async def test_a_disabled_server_takes_no_order_and_an_enabled_one_does_again(cl
         await update_server(session, settings.require_kek(), server_id, enabled=True)
     accepted = await client.post("/v1/services", json=order_body(customer_id, plan, region))
     assert accepted.status_code == 202 and accepted.json()["service"]["server_id"] == str(server_id)
+
+
+async def test_a_failed_service_whose_account_may_exist_keeps_its_place(client, sessions, settings):
+    """Every status, with and without a createacct sent: the counter moves exactly as holds_place says, and a
+    failed service in doubt (its account may be on WHM) keeps its place against new orders (migration 0012)."""
+    region, server_id = await add_region(sessions, settings, capacity=2)
+    customer_id, plan = await customer_and_plan(client)
+    orders = [(await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+              for _ in range(2)]
+    ids = [uuid.UUID(order["service"]["id"]) for order in orders]
+    async with session_scope(sessions) as session:  # the second one's create gave up
+        await session.execute(update(Job).where(Job.id == uuid.UUID(orders[1]["job"]["id"])).values(
+            status="failed", finished_at=datetime.now(timezone.utc)))
+
+    async def move(**values) -> None:
+        async with session_scope(sessions) as session:
+            await session.execute(update(Service).where(Service.id == ids[1]).values(**values))
+
+    seen = []
+    for attempted in (None, datetime.now(timezone.utc), None):
+        for status in (*STATUSES, "provisioning"):
+            await move(status=status, create_attempted_at=attempted)
+            used, counted = await _used(sessions, server_id)
+            assert used == counted, (status, attempted)
+            seen.append((status, attempted is not None, used))
+    assert ("failed", True, 2) in seen and ("failed", False, 1) in seen and ("terminated", True, 1) in seen
+
+    await move(status="failed", create_attempted_at=datetime.now(timezone.utc))
+    full = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    assert full.status_code == 422 and full.json()["code"] == "no_capacity", full.text
+    again = await client.post(f"/v1/provision/{ids[1]}")  # it holds its place: no room needed
+    assert again.status_code == 202 and again.json()["service"]["status"] == "provisioning", again.text
+    assert await _used(sessions, server_id) == (2, 2)

@@ -198,6 +198,7 @@ async def test_a_system_user_left_after_a_create_in_doubt_is_named_never_a_secon
     with pytest.raises(PermanentIntegrationError) as failed:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert failed.value.code == "whm_rejected" and "given back" not in failed.value.message
+    assert (await _service(sessions, ordered["id"])).create_attempted_at is not None  # still in doubt
 
     # An operator retries: the attempt asks WHM first (no account), createacct says the name is in use.
     with pytest.raises(PermanentIntegrationError) as retried:
@@ -225,6 +226,8 @@ async def test_a_requested_username_is_never_given_back(client, db, sessions, se
     with pytest.raises(PermanentIntegrationError) as failed:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert "given back" not in failed.value.message
+    # Kept, but WHM refused its first createacct: nothing of ours exists, so the service's place is free.
+    assert (await _service(sessions, ordered["id"])).create_attempted_at is None
     with pytest.raises(PermanentIntegrationError) as retried:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert retried.value.code == "whm_username_taken", retried.value.message
