@@ -4,8 +4,9 @@ Every order runs this, so its statements are plain SQL on the worker's pool (sys
 a connection per statement, none held across WHM calls), each autocommitted on its own: the order of the
 commits is the guarantee, not one transaction around them. The username and `create_attempted_at` are
 stored together before verify_new_username, so both are committed before any createacct;
-`create_attempted_at` thus means "a createacct may have been sent from here on", and a later attempt asks
-WHM before creating.
+`create_attempted_at` thus means "WHM may hold an account of this service from here on" (a createacct may
+have been sent, or an account made outside hostq with our name and domain was adopted), and a later attempt asks
+WHM before creating. When verify_new_username itself fails, nothing went out under the name: it is given back.
 
 A name hostq chose in this attempt is given back (both cleared) when WHM answers its createacct with a refusal:
 nothing of ours can still be running under it, so a retry may choose again. That is what gets past a Unix user a
@@ -44,6 +45,7 @@ _STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = no
 WHERE id = $1 AND username IS NULL RETURNING username"""
 _GIVE_BACK = """UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now()
 WHERE id = $1 AND username = $2"""
+_MARK_ATTEMPT = "UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1"
 _FORGET_ATTEMPT = """UPDATE services SET create_attempted_at = NULL, updated_at = now() WHERE id = $1 AND username = $2"""
 
 #: createacct's failures that are WHM's own answer (metadata.result 0, as _create names it, or our credentials
@@ -90,7 +92,12 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
             continue
         if stored is None:  # another delivery of this job chose first: keep its choice
             return await db.fetchval("SELECT username FROM services WHERE id = $1", service["id"]), False
-        if await whm.verify_new_username(candidate):
+        try:
+            free = await whm.verify_new_username(candidate)
+        except Exception:  # WHM did not answer: no createacct went out under the name, so nothing is in doubt
+            await db.execute(_GIVE_BACK, service["id"], candidate)
+            raise
+        if free:
             return candidate, True
         # WHM has it (not ours: we never called createacct)
         await db.execute(_GIVE_BACK, service["id"], candidate)
@@ -173,24 +180,37 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         adopted = False  # the name is free on WHM and we never called createacct: nothing of ours exists
     else:
         adopted = await _existing_is_ours(whm, username, domain, attempted=False)
+        if adopted:  # made outside hostq, ours by name and domain: from now on WHM holds an account of ours
+            await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
     if not adopted:
         if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
-            await db.execute("UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1",
-                             service_id, datetime.now(timezone.utc))
+            await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
         try:
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
         except PermanentIntegrationError as exc:
-            if exc.code not in _CREATE_REFUSED or service["create_attempted_at"] is not None:
-                raise  # an earlier createacct under this name may still have made the account
-            if chosen_here:
-                await db.execute(_GIVE_BACK, service_id, username)
-                raise PermanentIntegrationError(
-                    exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again)") from exc
-            if not verified:  # the reseller's name: kept, but no createacct of ours made anything under it
-                await db.execute(_FORGET_ATTEMPT, service_id, username)
+            if exc.code in _CREATE_REFUSED and service["create_attempted_at"] is None:
+                given_back = await _refused_first_create(db, service_id, username, exc, chosen_here=chosen_here,
+                                                         kept=not verified)
+                if given_back is not None:
+                    raise given_back from exc
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
+
+
+async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, service_id: uuid.UUID, username: str,
+                                exc: PermanentIntegrationError, *, chosen_here: bool,
+                                kept: bool) -> PermanentIntegrationError | None:
+    """WHM refused the service's first createacct, so nothing of ours exists: unmark the attempt, and give back a
+    name hostq chose in this attempt (the error to raise instead, saying so). `kept`: the reseller's name, or one
+    an earlier attempt fixed."""
+    if chosen_here:
+        await db.execute(_GIVE_BACK, service_id, username)
+        return PermanentIntegrationError(
+            exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again)")
+    if kept:
+        await db.execute(_FORGET_ATTEMPT, service_id, username)
+    return None
 
 
 async def _create(whm: WhmPort, username: str, domain: str, package: str, email: str) -> bool:

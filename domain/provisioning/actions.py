@@ -83,7 +83,8 @@ async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict
 
 async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) -> dict:
     outcome = "nothing_to_remove"
-    if whm is not None and service.username and service.create_attempted_at is not None:
+    has_account = service.status in (rules.ACTIVE, rules.SUSPENDED) or service.create_attempted_at is not None
+    if whm is not None and service.username and has_account:
         if await _account(whm, service) is not None:
             await whm.removeacct(service.username)
             outcome = "removed"

@@ -38,6 +38,7 @@ class Service(Base):
     next_due_date: Mapped[date | None] = mapped_column(Date)
     suspended_reason: Mapped[str | None] = mapped_column(String(16))
     last_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
-    # Set just before the first createacct: from then on a retry must adopt, never rename.
+    # Set just before the first createacct (or when an existing account is adopted): from then on WHM may hold an
+    # account of this service, so a retry must adopt, never rename, and a terminate must ask WHM.
     create_attempted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), onupdate=func.now())

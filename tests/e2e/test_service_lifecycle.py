@@ -106,3 +106,25 @@ def test_a_terminate_whose_removeacct_answer_was_lost_ends_already_removed(stack
     assert job["result"]["outcome"] == "already_removed"
     assert _account(fake, domain) == []
     assert api.get(f"/v1/services/{order['service']['id']}").json()["status"] == "terminated"
+
+
+def test_an_adopted_account_made_outside_hostq_is_removed_by_a_terminate(stack):
+    """The reseller orders an account that already exists on WHM under their username and domain: the create
+    adopts it, so the service owns it, and terminating the service removes it."""
+    api, fake, region = stack
+    customer = api.post("/v1/customers", json={"name": "Davi", "email": "davi@example.com"}).json()
+    api.post("/v1/plans", json={"code": "basic", "name": "basic", "whm_package": "basic", "prices": {"monthly": 1}})
+    username, domain = f"d{uuid.uuid4().hex[:7]}", f"davi-{uuid.uuid4().hex[:6]}.example.com"
+    made = fake.get("/json-api/createacct", headers={"Authorization": "whm root:sandbox"},
+                    params={"api.version": 1, "username": username, "domain": domain, "plan": "basic",
+                            "contactemail": "davi@example.com", "password": "Xy12345678abc"})
+    assert made.json()["metadata"]["result"] == 1, made.text
+    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
+                                           "region": region, "billing_cycle": "monthly", "provision": "now",
+                                           "username": username}).json()
+    created = _done(api, order["job"]["id"])
+    assert (created["status"], created["result"]["outcome"]) == ("succeeded", "adopted"), created
+
+    job = _done(api, api.post(f"/v1/services/{order['service']['id']}/terminate").json()["job"]["id"])
+    assert (job["status"], job["result"]["outcome"]) == ("succeeded", "removed"), job
+    assert _account(fake, domain) == []

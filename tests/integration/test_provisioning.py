@@ -105,6 +105,34 @@ async def test_timeout_then_create_is_adopted_not_duplicated(client, db, session
     assert (await _service(sessions, ordered["id"])).status == "active"
 
 
+async def test_a_verify_new_username_that_fails_leaves_nothing_in_doubt(client, db, sessions, settings, whm_url, whm,
+                                                                         control):
+    """No createacct went out under the chosen name: it is given back, the service holds no place on its server
+    (migration 0012) and the retry creates the one account as a first attempt would."""
+    ordered = await _order(client, sessions, settings, whm_url)
+    await control.post("/__sandbox/faults", json={"function": "verify_new_username", "mode": "http_500", "times": 3})
+    with pytest.raises(TransientIntegrationError):
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    service = await _service(sessions, ordered["id"])
+    assert (service.username, service.create_attempted_at) == (None, None)
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert result["outcome"] == "created"
+    assert [a["user"] for a in await _accounts_for(control, ordered["domain"])] == [result["username"]]
+
+
+async def test_an_account_made_outside_hostq_adopted_by_name_and_domain_is_marked_as_ours(
+        client, db, sessions, settings, whm_url, whm, control):
+    """Adopted, the account is the service's: create_attempted_at says WHM holds it (a terminate removes it)."""
+    user = f"m{uuid.uuid4().hex[:7]}"
+    ordered = await _order(client, sessions, settings, whm_url, username=user)
+    await whm.createacct(username=user, domain=ordered["domain"], plan="basic", password="Xx1-long-pass",
+                         contactemail="a@example.com")
+    result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert (result["outcome"], result["username"]) == ("adopted", user)
+    assert (await _service(sessions, ordered["id"])).create_attempted_at is not None
+    assert len(await _accounts_for(control, ordered["domain"])) == 1
+
+
 async def test_generated_username_skips_names_taken_on_whm(client, db, sessions, settings, whm_url, whm, control):
     stem = f"q{uuid.uuid4().hex[:7]}"
     await whm.createacct(username=stem, domain=f"{stem}.other.example", plan="basic", password="Xx1-long-pass",
