@@ -46,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     cancel = jobs.add_parser("cancel", help="cancel queued, retrying or failed jobs (never a running one)")
     cancel.add_argument("ids", nargs="+", metavar="ID", help="job ids")
+    cancel.add_argument("--force", action="store_true",
+                        help="also cancel service actions whose WHM call may already have taken effect")
     cancel.set_defaults(run=_cancel)
 
 
@@ -77,7 +79,7 @@ def _retry(args, settings: Settings) -> None:
 
 
 def _cancel(args, settings: Settings) -> None:
-    print_json(asyncio.run(cancel(settings, ids=args.ids)))
+    print_json(asyncio.run(cancel(settings, ids=args.ids, force=args.force)))
 
 
 async def list_page(settings: Settings, *, status: str | None = None, kind: str | None = None,
@@ -121,10 +123,10 @@ async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str |
     return await _in_transaction(settings, work)
 
 
-async def cancel(settings: Settings, *, ids: list[str]) -> dict:
+async def cancel(settings: Settings, *, ids: list[str], force: bool = False) -> dict:
     """`hostq jobs cancel`."""
     from domain.jobs import ops
-    return await _in_transaction(settings, lambda session: ops.cancel_jobs(session, ids))
+    return await _in_transaction(settings, lambda session: ops.cancel_jobs(session, ids, force=force))
 
 
 def job_line(job: Job) -> dict:

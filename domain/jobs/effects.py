@@ -59,6 +59,27 @@ async def on_requeued(session: AsyncSession, job: Job) -> None:
                               .values(status=service_rules.PROVISIONING, last_job_id=job.id))
 
 
+async def in_doubt(session: AsyncSession, job: Job) -> str | None:
+    """Why cancelling this job could leave its service out of step with its WHM account, or None.
+
+    An action (suspend, unsuspend, terminate, change plan) whose attempt already ran may have made its WHM call
+    with the answer lost (a timeout, a reset, a crash): cancelled, the service would keep its old state while the
+    account has the new one. Letting it run, or retrying it, settles that (every attempt asks WHM first). Once a
+    later job on the service superseded it, that job settled the account instead. A create can always be
+    cancelled: its service is then `failed` and a retry adopts any account the create made.
+    """
+    if job.kind == "provision.create" or job.kind not in _ACTION_OF_KIND or job.resource_id is None:
+        return None
+    if job.attempts == 0 and job.round == 1:
+        return None
+    service = await session.get(Service, job.resource_id)
+    if service is None or service.last_job_id != job.id:
+        return None
+    return (f"an attempt of it already ran, so its WHM call may have taken effect: cancelled, the service would "
+            f"stay {service.status} whatever its account became. Let it run (or retry it if failed): it asks WHM "
+            "first. To cancel it anyway, use --force")
+
+
 async def on_cancelled(session: AsyncSession, job: Job) -> None:
     """A cancelled provisioning job leaves its service `failed`, not waiting for work that will never run."""
     await on_failed(session, job)

@@ -122,11 +122,15 @@ async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, k
     return {"retried": retried, "skipped": skipped}
 
 
-async def cancel_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> CancelOutcome:
-    """Cancel these queued, retrying or failed jobs; a message still in the broker is then skipped."""
+async def cancel_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str], *,
+                      force: bool = False) -> CancelOutcome:
+    """Cancel these queued, retrying or failed jobs; a message still in the broker is then skipped. Without
+    `force`, an action on a service whose WHM call may already have taken effect is skipped (effects.in_doubt)."""
     now = datetime.now(timezone.utc)
 
     async def cancel(job: Job) -> str | None:
+        if not force and (reason := await effects.in_doubt(session, job)):
+            return reason
         job.status, job.finished_at, job.next_attempt_at, job.updated_at = rules.CANCELLED, now, None, now
         await effects.on_cancelled(session, job)
         return None

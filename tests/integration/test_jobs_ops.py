@@ -337,6 +337,44 @@ async def test_cancelling_a_provisioning_job_leaves_its_service_failed_not_waiti
     assert again.json()["service"]["status"] == "provisioning"
 
 
+async def test_cancelling_an_action_that_already_ran_an_attempt_needs_force(client, sessions, settings):
+    """A suspend whose attempt timed out may have suspended the account: cancelled, the service would stay
+    `active` while WHM has it suspended. Skipped with the reason unless forced; a queued one that never ran, or
+    one a later job superseded, is cancelled as any job."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    orders = [(await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+              for _ in range(3)]
+    async with session_scope(sessions) as session:
+        for order in orders:
+            await session.execute(update(Service).where(Service.id == uuid.UUID(order["service"]["id"]))
+                                  .values(status="active"))
+            await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
+                status="succeeded", finished_at=datetime.now(timezone.utc)))
+    suspends = [(await client.post(f"/v1/services/{o['service']['id']}/suspend")).json()["job"]["id"]
+                for o in orders]
+    async with session_scope(sessions) as session:  # the first two ran an attempt that timed out
+        for job_id in suspends[:2]:
+            await session.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(
+                status="retrying", attempts=1, error_code="whm_timeout", error_message="no answer"))
+    superseded = (await client.post(f"/v1/services/{orders[1]['service']['id']}/terminate"))
+    assert superseded.status_code == 409  # in flight: a suspend must end first; supersede it by hand
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == uuid.UUID(orders[1]["service"]["id"]))
+                              .values(last_job_id=uuid.uuid4()))
+
+    outcome = await jobs_cli.cancel(settings, ids=suspends)
+    assert outcome["cancelled"] == suspends[1:], outcome
+    [skipped] = outcome["skipped"]
+    assert skipped["id"] == suspends[0] and "may have taken effect" in skipped["reason"]
+    assert "stay active" in skipped["reason"] and "--force" in skipped["reason"]
+    assert (await client.get(f"/v1/jobs/{suspends[0]}")).json()["status"] == "retrying"
+
+    forced = await jobs_cli.cancel(settings, ids=[suspends[0]], force=True)
+    assert forced == {"cancelled": [suspends[0]], "skipped": []}
+    assert (await client.get(f"/v1/jobs/{suspends[0]}")).json()["status"] == "cancelled"
+
+
 async def test_a_late_dispatch_mark_of_an_earlier_round_leaves_the_retried_round_to_be_sent(sessions):
     # The API marks sent jobs a few ms later, in a batch; a retry can land in between. Marking round 1 then must
     # not hide round 2's unsent message from the one who retried it (or from the relay).
