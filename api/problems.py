@@ -77,6 +77,8 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
             message = str(item.get("message", "invalid"))
+            if item.get("key") == "data" and message == "'data'":  # Litestar's KeyError: no body was sent
+                message = "a JSON object is required"
             if item.get("source", "body") == "body":
                 field = _field_name(str(item.get("key") or ""), message)
             else:  # a query, path or header parameter: Litestar names it

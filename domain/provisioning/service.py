@@ -32,6 +32,13 @@ def _check_capacity(capacity: int) -> int:
     return capacity
 
 
+def _not_blank(field: str, value: str) -> str:
+    """A server's name, WHM username and token may not be blank: WHM would refuse the login, ops the name."""
+    if not value.strip():
+        raise ValidationFailed(f"{field} may not be empty", errors=[{"field": field, "message": "may not be empty"}])
+    return value
+
+
 async def _refuse_taken_url(session: AsyncSession, url: str, server_id: uuid.UUID | None = None) -> None:
     """Two rows for one WHM would each count only their own services, and fill the machine twice over."""
     query = select(WhmServer).where(WhmServer.url == url)
@@ -47,10 +54,12 @@ async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str
     if not rules.REGION.match(region):
         raise ValidationFailed(f"region {region!r} must be lower-case letters, digits and '-'")
     url, capacity = _check_url(url), _check_capacity(capacity)
+    username, token = _not_blank("username", username), _not_blank("token", token)
+    name = url if name is None else _not_blank("name", name)
     if unique_url:
         await _refuse_taken_url(session, url)
     server_id = new_id()
-    server = WhmServer(id=server_id, region=region, url=url, username=username, name=name or url,
+    server = WhmServer(id=server_id, region=region, url=url, username=username, name=name,
                        token_encrypted=seal(kek, token, context=server_id.bytes), capacity=capacity, enabled=True)
     session.add(server)
     await session.flush()
@@ -73,11 +82,11 @@ async def update_server(session: AsyncSession, kek: bytes, server_id: str | uuid
         if unique_url:
             await _refuse_taken_url(session, server.url, server.id)
     if username is not None:
-        server.username = username
+        server.username = _not_blank("username", username)
     if token is not None:
-        server.token_encrypted = seal(kek, token, context=server.id.bytes)
+        server.token_encrypted = seal(kek, _not_blank("token", token), context=server.id.bytes)
     if name is not None:
-        server.name = name
+        server.name = _not_blank("name", name)
     if capacity is not None:
         server.capacity = _check_capacity(capacity)
     if enabled is not None:

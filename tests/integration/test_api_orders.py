@@ -203,6 +203,10 @@ async def test_a_body_field_missing_or_of_the_wrong_type_is_named_in_errors(clie
     assert [e["field"] for e in unknown.json()["errors"]] == ["nick"], unknown.json()
     assert [e["field"] for e in plan.json()["errors"]] == ["prices"], plan.json()
     assert [e["field"] for e in not_json.json()["errors"]] == ["body"], not_json.json()
+    for path in ("/v1/customers", f"/v1/services/{uuid.uuid4()}/change-plan"):  # no body at all
+        empty = await client.post(path)
+        assert empty.status_code == 400 and empty.json()["errors"] == [
+            {"field": "body", "message": "a JSON object is required"}], empty.text
 
 
 async def _fail_provisioning(sessions, order: dict) -> None:

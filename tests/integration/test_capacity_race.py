@@ -149,7 +149,9 @@ def test_hostq_servers_add_list_and_update(settings, test_env, hostq_cmd):
     assert json.loads(updated.stdout) == {**line, "url": moved, "capacity": 3, "enabled": False}
     for argv, error in ((["--server", server_id], "hostq: nothing to change"),
                         (["--server", str(uuid.uuid4()), "--enable"], "hostq: no such server"),
-                        (["--server", server_id, "--capacity", "0"], "hostq: capacity must be at least 1")):
+                        (["--server", server_id, "--capacity", "0"], "hostq: capacity must be at least 1"),
+                        (["--server", server_id, "--name", " "], "hostq: name may not be empty"),
+                        (["--server", server_id, "--token", ""], "hostq: token may not be empty")):
         refused = _hostq(hostq_cmd, test_env, "servers", "update", *argv)
         assert refused.returncode == 1 and refused.stderr.startswith(error), refused.stderr
     listed = _hostq(hostq_cmd, test_env, "servers", "list", "--region", region)
