@@ -55,9 +55,10 @@ class ServiceController(Controller):
           summary="Order a service", response_description=ACCEPTED,
           description="Records the service and its `provision.create` job. `plan` is the plan's code; a `region` "
                       "with no WHM server, an unknown customer or plan, or a billing cycle the plan is not sold "
-                      "in is 400; a region whose servers are all full is 422 no_capacity; a domain or username "
-                      "already in use is 409 conflict, with the field in `errors`.",
-          **documented("POST", conflict=True, capacity=True))
+                      "in is 400; a region whose servers are all full is 422 no_capacity; a customer whose personal "
+                      "data was erased is 422 invalid_state; a domain or username already in use is 409 conflict, "
+                      "with the field in `errors`.",
+          **documented("POST", conflict=True, capacity=True, states=True))
     async def order(self, data: ServiceOrder, request: Request) -> Response[Accepted]:
         # No dependencies (the hot path): the request gives the caller, the connection and the settings.
         order = service.Order(customer_id=data.customer_id, plan=data.plan, domain=data.domain, region=data.region,
@@ -130,7 +131,7 @@ class ProvisionController(Controller):
           description=IN_FLIGHT_NOTE + " A failed service stays on its server. If a createacct may have made its "
           "account there, it still holds its place, and provisioning it again adopts that account. Otherwise it "
           "left the server's count: if that server has been filled or disabled since, 422 no_capacity and "
-          "nothing changes.", response_description=ACCEPTED,
+          "nothing changes. A failed service of a customer whose personal data was erased is 422 invalid_state.", response_description=ACCEPTED,
           **documented("POST", by_id=True, conflict=True, states=True, capacity=True))
     async def provision(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
                         settings: Settings) -> Response[Accepted]:

@@ -30,8 +30,13 @@ async def export_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_
 
 
 async def erase_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None) -> Customer:
-    """Blank the personal fields; refused while the customer has live services."""
-    customer = await get_customer(session, tenant_id, customer_id)
+    """Blank the personal fields; refused while the customer has live services.
+
+    The customer's row is locked FOR UPDATE first: an order or a provision in flight holds it FOR KEY SHARE
+    (domain.services), so erasure waits for it and then sees its service, and one that comes after sees the
+    customer erased and is refused.
+    """
+    customer = await get_customer(session, tenant_id, customer_id, lock=True)
     live = await session.scalar(select(Service.id).where(Service.customer_id == customer.id,
                                                          Service.status.in_(LIVE)).limit(1))
     if live is not None:

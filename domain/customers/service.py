@@ -42,12 +42,23 @@ async def create_customer(conn: Any, tenant_id: uuid.UUID, *, name: str, email: 
     return Row(record)
 
 
-async def get_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None) -> Customer:
-    """The tenant's customer, or NotFound (another tenant's id looks exactly like a missing one)."""
-    customer = await session.get(Customer, customer_id) if customer_id else None
+async def get_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_id: uuid.UUID | None, *,
+                       lock: bool = False) -> Customer:
+    """The tenant's customer, or NotFound (another tenant's id looks exactly like a missing one); `lock`: its row
+    FOR UPDATE until the transaction ends."""
+    customer = await session.get(Customer, customer_id, with_for_update=True if lock else None,
+                                 populate_existing=lock) if customer_id else None
     if customer is None or customer.tenant_id != tenant_id:
         raise NotFound("no such customer")
     return customer
+
+
+async def customer_erased(session: AsyncSession, customer_id: uuid.UUID) -> bool:
+    """Whether the customer's personal data was erased; their row stays held FOR KEY SHARE until the transaction
+    ends, so an erasure waits for what this transaction does for them (privacy.erase_customer)."""
+    customer = await session.get(Customer, customer_id, with_for_update={"read": True, "key_share": True},
+                                 populate_existing=True)
+    return customer is not None and customer.erased_at is not None
 
 
 async def list_customers(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, cursor: str | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.customers.service import customer_erased
 from domain.jobs.models import Job
 from domain.provisioning.service import no_room_again
 from domain.services import rules as service_rules
@@ -46,6 +47,8 @@ async def requeue_refusal(session: AsyncSession, job: Job) -> str | None:
         what = f" ({later.kind}, {later.status})" if later is not None else ""
         return f"superseded by a later job on its service: {service.last_job_id}{what}"
     if job.kind == "provision.create":
+        if await customer_erased(session, service.customer_id):
+            return f"invalid_state: {service_rules.ERASED_CUSTOMER}"
         full = await no_room_again(session, service)
         return f"no_capacity: {full}" if full else None
     return None

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.catalog.service import plan_by_code
+from domain.customers.service import customer_erased
 from domain.errors import Conflict, InvalidState, NoCapacity, NotFound, ValidationFailed
 from domain.jobs import rules as job_rules
 from domain.jobs.models import Job
@@ -61,9 +62,11 @@ async def request_action(session: AsyncSession, tenant_id: uuid.UUID, service_id
     if not rules.can_start(action, service.status):
         raise InvalidState(rules.refusal(action, service.status))
     if spec.at_once == rules.PROVISIONING and service.status == rules.FAILED:
-        full = await no_room_again(session, service)
-        if full:
-            raise NoCapacity(f"cannot provision the service again: {full}")
+        if await customer_erased(session, service.customer_id):
+            raise InvalidState(rules.ERASED_CUSTOMER)
+        if await no_room_again(session, service):  # its detail (the server, its count) is for ops, not tenants
+            raise NoCapacity("cannot provision the service again: its server has no room for it now (full, or "
+                             "closed to new services); try again later")
     args = _args(service, action, reason, target)
     job = record_job(session, kind=spec.kind, tenant_id=tenant_id, max_attempts=max_attempts,
                      resource_type="service", resource_id=service.id, region=service.region, args=args,

@@ -33,6 +33,9 @@ ACTIONS: dict[str, Action] = {
 DONE = {"provision.create": ACTIVE, "provision.suspend": SUSPENDED, "provision.unsuspend": ACTIVE,
         "provision.terminate": TERMINATED}
 SUSPEND_REASONS = ("reseller", "non_payment")
+#: Why an erased customer (DELETE /v1/customers/{id}) gets no service on WHM again: erasure waited for their
+#: services to end, and nothing may bring one back.
+ERASED_CUSTOMER = "the customer's personal data was erased: no service of theirs can be ordered or provisioned"
 
 
 def holds_place(status: str, create_attempted: bool) -> bool:

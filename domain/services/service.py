@@ -10,7 +10,7 @@ import asyncpg
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import Conflict, NotFound, ValidationFailed
+from domain.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from domain.ids import new_id
 from domain.jobs.models import Job
 from domain.jobs.service import new_job
@@ -53,14 +53,15 @@ def _check_order(order: Order) -> str:
     return domain
 
 
-# One round trip (the API's busiest write skips the ORM, see domain/pg.py): the customer, the plan and whether it
-# is sold in the cycle, the region's servers and the one to place on (locked until the transaction ends, and only
+# One round trip (the API's busiest write skips the ORM, see domain/pg.py): the customer (not erased, its row held
+# FOR KEY SHARE, as the service's foreign key would hold it anyway, so that an erasure waits for the order: see
+# domain/customers/privacy.py), the plan and whether it is sold in the cycle, the region's servers and the one to place on (locked until the transaction ends, and only
 # when customer and plan are there); then, only if all of them are there, the service and its job (data-modifying
 # CTEs run whether or not the final SELECT reads them). The final row is the service (NULLs when nothing was
 # written) with what _refuse needs to name the reason. `$7`, the job's created_at, stamps the service too and
 # dates its first due date in the tenant's time zone.
 _PLACE_ORDER = f"""
-WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2),
+WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2 AND erased_at IS NULL FOR KEY SHARE),
      plan AS (SELECT id, code, prices ? $4::text AS sold FROM plans WHERE tenant_id = $2 AND code = $3),
      place AS ({PLACE.format(region="$5::text")}
                WHERE EXISTS (SELECT FROM customer) AND EXISTS (SELECT FROM plan WHERE sold)),
@@ -77,6 +78,8 @@ WITH customer AS (SELECT id FROM customers WHERE id = $1 AND tenant_id = $2),
                          resource_type, resource_id, args, request_id)
        SELECT $11, $7, $2, $12, $13, $14, $15, $16, $17, $18, service.id, $19, $20 FROM service)
 SELECT service.*, (SELECT count(*) FROM customer) AS customers, (SELECT sold FROM plan) AS sold,
+       CASE WHEN NOT EXISTS (SELECT FROM customer) THEN EXISTS (
+         SELECT FROM customers WHERE id = $1 AND tenant_id = $2 AND erased_at IS NOT NULL) END AS erased,
        (SELECT servers FROM place) AS servers, (SELECT chosen FROM place) AS chosen
 FROM (VALUES (1)) AS one LEFT JOIN service ON true"""
 
@@ -114,6 +117,9 @@ def _taken(constraint: str | None, domain: str, username: str | None) -> Conflic
 
 def _refuse(order: Order, record: Any) -> NoReturn:
     """Why _PLACE_ORDER wrote nothing, the first of: customer, plan, billing cycle, region, capacity."""
+    if record["erased"]:
+        raise InvalidState(f"customer_id: {rules.ERASED_CUSTOMER}",
+                           errors=[{"field": "customer_id", "message": rules.ERASED_CUSTOMER}])
     if not record["customers"]:
         raise _field("customer_id", "no such customer")
     if record["sold"] is None:
