@@ -9,6 +9,7 @@ from typing import Annotated
 import msgspec
 
 from domain.catalog.models import Plan as PlanRow
+from domain.catalog.service import MAX_CENTS
 
 
 class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -18,7 +19,7 @@ class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Basic"])]
     whm_package: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
     prices: Annotated[dict[str, int], msgspec.Meta(
-        description="cents per billing cycle (monthly, quarterly, semiannual, annual)",
+        description=f"cents per billing cycle (monthly, quarterly, semiannual, annual), each 0 to {MAX_CENTS}",
         examples=[{"monthly": 6990, "annual": 69900}])]
     currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$", description="ISO 4217", examples=["BRL"])] = "BRL"
 

@@ -15,6 +15,9 @@ from domain.pagination import page, paginate
 from domain.services.rules import BILLING_CYCLES
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The highest price, in cents (Stripe's bound for an amount: 999,999.99): well inside a 64-bit integer and a
+#: JavaScript number, so every client reads it exactly, and invoice totals built from it do not overflow.
+MAX_CENTS = 99_999_999
 
 
 def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: dict[str, int]) -> list[dict]:
@@ -31,8 +34,8 @@ def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: d
     unknown = sorted(set(prices) - set(BILLING_CYCLES))
     if unknown or not prices:
         errors.append({"field": "prices", "message": f"keys must be among {', '.join(BILLING_CYCLES)}"})
-    if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in prices.values()):
-        errors.append({"field": "prices", "message": "prices are non-negative integer cents"})
+    if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_CENTS for v in prices.values()):
+        errors.append({"field": "prices", "message": f"prices are integer cents from 0 to {MAX_CENTS}"})
     return errors
 
 

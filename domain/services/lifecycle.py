@@ -29,6 +29,9 @@ async def _plan(session: AsyncSession, service: Service, code: str | None):
     target = await plan_by_code(session, service.tenant_id, code or "")
     if target is None:
         raise ValidationFailed("plan: no such plan", errors=[{"field": "plan", "message": "no such plan"}])
+    if service.billing_cycle not in (target.prices or {}):  # as an order in that cycle would be refused
+        message = f"plan {target.code!r} is not sold {service.billing_cycle}, the service's billing cycle"
+        raise ValidationFailed(f"plan: {message}", errors=[{"field": "plan", "message": message}])
     return target
 
 

@@ -158,8 +158,14 @@ async def test_plans(client):
     assert (await client.post("/v1/plans", json=body)).status_code == 409
     bad = await client.post("/v1/plans", json={**body, "code": "x", "prices": {"weekly": 1}})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "prices"
+    for price in (-1, 100_000_000, 10**20, 10**400):  # above 99,999,999 cents no client reads it exactly
+        huge = await client.post("/v1/plans", json={**body, "code": "x", "prices": {"monthly": price}})
+        assert huge.status_code == 400 and huge.json()["errors"] == [
+            {"field": "prices", "message": "prices are integer cents from 0 to 99999999"}], huge.text
+    most = await client.post("/v1/plans", json={**body, "code": "y", "prices": {"monthly": 99_999_999}})
+    assert most.status_code == 201, most.text
     listed = (await client.get("/v1/plans")).json()["data"]
-    assert [p["code"] for p in listed] == ["pro"]
+    assert [p["code"] for p in listed] == ["y", "pro"]
 
 
 async def test_jobs_of_another_tenant_are_404(app, client, sessions, settings):
@@ -298,4 +304,9 @@ async def test_asking_for_another_plan_while_a_plan_change_is_in_flight_is_a_con
     assert (await client.post(f"/v1/services/{order['service']['id']}/suspend", json={})).status_code == 202
     unknown = await client.post(path, json={"plan": "no-such-plan"})
     assert unknown.status_code == 400 and unknown.json()["errors"] == [{"field": "plan", "message": "no such plan"}]
+    annual = (await client.post("/v1/plans", json={"code": f"a{uuid.uuid4().hex[:6]}", "name": "A",
+                                                   "whm_package": "pro", "prices": {"annual": 50000}})).json()
+    unsold = await client.post(path, json={"plan": annual["code"]})  # the service is monthly
+    assert unsold.status_code == 400 and unsold.json()["errors"] == [
+        {"field": "plan", "message": f"plan {annual['code']!r} is not sold monthly, the service's billing cycle"}]
     assert (await client.post(path, json={"plan": third})).status_code == 409
