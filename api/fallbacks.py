@@ -15,12 +15,17 @@ from litestar import Router, route
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.routes import HTTPRoute
 
-#: The methods a /v1 request may come with; OPTIONS is Litestar's own (CORS preflight, api/cors.py).
-METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+#: The methods a /v1 request may come with; OPTIONS is Litestar's own (CORS preflight, api/cors.py). No route
+#: takes HEAD: signed, it is a 405 naming the route's methods.
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
 
 def _unknown_route(rest: str) -> None:
     raise NotFoundException(f"no route /v1{rest}")
+
+
+def _v1_itself() -> None:
+    raise NotFoundException("no route /v1: every route is below it (see /schema/openapi.json)")
 
 
 def _not_allowed(allowed: list[str]) -> Callable[[], Awaitable[None]]:
@@ -44,6 +49,7 @@ def add_fallbacks(v1: Router) -> None:
         if missing:
             v1.register(route(existing.path, http_method=missing, include_in_schema=False)(_not_allowed(taken)))
     paths = [r.path for r in known]
+    v1.register(route("/v1", http_method=list(METHODS), include_in_schema=False, sync_to_thread=False)(_v1_itself))
     for prefix in ["/v1", *paths]:
         if any(p.startswith(f"{prefix}/{{") for p in paths):
             continue

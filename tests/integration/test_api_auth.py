@@ -120,7 +120,8 @@ async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client
     customer = (await client.post("/v1/customers", json={"name": "Ana", "email": "ana@example.com"})).json()
     for method, path in (("GET", "/v1/nonexistent"), ("GET", "/v1/invoices"), ("POST", "/v1/invoices/x/pay"),
                          ("PUT", "/v1/customers"), ("DELETE", f"/v1/customers/{customer['id']}/export"),
-                         ("GET", "/v1/customers/abc/nothing-here"), ("GET", "/v1/services/x/suspend")):
+                         ("GET", "/v1/customers/abc/nothing-here"), ("GET", "/v1/services/x/suspend"),
+                         ("GET", "/v1"), ("POST", "/v1/")):
         unsigned = await anon.request(method, path)
         assert unsigned.status_code == 401 and unsigned.json()["code"] == "unauthenticated", (method, path)
         signed = await client.request(method, path)
@@ -132,6 +133,10 @@ async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client
             assert signed.json()["code"] == expected[1]
     put = await client.put("/v1/customers")
     assert put.json()["code"] == "method_not_allowed" and put.headers["allow"] == "GET, POST"
+    for path in ("/v1/customers", "/v1/nope", f"/v1/customers/{customer['id']}"):  # HEAD: no body, same order
+        assert (await anon.head(path)).status_code == 401, path
+    head = await client.head("/v1/customers")
+    assert head.status_code == 405 and head.headers["allow"] == "GET, POST" and head.content == b""
     schema = (await anon.get("/schema/openapi.json")).json()
     assert not [p for p in schema["paths"] if "{rest" in p]
 
