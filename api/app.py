@@ -8,6 +8,7 @@ from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.types import Message, Scope
 
 from api import deps, openapi, problems
@@ -107,6 +108,12 @@ to the tenant and kept at least 24 h from its first use:
 """
 
 
+#: A strict Content-Security-Policy for the HTML the API may answer (api-v1.md, "Edge behaviour"): none of it
+#: may load, run or frame anything.
+_HTML_POLICY = (b"content-security-policy", b"default-src 'none'; base-uri 'none'; form-action 'none'; "
+                b"frame-ancestors 'none'")
+
+
 def _headers(settings: Settings):
     static = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
     if settings.production:
@@ -118,6 +125,8 @@ def _headers(settings: Settings):
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
             headers += static + [(b"x-request-id", request_id(scope).encode())]
             headers += scope.get(RATE_LIMIT_HEADERS, ())  # type: ignore[call-overload]  # set by auth when allowed
+            if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                headers.append(_HTML_POLICY)  # no page of the API runs scripts or loads anything
             message["headers"] = headers
 
     return before_send
@@ -151,7 +160,10 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
         on_shutdown=[shutdown],
         state=State({"resources": resources}),
         request_max_body_size=MAX_BODY,
+        # The document only, as JSON and YAML: Litestar's HTML viewers load their scripts from a CDN and inline the
+        # document in a script, which a strict Content-Security-Policy (api-v1.md) would refuse.
         openapi_config=OpenAPIConfig(title="hostq API", version="1.0.0", description=DESCRIPTION, path="/schema",
-                                     components=openapi.COMPONENTS),
+                                     components=openapi.COMPONENTS,
+                                     render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()]),
         debug=False,
     )

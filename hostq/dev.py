@@ -91,7 +91,7 @@ def _banner(creds: dict, port: int, whm_ports: dict[str, int], psp_port: int, ma
     fakes += f"\n  fake mail    {os.environ['HOSTQ_SMTP_URL']}   (messages: {mail})"
     return f"""
 hostq is running.
-  API          {base}   (OpenAPI: {base}/schema/openapi.json, docs: {base}/schema/swagger)
+  API          {base}   (OpenAPI: {base}/schema/openapi.json)
 {fakes}
 
 Demo tenant credentials (shown once):

@@ -15,7 +15,8 @@ from api.customers.controller import Limit
 from api.deps import ON_DB, after_commit, db_for
 from api.jobs.schemas import Job
 from api.openapi import Cursor, documented, resource_id
-from api.services.schemas import Accepted, ChangePlanRequest, Service, ServiceList, ServiceOrder, SuspendRequest
+from api.services.schemas import (Accepted, ChangePlanRequest, NoFields, Service, ServiceList, ServiceOrder,
+                                  SuspendRequest)
 from domain.ids import parse_id
 from domain.services import service
 from domain.services.lifecycle import request_action
@@ -78,7 +79,8 @@ class ServiceController(Controller):
     @get("/", opt=requires("services:read"), summary="List services", **documented("GET"))
     async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: Cursor = None,
                     customer_id: Annotated[str | None, Parameter(
-                        description="Only this customer's services", schema_extra={"format": "uuid"})] = None,
+                        description="Only this customer's services; a value that is not a UUID matches nothing",
+                        schema_extra={"format": "uuid"})] = None,
                     status: Annotated[str | None, Parameter(
                         description="Only services in this status; any other value is 400",
                         schema_extra={"enum": list(STATUSES)})] = None) -> ServiceList:
@@ -101,7 +103,7 @@ class ServiceController(Controller):
           response_headers=[LOCATION], summary="Unsuspend a service", description=IN_FLIGHT_NOTE,
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
     async def unsuspend(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
-                        settings: Settings) -> Response[Accepted]:
+                        settings: Settings, data: NoFields | None = None) -> Response[Accepted]:
         return await _act(session, caller, service_id, "unsuspend", request_id, settings)
 
     @post("/{service_id:str}/terminate", opt=requires("services:write"), status_code=202,
@@ -109,7 +111,7 @@ class ServiceController(Controller):
           description=IN_FLIGHT_NOTE, response_description=ACCEPTED,
           **documented("POST", by_id=True, conflict=True, states=True))
     async def terminate(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
-                        settings: Settings) -> Response[Accepted]:
+                        settings: Settings, data: NoFields | None = None) -> Response[Accepted]:
         return await _act(session, caller, service_id, "terminate", request_id, settings)
 
     @post("/{service_id:str}/change-plan", opt=requires("services:write"), status_code=202,
@@ -135,5 +137,5 @@ class ProvisionController(Controller):
           "nothing changes. A failed service of a customer whose personal data was erased is 422 invalid_state.", response_description=ACCEPTED,
           **documented("POST", by_id=True, conflict=True, states=True, capacity=True))
     async def provision(self, service_id: ServiceId, session: AsyncSession, caller: Principal, request_id: str,
-                        settings: Settings) -> Response[Accepted]:
+                        settings: Settings, data: NoFields | None = None) -> Response[Accepted]:
         return await _act(session, caller, service_id, "provision", request_id, settings)

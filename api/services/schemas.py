@@ -67,6 +67,10 @@ class ServiceList(msgspec.Struct):
     next_cursor: str | None
 
 
+class NoFields(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of an action that takes no fields: none at all, or `{}`; anything else is 400, as everywhere."""
+
+
 class SuspendRequest(msgspec.Struct, forbid_unknown_fields=True):
     """`POST /v1/services/{id}/suspend`: an optional reason, shown on WHM."""
 

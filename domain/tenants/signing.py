@@ -34,10 +34,11 @@ def candidate_signatures(header: str) -> list[str]:
 
 
 def timestamp_fresh(timestamp: str, now: float, max_skew: int = MAX_SKEW_S) -> bool:
-    """Whole unix seconds within `max_skew` of now (replay protection)."""
+    """Whole unix seconds within `max_skew` of now, in whole seconds too, so the window is the same on both
+    sides (replay protection)."""
     if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
         return False
-    return abs(int(timestamp) - now) <= max_skew
+    return abs(int(timestamp) - int(now)) <= max_skew
 
 
 def signature_valid(secrets: list[str], header: str, payload: bytes) -> bool:

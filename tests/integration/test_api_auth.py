@@ -141,6 +141,19 @@ async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client
     assert not [p for p in schema["paths"] if "{rest" in p]
 
 
+async def test_the_openapi_document_is_served_without_html_viewers(anon):
+    """Litestar's HTML viewers inline the document in a script loaded beside CDN scripts: not served. Any HTML
+    answer (here Litestar's own 404 below /schema) carries a strict Content-Security-Policy."""
+    for path in ("/schema/openapi.json", "/schema/openapi.yaml"):
+        assert (await anon.get(path)).status_code == 200, path
+    for path in ("/schema/swagger", "/schema/redoc"):
+        page = await anon.get(path)
+        assert page.status_code == 404, path
+        if page.headers["content-type"].startswith("text/html"):
+            assert page.headers["content-security-policy"].startswith("default-src 'none'"), path
+    assert "content-security-policy" not in (await anon.get("/schema/openapi.json")).headers
+
+
 async def test_health_and_openapi(anon):
     ready = await anon.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}

@@ -310,3 +310,22 @@ async def test_asking_for_another_plan_while_a_plan_change_is_in_flight_is_a_con
     assert unsold.status_code == 400 and unsold.json()["errors"] == [
         {"field": "plan", "message": f"plan {annual['code']!r} is not sold monthly, the service's billing cycle"}]
     assert (await client.post(path, json={"plan": third})).status_code == 409
+
+
+async def test_an_action_without_fields_refuses_a_body_with_some(client, sessions, settings):
+    """Bodies are strict everywhere: terminate, unsuspend and provision take none (or `{}`); anything else is 400
+    and records no job."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    service_id = order["service"]["id"]
+    for path in (f"/v1/services/{service_id}/terminate", f"/v1/services/{service_id}/unsuspend",
+                 f"/v1/provision/{service_id}"):
+        unknown = await client.post(path, json={"force": True})
+        assert unknown.status_code == 400 and [e["field"] for e in unknown.json()["errors"]] == ["force"], path
+        assert (await client.post(path, json=[1])).status_code == 400, path
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Job).where(
+            Job.resource_id == uuid.UUID(service_id))) == 1  # only the order's create
+    same = await client.post(f"/v1/provision/{service_id}", json={})  # `{}` is no fields: the create in flight
+    assert same.status_code == 202 and same.json()["job"]["id"] == order["job"]["id"], same.text
