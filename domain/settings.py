@@ -6,6 +6,7 @@ import base64
 import binascii
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,13 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
         parts = None
     if parts is None or parts.scheme not in schemes or not parts.netloc:
         raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {redacted(value)!r}")
+    if parts.scheme in ("redis", "rediss") and not re.fullmatch(r"/?|/\d+", parts.path):
+        # redis-py would quietly use database 0 for a path that is not a number
+        raise SettingsError(f"{name}: the path must be a Redis database number (/0, /1, ...), got {parts.path!r}")
+    if parts.scheme.startswith("postgresql") and parts.query:
+        # SQLAlchemy hands them to asyncpg.connect as arguments, asyncpg's own pools read them as libpq options:
+        # no parameter means the same to both, so none is taken (rather than a traceback at the first connect)
+        raise SettingsError(f"{name}: query parameters are not supported, got {parts.query!r}")
     return value
 
 

@@ -10,6 +10,7 @@ import sys
 from domain.errors import DomainError
 from hostq import jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
+from hostq.stopping import exit_zero_on_stop_signals
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
 
@@ -20,10 +21,12 @@ def _db_upgrade(args, settings: Settings) -> None:
 
 
 def _check_database(settings: Settings, *, secrets: bool = False, region: str | None = None) -> None:
-    """Before a long-running process starts: the schema (see check_schema); with `secrets` (the API, workers),
-    that HOSTQ_KEK opens the database's secrets; for a regional worker, that its region has a server. A Postgres
-    that cannot be reached is one warning line: the process starts and waits for it, as for any outage."""
+    """Before a long-running process starts: that Redis takes the URL's database (_check_redis); the schema (see
+    check_schema); with `secrets` (the API, workers), that HOSTQ_KEK opens the database's secrets; for a regional
+    worker, that its region has a server. A Postgres that cannot be reached is one warning line: the process
+    starts and waits for it, as for any outage."""
     from domain.migrate import check_schema
+    _check_redis(settings)
     if (unreachable := check_schema(settings.database_url)) is not None:
         print(f"hostq: warning: Postgres cannot be reached ({unreachable}): starting anyway, and waiting for it "
               "(check DATABASE_URL if it is not just down)", file=sys.stderr)
@@ -32,6 +35,26 @@ def _check_database(settings: Settings, *, secrets: bool = False, region: str | 
         _check_kek(settings)
     if region is not None:
         _check_region(settings, region)
+
+
+def _check_redis(settings: Settings) -> None:
+    """Refuse (one line) a Redis that answers but refuses the URL's database (an index out of its range); one
+    warning line for a Redis that cannot be reached: the process starts and waits for it."""
+    import redis
+    urls = {"REDIS_URL": settings.redis_url}
+    if settings.broker_url != settings.redis_url and settings.broker_url.startswith(("redis://", "rediss://")):
+        urls["HOSTQ_BROKER_URL"] = settings.broker_url
+    for name, url in urls.items():
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        except redis.ResponseError as exc:
+            raise SettingsError(f"{name}: Redis refuses it: {exc}") from None
+        except redis.RedisError as exc:
+            print(f"hostq: warning: Redis cannot be reached ({exc}): starting anyway, and waiting for it (check "
+                  f"{name} if it is not just down)", file=sys.stderr)
+        finally:
+            client.close()
 
 
 def _check_region(settings: Settings, region: str) -> None:
@@ -61,6 +84,7 @@ def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
     _check_database(settings, secrets=True)
+    exit_zero_on_stop_signals()
     uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
                 date_header=True, log_level="warning", timeout_graceful_shutdown=30)
 

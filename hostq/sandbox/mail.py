@@ -18,6 +18,7 @@ import uvicorn
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from hostq.sandbox.asgi import TEXT, SandboxApp, respond
+from hostq.stopping import exit_zero_on_stop_signals
 
 #: At most this many messages are kept (the oldest go first): a long demo must not grow without end.
 KEEP = 1000
@@ -83,4 +84,5 @@ async def _serve(host: str, smtp_port: int, port: int) -> None:
 
 def serve(host: str = "127.0.0.1", smtp_port: int = 1025, port: int = 8025) -> None:
     """Run the fake mail server (SMTP and HTTP) until interrupted."""
+    exit_zero_on_stop_signals()
     asyncio.run(_serve(host, smtp_port, port))

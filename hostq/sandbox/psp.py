@@ -27,6 +27,7 @@ from domain.payments.webhook_signature import HEADER, signature_header
 from hostq.sandbox import statefile
 from hostq.sandbox.asgi import SandboxApp, respond
 from hostq.sandbox.pix_api import Charge, Problem, end_to_end_id, horario, invalid, parse_time, valor_of
+from hostq.stopping import exit_zero_on_stop_signals
 
 TXID = re.compile(r"[a-zA-Z0-9]{26,35}")
 SCOPES = "cob.write cob.read pix.read webhook.write webhook.read"
@@ -269,5 +270,6 @@ def create_app(**options: Any) -> FakePsp:
 
 def serve(host: str = "127.0.0.1", port: int = 8089, **options: Any) -> None:
     """Run the fake PSP until interrupted."""
+    exit_zero_on_stop_signals()
     uvicorn.run(create_app(host=f"{host}:{port}", **options), host=host, port=port, log_level="warning",
                 access_log=False)

@@ -20,6 +20,7 @@ import uvicorn
 
 from hostq.sandbox.asgi import TEXT, SandboxApp, drop_connection, hold, respond
 from hostq.sandbox.whm_accounts import AccountBook, envelope
+from hostq.stopping import exit_zero_on_stop_signals
 
 ASGIApp = Callable[..., Any]
 FAULT_MODES = frozenset({"http_500", "reset", "timeout", "result_0", "timeout_then_create", "result_0_leave_user"})
@@ -176,5 +177,6 @@ def serve(
     state_path: Path | None = None,
 ) -> None:
     """Run the fake WHM until interrupted."""
+    exit_zero_on_stop_signals()
     uvicorn.run(create_app(token=token, packages=packages, state_path=state_path), host=host, port=port,
                 log_level="warning", access_log=False)

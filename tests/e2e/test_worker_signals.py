@@ -7,6 +7,7 @@ import signal
 import time
 import uuid
 
+from tests.e2e.conftest import wait_until
 from tests.e2e.helpers import GroupProcesses, group_alive
 
 
@@ -31,3 +32,16 @@ def test_a_sigterm_to_the_workers_process_group_stops_it_promptly(hostq_cmd, tes
         if group_alive(worker.pid):
             os.killpg(worker.pid, signal.SIGKILL)
         procs.running.pop("worker", None)
+
+
+def test_the_api_and_a_fake_stop_with_exit_0_on_sigterm(procs, ports):
+    """uvicorn raises the caught signal again after its graceful shutdown (exit 143); hostq's commands end 0."""
+    procs.start("api", "api", "--port", str(ports["api"]))
+    procs.start("whm", "sandbox", "whm", "--port", str(ports["whm"]))
+    wait_until(f"http://127.0.0.1:{ports['api']}/health/live")
+    wait_until(f"http://127.0.0.1:{ports['whm']}/__sandbox/accounts")
+    for name in ("api", "whm"):
+        process = procs.running.pop(name)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=40) == 0, procs.log(name)
+        assert "Traceback" not in procs.log(name)

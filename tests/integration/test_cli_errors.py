@@ -89,6 +89,21 @@ async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_
         "it is not the key they were sealed with; set HOSTQ_KEK to that key"), line
 
 
+@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("scheduler",), ("api", "--port", "1")])
+@pytest.mark.parametrize("variable, value, says", [
+    ("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL: the path must be a Redis database number"),
+    ("REDIS_URL", "redis://127.0.0.1:6379/99", "REDIS_URL: Redis refuses it: DB index is out of range"),
+    ("DATABASE_URL", f"{BASE_DB}/x?foo=bar", "DATABASE_URL: query parameters are not supported, got 'foo=bar'")])
+def test_a_redis_database_or_a_database_url_hostq_cannot_use_stops_the_process_at_start(hostq_cmd, test_env, argv,
+                                                                                       variable, value, says):
+    """redis-py would use database 0 for /abc, and /99 fails later on every command; asyncpg.connect takes no
+    `foo`: each is one line at start, never a traceback or a process on the wrong database."""
+    done = _hostq(hostq_cmd, {**test_env, variable: value}, *argv)
+    assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"hostq: configuration error: {says}"), line
+
+
 def test_a_worker_for_a_region_without_servers_says_so_and_still_starts(hostq_cmd, test_env):
     region = f"nowhere{uuid.uuid4().hex[:6]}"
     worker = subprocess.Popen([*hostq_cmd, "worker", "--region", region], env={**os.environ, **test_env},
