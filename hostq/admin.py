@@ -7,7 +7,7 @@ from sqlalchemy import literal, select
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.provisioning.models import WhmServer
 from domain.provisioning.service import add_server, update_server
-from domain.settings import Settings
+from domain.settings import Settings, SettingsError
 from domain.tenants import service as tenants
 from domain.tenants.scopes import parse_scopes
 
@@ -82,6 +82,23 @@ async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str,
                                          .where(WhmServer.enabled.is_(True)).limit(limit))).all()
         return {"keys": foreign(keys), "servers": foreign(servers), "checked": len(keys) + len(servers)}
     return await in_transaction(settings, work)
+
+
+def refuse_foreign_kek(settings: Settings) -> str | None:
+    """SettingsError (one line) when HOSTQ_KEK opens none of the database's sealed secrets: a process on it would
+    fail every signed request or WHM call, and a secret sealed with it would not open for the others. When only
+    some do not open, the warning to print (a dev database can hold secrets of two keys)."""
+    import asyncio
+
+    found = asyncio.run(sealed_elsewhere(settings, limit=100))
+    foreign = found["keys"] + found["servers"]
+    if found["checked"] and foreign == found["checked"]:
+        raise SettingsError(f"HOSTQ_KEK opens none of the {foreign} API key and WHM server secrets checked in this "
+                            "database: it is not the key they were sealed with; set HOSTQ_KEK to that key")
+    if foreign:
+        return (f"{found['keys']} API key(s) and {found['servers']} WHM server(s) of the {found['checked']} checked "
+                "were sealed with another HOSTQ_KEK: they will not work")
+    return None
 
 
 #: `hostq dev` names its fake WHM servers so: `sandbox-<region>`.

@@ -8,7 +8,7 @@ import os
 import sys
 
 from domain.errors import DomainError
-from hostq import jobs_cli, servers_cli, tenants_cli
+from hostq import argtypes, jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
 from hostq.stopping import exit_zero_on_stop_signals
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
@@ -69,15 +69,9 @@ def _check_kek(settings: Settings) -> None:
     """Refuse to start (one line) a process whose HOSTQ_KEK opens none of the database's sealed secrets: it would
     start, then fail every signed request or WHM call. Some but not all: a warning (a dev database can hold
     secrets of two keys)."""
-    from hostq.admin import sealed_elsewhere
-    found = asyncio.run(sealed_elsewhere(settings, limit=100))
-    foreign = found["keys"] + found["servers"]
-    if found["checked"] and foreign == found["checked"]:
-        raise SettingsError(f"HOSTQ_KEK opens none of the {foreign} API key and WHM server secrets checked in this "
-                            "database: it is not the key they were sealed with; set HOSTQ_KEK to that key")
-    if foreign:
-        print(f"hostq: warning: {found['keys']} API key(s) and {found['servers']} WHM server(s) of the "
-              f"{found['checked']} checked were sealed with another HOSTQ_KEK: they will not work", file=sys.stderr)
+    from hostq.admin import refuse_foreign_kek
+    if warning := refuse_foreign_kek(settings):
+        print(f"hostq: warning: {warning}", file=sys.stderr)
 
 
 def _api(args, settings: Settings) -> None:
@@ -138,14 +132,14 @@ def _parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="the HTTP API")
     api.add_argument("--host", default="127.0.0.1")
-    api.add_argument("--port", type=int, default=8000)
-    api.add_argument("--workers", type=int, default=1)
+    api.add_argument("--port", type=argtypes.port, default=8000)
+    api.add_argument("--workers", type=argtypes.positive, default=1)
     api.set_defaults(run=_api)
 
     worker = sub.add_parser("worker", help="a Dramatiq worker")
-    worker.add_argument("--region", help="serve provisioning.<region> only")
-    worker.add_argument("--processes", type=int, default=1)
-    worker.add_argument("--threads", type=int, default=8)
+    worker.add_argument("--region", type=argtypes.region, help="serve provisioning.<region> only")
+    worker.add_argument("--processes", type=argtypes.positive, default=1)
+    worker.add_argument("--threads", type=argtypes.positive, default=8)
     worker.set_defaults(run=_worker)
 
     sub.add_parser("scheduler", help="the clock (one leader)", description=(
@@ -165,14 +159,14 @@ def _parser() -> argparse.ArgumentParser:
     sandbox_cli.register(sub)
 
     dev = sub.add_parser("dev", help="everything on one machine, with a demo tenant")
-    dev.add_argument("--port", type=int, default=8000, help="the API's port (default: 8000)")
-    dev.add_argument("--whm-port", type=int, default=2087,
+    dev.add_argument("--port", type=argtypes.port, default=8000, help="the API's port (default: 8000)")
+    dev.add_argument("--whm-port", type=argtypes.port, default=2087,
                      help="the first region's fake WHM (default: 2087); the next regions use the following ports")
-    dev.add_argument("--psp-port", type=int, default=8089,
+    dev.add_argument("--psp-port", type=argtypes.port, default=8089,
                      help="the fake PSP (default: 8089); HOSTQ_PSP_URL is set to it for hostq's processes")
-    dev.add_argument("--smtp-port", type=int, default=1025,
+    dev.add_argument("--smtp-port", type=argtypes.port, default=1025,
                      help="the fake mail server's SMTP port (default: 1025); HOSTQ_SMTP_URL is set to it")
-    dev.add_argument("--mail-port", type=int, default=8025,
+    dev.add_argument("--mail-port", type=argtypes.port, default=8025,
                      help="the fake mail server's HTTP port, for its messages (default: 8025)")
     dev.add_argument("--regions", default="us",
                      help="comma-separated regions, each with its own fake WHM and worker (default: us)")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from domain.jobs import rules
 from domain.times import rfc3339
+from hostq.argtypes import positive
 from hostq.output import print_json
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     listing.add_argument("--status", choices=rules.STATUSES)
     listing.add_argument("--kind", help="e.g. provision.create")
     listing.add_argument("--tenant", help="tenant slug")
-    listing.add_argument("--limit", type=_positive, default=100, help="at most this many jobs (default 100)")
+    listing.add_argument("--limit", type=positive, default=100, help="at most this many jobs (default 100)")
     listing.set_defaults(run=_list)
 
     show = jobs.add_parser("show", help="one job as JSON, with every attempt of every round")
@@ -213,8 +214,3 @@ def _workers_broker_elsewhere(settings: Settings) -> str | None:
         return None
     return announced.decode()
 
-
-def _positive(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number, 1 or more, got {value!r}")
-    return int(value)

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _servers_add(args, settings: Settings) -> None:
-    from hostq.admin import register_server
+    from hostq.admin import refuse_foreign_kek, register_server
+    refuse_foreign_kek(settings)  # the token would be sealed with a KEK the workers cannot use
     print_json(asyncio.run(register_server(settings, region=args.region, url=args.url, username=args.username,
                                            token=args.token, name=args.name, capacity=args.capacity)))
 
@@ -51,6 +52,9 @@ def _servers_update(args, settings: Settings) -> None:
     if not changes:
         raise ValueError("nothing to change: give --url, --username, --token, --name, --capacity, --enable or "
                          "--disable")
+    if "token" in changes:
+        from hostq.admin import refuse_foreign_kek
+        refuse_foreign_kek(settings)
     print_json(asyncio.run(change_server(settings, args.server, **changes)))
 
 

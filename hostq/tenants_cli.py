@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 from api.ratelimit import key_generation_key, tenant_generation_key
-from hostq.admin import announce_change, create_key, create_tenant, in_transaction
+from hostq.admin import announce_change, create_key, create_tenant, in_transaction, refuse_foreign_kek
 from hostq.output import print_json
 from domain.errors import ValidationFailed
 from domain.settings import Settings
@@ -65,11 +65,13 @@ def register_keys(keys_sub: argparse._SubParsersAction) -> None:
 
 
 def _tenants_create(args, settings: Settings) -> None:
+    refuse_foreign_kek(settings)  # the key's secret would be sealed with a KEK the API cannot use
     print_json(asyncio.run(create_tenant(settings, name=args.name, slug=args.slug, sender=args.sender,
                                          support_email=args.support_email, rate_limit=args.rate_limit)))
 
 
 def _keys_create(args, settings: Settings) -> None:
+    refuse_foreign_kek(settings)
     print_json(asyncio.run(create_key(settings, tenant_slug=args.tenant, scopes=args.scopes)))
 
 
@@ -106,6 +108,7 @@ def tenants_update(args, settings: Settings) -> None:
 
 
 def keys_rotate(args, settings: Settings) -> None:
+    refuse_foreign_kek(settings)
     """`hostq keys rotate`: prints the new secret (shown once) and until when the old one is accepted."""
     key_id, grace, kek = _key_id(args.key), parse_grace(args.grace), settings.require_kek()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
@@ -21,14 +22,32 @@ if TYPE_CHECKING:
 
 
 def _check_url(url: str) -> str:
+    """A WHM server's base URL: http(s)://host[:port][/path of a proxy] (the client adds /json-api/...)."""
     if not url.startswith(("http://", "https://")):
         raise ValidationFailed(f"url {url!r} must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or not parts.hostname or (port is not None and not 1 <= port <= 65535):
+        raise ValidationFailed(f"url {url!r} needs a host and, if it names one, a port from 1 to 65535")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationFailed("url must not carry credentials (they would be stored in clear): give them with "
+                               "--username and --token")
+    if parts.query or parts.fragment:
+        raise ValidationFailed(f"url {url!r} must be a base URL without a query or fragment, e.g. "
+                               "https://whm1.example:2087")
     return url.rstrip("/")
 
 
+#: More accounts than any WHM server holds, and within the column's integer.
+MAX_CAPACITY = 1_000_000
+
+
 def _check_capacity(capacity: int) -> int:
-    if capacity < 1:
-        raise ValidationFailed("capacity must be at least 1")
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise ValidationFailed(f"capacity must be at least 1 and at most {MAX_CAPACITY:,}")
     return capacity
 
 

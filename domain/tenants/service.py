@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -47,7 +48,8 @@ class Principal:
 
 def slugify(name: str) -> str:
     """A URL-safe slug from a tenant's name."""
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:63].strip("-")
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()  # "Ação" -> "Acao"
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:63].strip("-")
     return slug or "tenant"
 
 
@@ -59,9 +61,11 @@ async def create_tenant(session: AsyncSession, kek: bytes, *, name: str, slug: s
     if not name.strip():
         raise ValidationFailed("name must not be empty", errors=[{"field": "name", "message": "required"}])
     if not SLUG.match(slug):
-        raise ValidationFailed(f"slug {slug!r} must be lower-case letters, digits and hyphens")
-    if rate_limit < 1:
-        raise ValidationFailed("rate limit must be at least 1 request a minute")
+        raise ValidationFailed(f"slug {slug!r} must be 1-63 lower-case letters, digits and hyphens, starting and "
+                               "ending with a letter or digit")
+    sender = None if sender is None else _check_sender(sender)
+    support_email = None if support_email is None else _check_support_email(support_email)
+    rate_limit = _check_rate_limit(rate_limit)
     if await session.scalar(select(Tenant.id).where(Tenant.slug == slug)):
         raise Conflict(f"a tenant with slug {slug!r} already exists")
     tenant = Tenant(name=name.strip(), slug=slug, sender=sender, support_email=support_email,
@@ -174,6 +178,18 @@ def _check_sender(value: str) -> str:
     return value
 
 
+def _check_support_email(value: str) -> str:
+    if not valid_email(value.strip()):
+        raise _invalid("support_email", f"not a valid e-mail address: {value!r}")
+    return value.strip()
+
+
+def _check_rate_limit(value: int) -> int:
+    if not 1 <= value <= MAX_RATE_LIMIT:
+        raise _invalid("rate_limit", f"must be 1..{MAX_RATE_LIMIT} requests a minute, got {value}")
+    return value
+
+
 async def update_tenant(session: AsyncSession, slug: str, *, sender: str | None = None,
                         support_email: str | None = None, rate_limit: int | None = None,
                         lead_days: int | None = None, dunning: str | None = None) -> Tenant:
@@ -182,13 +198,9 @@ async def update_tenant(session: AsyncSession, slug: str, *, sender: str | None 
     if sender is not None:
         tenant.sender = _check_sender(sender)
     if support_email is not None:
-        if not valid_email(support_email.strip()):
-            raise _invalid("support_email", f"not a valid e-mail address: {support_email!r}")
-        tenant.support_email = support_email.strip()
+        tenant.support_email = _check_support_email(support_email)
     if rate_limit is not None:
-        if not 1 <= rate_limit <= MAX_RATE_LIMIT:
-            raise _invalid("rate_limit", f"must be 1..{MAX_RATE_LIMIT} requests a minute, got {rate_limit}")
-        tenant.rate_limit = rate_limit
+        tenant.rate_limit = _check_rate_limit(rate_limit)
     if lead_days is not None:
         if not 0 <= lead_days <= MAX_LEAD_DAYS:
             raise _invalid("lead_days", f"must be 0..{MAX_LEAD_DAYS} days, got {lead_days}")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from domain.settings import Settings
+from hostq.argtypes import port as port_type
 
 # Each fake's module (and its server) is imported inside its handler: `register` runs on every `hostq`
 # invocation and must stay quick to import.
@@ -27,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     psp.set_defaults(run=_sandbox_psp)
     mail = sandbox.add_parser("mail", help="a fake mail server: SMTP, and the messages it received over HTTP")
     mail.add_argument("--host", default="127.0.0.1")
-    mail.add_argument("--smtp-port", type=int, default=1025)
-    mail.add_argument("--port", type=int, default=8025, help="GET/DELETE /__sandbox/messages (default: 8025)")
+    mail.add_argument("--smtp-port", type=port_type, default=1025)
+    mail.add_argument("--port", type=port_type, default=8025, help="GET/DELETE /__sandbox/messages (default: 8025)")
     mail.set_defaults(run=_sandbox_mail)
 
 
@@ -36,7 +37,7 @@ def _fake(sandbox: argparse._SubParsersAction, name: str, help_: str, port: int,
     """A fake's command with the options they share: where it listens, and the file it may keep its state in."""
     parser = sandbox.add_parser(name, help=help_)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=port)
+    parser.add_argument("--port", type=port_type, default=port)
     parser.add_argument("--state", metavar="FILE", help=f"keep {kept} in this JSON file too (written after every "
                         "change, read at start), so a restarted fake still has them; without it they live in memory")
     return parser
@@ -44,12 +45,19 @@ def _fake(sandbox: argparse._SubParsersAction, name: str, help_: str, port: int,
 
 def _sandbox_whm(args, settings: Settings) -> None:
     from hostq.sandbox.whm import serve
-    serve(host=args.host, port=args.port, token=args.token, packages=tuple(args.packages.split(",")),
+    packages = tuple(p.strip() for p in args.packages.split(","))
+    if not all(packages):
+        raise ValueError(f"--packages must be package names separated by commas, got {args.packages!r}")
+    serve(host=args.host, port=args.port, token=args.token, packages=packages,
           state_path=Path(args.state) if args.state else None)
 
 
 def _sandbox_psp(args, settings: Settings) -> None:
+    from urllib.parse import urlsplit
+
     from hostq.sandbox.psp import serve
+    if urlsplit(args.webhook_url).scheme not in ("http", "https") or not urlsplit(args.webhook_url).hostname:
+        raise ValueError(f"--webhook-url must be an http:// or https:// URL, got {args.webhook_url!r}")
     serve(host=args.host, port=args.port, webhook_url=args.webhook_url,
           webhook_secret=args.webhook_secret or settings.psp_webhook_secret or "sandbox",
           merchant_name=args.merchant_name, merchant_city=args.merchant_city,

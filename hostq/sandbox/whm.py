@@ -19,7 +19,7 @@ import msgspec
 import uvicorn
 
 from hostq.sandbox.asgi import TEXT, SandboxApp, drop_connection, hold, respond
-from hostq.sandbox.whm_accounts import AccountBook, envelope
+from hostq.sandbox.whm_accounts import FUNCTIONS, AccountBook, envelope
 from hostq.stopping import exit_zero_on_stop_signals
 
 ASGIApp = Callable[..., Any]
@@ -147,20 +147,33 @@ class FakeWhm(SandboxApp):
     def configure(self, what: str, spec: dict[str, Any]) -> None:
         """Queue a fault or set a function's latency from a control request body."""
         function = str(spec["function"]) if isinstance(spec, dict) and spec.get("function") else ""
-        if not function:
-            raise ValueError('"function" is required')
-        if what == "latency":
-            self.latency[function] = float(spec.get("seconds", 0))
-            if self.latency[function] <= 0:
-                del self.latency[function]
+        if function not in FUNCTIONS:
+            raise ValueError(f'"function" must be one of {sorted(FUNCTIONS)}')
+        if what == "latency":  # "seconds": 0 takes the function's latency away
+            if "seconds" not in spec:
+                raise ValueError('"seconds" is required (0 to remove the latency)')
+            seconds = _at_least(spec["seconds"], 0.0, "seconds")
+            if seconds:
+                self.latency[function] = seconds
+            else:
+                self.latency.pop(function, None)
             return
         if spec.get("mode") not in FAULT_MODES:
             raise ValueError(f'"mode" must be one of {sorted(FAULT_MODES)}')
-        fault = Fault(function, spec["mode"], int(spec.get("times", 1)), float(spec.get("hold_s", 600.0)))
+        fault = Fault(function, spec["mode"], int(_at_least(spec.get("times", 1), 1, "times")),
+                      _at_least(spec.get("hold_s", 600.0), 0.0, "hold_s"))
         if spec.get("reason"):
             fault.reason = str(spec["reason"])
-        if fault.times > 0:
-            self.faults.setdefault(function, deque()).append(fault)
+        self.faults.setdefault(function, deque()).append(fault)
+
+
+def _at_least(value: Any, least: float, name: str) -> float:
+    """A control request's number, refused (400) when it is not one or is below `least`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+        raise ValueError(f'"{name}" must be a number, {least:g} or more, got {value!r}')
+    if name == "times" and value != int(value):
+        raise ValueError(f'"times" must be a whole number, got {value!r}')
+    return float(value)
 
 
 def create_app(*, token: str = "sandbox", packages: tuple[str, ...] = ("default", "basic", "pro"),

@@ -151,7 +151,12 @@ def test_hostq_servers_add_list_and_update(settings, test_env, hostq_cmd):
                         (["--server", str(uuid.uuid4()), "--enable"], "hostq: no such server"),
                         (["--server", server_id, "--capacity", "0"], "hostq: capacity must be at least 1"),
                         (["--server", server_id, "--name", " "], "hostq: name may not be empty"),
-                        (["--server", server_id, "--token", ""], "hostq: token may not be empty")):
+                        (["--server", server_id, "--token", ""], "hostq: token may not be empty"),
+                        (["--server", server_id, "--url", "http://"], "hostq: url 'http://' needs a host"),
+                        (["--server", server_id, "--url", "http://h.example:99999"], "hostq: url 'http://h.example"),
+                        (["--server", server_id, "--url", "https://root:pw@h.example:2087"],
+                         "hostq: url must not carry credentials"),
+                        (["--server", server_id, "--url", "https://h.example:2087/?x=1"], "hostq: url 'https://h")):
         refused = _hostq(hostq_cmd, test_env, "servers", "update", *argv)
         assert refused.returncode == 1 and refused.stderr.startswith(error), refused.stderr
     listed = _hostq(hostq_cmd, test_env, "servers", "list", "--region", region)

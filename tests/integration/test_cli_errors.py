@@ -77,7 +77,10 @@ def test_call_with_data_that_is_not_json_says_so(hostq_cmd, test_env):
     assert done.stderr.startswith("hostq: --data is not JSON: Expecting value"), done.stderr
 
 
-@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", "1")])
+@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", "1"),
+                                  ("tenants", "create", "--name", "Sealed elsewhere"),
+                                  ("servers", "add", "--region", "kek", "--url", "https://whm-kek.example:2087",
+                                   "--username", "root", "--token", "t")])
 async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_at_start(hostq_cmd, test_env, tenant,
                                                                                          argv):
     # The run's database holds at least this test's tenant's key, sealed with the run's HOSTQ_KEK.

@@ -150,6 +150,20 @@ def test_tenants_update_refuses_bad_values(settings, capsys):
                                                                    "terminate": 30}
 
 
+def test_tenants_create_checks_its_settings_as_update_does(settings):
+    from hostq.admin import create_tenant
+    for bad in ({"sender": "Brand <notanemail>"}, {"sender": "Brand <billing@brand.example"},
+                {"support_email": "notanemail"}, {"rate_limit": 0}, {"rate_limit": 99_999_999_999}):
+        options = {"sender": None, "support_email": None, "rate_limit": 600, **bad}
+        with pytest.raises(ValidationFailed):
+            asyncio.run(create_tenant(settings, name=f"Bad {uuid.uuid4().hex[:8]}", slug=None, **options))
+    suffix = uuid.uuid4().hex[:6]
+    made = asyncio.run(create_tenant(settings, name=f"Ação Hospedagem {suffix}", slug=None,
+                                     sender=" Ação <billing@acao.example> ", support_email="help@acao.example",
+                                     rate_limit=1_000_000))
+    assert made["slug"] == f"acao-hospedagem-{suffix}"  # accents folded, not dropped with their letter
+
+
 async def test_resolved_keys_are_cached_until_a_change_is_announced(app, sessions, settings):
     from sqlalchemy import func, update
 

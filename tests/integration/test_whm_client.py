@@ -199,6 +199,22 @@ async def test_latency_is_applied_and_cleared(fake, whm):
     assert time.monotonic() - started < 0.2
 
 
+async def test_the_control_api_refuses_what_it_cannot_do(fake):
+    """A typo in a test's fault must not pass as a fault that never fires."""
+    before = (await fake.get("/__sandbox/faults")).json()
+    for path, body in (("faults", {"function": "createact", "mode": "http_500"}),
+                       ("faults", {"function": "createacct", "mode": "http_500", "times": 0}),
+                       ("faults", {"function": "createacct", "mode": "http_500", "times": 1.5}),
+                       ("faults", {"function": "createacct", "mode": "timeout", "hold_s": -5}),
+                       ("faults", {"function": "createacct", "mode": "boom"}),
+                       ("latency", {"function": "createacct", "seconds": -1}),
+                       ("latency", {"function": "createacct"}),
+                       ("latency", {"function": "nope", "seconds": 1})):
+        refused = await fake.post(f"/__sandbox/{path}", json=body)
+        assert refused.status_code == 400 and refused.json()["error"], (path, body, refused.text)
+    assert (await fake.get("/__sandbox/faults")).json() == before
+
+
 async def test_a_fake_with_a_state_file_keeps_its_accounts_when_started_again(server, whm, tmp_path):
     holder, url = server
     state = tmp_path / "whm.json"

@@ -1,0 +1,31 @@
+"""The command line's argument types refuse what would start a process that does nothing, or the wrong thing."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from hostq import argtypes
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "", "x"])
+def test_positive_refuses_what_is_not_a_count(value):
+    with pytest.raises(argparse.ArgumentTypeError):
+        argtypes.positive(value)
+
+
+@pytest.mark.parametrize("value", ["0", "65536", "99999", "-1", "http"])
+def test_port_refuses_what_the_kernel_would_wrap_or_pick(value):
+    with pytest.raises(argparse.ArgumentTypeError):
+        argtypes.port(value)
+
+
+@pytest.mark.parametrize("value", ["", "Bad Region!", "EU", "1us"])
+def test_region_refuses_a_name_servers_add_would_refuse(value):
+    with pytest.raises(argparse.ArgumentTypeError):
+        argtypes.region(value)
+
+
+def test_good_values_pass():
+    assert (argtypes.positive("8"), argtypes.port("65535"), argtypes.region("sa-east")) == (8, 65535, "sa-east")
