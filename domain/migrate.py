@@ -54,10 +54,22 @@ async def drop_database(database_url: str) -> None:
         await admin.close()
 
 
-def upgrade(database_url: str) -> None:
-    """Create the database if needed and migrate it to the newest revision."""
-    asyncio.run(create_database_if_missing(database_url))
+def upgrade(database_url: str) -> dict:
+    """Create the database if needed and migrate it to the newest revision; what was done, as `hostq db
+    upgrade` prints it."""
+    created = asyncio.run(create_database_if_missing(database_url))
+    before = None if created else asyncio.run(_revision_or_none(database_url))
     command.upgrade(alembic_config(database_url), "head")
+    return {"database": make_url(database_url).database, "created": created, "revision_before": before,
+            "revision": asyncio.run(_revision(database_url))}
+
+
+async def _revision_or_none(database_url: str) -> str | None:
+    """The database's revision, or None when it was never migrated."""
+    try:
+        return await _revision(database_url)
+    except asyncpg.UndefinedTableError:
+        return None
 
 
 async def _revision(database_url: str) -> str | None:

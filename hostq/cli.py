@@ -10,14 +10,14 @@ import sys
 from domain.errors import DomainError
 from hostq import argtypes, jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
+from hostq.output import print_json
 from hostq.stopping import exit_zero_on_stop_signals
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
 
 def _db_upgrade(args, settings: Settings) -> None:
     from domain.migrate import upgrade
-    upgrade(settings.database_url)
-    print("database is at the newest migration", file=sys.stderr)
+    print_json(upgrade(settings.database_url))
 
 
 def _check_database(settings: Settings, *, secrets: bool = False, region: str | None = None) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -134,3 +136,16 @@ def test_an_api_whose_postgres_cannot_be_reached_says_so_and_waits_for_it(hostq_
         api.wait(timeout=30)
     assert first.startswith("hostq: warning: Postgres cannot be reached (") and first.endswith(
         "starting anyway, and waiting for it (check DATABASE_URL if it is not just down)"), first
+
+
+def test_db_upgrade_prints_what_it_did_as_one_json_object(hostq_cmd, test_env, scratch_db):
+    env = {**test_env, "DATABASE_URL": scratch_db}
+    first, again = (_hostq(hostq_cmd, env, "db", "upgrade") for _ in range(2))
+    name = scratch_db.rsplit("/", 1)[1]
+    newest = json.loads(first.stdout)["revision"]
+    assert json.loads(first.stdout) == {"database": name, "created": True, "revision_before": None,
+                                        "revision": newest}, first
+    assert json.loads(again.stdout) == {"database": name, "created": False, "revision_before": newest,
+                                        "revision": newest}, again
+    assert newest == sorted(p.name[:4] for p in (Path(__file__).parents[2] / "migrations" / "versions")
+                            .glob("[0-9]*.py"))[-1]
