@@ -25,13 +25,22 @@ async def get_tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
     return tenant
 
 
+def sender_problem(value: str) -> str | None:
+    """What is wrong with a sender identity (the From of customer-facing mail), or None: `Brand <address>`, the
+    brand being what the customer sees (white label), as `PATCH /v1/tenant` and `hostq tenants` take it."""
+    matched = _SENDER.match(value)
+    if matched is None or not valid_email(matched.group(1)):
+        return 'must look like "Brand <billing@brand.example>"'
+    return None
+
+
 def _problems(changes: dict) -> list[dict[str, str]]:
     errors = []
     if "name" in changes and not str(changes["name"]).strip():
         errors.append({"field": "name", "message": "must not be empty"})
     sender = changes.get("sender")
-    if sender is not None and not ((m := _SENDER.match(sender)) and valid_email(m.group(1))):
-        errors.append({"field": "sender", "message": 'must look like "Brand <billing@brand.example>"'})
+    if sender is not None and (problem := sender_problem(sender)):
+        errors.append({"field": "sender", "message": problem})
     if changes.get("support_email") is not None and not valid_email(changes["support_email"]):
         errors.append({"field": "support_email", "message": "not a valid e-mail address"})
     if "timezone" in changes and changes["timezone"] not in available_timezones():

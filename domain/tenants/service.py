@@ -8,7 +8,6 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from email.utils import parseaddr
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
@@ -19,6 +18,7 @@ from domain.customers.rules import valid_email
 from domain.ids import new_id
 from domain.errors import Conflict, InvalidState, Misconfigured, NotFound, ValidationFailed
 from domain.tenants.models import ApiKey, Tenant
+from domain.tenants.profile import sender_problem
 from domain.tenants.scopes import ALL_SCOPES
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -170,11 +170,10 @@ def check_dunning(ladder: dict) -> dict:
 
 
 def _check_sender(value: str) -> str:
-    """`Brand <billing@brand.example>` or a bare address."""
+    """`Brand <billing@brand.example>` (profile.sender_problem: the one rule, the API's too)."""
     value = value.strip()
-    _, address = parseaddr(value)
-    if not valid_email(address) or (value != address and not value.endswith(f"<{address}>")):
-        raise _invalid("sender", f'expected "Brand <billing@brand.example>" or an address, got {value!r}')
+    if problem := sender_problem(value):
+        raise _invalid("sender", f"{problem}, got {value!r}")
     return value
 
 

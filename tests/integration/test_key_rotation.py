@@ -137,7 +137,8 @@ def test_tenants_update_refuses_bad_values(settings, capsys):
     capsys.readouterr()
     bad = [["--dunning", "suspend=30;terminate=10"], ["--dunning", "reminders=1,x"], ["--dunning", "pause=3"],
            ["--dunning", "reminders=1,40;terminate=30"], ["--dunning", ""], ["--rate-limit", "0"],
-           ["--lead-days", "-1"], ["--sender", "Acme billing"], ["--support-email", "nope"]]
+           ["--lead-days", "-1"], ["--sender", "Acme billing"], ["--sender", "billing@acme.example"],
+           ["--support-email", "nope"]]
     for argv in bad:
         args = _parser().parse_args(["tenants", "update", "--slug", slug, *argv])
         with pytest.raises(ValidationFailed):
