@@ -31,7 +31,9 @@ def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: I
     locks = (lambda resource, owner: RedisLock(redis(), f"{settings.namespace}:lock:service:{resource}", ttl_ms,
                                                owner)) if redis else None
     heartbeat = None
-    if not isinstance(broker, RedisBroker):  # RabbitMQ keeps no worker heartbeats: the locks need their own
+    # The locks live in REDIS_URL's Redis, and their takeover script reads the holders' beats there. Dramatiq's
+    # RedisBroker beats in the broker's Redis: usable only when that is the same one. RabbitMQ keeps none.
+    if not isinstance(broker, RedisBroker) or settings.broker_url != settings.redis_url:
         heartbeat = WorkerHeartbeat(settings.redis_url, f"{settings.namespace}:workers:__heartbeats__",
                                     int(settings.broker_heartbeat_s * 1000))
         broker.add_middleware(heartbeat)

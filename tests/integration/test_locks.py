@@ -82,3 +82,19 @@ async def test_a_worker_heartbeat_keeps_its_locks_until_the_worker_stops(redis, 
     assert (await redis.call("ZSCORE", holder.heartbeats_key, holder.owner)) is None  # a clean stop says so
     assert await other.acquire_unless_alive(holder.heartbeats_key, int(time.time() * 1000) - holder.timeout_ms)
     assert await redis.call("GET", key) == other.token.encode()
+
+
+@pytest.mark.parametrize("broker_db, beats_of_its_own", [(None, False), ("1", True)])
+def test_the_locks_read_beats_from_their_own_redis_when_the_broker_is_another(settings, broker_db, beats_of_its_own):
+    """The takeover script reads holders' beats in REDIS_URL's Redis. Dramatiq's RedisBroker beats in the broker's:
+    on another Redis (or database) every live holder would look dead there, and its lock be taken over while its
+    attempt runs. The workers then beat into the locks' Redis themselves, as on RabbitMQ."""
+    from dataclasses import replace
+
+    from workers.broker import setup_broker
+    broker_url = settings.redis_url if broker_db is None else settings.redis_url.rsplit("/", 1)[0] + f"/{broker_db}"
+    broker = setup_broker(replace(settings, broker_url=broker_url), sessions=None, db=None, redis=lambda: None)
+    beats = [m for m in broker.middleware if isinstance(m, WorkerHeartbeat)]
+    assert bool(beats) is beats_of_its_own
+    if beats:
+        assert beats[0]._redis_url == settings.redis_url
