@@ -16,9 +16,10 @@ _ACTION_OF_KIND = {spec.kind: name for name, spec in service_rules.ACTIONS.items
 
 
 async def on_failed(session: AsyncSession, job: Job) -> None:
-    """A provisioning job that gave up leaves its service `failed` (visible, retryable by ops)."""
+    """A provisioning job that gave up leaves its service `failed` (visible, retryable by ops): only while it is
+    still the service's latest job, so that cancelling an old failed create never fails a newer one's service."""
     if job.kind == "provision.create" and job.resource_id is not None:
-        await session.execute(update(Service).where(Service.id == job.resource_id,
+        await session.execute(update(Service).where(Service.id == job.resource_id, Service.last_job_id == job.id,
                                                     Service.status == service_rules.PROVISIONING)
                               .values(status=service_rules.FAILED))
 

@@ -171,25 +171,30 @@ async def _close_attempt(session: AsyncSession, job: Job, outcome: str, error: J
 
 
 # Succeeded: the job row and its open attempt in one autocommitted statement (a CTE's UPDATE locks the row).
-_SUCCEEDED = """
+_JOB_SUCCEEDED = """
 job AS (
     UPDATE jobs SET status = 'succeeded', result = $2, finished_at = $3, updated_at = $3,
                     error_code = NULL, error_message = NULL
     WHERE id = $1 AND status = 'running'
-    RETURNING id, round, attempts)
+    RETURNING id, round, attempts)"""
+_ATTEMPT_SUCCEEDED = """
 UPDATE job_attempts a SET finished_at = $3, outcome = 'succeeded', error_code = NULL, error_message = NULL
 FROM job WHERE a.job_id = job.id AND a.round = job.round AND a.attempt = job.attempts AND a.finished_at IS NULL"""
 
 
 def finish_sql(completes: str | None = None) -> str:
-    """The success statement; with `completes` (a statement on the resource, $1) it runs in the same one.
+    """The success statement; with `completes` (an UPDATE of the resource ending in its WHERE clause, $1 the
+    resource id) it runs in the same one, and only when the job's own update does.
 
     Parameters: job id, result, now, then the resource id. The job's success and its effect on the
     resource (a service made active) then commit together.
     """
     if completes is None:
-        return "WITH" + _SUCCEEDED
-    return f"WITH completed AS ({_shifted(completes, 3)}),{_SUCCEEDED}"
+        return "WITH" + _JOB_SUCCEEDED + _ATTEMPT_SUCCEEDED
+    # The effect only with the job's own success: an attempt that finishes after its job moved on (cancelled,
+    # failed, requeued by ops while this attempt's worker looked dead) changes nothing.
+    effect = f"{_shifted(completes, 3)} AND EXISTS (SELECT FROM job)"
+    return f"WITH{_JOB_SUCCEEDED},\ncompleted AS ({effect}){_ATTEMPT_SUCCEEDED}"
 
 
 _FINISH_PLAIN = finish_sql()

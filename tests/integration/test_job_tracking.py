@@ -14,7 +14,7 @@ import time
 import asyncpg
 import dramatiq
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
@@ -299,6 +299,33 @@ def test_loaded_and_completing_statements_are_renumbered_after_the_jobs_own():
     start = tracking.start_sql("SELECT id FROM t WHERE id = $1 AND $1 IS NOT NULL")
     assert "WHERE id = $4 AND $4 IS NOT NULL" in start and "$1" in start
     assert "UPDATE t SET x = 1 WHERE id = $4" in tracking.finish_sql("UPDATE t SET x = 1 WHERE id = $1")
+
+
+async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessions, settings):
+    """An attempt whose worker looked dead finishes after ops cancelled its create: the service stays as the
+    cancel left it (failed), not activated by the job's success statement, which matched no running job."""
+    from domain.jobs import ops
+    from workers.pg import SystemPool
+    from domain.provisioning.accounts import ACTIVATE
+    from domain.services.models import Service
+    from domain.jobs import tracking
+    from tests.integration.helpers import add_region, customer_and_plan, order_body
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    async with session_scope(sessions) as session:
+        await ops.cancel_jobs(session, [job_id])
+        await session.execute(update(Service).where(Service.id == service_id).values(status="provisioning"))
+    pool = SystemPool(settings.database_url, max_size=1)  # the workers' pool, as the attempt has it
+    try:
+        await tracking.finish_success(await pool.get(), job_id, {"late": True}, sql=tracking.finish_sql(ACTIVATE),
+                                      resource_id=service_id)
+    finally:
+        await pool.close()
+    async with sessions() as session:
+        assert (await session.get(Job, job_id)).status == "cancelled"
+        assert (await session.get(Service, service_id)).status == "provisioning"  # not made active
 
 
 async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_broker, sessions, monkeypatch):

@@ -375,6 +375,26 @@ async def test_cancelling_an_action_that_already_ran_an_attempt_needs_force(clie
     assert (await client.get(f"/v1/jobs/{suspends[0]}")).json()["status"] == "cancelled"
 
 
+async def test_cancelling_an_old_failed_create_leaves_a_newer_creates_service_alone(client, sessions, settings):
+    """Ops tidy the failed list after the reseller provisioned the service again: cancelling the old create must not
+    fail the service the new create is working on (it would then succeed with its service still `failed`)."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    old_job, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    async with session_scope(sessions) as session:  # as the worker leaves them when the create gives up
+        await session.execute(update(Job).where(Job.id == old_job).values(
+            status="failed", attempts=3, error_code="whm_unavailable", finished_at=datetime.now(timezone.utc)))
+        await session.execute(update(Service).where(Service.id == service_id).values(status="failed"))
+    again = (await client.post(f"/v1/provision/{service_id}")).json()
+    assert again["service"]["status"] == "provisioning" and again["job"]["id"] != str(old_job)
+
+    assert (await jobs_cli.cancel(settings, ids=[str(old_job)]))["cancelled"] == [str(old_job)]
+    async with sessions() as session:
+        service = await session.get(Service, service_id)
+    assert (service.status, str(service.last_job_id)) == ("provisioning", again["job"]["id"])
+
+
 async def test_a_late_dispatch_mark_of_an_earlier_round_leaves_the_retried_round_to_be_sent(sessions):
     # The API marks sent jobs a few ms later, in a batch; a retry can land in between. Marking round 1 then must
     # not hide round 2's unsent message from the one who retried it (or from the relay).
