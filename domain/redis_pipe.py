@@ -14,8 +14,10 @@ command with ConnectionError and is opened again by the next call.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 import hiredis
 from redis.asyncio.connection import parse_url
@@ -72,6 +74,8 @@ class PipelinedRedis:
             if options.get("password") else []
         if options.get("db"):
             self._setup.append(("SELECT", str(options["db"])))
+        # rediss:// (as redis-py takes it): TLS, the server's certificate checked against the system's CAs
+        self._tls = ssl.create_default_context() if urlsplit(url).scheme == "rediss" else None
         self._timeout_s = timeout_s
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -98,7 +102,8 @@ class PipelinedRedis:
             self._connecting = asyncio.Lock()
         async with self._connecting:
             if self._protocol is None or self._protocol.transport is None:
-                _, protocol = await asyncio.get_running_loop().create_connection(_Protocol, self._host, self._port)
+                _, protocol = await asyncio.get_running_loop().create_connection(
+                    _Protocol, self._host, self._port, ssl=self._tls, server_hostname=self._host if self._tls else None)
                 for command in self._setup:
                     reply = await self._send(protocol, command)
                     if isinstance(reply, hiredis.ReplyError):

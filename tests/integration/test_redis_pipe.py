@@ -65,3 +65,22 @@ async def test_the_limiter_loads_its_script_when_redis_forgot_it(settings):
     finally:
         await limiter.close()
         await admin.aclose()
+
+
+async def test_a_rediss_url_speaks_tls():
+    """rediss:// is TLS, as redis-py takes it: the first bytes on the wire are a TLS handshake, not a command."""
+    first: list[bytes] = []
+
+    async def listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first.append(await reader.read(5))
+        writer.close()
+
+    server = await asyncio.start_server(listen, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(Exception):  # noqa: B017 (the handshake fails: this listener is no TLS server)
+            await PipelinedRedis(f"rediss://127.0.0.1:{port}/0", timeout_s=2).call("PING")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert first and first[0][:2] == b"\x16\x03", first  # a TLS record: handshake, version 3.x
