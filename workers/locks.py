@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 
 from domain.redis_pipe import PipelinedRedis
+
+log = logging.getLogger("hostq.locks")
 
 # Compare-and-act scripts: only the holder's token may renew or release.
 _RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -104,4 +107,8 @@ class LockKeeper:
             await asyncio.sleep(self.every_s)
             held = list(self._held)
             # One turn of the loop: the pipelined client sends them in one write.
-            await asyncio.gather(*(lock.renew() for lock in held), return_exceptions=True)
+            renewed = await asyncio.gather(*(lock.renew() for lock in held), return_exceptions=True)
+            for lock, ok in zip(held, renewed):
+                if ok is False and lock in self._held:  # taken over (this worker looked dead), or lapsed
+                    log.warning("lock %s is no longer held by this attempt: another delivery may act on its "
+                                "resource meanwhile", lock.key)

@@ -80,7 +80,8 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
 async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: float | None = None,
                        limit: int = 500) -> list[Job]:
     """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
-    attempt started since, or `retrying` with their next attempt that much overdue; and `running` jobs
+    attempt started since, or `retrying` with their next attempt that much overdue (or never scheduled, and
+    unchanged that long); and `running` jobs
     unchanged for `running_after_s` (default `after_s`), which no attempt can legitimately take.
 
     Their message was lost (a broker that restarted without its data, a re-send that failed, a running
@@ -96,6 +97,9 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
                               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
                                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff),
+                                  # its worker died between recording the failure and scheduling the retry
+                                  and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None),
+                                       Job.updated_at < cutoff),
                                   and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)))
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())

@@ -36,6 +36,20 @@ async def test_the_keeper_renews_a_held_lock_past_its_ttl_then_lets_go(redis, ke
     assert await redis.call("GET", key) is None
 
 
+async def test_the_keeper_says_so_when_a_held_lock_was_taken_over(redis, key, caplog):
+    """A holder that looked dead lost its lock: its attempt goes on, so the log must say another may act too."""
+    lock, keeper = RedisLock(redis, key, ttl_ms=5000), LockKeeper(every_s=0.05)
+    assert await lock.acquire_new()
+    keeper.hold(lock)
+    await redis.call("SET", key, "someone-else|token", "PX", 5000)  # taken over
+    await asyncio.sleep(0.2)
+    keeper.let_go(lock)
+    await keeper.drain()
+    assert f"lock {key} is no longer held by this attempt" in caplog.text
+    assert await redis.call("GET", key) == b"someone-else|token"  # and its release left the new holder's alone
+    await redis.call("DEL", key)
+
+
 async def test_letting_go_never_frees_another_holders_lock(redis, key):
     first, keeper = RedisLock(redis, key, ttl_ms=100), LockKeeper(every_s=10)
     assert await first.acquire_new()

@@ -159,9 +159,9 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
     """A broker that restarted without its data: the jobs table still says queued, retrying or running."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
-    queued_id, retrying_id, running_id, busy_id = [uuid.UUID((await client.post("/v1/services", json=order_body(
-        customer_id, plan, region))).json()["job"]["id"]) for _ in range(4)]
-    jobs = (queued_id, retrying_id, running_id, busy_id)
+    queued_id, retrying_id, running_id, busy_id, unscheduled_id = [uuid.UUID((await client.post(
+        "/v1/services", json=order_body(customer_id, plan, region))).json()["job"]["id"]) for _ in range(5)]
+    jobs = (queued_id, retrying_id, running_id, busy_id, unscheduled_id)
     key = f"{settings.namespace}:dramatiq:provisioning.{region}"
     for _ in range(100):  # all sent and marked, then lost with the broker's data
         async with sessions() as session:
@@ -181,17 +181,21 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
         # Running for 15 min: past the 10 min window, not past the (here 30 min) longest attempt.
         await session.execute(update(Job).where(Job.id == busy_id).values(
             status="running", attempts=1, updated_at=now - timedelta(minutes=15)))
+        # Its worker died after recording the failure, before the retry's time was written: no next_attempt_at.
+        await session.execute(update(Job).where(Job.id == unscheduled_id).values(
+            status="retrying", attempts=1, next_attempt_at=None, updated_at=long_ago))
 
     broker = make_broker(settings)
     try:
-        assert await resend_stalled(sessions, broker, after_s=600, running_after_s=1800) == 3
+        assert await resend_stalled(sessions, broker, after_s=600, running_after_s=1800) == 4
         assert await resend_stalled(sessions, broker, after_s=600, running_after_s=1800) == 0  # not again soon
         assert await resend_stalled(sessions, broker, after_s=600) == 1  # the other running one, past 10 min
     finally:
         broker.close()
-    assert await resources.redis.llen(key) == 4
+    assert await resources.redis.llen(key) == 5
     async with sessions() as session:
-        queued, retrying, running, busy = [await session.get(Job, j) for j in jobs]
+        queued, retrying, running, busy, unscheduled = [await session.get(Job, j) for j in jobs]
+    assert unscheduled.status == "retrying" and unscheduled.next_attempt_at > now
     assert queued.status == "queued" and queued.dispatched_at > long_ago + timedelta(minutes=19)
     assert retrying.status == "retrying" and retrying.next_attempt_at > long_ago + timedelta(minutes=19)
     assert running.status == "running" and running.updated_at > now
