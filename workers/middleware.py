@@ -155,7 +155,14 @@ class JobStateMiddleware(dramatiq.Middleware):
         holder = self._holder(broker)
         lock = self._locks(str(resource_id), holder.owner)
         dead_before = int(time.time() * 1000) - holder.timeout_ms
-        if not await lock.acquire_unless_alive(holder.heartbeats_key, dead_before):
+        try:
+            taken = await lock.acquire_unless_alive(holder.heartbeats_key, dead_before)
+        except BaseException:
+            # Redis may have taken it before the answer was lost (a timeout): let go, or the lock would stay
+            # held by this live worker, renewed by nobody, until its TTL, and every action on the service wait
+            self._keeper.let_go(lock)
+            raise
+        if not taken:
             return None
         self._keeper.hold(lock)
         return lock

@@ -112,3 +112,22 @@ def test_the_locks_read_beats_from_their_own_redis_when_the_broker_is_another(se
     assert bool(beats) is beats_of_its_own
     if beats:
         assert beats[0]._redis_url == settings.redis_url
+
+
+async def test_a_lock_whose_answer_was_lost_is_let_go_not_left_held(redis, key):
+    """Redis took the lock, then its answer never came (a timeout): the attempt fails and must let go, or the
+    lock, held by a live worker and renewed by nobody, would hold every action on the service for its TTL."""
+    from workers.heartbeat import Holder
+    from workers.middleware import JobStateMiddleware
+
+    class AnswerLost(RedisLock):
+        async def acquire_unless_alive(self, heartbeats_key: str, dead_before_ms: int) -> bool:
+            await super().acquire_unless_alive(heartbeats_key, dead_before_ms)
+            raise TimeoutError("no answer from Redis")
+
+    middleware = JobStateMiddleware(sessions=None, db=None, locks=lambda _resource, owner: AnswerLost(
+        redis, key, 60_000, owner), holder=lambda _broker: Holder("worker-1", f"{key}:beats", 30_000))
+    with pytest.raises(TimeoutError):
+        await middleware._lock(None, uuid.uuid4())
+    await middleware._keeper.drain()
+    assert await redis.call("GET", key) is None
