@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from domain.ids import new_id
+from domain.pg import connect
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -61,7 +62,10 @@ def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system"
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=5,
         pool_pre_ping=False,
-        connect_args={"timeout": 5, "command_timeout": 30, "server_settings": {"application_name": "hostq"}},
+        # Through domain.pg.connect, as the plain pools connect: DATABASE_URL's options (sslmode, ...) are libpq's
+        # on every path, where SQLAlchemy would hand them to asyncpg.connect as arguments.
+        async_creator=lambda: connect(database_url, timeout=5, command_timeout=30,
+                                      server_settings={"application_name": "hostq"}),
     )
 
     # Both run on the raw asyncpg connection, outside any transaction: a SET inside the driver's

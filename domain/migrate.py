@@ -11,6 +11,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
+from domain.pg import connect
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -25,9 +27,7 @@ def alembic_config(database_url: str) -> Config:
 async def create_database_if_missing(database_url: str) -> bool:
     """Create the URL's database when it does not exist; True when it was created."""
     url = make_url(database_url)
-    admin = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database="postgres", timeout=5
-    )
+    admin = await connect(database_url, database="postgres", timeout=5)
     try:
         exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", url.database)
         if exists:
@@ -45,8 +45,7 @@ async def create_database_if_missing(database_url: str) -> bool:
 async def drop_database(database_url: str) -> None:
     """Drop the URL's database (tests), closing other sessions on it first."""
     url = make_url(database_url)
-    admin = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                  database="postgres", timeout=5)
+    admin = await connect(database_url, database="postgres", timeout=5)
     try:
         name = url.database.replace('"', '""')
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -73,9 +72,7 @@ async def _revision_or_none(database_url: str) -> str | None:
 
 
 async def _revision(database_url: str) -> str | None:
-    url = make_url(database_url)
-    conn = await asyncpg.connect(host=url.host, port=url.port or 5432, user=url.username, password=url.password,
-                                 database=url.database, timeout=5)
+    conn = await connect(database_url, timeout=5)
     try:
         return await conn.fetchval("SELECT version_num FROM alembic_version")
     finally:

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
@@ -75,10 +76,21 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-def plain_dsn(database_url: str) -> str:
-    """`postgresql+asyncpg://...` (SQLAlchemy's spelling) as asyncpg takes it."""
+def plain_dsn(database_url: str, *, database: str | None = None) -> str:
+    """`postgresql+asyncpg://...` (SQLAlchemy's spelling) as asyncpg takes it, its query (libpq's connection
+    options: sslmode, sslrootcert, ...) kept; `database`: another database on the same server."""
     scheme, sep, rest = database_url.partition("://")
-    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+    dsn = f"{scheme.split('+', 1)[0]}{sep}{rest}"
+    if database is not None:
+        parts = urlsplit(dsn)
+        dsn = urlunsplit(parts._replace(path="/" + quote(database)))
+    return dsn
+
+
+async def connect(database_url: str, *, database: str | None = None, **options: Any) -> asyncpg.Connection:
+    """One asyncpg connection for DATABASE_URL: every path in hostq connects through the same DSN (the ORM's
+    engine, the plain pools, migrations), so its connection options mean the same everywhere."""
+    return await asyncpg.connect(plain_dsn(database_url, database=database), **options)
 
 
 class LazyPool:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/hostq"
@@ -89,6 +89,11 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+#: The connection options DATABASE_URL may carry, as libpq (and asyncpg's DSN parser) name them: TLS above all.
+PG_OPTIONS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl",
+                        "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs", "passfile"})
+
+
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = env.get(name, default).strip()
     try:
@@ -101,10 +106,11 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     if parts.scheme in ("redis", "rediss") and not re.fullmatch(r"/?|/\d+", parts.path):
         # redis-py would quietly use database 0 for a path that is not a number
         raise SettingsError(f"{name}: the path must be a Redis database number (/0, /1, ...), got {parts.path!r}")
-    if parts.scheme.startswith("postgresql") and parts.query:
-        # SQLAlchemy hands them to asyncpg.connect as arguments, asyncpg's own pools read them as libpq options:
-        # no parameter means the same to both, so none is taken (rather than a traceback at the first connect)
-        raise SettingsError(f"{name}: query parameters are not supported, got {parts.query!r}")
+    if parts.scheme.startswith("postgresql") and (unknown := set(parse_qs(parts.query)) - PG_OPTIONS):
+        # every connection reads them as libpq's (domain.pg.connect); asyncpg would send any other name to the
+        # server as a setting, refused there only at the first connection
+        raise SettingsError(f"{name}: unsupported connection option(s) {', '.join(sorted(unknown))}: "
+                            f"use {', '.join(sorted(PG_OPTIONS))}")
     return value
 
 

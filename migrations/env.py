@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from domain.models import Base
+from domain.pg import connect
 
 config = context.config
 target_metadata = Base.metadata
@@ -18,7 +19,9 @@ def _run(connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    # As every hostq connection is made (domain.pg.connect): the URL's options are libpq's.
+    engine = create_async_engine(url, async_creator=lambda: connect(url, timeout=5))
     async with engine.connect() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

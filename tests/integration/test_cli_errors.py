@@ -98,11 +98,11 @@ async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_
 @pytest.mark.parametrize("variable, value, says", [
     ("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL: the path must be a Redis database number"),
     ("REDIS_URL", "redis://127.0.0.1:6379/99", "REDIS_URL: Redis refuses it: DB index is out of range"),
-    ("DATABASE_URL", f"{BASE_DB}/x?foo=bar", "DATABASE_URL: query parameters are not supported, got 'foo=bar'")])
+    ("DATABASE_URL", f"{BASE_DB}/x?foo=bar", "DATABASE_URL: unsupported connection option(s) foo: use passfile")])
 def test_a_redis_database_or_a_database_url_hostq_cannot_use_stops_the_process_at_start(hostq_cmd, test_env, argv,
                                                                                        variable, value, says):
-    """redis-py would use database 0 for /abc, and /99 fails later on every command; asyncpg.connect takes no
-    `foo`: each is one line at start, never a traceback or a process on the wrong database."""
+    """redis-py would use database 0 for /abc, and /99 fails later on every command; asyncpg would send `foo` to
+    Postgres as a setting: each is one line at start, never a traceback or a process on the wrong database."""
     done = _hostq(hostq_cmd, {**test_env, variable: value}, *argv)
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done
     [line] = done.stderr.strip().splitlines()
@@ -149,3 +149,30 @@ def test_db_upgrade_prints_what_it_did_as_one_json_object(hostq_cmd, test_env, s
                                         "revision": newest}, again
     assert newest == sorted(p.name[:4] for p in (Path(__file__).parents[2] / "migrations" / "versions")
                             .glob("[0-9]*.py"))[-1]
+
+
+async def test_database_url_options_reach_every_connection_path(test_env, settings):  # settings: the run database
+    """sslmode=require against this machine's Postgres (no TLS) must fail the same way on each path hostq connects
+    by: the ORM's engine, the plain pools, migrations. Before, SQLAlchemy's path took no libpq option at all."""
+    from sqlalchemy import text
+
+    from domain.db import make_engine
+    from domain.migrate import check_schema
+    from domain.pg import LazyPool
+    url = f"{test_env['DATABASE_URL']}?sslmode=require"
+    engine = make_engine(url, pool_size=1)
+    try:
+        with pytest.raises(Exception, match="rejected SSL upgrade"):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+    pool = LazyPool(url, max_size=1, scope="system")
+    try:
+        with pytest.raises(Exception, match="rejected SSL upgrade"):
+            await (await pool.get()).fetchval("SELECT 1")  # the pool opens its connections on first use
+    finally:
+        await pool.close()
+    assert "rejected SSL upgrade" in await asyncio.to_thread(check_schema, url)
+    plain = f"{test_env['DATABASE_URL']}?sslmode=disable"  # and an option that works, works everywhere
+    assert await asyncio.to_thread(check_schema, plain) is None

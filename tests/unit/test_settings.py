@@ -111,3 +111,11 @@ def test_production_with_default_webhook_secret_raises(extra):
 def test_production_with_real_settings_loads():
     s = load_settings({"HOSTQ_ENV": "production", "HOSTQ_KEK": KEK, "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret"})
     assert s.production and s.psp_webhook_secret == "real-secret"
+
+
+def test_database_url_takes_libpq_connection_options_and_nothing_else():
+    url = "postgresql+asyncpg://hostq:pw@db.internal:5432/hostq"
+    tls = f"{url}?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem"
+    assert load_settings({"DATABASE_URL": tls}).database_url == tls
+    with pytest.raises(SettingsError, match="unsupported connection option"):
+        load_settings({"DATABASE_URL": f"{url}?ssl=require"})  # asyncpg.connect's argument, not a libpq option
