@@ -382,9 +382,8 @@ async def test_cancelling_an_old_failed_create_leaves_a_newer_creates_service_al
     customer_id, plan = await customer_and_plan(client)
     order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
     old_job, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
-    async with session_scope(sessions) as session:  # as the worker leaves them when the create gives up
-        await session.execute(update(Job).where(Job.id == old_job).values(
-            status="failed", attempts=3, error_code="whm_unavailable", finished_at=datetime.now(timezone.utc)))
+    await _gave_up(sessions, order["job"]["id"])  # and its service failed, as the worker leaves them
+    async with session_scope(sessions) as session:
         await session.execute(update(Service).where(Service.id == service_id).values(status="failed"))
     again = (await client.post(f"/v1/provision/{service_id}")).json()
     assert again["service"]["status"] == "provisioning" and again["job"]["id"] != str(old_job)
