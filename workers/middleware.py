@@ -7,7 +7,9 @@ event loop, in one trip from the worker thread:
     start the attempt          the job row says it need not run: SKIPPED; not yet (a retrying job's duplicate
                                message, early): come back when it is due (NotDue)
     run the work               statements take a pooled connection each: none is held across WHM calls
-    record the outcome         succeeded, or retrying/failed with the error's code
+    record the outcome         succeeded (with the work's Outcome on the resource, in the same statement), or
+                               retrying/failed with the error's code; only while the job is still at this
+                               attempt (its Ticket): one that outlived its turn records nothing
     let go of the lock         sent, not waited for (workers/locks.py LockKeeper)
 
 JobStateMiddleware (the same object) then acts on the outcome in the worker thread, where Dramatiq decides
@@ -63,7 +65,7 @@ class Attempt:
     db: asyncpg.Pool
     job_id: uuid.UUID
     resource_id: uuid.UUID | None
-    row: asyncpg.Record | None  # the row the actor `loads` (after `hostq_attempt`), None if the resource is gone
+    row: asyncpg.Record | None  # the row the actor `loads` (after its Ticket), None if the resource is gone
 
 
 Work = Callable[[Attempt], Awaitable[object]]
@@ -130,13 +132,17 @@ class JobStateMiddleware(dramatiq.Middleware):
                 return SKIPPED
             if isinstance(started, tracking.NotDue):
                 return started
+            ticket, row = started
             try:
-                result = await work(Attempt(db, job_id, resource_id, started or None))
+                result = await work(Attempt(db, job_id, resource_id, row or None))
             except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                self._note_outcome(str(job_id), await self._failed(job_id, exc))
+                self._note_outcome(str(job_id), await self._failed(job_id, ticket, exc))
                 raise
-            await tracking.finish_success(db, job_id, result if isinstance(result, dict) else None,
-                                          sql=sql.finish, resource_id=resource_id)
+            finish, args = sql.finish, ()
+            if isinstance(result, tracking.Outcome):
+                finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
+            await tracking.finish_success(db, job_id, ticket, result if isinstance(result, dict) else None,
+                                          sql=finish, resource_id=resource_id, args=args)
             return result
         finally:
             if held is not True:
@@ -167,10 +173,10 @@ class JobStateMiddleware(dramatiq.Middleware):
         self._keeper.hold(lock)
         return lock
 
-    async def _start(self, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None,
-                     sql: Statements) -> asyncpg.Record | tuple | tracking.NotDue | None:
-        """Start the attempt; the row it loads (`()` if none), None when the job should not run, NotDue when
-        it should later.
+    async def _start(self, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None, sql: Statements
+                     ) -> tuple[tracking.Ticket, asyncpg.Record | tuple] | tracking.NotDue | None:
+        """Start the attempt: its Ticket and the row it loads (`()` if none); None when the job should not run,
+        NotDue when it should later.
 
         The common case is one statement that also loads the resource; every other state goes through the ORM.
         """
@@ -180,14 +186,17 @@ class JobStateMiddleware(dramatiq.Middleware):
                 started = await tracking.start_attempt(session, job_id)
                 if started is None or isinstance(started, tracking.NotDue):
                     return started
-            return await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ()
-        return row if sql.loads and row["id"] is not None else ()  # id NULL: the resource is gone
+                ticket = tracking.Ticket(started.round, started.attempts)
+            return ticket, (await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ())
+        ticket = tracking.Ticket(row["hostq_round"], row["hostq_attempt"])
+        return ticket, (row if sql.loads and row["id"] is not None else ())  # id NULL: the resource is gone
 
-    async def _failed(self, job_id: uuid.UUID, exc: BaseException) -> tracking.FailedAttempt | None:
-        """Record the failed attempt; what the job row got (None when it was no longer running)."""
+    async def _failed(self, job_id: uuid.UUID, ticket: tracking.Ticket,
+                      exc: BaseException) -> tracking.FailedAttempt | None:
+        """Record the failed attempt; what the job row got (None when it was no longer running this attempt)."""
         error = tracking.describe_error(exc)
         async with session_scope(self._sessions()) as session:
-            return await tracking.finish_error(session, job_id, error)
+            return await tracking.finish_error(session, job_id, ticket, error)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         job_id = message.options.get("job_id")

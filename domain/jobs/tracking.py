@@ -8,6 +8,7 @@ service too) go through the ORM, and start_attempt handles every state, the comm
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -30,6 +31,30 @@ class JobError:
     code: str
     message: str
     retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Which attempt a worker runs: its job's round and its number in that round.
+
+    Recording the attempt's outcome needs the job row to still be at that attempt. One that outlived its turn (its
+    worker only looked dead: a pause, a partition, so its service's lock was taken over and the job started again
+    elsewhere) then changes neither the job nor its resource; the attempt that took over records its own.
+    """
+
+    round: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A result with what the job's success also changes: `completes` is an UPDATE of the resource ending in its
+    WHERE clause, $1 the resource id and `args` from $2 on. It runs in the statement that records the success
+    (finish_sql), so the two commit together or not at all."""
+
+    result: dict
+    completes: str
+    args: tuple = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +117,7 @@ WITH job AS (
 attempt AS (
     INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at)
     SELECT $3, $2, id, round, attempts, $2 FROM job
-    RETURNING attempt)
+    RETURNING round, attempt)
 """
 _PARAMETER = re.compile(r"\$(\d+)")
 
@@ -105,14 +130,14 @@ def _shifted(query: str, by: int) -> str:
 def start_sql(loads: str | None = None) -> str:
     """The start statement; with `loads` (a query of one row by $1, the resource id) it returns that row too.
 
-    Its columns come after `hostq_attempt` (the attempt's number, NULL when the job was not queued or
-    retrying): one round trip starts the attempt and reads what the work needs. Parameters: job id, now,
-    attempt id, then the resource id.
+    Its columns come after `hostq_round` and `hostq_attempt` (the attempt's Ticket, NULL when the job was not
+    queued or retrying): one round trip starts the attempt and reads what the work needs. Parameters: job id,
+    now, attempt id, then the resource id.
     """
     if loads is None:
-        return _STARTED + "SELECT attempt AS hostq_attempt FROM attempt"
-    return (_STARTED + "SELECT (SELECT attempt FROM attempt) AS hostq_attempt, loaded.* "
-            f"FROM (SELECT) AS one LEFT JOIN ({_shifted(loads, 3)}) AS loaded ON true")
+        return _STARTED + "SELECT round AS hostq_round, attempt AS hostq_attempt FROM attempt"
+    return (_STARTED + "SELECT attempt.round AS hostq_round, attempt.attempt AS hostq_attempt, loaded.* "
+            f"FROM (SELECT) AS one LEFT JOIN attempt ON true LEFT JOIN ({_shifted(loads, 3)}) AS loaded ON true")
 
 
 _START_PLAIN = start_sql()
@@ -122,7 +147,7 @@ async def start_fresh(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, 
                       resource_id: uuid.UUID | None = None) -> asyncpg.Record | None:
     """Start a queued job's attempt, or a due retrying job's next one, in one statement (`sql` from start_sql).
 
-    Its row (`hostq_attempt`, the attempt's number, then what `sql` loads), or None for any other state.
+    Its row (`hostq_round`, `hostq_attempt`, then what `sql` loads), or None for any other state.
     None is not a verdict: the caller then runs start_attempt, which handles every state.
     """
     if sql is None:
@@ -170,52 +195,58 @@ async def _close_attempt(session: AsyncSession, job: Job, outcome: str, error: J
                 error_message=error.message if error else None))
 
 
-# Succeeded: the job row and its open attempt in one autocommitted statement (a CTE's UPDATE locks the row).
+# Succeeded: the job row and its open attempt in one autocommitted statement (a CTE's UPDATE locks the row),
+# only while the job is still at this attempt ($4, $5: its Ticket).
 _JOB_SUCCEEDED = """
 job AS (
     UPDATE jobs SET status = 'succeeded', result = $2, finished_at = $3, updated_at = $3,
                     error_code = NULL, error_message = NULL
-    WHERE id = $1 AND status = 'running'
+    WHERE id = $1 AND status = 'running' AND round = $4 AND attempts = $5
     RETURNING id, round, attempts)"""
+_FINISH_PARAMETERS = 5
 _ATTEMPT_SUCCEEDED = """
 UPDATE job_attempts a SET finished_at = $3, outcome = 'succeeded', error_code = NULL, error_message = NULL
 FROM job WHERE a.job_id = job.id AND a.round = job.round AND a.attempt = job.attempts AND a.finished_at IS NULL"""
 
 
+@functools.cache
 def finish_sql(completes: str | None = None) -> str:
     """The success statement; with `completes` (an UPDATE of the resource ending in its WHERE clause, $1 the
-    resource id) it runs in the same one, and only when the job's own update does.
+    resource id, then its own arguments) it runs in the same one, and only when the job's own update does.
 
-    Parameters: job id, result, now, then the resource id. The job's success and its effect on the
-    resource (a service made active) then commit together.
+    Parameters: job id, result, now, the Ticket's round and attempt, then the resource id and the effect's
+    arguments. The job's success and its effect on the resource (a service made active) then commit together.
     """
     if completes is None:
         return "WITH" + _JOB_SUCCEEDED + _ATTEMPT_SUCCEEDED
     # The effect only with the job's own success: an attempt that finishes after its job moved on (cancelled,
-    # failed, requeued by ops while this attempt's worker looked dead) changes nothing.
-    effect = f"{_shifted(completes, 3)} AND EXISTS (SELECT FROM job)"
+    # failed, requeued by ops, or started again while this attempt's worker looked dead) changes nothing.
+    effect = f"{_shifted(completes, _FINISH_PARAMETERS)} AND EXISTS (SELECT FROM job)"
     return f"WITH{_JOB_SUCCEEDED},\ncompleted AS ({effect}){_ATTEMPT_SUCCEEDED}"
 
 
 _FINISH_PLAIN = finish_sql()
 
 
-async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, result: dict | None, *,
-                         sql: str | None = None, resource_id: uuid.UUID | None = None) -> None:
-    """The attempt worked: the job is succeeded with its result (nothing happens unless it is running)."""
+async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, ticket: Ticket,
+                         result: dict | None, *, sql: str | None = None, resource_id: uuid.UUID | None = None,
+                         args: tuple = ()) -> None:
+    """The attempt worked: the job is succeeded with its result (nothing happens unless it is still running this
+    attempt). `sql` from finish_sql, with `args` after the resource id."""
     if sql is None:
-        await db.execute(_FINISH_PLAIN, job_id, result, _now())
+        await db.execute(_FINISH_PLAIN, job_id, result, _now(), ticket.round, ticket.attempt)
     else:
-        await db.execute(sql, job_id, result, _now(), resource_id)
+        await db.execute(sql, job_id, result, _now(), ticket.round, ticket.attempt, resource_id, *args)
 
 
-async def finish_error(session: AsyncSession, job_id: uuid.UUID, error: JobError) -> FailedAttempt | None:
+async def finish_error(session: AsyncSession, job_id: uuid.UUID, ticket: Ticket,
+                       error: JobError) -> FailedAttempt | None:
     """The attempt failed: `retrying` while attempts remain for a retryable error, else `failed`.
 
-    What was recorded, or None when the job was no longer running.
+    What was recorded, or None when the job was no longer running this attempt.
     """
     job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
-    if job is None or job.status != rules.RUNNING:
+    if job is None or job.status != rules.RUNNING or (job.round, job.attempts) != (ticket.round, ticket.attempt):
         return None
     outcome = rules.outcome_after_error(error.retryable, job.attempts, job.max_attempts)
     now = _now()

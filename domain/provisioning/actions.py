@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.catalog.models import Plan
 from domain.db import session_scope
 from domain.errors import InvalidState, NotFound, PermanentIntegrationError
 from domain.jobs.models import Job
+from domain.jobs.tracking import Outcome
 from domain.provisioning.accounts import WhmPort
 from domain.provisioning.models import WhmServer
 from domain.services import rules
@@ -44,14 +44,22 @@ async def _existing_account(whm: WhmPort, service: Service) -> dict:
     return account
 
 
-async def _finish(sessions, service: Service, allowed: set[str], **values) -> None:
-    async with session_scope(sessions) as session:
-        await session.execute(update(Service).where(Service.id == service.id, Service.status.in_(allowed))
-                              .values(**values))
+# What an action's success does to its service, in the statement that records the job's success (so both commit
+# together, and only while the job is still at that attempt): $1 the service, then its arguments.
+_SET_STATUS = ("UPDATE services SET status = $2, suspended_reason = $3, updated_at = now() "
+               "WHERE id = $1 AND status = ANY($4::text[])")
+_SET_PLAN = ("UPDATE services SET plan_id = $2, plan_code = $3, updated_at = now() "
+             "WHERE id = $1 AND status = ANY($4::text[])")
 
 
-async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, whm_for) -> dict:
-    """Carry out the job's action on its service's WHM account, then record the service's new state."""
+def _becomes(result: dict, status: str, suspended_reason: str | None, allowed: set[str]) -> Outcome:
+    """`result`, with the service moved to `status` if it is still in one of `allowed`."""
+    return Outcome(result, _SET_STATUS, (status, suspended_reason, sorted(allowed)))
+
+
+async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, whm_for) -> dict | Outcome:
+    """Carry out the job's action on its service's WHM account; the service's new state is the Outcome, recorded
+    with the job's success."""
     job, service, server = await _load(sessions, job_id)
     done = rules.DONE.get(job.kind)
     if done is not None and service.status == done:
@@ -66,9 +74,8 @@ async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
     account = await _existing_account(whm, service)
     if not int(account.get("suspended") or 0):
         await whm.suspendacct(service.username, job.args.get("reason") or "suspended by hostq")
-    await _finish(sessions, service, {rules.ACTIVE}, status=rules.SUSPENDED,
-                  suspended_reason=job.args.get("suspended_reason", "reseller"))
-    return {"service_id": str(service.id), "outcome": "suspended"}
+    return _becomes({"service_id": str(service.id), "outcome": "suspended"}, rules.SUSPENDED,
+                    job.args.get("suspended_reason", "reseller"), {rules.ACTIVE})
 
 
 async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
@@ -77,8 +84,8 @@ async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict
     account = await _existing_account(whm, service)
     if int(account.get("suspended") or 0):
         await whm.unsuspendacct(service.username)
-    await _finish(sessions, service, {rules.SUSPENDED}, status=rules.ACTIVE, suspended_reason=None)
-    return {"service_id": str(service.id), "outcome": "unsuspended"}
+    return _becomes({"service_id": str(service.id), "outcome": "unsuspended"}, rules.ACTIVE, None,
+                    {rules.SUSPENDED})
 
 
 async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) -> dict:
@@ -93,8 +100,7 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) 
             # its answer was lost (a timeout, a crash): not "nothing to remove".
             outcome = "already_removed"
     live = {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED}
-    await _finish(sessions, service, live, status=rules.TERMINATED, suspended_reason=None)
-    return {"service_id": str(service.id), "outcome": outcome}
+    return _becomes({"service_id": str(service.id), "outcome": outcome}, rules.TERMINATED, None, live)
 
 
 async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
@@ -107,8 +113,8 @@ async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> di
     account = await _existing_account(whm, service)
     if account.get("plan") != plan.whm_package:
         await whm.changepackage(service.username, plan.whm_package)
-    await _finish(sessions, service, {rules.ACTIVE, rules.SUSPENDED}, plan_id=plan.id, plan_code=plan.code)
-    return {"service_id": str(service.id), "outcome": "plan_changed", "plan": plan.code}
+    return Outcome({"service_id": str(service.id), "outcome": "plan_changed", "plan": plan.code}, _SET_PLAN,
+                   (plan.id, plan.code, sorted({rules.ACTIVE, rules.SUSPENDED})))
 
 
 _HANDLERS = {"provision.suspend": _suspend, "provision.unsuspend": _unsuspend,

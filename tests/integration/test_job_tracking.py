@@ -267,7 +267,7 @@ async def test_the_start_loads_the_resource_and_the_success_completes_it(worker_
     resource = await _resource_job(sessions)
     job = await _run(sessions, worker_broker, ["ok"], resource_id=resource, kind="test.loaded")
     assert job.status == "succeeded" and job.result == {"saw": "test.resource"}
-    assert LOADED[str(job.id)] == {"hostq_attempt": 1, "id": resource, "kind": "test.resource", "args": {"n": 1}}
+    assert LOADED[str(job.id)] == {"hostq_round": 1, "hostq_attempt": 1, "id": resource, "kind": "test.resource", "args": {"n": 1}}
     async with sessions() as session:
         assert (await session.get(Job, resource)).args == {"completed": True}
 
@@ -298,7 +298,8 @@ def test_loaded_and_completing_statements_are_renumbered_after_the_jobs_own():
     from domain.jobs import tracking
     start = tracking.start_sql("SELECT id FROM t WHERE id = $1 AND $1 IS NOT NULL")
     assert "WHERE id = $4 AND $4 IS NOT NULL" in start and "$1" in start
-    assert "UPDATE t SET x = 1 WHERE id = $4" in tracking.finish_sql("UPDATE t SET x = 1 WHERE id = $1")
+    finish = tracking.finish_sql("UPDATE t SET x = $2 WHERE id = $1")
+    assert "UPDATE t SET x = $7 WHERE id = $6" in finish and "round = $4 AND attempts = $5" in finish
 
 
 async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessions, settings):
@@ -319,7 +320,8 @@ async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessi
         await session.execute(update(Service).where(Service.id == service_id).values(status="provisioning"))
     pool = SystemPool(settings.database_url, max_size=1)  # the workers' pool, as the attempt has it
     try:
-        await tracking.finish_success(await pool.get(), job_id, {"late": True}, sql=tracking.finish_sql(ACTIVATE),
+        await tracking.finish_success(await pool.get(), job_id, tracking.Ticket(1, 1), {"late": True},
+                                      sql=tracking.finish_sql(ACTIVATE),
                                       resource_id=service_id)
     finally:
         await pool.close()
@@ -334,11 +336,11 @@ async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_bro
     from domain.jobs import tracking
     real, cut = tracking.finish_success, set()
 
-    async def connection_cut_once(db, job_id, result, **kwargs):
+    async def connection_cut_once(db, job_id, ticket, result, **kwargs):
         if job_id not in cut:
             cut.add(job_id)
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
-        return await real(db, job_id, result, **kwargs)
+        return await real(db, job_id, ticket, result, **kwargs)
 
     monkeypatch.setattr(tracking, "finish_success", connection_cut_once)
     job = await _run(sessions, worker_broker, ["ok"], max_attempts=3)

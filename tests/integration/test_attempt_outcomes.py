@@ -1,0 +1,147 @@
+"""An attempt's outcome is recorded whole and only by the attempt whose turn it is.
+
+A service action's change to its service commits in the statement that records its job's success, never
+before it; and an attempt that outlived its turn (its worker only looked dead, so the job was started again
+elsewhere) records neither success nor failure: the attempt that took over owns the job and its service.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import select, update
+
+from domain.db import session_scope
+from domain.jobs import tracking
+from domain.jobs.models import Job, JobAttempt
+from domain.provisioning.actions import run_action
+from domain.services.models import Service
+from tests.integration.helpers import add_region, customer_and_plan, order_body
+from workers.pg import SystemPool
+
+
+class FakeWhm:
+    """A WHM server holding one account (the WhmPort an action uses), recording the calls that change it."""
+
+    def __init__(self, user: str, domain: str) -> None:
+        self.account = {"user": user, "domain": domain, "plan": "basic", "suspended": 0}
+        self.calls: list[str] = []
+
+    async def accountsummary(self, *, user=None, domain=None):
+        return dict(self.account) if user == self.account["user"] else None
+
+    async def suspendacct(self, user: str, reason: str) -> None:
+        self.calls.append("suspendacct")
+        self.account["suspended"] = 1
+
+    async def changepackage(self, user: str, package: str) -> None:
+        self.calls.append("changepackage")
+        self.account["plan"] = package
+
+
+@pytest.fixture
+async def pool(settings):
+    pool = SystemPool(settings.database_url, max_size=1)  # the workers' pool, as an attempt has it
+    yield await pool.get()
+    await pool.close()
+
+
+async def _active_service(client, sessions, settings) -> tuple[str, FakeWhm]:
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    username = f"u{uuid.uuid4().hex[:7]}"
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == uuid.UUID(order["service"]["id"]))
+                              .values(status="active", username=username))
+        await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
+            status="succeeded", finished_at=datetime.now(timezone.utc)))
+    return order["service"]["id"], FakeWhm(username, order["service"]["domain"])
+
+
+async def _start(pool, job_id: uuid.UUID) -> tracking.Ticket:
+    row = await tracking.start_fresh(pool, job_id)
+    return tracking.Ticket(row["hostq_round"], row["hostq_attempt"])
+
+
+async def _started_again(sessions, job_id: uuid.UUID) -> tracking.Ticket:
+    """The job's message redelivered to another worker while this attempt still runs (its lock taken over)."""
+    async with session_scope(sessions) as session:
+        job = await tracking.start_attempt(session, job_id)
+        return tracking.Ticket(job.round, job.attempts)
+
+
+async def _service(sessions, service_id: str) -> Service:
+    async with sessions() as session:
+        return await session.get(Service, uuid.UUID(service_id))
+
+
+async def _job(sessions, job_id: uuid.UUID) -> Job:
+    async with sessions() as session:
+        return await session.get(Job, job_id)
+
+
+async def _finish(pool, job_id: uuid.UUID, ticket: tracking.Ticket, outcome: tracking.Outcome,
+                  service_id: str) -> None:
+    await tracking.finish_success(pool, job_id, ticket, outcome.result, sql=tracking.finish_sql(outcome.completes),
+                                  resource_id=uuid.UUID(service_id), args=outcome.args)
+
+
+@pytest.mark.parametrize("action", ["suspend", "change-plan"])
+async def test_an_actions_change_to_its_service_commits_with_the_jobs_success_and_only_with_it(
+        action, client, sessions, settings, pool):
+    service_id, whm = await _active_service(client, sessions, settings)
+    body = None
+    if action == "change-plan":
+        body = {"plan": f"p{uuid.uuid4().hex[:6]}"}
+        assert (await client.post("/v1/plans", json={"code": body["plan"], "name": "Pro", "whm_package": "pro",
+                                                     "prices": {"monthly": 9990}})).status_code == 201
+    job_id = uuid.UUID((await client.post(f"/v1/services/{service_id}/{action}", json=body)).json()["job"]["id"])
+    before = await _service(sessions, service_id)
+
+    first = await _start(pool, job_id)
+    outcome = await run_action(sessions, job_id, lambda server: whm)
+    assert whm.calls == ["suspendacct" if action == "suspend" else "changepackage"]
+    # WHM changed, the service not yet: a failure to record the success now leaves the job to be retried
+    # (the retry asks WHM first), never a service changed under a job that ends failed.
+    assert isinstance(outcome, tracking.Outcome)
+    assert (await _service(sessions, service_id)).status == "active"
+
+    second = await _started_again(sessions, job_id)
+    await _finish(pool, job_id, first, outcome, service_id)  # the first attempt outlived its turn
+    service = await _service(sessions, service_id)
+    assert (service.status, service.plan_code) == ("active", before.plan_code)
+    assert (await _job(sessions, job_id)).status == "running"
+
+    await _finish(pool, job_id, second, await run_action(sessions, job_id, lambda server: whm), service_id)
+    service, job = await _service(sessions, service_id), await _job(sessions, job_id)
+    assert whm.calls == ["suspendacct" if action == "suspend" else "changepackage"]  # asked WHM first: once
+    if action == "suspend":
+        assert (service.status, service.suspended_reason) == ("suspended", "reseller")
+    else:
+        assert (service.status, service.plan_code) == ("active", body["plan"])
+    assert (job.status, job.attempts, job.result["service_id"]) == ("succeeded", 2, service_id)
+
+
+async def test_an_attempt_that_outlived_its_turn_records_no_failure(client, sessions, settings, pool):
+    service_id, _ = await _active_service(client, sessions, settings)
+    job_id = uuid.UUID((await client.post(f"/v1/services/{service_id}/suspend")).json()["job"]["id"])
+    first = await _start(pool, job_id)
+    second = await _started_again(sessions, job_id)
+    error = tracking.JobError("whm_unavailable", "WHM answered 503", retryable=False)
+
+    async with session_scope(sessions) as session:
+        assert await tracking.finish_error(session, job_id, first, error) is None
+    job = await _job(sessions, job_id)
+    assert (job.status, job.attempts, job.error_code) == ("running", 2, None)
+
+    async with session_scope(sessions) as session:
+        recorded = await tracking.finish_error(session, job_id, second, error)
+    assert (recorded.status, recorded.attempt) == ("failed", 2)
+    async with sessions() as session:
+        attempts = (await session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)
+                                          .order_by(JobAttempt.attempt))).all()
+    assert [(a.attempt, a.outcome, a.error_code) for a in attempts] == [
+        (1, "retrying", "worker_lost"), (2, "failed", "whm_unavailable")]
