@@ -66,6 +66,7 @@ class Attempt:
     job_id: uuid.UUID
     resource_id: uuid.UUID | None
     row: asyncpg.Record | None  # the row the actor `loads` (after its Ticket), None if the resource is gone
+    ticket: tracking.Ticket  # which attempt this is: what it gives back is given only while it is still its turn
 
 
 Work = Callable[[Attempt], Awaitable[object]]
@@ -134,14 +135,14 @@ class JobStateMiddleware(dramatiq.Middleware):
                 return started
             ticket, row = started
             try:
-                result = await work(Attempt(db, job_id, resource_id, row or None))
+                result = await work(Attempt(db, job_id, resource_id, row or None, ticket))
             except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                self._note_outcome(str(job_id), await self._failed(job_id, ticket, exc))
+                self._note_outcome(str(job_id), await self._failed(ticket, exc))
                 raise
             finish, args = sql.finish, ()
             if isinstance(result, tracking.Outcome):
                 finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
-            await tracking.finish_success(db, job_id, ticket, result if isinstance(result, dict) else None,
+            await tracking.finish_success(db, ticket, result if isinstance(result, dict) else None,
                                           sql=finish, resource_id=resource_id, args=args)
             return result
         finally:
@@ -186,17 +187,16 @@ class JobStateMiddleware(dramatiq.Middleware):
                 started = await tracking.start_attempt(session, job_id)
                 if started is None or isinstance(started, tracking.NotDue):
                     return started
-                ticket = tracking.Ticket(started.round, started.attempts)
+                ticket = tracking.Ticket(job_id, started.round, started.attempts)
             return ticket, (await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ())
-        ticket = tracking.Ticket(row["hostq_round"], row["hostq_attempt"])
+        ticket = tracking.Ticket(job_id, row["hostq_round"], row["hostq_attempt"])
         return ticket, (row if sql.loads and row["id"] is not None else ())  # id NULL: the resource is gone
 
-    async def _failed(self, job_id: uuid.UUID, ticket: tracking.Ticket,
-                      exc: BaseException) -> tracking.FailedAttempt | None:
+    async def _failed(self, ticket: tracking.Ticket, exc: BaseException) -> tracking.FailedAttempt | None:
         """Record the failed attempt; what the job row got (None when it was no longer running this attempt)."""
         error = tracking.describe_error(exc)
         async with session_scope(self._sessions()) as session:
-            return await tracking.finish_error(session, job_id, ticket, error)
+            return await tracking.finish_error(session, ticket, error)
 
     def after_process_message(self, broker, message, *, result=None, exception=None):
         job_id = message.options.get("job_id")

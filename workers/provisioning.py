@@ -12,7 +12,7 @@ from workers.runtime import runtime
            completes=accounts.ACTIVATE)
 async def provision_create(attempt: Attempt) -> dict:
     """Create the service's WHM account exactly once (adopting one a timed-out call left behind)."""
-    return await accounts.create_account(attempt.db, attempt.row, runtime().whm_for)
+    return await accounts.create_account(attempt.db, attempt.row, runtime().whm_for, attempt.ticket)
 
 
 async def _action(attempt: Attempt) -> dict:

@@ -35,15 +35,32 @@ class JobError:
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """Which attempt a worker runs: its job's round and its number in that round.
+    """Which attempt a worker runs: its job, the job's round and the attempt's number in that round.
 
     Recording the attempt's outcome needs the job row to still be at that attempt. One that outlived its turn (its
     worker only looked dead: a pause, a partition, so its service's lock was taken over and the job started again
     elsewhere) then changes neither the job nor its resource; the attempt that took over records its own.
     """
 
+    job_id: uuid.UUID
     round: int
     attempt: int
+
+
+#: A condition for a statement that gives something back (a username) during an attempt: true only while the job
+#: is still at that attempt ($n, $n+1, $n+2: a Ticket's job id, round and attempt; a NULL job id: no job, always).
+IN_TURN = ("(${0}::uuid IS NULL OR EXISTS (SELECT FROM jobs WHERE id = ${0} AND status = 'running' "
+           "AND round = ${1} AND attempts = ${2}))")
+
+
+def in_turn(first: int) -> str:
+    """IN_TURN with its parameters from $first on."""
+    return IN_TURN.format(first, first + 1, first + 2)
+
+
+def turn_args(ticket: Ticket | None) -> tuple:
+    """The arguments of in_turn for `ticket` (None: outside any job)."""
+    return (ticket.job_id, ticket.round, ticket.attempt) if ticket is not None else (None, None, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,24 +245,22 @@ def finish_sql(completes: str | None = None) -> str:
 _FINISH_PLAIN = finish_sql()
 
 
-async def finish_success(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, ticket: Ticket,
-                         result: dict | None, *, sql: str | None = None, resource_id: uuid.UUID | None = None,
-                         args: tuple = ()) -> None:
+async def finish_success(db: asyncpg.Connection | asyncpg.Pool, ticket: Ticket, result: dict | None, *,
+                         sql: str | None = None, resource_id: uuid.UUID | None = None, args: tuple = ()) -> None:
     """The attempt worked: the job is succeeded with its result (nothing happens unless it is still running this
     attempt). `sql` from finish_sql, with `args` after the resource id."""
     if sql is None:
-        await db.execute(_FINISH_PLAIN, job_id, result, _now(), ticket.round, ticket.attempt)
+        await db.execute(_FINISH_PLAIN, ticket.job_id, result, _now(), ticket.round, ticket.attempt)
     else:
-        await db.execute(sql, job_id, result, _now(), ticket.round, ticket.attempt, resource_id, *args)
+        await db.execute(sql, ticket.job_id, result, _now(), ticket.round, ticket.attempt, resource_id, *args)
 
 
-async def finish_error(session: AsyncSession, job_id: uuid.UUID, ticket: Ticket,
-                       error: JobError) -> FailedAttempt | None:
+async def finish_error(session: AsyncSession, ticket: Ticket, error: JobError) -> FailedAttempt | None:
     """The attempt failed: `retrying` while attempts remain for a retryable error, else `failed`.
 
     What was recorded, or None when the job was no longer running this attempt.
     """
-    job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    job = await session.scalar(select(Job).where(Job.id == ticket.job_id).with_for_update())
     if job is None or job.status != rules.RUNNING or (job.round, job.attempts) != (ticket.round, ticket.attempt):
         return None
     outcome = rules.outcome_after_error(error.retryable, job.attempts, job.max_attempts)

@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol
 import asyncpg
 
 from domain.errors import InvalidState, NotFound, PermanentIntegrationError
+from domain.jobs.tracking import Ticket, in_turn, turn_args
 from domain.provisioning import rules as naming
 from domain.provisioning.models import WhmServer
 from domain.services import rules
@@ -43,10 +44,13 @@ class WhmPort(Protocol):
 
 _STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = now(), updated_at = now()
 WHERE id = $1 AND username IS NULL RETURNING username"""
-_GIVE_BACK = """UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now()
-WHERE id = $1 AND username = $2"""
+# Giving a name or a mark back only while the job is still at this attempt: one that outlived its turn (its lock
+# taken over) must not take back what the attempt that took over is using.
+_GIVE_BACK = f"""UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now()
+WHERE id = $1 AND username = $2 AND {in_turn(3)}"""
 _MARK_ATTEMPT = "UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1"
-_FORGET_ATTEMPT = """UPDATE services SET create_attempted_at = NULL, updated_at = now() WHERE id = $1 AND username = $2"""
+_FORGET_ATTEMPT = f"""UPDATE services SET create_attempted_at = NULL, updated_at = now()
+WHERE id = $1 AND username = $2 AND {in_turn(3)}"""
 
 #: createacct's failures that are WHM's own answer (metadata.result 0, as _create names it, or our credentials
 #: refused): the call is over and created nothing. whm_bad_response is not one: a 200 that is not WHM's envelope
@@ -65,8 +69,8 @@ _TAKEN_PREFIXES = """SELECT left(username, 8) FROM services
 WHERE server_id = $1 AND username IS NOT NULL AND status <> 'terminated' AND starts_with(username, $2)"""
 
 
-async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record,
-                        whm: WhmPort) -> tuple[str, bool]:
+async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record, whm: WhmPort,
+                        ticket: Ticket | None) -> tuple[str, bool]:
     """Choose a username, store it (marking a createacct as possible) and check WHM has it free; return it, and
     whether it was chosen here (False: another delivery of the job had stored one first).
 
@@ -95,12 +99,12 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
         try:
             free = await whm.verify_new_username(candidate)
         except Exception:  # WHM did not answer: no createacct went out under the name, so nothing is in doubt
-            await db.execute(_GIVE_BACK, service["id"], candidate)
+            await db.execute(_GIVE_BACK, service["id"], candidate, *turn_args(ticket))
             raise
         if free:
             return candidate, True
         # WHM has it (not ours: we never called createacct)
-        await db.execute(_GIVE_BACK, service["id"], candidate)
+        await db.execute(_GIVE_BACK, service["id"], candidate, *turn_args(ticket))
         refused += 1
         if refused >= WHM_REFUSALS_MAX:
             break
@@ -160,8 +164,11 @@ async def provision_account(db: asyncpg.Connection | asyncpg.Pool, service_id: u
 
 
 async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record | None,
-                         whm_for: Callable[[WhmServer | ServerRef], WhmPort]) -> dict:
-    """Make the service's WHM account exist exactly once (`service`: its LOAD_SERVICE row); ACTIVATE follows."""
+                         whm_for: Callable[[WhmServer | ServerRef], WhmPort], ticket: Ticket | None = None) -> dict:
+    """Make the service's WHM account exist exactly once (`service`: its LOAD_SERVICE row); ACTIVATE follows.
+
+    `ticket`: the job's attempt that runs it; a name is given back only while the job is still at it.
+    """
     if service is None:
         raise NotFound("the job's service no longer exists")
     service_id, username, domain = service["id"], service["username"], service["domain"]
@@ -173,7 +180,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
     whm = whm_for(server)
     verified = chosen_here = username is None
     if verified:
-        username, chosen_here = await _fix_username(db, service, whm)
+        username, chosen_here = await _fix_username(db, service, whm, ticket)
     if service["create_attempted_at"] is not None:  # a createacct may have happened: ask WHM first (adopt rule)
         adopted = await _ask_after_create_in_doubt(whm, username, domain)
     elif verified or await whm.verify_new_username(username):
@@ -189,8 +196,8 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
         except PermanentIntegrationError as exc:
             if exc.code in _CREATE_REFUSED and service["create_attempted_at"] is None:
-                given_back = await _refused_first_create(db, service_id, username, exc, chosen_here=chosen_here,
-                                                         kept=not verified)
+                given_back = await _refused_first_create(db, service_id, username, exc, ticket,
+                                                         chosen_here=chosen_here, kept=not verified)
                 if given_back is not None:
                     raise given_back from exc
             raise
@@ -199,17 +206,17 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
 
 
 async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, service_id: uuid.UUID, username: str,
-                                exc: PermanentIntegrationError, *, chosen_here: bool,
+                                exc: PermanentIntegrationError, ticket: Ticket | None, *, chosen_here: bool,
                                 kept: bool) -> PermanentIntegrationError | None:
     """WHM refused the service's first createacct, so nothing of ours exists: unmark the attempt, and give back a
     name hostq chose in this attempt (the error to raise instead, saying so). `kept`: the reseller's name, or one
     an earlier attempt fixed."""
     if chosen_here:
-        await db.execute(_GIVE_BACK, service_id, username)
+        await db.execute(_GIVE_BACK, service_id, username, *turn_args(ticket))
         return PermanentIntegrationError(
             exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again)")
     if kept:
-        await db.execute(_FORGET_ATTEMPT, service_id, username)
+        await db.execute(_FORGET_ATTEMPT, service_id, username, *turn_args(ticket))
     return None
 
 

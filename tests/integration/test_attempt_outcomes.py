@@ -15,7 +15,9 @@ from sqlalchemy import select, update
 
 from domain.db import session_scope
 from domain.jobs import tracking
+from domain.errors import TransientIntegrationError
 from domain.jobs.models import Job, JobAttempt
+from domain.provisioning import accounts
 from domain.provisioning.actions import run_action
 from domain.services.models import Service
 from tests.integration.helpers import add_region, customer_and_plan, order_body
@@ -61,16 +63,16 @@ async def _active_service(client, sessions, settings) -> tuple[str, FakeWhm]:
     return order["service"]["id"], FakeWhm(username, order["service"]["domain"])
 
 
-async def _start(pool, job_id: uuid.UUID) -> tracking.Ticket:
-    row = await tracking.start_fresh(pool, job_id)
-    return tracking.Ticket(row["hostq_round"], row["hostq_attempt"])
+async def _start(pool, job_id: uuid.UUID, sql: str | None = None, resource_id=None):
+    row = await tracking.start_fresh(pool, job_id, sql=sql, resource_id=resource_id)
+    return tracking.Ticket(job_id, row["hostq_round"], row["hostq_attempt"])
 
 
 async def _started_again(sessions, job_id: uuid.UUID) -> tracking.Ticket:
     """The job's message redelivered to another worker while this attempt still runs (its lock taken over)."""
     async with session_scope(sessions) as session:
         job = await tracking.start_attempt(session, job_id)
-        return tracking.Ticket(job.round, job.attempts)
+        return tracking.Ticket(job_id, job.round, job.attempts)
 
 
 async def _service(sessions, service_id: str) -> Service:
@@ -83,9 +85,8 @@ async def _job(sessions, job_id: uuid.UUID) -> Job:
         return await session.get(Job, job_id)
 
 
-async def _finish(pool, job_id: uuid.UUID, ticket: tracking.Ticket, outcome: tracking.Outcome,
-                  service_id: str) -> None:
-    await tracking.finish_success(pool, job_id, ticket, outcome.result, sql=tracking.finish_sql(outcome.completes),
+async def _finish(pool, ticket: tracking.Ticket, outcome: tracking.Outcome, service_id: str) -> None:
+    await tracking.finish_success(pool, ticket, outcome.result, sql=tracking.finish_sql(outcome.completes),
                                   resource_id=uuid.UUID(service_id), args=outcome.args)
 
 
@@ -110,12 +111,12 @@ async def test_an_actions_change_to_its_service_commits_with_the_jobs_success_an
     assert (await _service(sessions, service_id)).status == "active"
 
     second = await _started_again(sessions, job_id)
-    await _finish(pool, job_id, first, outcome, service_id)  # the first attempt outlived its turn
+    await _finish(pool, first, outcome, service_id)  # the first attempt outlived its turn
     service = await _service(sessions, service_id)
     assert (service.status, service.plan_code) == ("active", before.plan_code)
     assert (await _job(sessions, job_id)).status == "running"
 
-    await _finish(pool, job_id, second, await run_action(sessions, job_id, lambda server: whm), service_id)
+    await _finish(pool, second, await run_action(sessions, job_id, lambda server: whm), service_id)
     service, job = await _service(sessions, service_id), await _job(sessions, job_id)
     assert whm.calls == ["suspendacct" if action == "suspend" else "changepackage"]  # asked WHM first: once
     if action == "suspend":
@@ -133,15 +134,50 @@ async def test_an_attempt_that_outlived_its_turn_records_no_failure(client, sess
     error = tracking.JobError("whm_unavailable", "WHM answered 503", retryable=False)
 
     async with session_scope(sessions) as session:
-        assert await tracking.finish_error(session, job_id, first, error) is None
+        assert await tracking.finish_error(session, first, error) is None
     job = await _job(sessions, job_id)
     assert (job.status, job.attempts, job.error_code) == ("running", 2, None)
 
     async with session_scope(sessions) as session:
-        recorded = await tracking.finish_error(session, job_id, second, error)
+        recorded = await tracking.finish_error(session, second, error)
     assert (recorded.status, recorded.attempt) == ("failed", 2)
     async with sessions() as session:
         attempts = (await session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)
                                           .order_by(JobAttempt.attempt))).all()
     assert [(a.attempt, a.outcome, a.error_code) for a in attempts] == [
         (1, "retrying", "worker_lost"), (2, "failed", "whm_unavailable")]
+
+
+class SilentVerify:
+    """A WHM whose verify_new_username does not answer; with `take_over`, the job is started again elsewhere
+    while it waits (this attempt's lock taken over)."""
+
+    def __init__(self, take_over=None) -> None:
+        self.take_over = take_over
+
+    async def verify_new_username(self, user: str) -> bool:
+        if self.take_over is not None:
+            await self.take_over()
+        raise TransientIntegrationError("whm_timeout", "WHM did not answer verify_new_username")
+
+
+@pytest.mark.parametrize("taken_over", [False, True])
+async def test_a_username_is_given_back_only_by_the_attempt_whose_turn_it_is(
+        taken_over, client, sessions, settings, pool):
+    """WHM did not answer verify_new_username, so nothing went out under the name: the attempt gives it back, for
+    a retry to choose again. Not once its turn is over: the attempt that took over may be creating the account
+    under that name already."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    ticket = await _start(pool, job_id)
+    whm = SilentVerify((lambda: _started_again(sessions, job_id)) if taken_over else None)
+    with pytest.raises(TransientIntegrationError):
+        await accounts.create_account(pool, await pool.fetchrow(accounts.LOAD_SERVICE, service_id),
+                                      lambda server: whm, ticket)
+    service = await _service(sessions, str(service_id))
+    if taken_over:
+        assert service.username is not None and service.create_attempted_at is not None
+    else:
+        assert service.username is None and service.create_attempted_at is None

@@ -320,7 +320,7 @@ async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessi
         await session.execute(update(Service).where(Service.id == service_id).values(status="provisioning"))
     pool = SystemPool(settings.database_url, max_size=1)  # the workers' pool, as the attempt has it
     try:
-        await tracking.finish_success(await pool.get(), job_id, tracking.Ticket(1, 1), {"late": True},
+        await tracking.finish_success(await pool.get(), tracking.Ticket(job_id, 1, 1), {"late": True},
                                       sql=tracking.finish_sql(ACTIVATE),
                                       resource_id=service_id)
     finally:
@@ -336,11 +336,11 @@ async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_bro
     from domain.jobs import tracking
     real, cut = tracking.finish_success, set()
 
-    async def connection_cut_once(db, job_id, ticket, result, **kwargs):
-        if job_id not in cut:
-            cut.add(job_id)
+    async def connection_cut_once(db, ticket, result, **kwargs):
+        if ticket.job_id not in cut:
+            cut.add(ticket.job_id)
             raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
-        return await real(db, job_id, ticket, result, **kwargs)
+        return await real(db, ticket, result, **kwargs)
 
     monkeypatch.setattr(tracking, "finish_success", connection_cut_once)
     job = await _run(sessions, worker_broker, ["ok"], max_attempts=3)
