@@ -13,6 +13,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from domain.db import CURRENT_TENANT
 from domain.tenants import signing
 from api.principals import Cached
+from api.problems import BODY_KEY
 from domain.crypto import hash_api_key
 from domain.tenants.service import Principal, resolve_key
 
@@ -40,6 +41,7 @@ class SignatureAuthMiddleware(ASGIMiddleware):
             body = b""  # nothing was sent: spare reading the (empty) stream
         else:
             body = await request.body()  # cached in the connection state for the handler
+            scope[BODY_KEY] = body  # type: ignore[literal-required]  # for api/problems.py
         presented = _presented(wanted)
         key_hash = hash_api_key(presented[0])
         caller, cached = await self._authenticate(request, scope, body, presented, key_hash)

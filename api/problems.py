@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -87,6 +88,38 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     return out
 
 
+#: Where api/auth.py leaves a /v1 request's raw body (it reads it to check the signature) for this module.
+BODY_KEY = "hostq.body"
+_NUL = "may not contain NUL characters"
+
+
+def _nul_fields(request: Request) -> list[dict[str, str]]:
+    """The query parameters and JSON body fields whose text holds a NUL character, which Postgres refuses in text:
+    `items[0].description`, as the other validation errors name fields."""
+    found = [{"field": name, "message": _NUL} for name, value in request.query_params.multi_items()
+             if "\x00" in value]
+    body = request.scope.get(BODY_KEY)
+    if not body or b"\\u0000" not in body:  # JSON can carry a NUL only as that escape
+        return found
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return found
+
+    def walk(value: object, path: str) -> None:
+        if isinstance(value, str) and "\x00" in value:
+            found.append({"field": path or "body", "message": _NUL})
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
+
+    walk(data, "")
+    return found
+
+
 def handle(request: Request, exc: Exception) -> Response:
     """Map any exception to its problem; a 500 never carries a trace."""
     if isinstance(exc, errors.Misconfigured):
@@ -106,8 +139,10 @@ def handle(request: Request, exc: Exception) -> Response:
     sqlstate = str(getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
     if isinstance(exc, DataError) or sqlstate.startswith("22"):
         # Postgres refused a value (e.g. a NUL character in text): bad input, not a server fault.
-        return problem(request, 400, "validation_error", "Validation failed", "a value is not acceptable "
-                       "(for example, text may not contain NUL characters)")
+        fields = _nul_fields(request)
+        detail = ("text may not contain NUL characters" if fields
+                  else "a value is not acceptable (for example, text may not contain NUL characters)")
+        return problem(request, 400, "validation_error", "Validation failed", detail, field_errors=fields)
     if sqlstate == "23514" and "has no room for another service" in str(exc):
         # The live-service counter's backstop (migration 0011): a path reached it without checking room first.
         log.warning("server capacity backstop refused a change (request_id=%s): %s", request_id(request.scope),

@@ -178,12 +178,18 @@ async def test_jobs_of_another_tenant_are_404(app, client, sessions, settings):
         assert (await other.get("/v1/jobs/not-an-id")).status_code == 404
 
 
-async def test_nul_characters_are_bad_input_not_server_errors(client):
-    for response in (await client.get("/v1/customers?external_id=%00"),
-                     await client.post("/v1/customers", json={"name": "A\x00", "email": "a@example.com"}),
-                     await client.get("/v1/jobs?kind=%00")):
+async def test_nul_characters_are_bad_input_named_in_errors_not_server_errors(client):
+    for response, fields in (
+            (await client.get("/v1/customers?external_id=%00"), ["external_id"]),
+            (await client.post("/v1/customers", json={"name": "A\x00", "email": "a@example.com"}), ["name"]),
+            (await client.post("/v1/customers", json={"name": "A", "email": "a@example.com",
+                                                      "external_id": "x\x00"}), ["external_id"])):
         assert response.status_code == 400, response.text
-        assert response.json()["code"] == "validation_error"
+        body = response.json()
+        assert body["code"] == "validation_error" and "NUL" in body["detail"]
+        assert [e["field"] for e in body["errors"]] == fields, body
+    unknown_kind = (await client.get("/v1/jobs?kind=%00")).json()
+    assert unknown_kind["code"] == "validation_error" and unknown_kind["errors"][0]["field"] == "kind"
 
 
 async def test_a_customer_filter_that_is_not_an_id_matches_nothing(client, sessions, settings):
