@@ -254,12 +254,12 @@ class JobStateMiddleware(dramatiq.Middleware):
             return
         self._retrying.next = None
         job_id = message.options["job_id"]
-        get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), delay))
+        get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), retry[1], delay))
         due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay))
         log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
 
-    async def _noted(self, job_id: uuid.UUID, delay: int) -> None:
-        await tracking.note_next_attempt(await self._db().get(), job_id, delay)
+    async def _noted(self, job_id: uuid.UUID, failed: tracking.FailedAttempt, delay: int) -> None:
+        await tracking.note_next_attempt(await self._db().get(), job_id, failed, delay)
 
 
 def _failed_attempt(job_id: str, outcome: tracking.FailedAttempt) -> str:

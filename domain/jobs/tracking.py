@@ -49,8 +49,10 @@ class Ticket:
 
 #: A condition for a statement that gives something back (a username) during an attempt: true only while the job
 #: is still at that attempt ($n, $n+1, $n+2: a Ticket's job id, round and attempt; a NULL job id: no job, always).
+#: FOR SHARE: the job's row is read as it is now, not as the statement's snapshot had it (the statement may have
+#: waited for the row it changes meanwhile), and an attempt starting meanwhile waits for this statement's commit.
 IN_TURN = ("(${0}::uuid IS NULL OR EXISTS (SELECT FROM jobs WHERE id = ${0} AND status = 'running' "
-           "AND round = ${1} AND attempts = ${2}))")
+           "AND round = ${1} AND attempts = ${2} FOR SHARE))")
 
 
 def in_turn(first: int) -> str:
@@ -83,6 +85,7 @@ class FailedAttempt:
     attempt: int
     max_attempts: int
     error: JobError
+    round: int
 
 
 def is_expected(exc: BaseException) -> bool:
@@ -270,10 +273,12 @@ async def finish_error(session: AsyncSession, ticket: Ticket, error: JobError) -
         job.finished_at = now
         await effects.on_failed(session, job)
     await _close_attempt(session, job, outcome, error)
-    return FailedAttempt(outcome, job.kind, job.attempts, job.max_attempts, error)
+    return FailedAttempt(outcome, job.kind, job.attempts, job.max_attempts, error, job.round)
 
 
-async def note_next_attempt(db: asyncpg.Pool, job_id: uuid.UUID, delay_ms: int) -> None:
-    """Record when the broker will deliver the job's next attempt."""
-    await db.execute("UPDATE jobs SET next_attempt_at = $2 WHERE id = $1 AND status = 'retrying'",
-                     job_id, _now() + timedelta(milliseconds=delay_ms))
+async def note_next_attempt(db: asyncpg.Pool, job_id: uuid.UUID, failed: FailedAttempt, delay_ms: int) -> None:
+    """Record when the broker will deliver the job's next attempt, after the `failed` one (unless the job has
+    moved on since: a later attempt's note is not overwritten by a late one)."""
+    await db.execute("UPDATE jobs SET next_attempt_at = $2 WHERE id = $1 AND status = 'retrying' "
+                     "AND round = $3 AND attempts = $4",
+                     job_id, _now() + timedelta(milliseconds=delay_ms), failed.round, failed.attempt)

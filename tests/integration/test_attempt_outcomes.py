@@ -7,6 +7,7 @@ elsewhere) records neither success nor failure: the attempt that took over owns 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import datetime, timezone
 
@@ -15,6 +16,7 @@ from sqlalchemy import select, update
 
 from domain.db import session_scope
 from domain.jobs import tracking
+from domain.pg import connect
 from domain.errors import TransientIntegrationError
 from domain.jobs.models import Job, JobAttempt
 from domain.provisioning import accounts
@@ -181,3 +183,70 @@ async def test_a_username_is_given_back_only_by_the_attempt_whose_turn_it_is(
         assert service.username is not None and service.create_attempted_at is not None
     else:
         assert service.username is None and service.create_attempted_at is None
+
+
+async def _waiting_for_a_lock(settings, query: str) -> None:
+    watcher = await connect(settings.database_url)  # the database's owner: sees every session's query
+    try:
+        await _poll_waiting(watcher, query)
+    finally:
+        await watcher.close()
+
+
+async def _poll_waiting(watcher, query: str) -> None:
+    for _ in range(200):
+        if await watcher.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                               "AND query = $1", query):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the statement never waited")
+
+
+async def test_a_give_back_that_waited_for_its_row_is_not_applied_under_an_attempt_that_started_meanwhile(
+        client, sessions, settings, pool):
+    """The give-back waits for the service's row (another transaction holds it) while the job is started again
+    elsewhere: either the new attempt starts first and nothing is given back, or it waits and loads what was given
+    back; never does it load a name that is then taken from under it."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    first = await _start(pool, job_id)
+    username = f"u{uuid.uuid4().hex[:7]}"
+    await pool.execute("UPDATE services SET username = $2, create_attempted_at = now() WHERE id = $1",
+                       service_id, username)
+    others = SystemPool(settings.database_url, max_size=3)
+    db = await others.get()
+    try:
+        async with db.acquire() as holder, holder.transaction():
+            await holder.execute("SELECT FROM services WHERE id = $1 FOR UPDATE", service_id)
+            give_back = asyncio.create_task(db.execute(accounts._GIVE_BACK, service_id, username,
+                                                       *tracking.turn_args(first)))
+            await _waiting_for_a_lock(settings, accounts._GIVE_BACK)
+
+            async def takes_over() -> str | None:
+                await _started_again(sessions, job_id)
+                return await db.fetchval("SELECT username FROM services WHERE id = $1", service_id)
+            second = asyncio.create_task(takes_over())
+            await asyncio.sleep(0.3)
+        seen_by_second = await second
+        await give_back
+    finally:
+        await others.close()
+    assert (await _service(sessions, str(service_id))).username == seen_by_second
+
+
+async def test_a_late_note_of_when_the_next_attempt_is_due_leaves_a_later_attempts_alone(
+        client, sessions, settings, pool):
+    service_id, _ = await _active_service(client, sessions, settings)
+    job_id = uuid.UUID((await client.post(f"/v1/services/{service_id}/suspend")).json()["job"]["id"])
+    error = tracking.JobError("whm_unavailable", "WHM answered 503", retryable=True)
+    failed = []
+    for _ in range(2):
+        ticket = await _started_again(sessions, job_id)
+        async with session_scope(sessions) as session:
+            failed.append(await tracking.finish_error(session, ticket, error))
+    await tracking.note_next_attempt(pool, job_id, failed[1], 60_000)
+    noted = (await _job(sessions, job_id)).next_attempt_at
+    await tracking.note_next_attempt(pool, job_id, failed[0], 1)  # the first attempt's note, late
+    assert (await _job(sessions, job_id)).next_attempt_at == noted and noted is not None

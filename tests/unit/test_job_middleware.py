@@ -14,7 +14,7 @@ _ERROR = JobError("whm_unavailable", "WHM answered 503", True)
 
 
 def _failed(status: str) -> FailedAttempt:
-    return FailedAttempt(status, "provision.create", 2, 3, _ERROR)
+    return FailedAttempt(status, "provision.create", 2, 3, _ERROR, 1)
 
 
 def _message(job_id: str) -> SimpleNamespace:
