@@ -140,7 +140,10 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
         failed = [j for j, job in final.items() if job["status"] == "failed" and j not in skipped]
         if not failed:
             break
-        cleared += [_clear_leftover_user(stack, final[j]) for j in failed if final[j]["error"]["code"] == "whm_username_taken"]
+        # Once per service: a service provisioned again after its create failed on the user can have two such
+        # failed creates (the older one, superseded, is then skipped by the retry with the reason).
+        on_user = {final[j]["resource"]["id"]: j for j in failed if final[j]["error"]["code"] == "whm_username_taken"}
+        cleared += [_clear_leftover_user(stack, final[j]) for j in on_user.values()]
         outcome = stack.procs.run("jobs", "retry", *failed)
         skipped.update({s["id"]: s["reason"] for s in outcome["skipped"]})
         final.update(_wait_finished(stack, outcome["retried"]))
