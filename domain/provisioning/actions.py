@@ -68,7 +68,7 @@ async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UU
     return await handler(sessions, job, service, whm_for(server) if server else None)
 
 
-async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
+async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> Outcome:
     if service.status != rules.ACTIVE:
         raise InvalidState(rules.refusal("suspend", service.status))
     account = await _existing_account(whm, service)
@@ -78,7 +78,7 @@ async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
                     job.args.get("suspended_reason", "reseller"), {rules.ACTIVE})
 
 
-async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
+async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> Outcome:
     if service.status != rules.SUSPENDED:
         raise InvalidState(rules.refusal("unsuspend", service.status))
     account = await _existing_account(whm, service)
@@ -88,7 +88,7 @@ async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> dict
                     {rules.SUSPENDED})
 
 
-async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) -> dict:
+async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) -> Outcome:
     outcome = "nothing_to_remove"
     has_account = service.status in (rules.ACTIVE, rules.SUSPENDED) or service.create_attempted_at is not None
     if whm is not None and service.username and has_account:
@@ -103,7 +103,7 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) 
     return _becomes({"service_id": str(service.id), "outcome": outcome}, rules.TERMINATED, None, live)
 
 
-async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> dict:
+async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> dict | Outcome:
     async with session_scope(sessions) as session:
         plan = await session.get(Plan, uuid.UUID(job.args["plan_id"]))
     if service.plan_id == plan.id:
