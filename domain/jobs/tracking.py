@@ -51,13 +51,13 @@ class Ticket:
 #: is still at that attempt ($n, $n+1, $n+2: a Ticket's job id, round and attempt; a NULL job id: no job, always).
 #: FOR SHARE: the job's row is read as it is now, not as the statement's snapshot had it (the statement may have
 #: waited for the row it changes meanwhile), and an attempt starting meanwhile waits for this statement's commit.
-IN_TURN = ("(${0}::uuid IS NULL OR EXISTS (SELECT FROM jobs WHERE id = ${0} AND status = 'running' "
+_IN_TURN = ("(${0}::uuid IS NULL OR EXISTS (SELECT FROM jobs WHERE id = ${0} AND status = 'running' "
            "AND round = ${1} AND attempts = ${2} FOR SHARE))")
 
 
 def in_turn(first: int) -> str:
-    """IN_TURN with its parameters from $first on."""
-    return IN_TURN.format(first, first + 1, first + 2)
+    """The condition (_IN_TURN) with its parameters from $first on."""
+    return _IN_TURN.format(first, first + 1, first + 2)
 
 
 def turn_args(ticket: Ticket | None) -> tuple:
