@@ -18,6 +18,9 @@ from domain.pg import LazyPool
 from domain.settings import Settings
 from workers.dispatch import make_broker
 
+#: The API's ORM engine: connections kept, and more under bursts (HOSTQ_API_DB_POOL's pool serves the hot paths).
+ORM_POOL, ORM_OVERFLOW = 5, 10
+
 
 @dataclass
 class Resources:
@@ -46,7 +49,7 @@ class Resources:
         # The hot paths use `pg` (HOSTQ_API_DB_POOL, default 50, kept open; a keyed POST holds one from its
         # claim to its commit: fewer than the concurrent requests queue them and stretch the p99); the ORM's
         # pool serves the rest (5 kept, 10 more under bursts).
-        engine = make_engine(settings.database_url, pool_size=5, max_overflow=10, scope="tenant")
+        engine = make_engine(settings.database_url, pool_size=ORM_POOL, max_overflow=ORM_OVERFLOW, scope="tenant")
         sessions = make_sessionmaker(engine)
         reads = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
                                    autoflush=False)

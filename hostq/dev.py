@@ -17,7 +17,42 @@ import httpx
 
 from domain.errors import Conflict
 from domain.migrate import upgrade
+from domain.pg import connect
 from domain.settings import DEV_KEK_FILE, load_settings
+
+#: Postgres connections left free for operator commands, migrations and psql while `hostq dev` runs.
+SPARE_CONNECTIONS = 5
+#: The smallest API pool `hostq dev` gives, whatever is left (with a warning when that is too little).
+MIN_API_POOL = 10
+
+
+def _api_pool(settings, workers: int) -> int | None:
+    """HOSTQ_API_DB_POOL for this run's API: what Postgres's `max_connections` leaves once the workers, the
+    scheduler, the API's ORM engine and a spare few have their most, capped at the setting's default (None:
+    the environment sets it, and wins). The default of 50 is sized for an API on a database of its own; here
+    every process shares one Postgres, and a burst must not run it out of connections."""
+    if os.environ.get("HOSTQ_API_DB_POOL"):
+        return None
+    from api.resources import ORM_OVERFLOW, ORM_POOL
+    from schedules.clock import PROCESS_CONNECTIONS as SCHEDULER
+    from workers.runtime import PROCESS_CONNECTIONS as WORKER
+
+    async def limits() -> tuple[int, int]:
+        conn = await connect(settings.database_url)
+        try:
+            return (int(await conn.fetchval("SHOW max_connections")),
+                    int(await conn.fetchval("SHOW superuser_reserved_connections")))
+        finally:
+            await conn.close()
+
+    allowed, reserved = asyncio.run(limits())
+    others = workers * WORKER + SCHEDULER + ORM_POOL + ORM_OVERFLOW
+    left = allowed - reserved - SPARE_CONNECTIONS - others
+    if left < MIN_API_POOL:
+        print(f"hostq: Postgres allows {allowed - reserved} connections and this run's processes may open up to "
+              f"{others + MIN_API_POOL}: raise max_connections or start fewer regions", file=sys.stderr)
+    return max(MIN_API_POOL, min(settings.api_db_pool, left))
+
 
 #: Where `hostq dev`'s fake WHMs keep their accounts, in the directory it runs in.
 SANDBOX_STATE_DIR = DEV_KEK_FILE.parent / "sandbox"
@@ -224,6 +259,8 @@ def run_dev(args) -> None:
         if retired:
             print(f"hostq: disabled fake WHM servers of earlier runs in region(s) {', '.join(retired)}", file=sys.stderr)
         _warn_foreign_secrets(settings)
+        if (pool := _api_pool(settings, workers=1 + len(regions))) is not None:
+            os.environ["HOSTQ_API_DB_POOL"] = str(pool)
         children.append(_Child("the API", ["api", "--port", str(args.port)]))
         children.append(_Child("the general worker", ["worker"]))
         for region in regions:

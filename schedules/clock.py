@@ -28,6 +28,9 @@ LEADER_TTL_MS = 15_000
 EXPIRE_KEYS_EVERY_S = 3600.0
 #: How often the stalled-job sweep runs (at most; more often when HOSTQ_RESEND_STALLED_S is shorter).
 RESEND_EVERY_S = 60.0
+#: Postgres connections: the ORM engine's (kept, and as many more under bursts) and the key sweep's pool.
+ORM_POOL, KEYS_POOL = 2, 1
+PROCESS_CONNECTIONS = 2 * ORM_POOL + KEYS_POOL
 
 
 async def _send_found(sessions, broker, find, mark) -> int:
@@ -100,9 +103,9 @@ def _stopper() -> asyncio.Event:
 
 async def run(settings: Settings, *, leader: bool = True) -> None:
     """Tick until SIGTERM; only the leader acts (with `leader=False`, as `hostq relay`, act without a lock)."""
-    engine = make_engine(settings.database_url, pool_size=2)
+    engine = make_engine(settings.database_url, pool_size=ORM_POOL)
     sessions, broker = make_sessionmaker(engine), make_broker(settings)
-    keys_pool, expire_at, resend_at = LazyPool(settings.database_url, max_size=1, scope="system"), 0.0, 0.0
+    keys_pool, expire_at, resend_at = LazyPool(settings.database_url, max_size=KEYS_POOL, scope="system"), 0.0, 0.0
     client = PipelinedRedis(settings.redis_url, timeout_s=5)
     lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
     marker = f"{settings.namespace}:dramatiq:__marker__"  # with the broker's keys: a flush of them takes it too

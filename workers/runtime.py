@@ -20,6 +20,10 @@ from workers.pg import SystemPool
 #: Connections of the worker's SystemPool. An attempt takes one per statement (workers/middleware.py), so this
 #: bounds the statements in flight, not the attempts: threads waiting for WHM hold none.
 DB_CONNECTIONS = 10
+#: Connections of its ORM engine, kept (and as many more under bursts): the rest of the worker's statements.
+ORM_POOL = 5
+#: The most Postgres connections one worker process opens.
+PROCESS_CONNECTIONS = DB_CONNECTIONS + 2 * ORM_POOL
 
 
 @dataclass
@@ -55,7 +59,7 @@ def runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         settings = load_settings()
-        _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=5)),
+        _runtime = Runtime(settings=settings, sessions=make_sessionmaker(make_engine(settings.database_url, pool_size=ORM_POOL)),
                            db=SystemPool(settings.database_url, max_size=DB_CONNECTIONS),
                            redis=PipelinedRedis(settings.redis_url, timeout_s=5))
     return _runtime
