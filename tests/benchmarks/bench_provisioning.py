@@ -12,7 +12,9 @@ and no scheduler (nothing here needs the relay; without it no job is sent twice)
    `started_at` to the last `finished_at` (the primary figure, comparable with 1);
 3. hostq, end to end: N more orders with that worker running; jobs/s from the first 202 to the last job
    succeeded;
-4. raw Dramatiq again (sync: the baseline is the mean of 1 and 4), and the async no-op;
+4. raw Dramatiq again (sync: the baseline is the mean of 1 and 4), the async no-op, and the sync no-op end
+   to end (a diagnostic: its worker running first, the messages sent meanwhile by a process of their own,
+   timed from the first send to the last message's end, as 3 is from the first 202);
 5. the floor (not hostq): N messages of an actor doing only two single-row UPDATEs and the two WHM calls
    (noop_actors.py `floor`), timed from its rows like hostq's jobs: what the least I/O of a recorded
    attempt costs on this machine.
@@ -260,6 +262,50 @@ async def measure_noop(stack: Stack, name: str, queue: str, count: int, args) ->
             "cpu_percent": cpu}
 
 
+async def measure_noop_end_to_end(stack: Stack, name: str, count: int, args) -> dict:
+    """The sync no-op as hostq's end-to-end phase runs: the worker started first (and warmed up by one
+    message), then `count` messages sent by a process of their own (as the API sends hostq's jobs) while it
+    runs; jobs/s from the first send to the last message's end. A diagnostic beside the issue's baseline."""
+    noop = noop_module(stack)
+    done_key, first_key, last_key = noop.tally_keys("noop")
+    env = {"PYTHONPATH": str(ROOT), "BENCH_NOOP_NAMESPACE": noop.NAMESPACE, "REDIS_URL": REDIS_URL,
+           "BENCH_BROKER_URL": stack.broker_url}
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.delete(done_key, first_key, last_key)
+        stack.start(name, [sys.executable, "-m", "dramatiq", "tests.benchmarks.noop_actors", "--processes", "1",
+                           "--threads", str(args.threads), "--queues", "noop"], env=env)
+        noop.noop.send(-1)
+        deadline = time.monotonic() + 30
+        while not client.get(done_key):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}: the worker did not run its warm-up message in 30 s")
+            await asyncio.sleep(0.02)
+        client.delete(done_key, first_key, last_key)
+        print(f"{name}: {count} messages, worker running ...", file=sys.stderr)
+        meter = CpuMeter({"worker": lambda: descendants(stack.processes[name].pid), **broker_meters(stack)})
+        sender = subprocess.Popen([sys.executable, "-m", "tests.benchmarks.noop_actors", str(count)],
+                                  env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
+
+        async def probe() -> Progress:
+            finished = int(client.get(done_key) or 0)
+            return Progress(finished, finished)
+        cpu = await wait_drained(probe, count, meter, timeout=args.timeout, every=0.01)
+        out, _ = sender.communicate(timeout=30)
+        if sender.returncode != 0:
+            raise RuntimeError(f"{name}: the sender exited with {sender.returncode}")
+        sent = json.loads(out.strip().splitlines()[-1])
+        last = float(client.get(last_key))
+        stack.stop(name)
+    finally:
+        client.close()
+    seconds = last - sent["first_send"]
+    cpu["sender"] = round(100 * sent["cpu_s"] / seconds, 1)  # it exits before the meter reads: its own count
+    return {"jobs": count, "seconds": round(seconds, 3), "jobs_per_s": rate(count, seconds),
+            "cpu_ms_per_job": cpu_per_job(cpu, seconds, count), "send_rate": rate(count, sent["seconds"]),
+            "cpu_percent": cpu}
+
+
 FLOOR_COUNTS = """SELECT count(*) FILTER (WHERE status = 'succeeded') AS done,
     count(*) FILTER (WHERE status <> 'queued') AS begun,
     extract(epoch FROM min(started_at))::float8 AS first_start,
@@ -321,6 +367,8 @@ async def run(stack: Stack, args) -> list[dict[str, dict]]:
         results.update(await measure_hostq(stack, ports, creds, customer_id, args, round_no))
         results["noop_sync_2"] = await measure_noop(stack, f"noop-2-{round_no}", "noop", baseline, args)
         results["noop_async"] = await measure_noop(stack, f"noop-async-{round_no}", "noop_async", baseline, args)
+        results["noop_sync_end_to_end"] = await measure_noop_end_to_end(stack, f"noop-e2e-{round_no}", baseline,
+                                                                         args)
         results["floor"] = await measure_floor(stack, ports, args.jobs, args, round_no)
         rounds.append(results)
     return rounds
@@ -336,6 +384,8 @@ def ratios(results: dict[str, dict]) -> dict[str, float | None]:
             "hostq_queued_over_noop_async": ratio(results["hostq_queued"]["jobs_per_s"] or 0,
                                                   results["noop_async"]["jobs_per_s"] or 0),
             "noop_sync_2_over_1": ratio(sync[1], sync[0]),
+            "hostq_end_to_end_over_noop_end_to_end": ratio(results["hostq_end_to_end"]["jobs_per_s"] or 0,
+                                                           results["noop_sync_end_to_end"]["jobs_per_s"] or 0),
             "floor_over_noop_sync": ratio(results["floor"]["jobs_per_s"] or 0, baseline),
             "hostq_queued_over_floor": ratio(results["hostq_queued"]["jobs_per_s"] or 0,
                                              results["floor"]["jobs_per_s"] or 0)}
@@ -343,7 +393,8 @@ def ratios(results: dict[str, dict]) -> dict[str, float | None]:
 
 LABELS = {"noop_sync_1": "raw Dramatiq no-op, sync (1)", "hostq_queued": "hostq provision.create, queued",
           "hostq_end_to_end": "hostq end to end (from 1st 202)", "noop_sync_2": "raw Dramatiq no-op, sync (2)",
-          "noop_async": "raw Dramatiq no-op, async", "floor": "floor: 2 UPDATEs + 2 WHM calls"}
+          "noop_async": "raw Dramatiq no-op, async",
+          "noop_sync_end_to_end": "no-op, sent while worker runs", "floor": "floor: 2 UPDATEs + 2 WHM calls"}
 TARGET = 0.4
 
 
@@ -368,6 +419,9 @@ def print_table(results: dict[str, dict], rates: dict) -> None:
     print(f"hostq / raw Dramatiq (sync no-op, mean of 2 = {rates['noop_sync_mean_jobs_per_s']:.0f} jobs/s): "
           f"{verdicts(rates)}; queued vs the async no-op x{rates['hostq_queued_over_noop_async']}; "
           f"baseline drift (2nd/1st) x{rates['noop_sync_2_over_1']}")
+    print(f"end to end against the no-op also sent while its worker runs (a diagnostic, not the issue's baseline): "
+          f"x{rates['hostq_end_to_end_over_noop_end_to_end']} (the sender sent "
+          f"{results['noop_sync_end_to_end']['send_rate']:.0f} messages/s)")
     print(f"floor / raw Dramatiq (sync): x{rates['floor_over_noop_sync']}: the least I/O of a recorded attempt "
           f"already costs this much; hostq queued / floor: x{rates['hostq_queued_over_floor']}")
 
@@ -399,7 +453,8 @@ def main() -> None:
     if len(rounds) > 1:
         print(f"\nmedian of {len(rounds)} rounds: {verdicts(median)}; queued vs the async no-op "
               f"x{median['hostq_queued_over_noop_async']}; floor / sync no-op x{median['floor_over_noop_sync']}, "
-              f"hostq queued / floor x{median['hostq_queued_over_floor']}")
+              f"hostq queued / floor x{median['hostq_queued_over_floor']}; end to end / the no-op sent while "
+              f"running x{median['hostq_end_to_end_over_noop_end_to_end']}")
     config = {"jobs": args.jobs, "baseline_jobs": args.baseline_jobs or args.jobs, "threads": args.threads,
               "processes": args.processes, "concurrency": args.concurrency, "rounds": args.rounds,
               "broker": args.broker}

@@ -40,6 +40,17 @@ broker = setup_broker(Settings(redis_url=REDIS_URL, broker_url=BROKER_URL, names
 dramatiq.set_broker(broker)
 
 
+def send_all(count: int) -> None:
+    """`python -m tests.benchmarks.noop_actors COUNT`: send `count` no-op messages, one after the other (as one
+    API process sends its jobs); print when the first send began (unix seconds), and the seconds and CPU
+    seconds the sends took."""
+    first, cpu = time.time(), time.process_time()
+    for i in range(count):
+        noop.send(i)
+    print(json.dumps({"first_send": first, "seconds": time.time() - first, "cpu_s": time.process_time() - cpu}),
+          flush=True)
+
+
 def tally_keys(queue: str) -> tuple[str, str, str]:
     """The Redis keys counting a queue's processed messages: done, first start, last finish."""
     return f"{NAMESPACE}:{queue}:done", f"{NAMESPACE}:{queue}:first", f"{NAMESPACE}:{queue}:last"
@@ -108,3 +119,8 @@ async def floor(i: int, tag: str) -> None:
             {"Content-Type": "application/x-www-form-urlencoded"}, b"password=Floor-pass-1234",
             timeout=10, connect_timeout=2)).body)
         await db.execute("UPDATE bench_floor SET status = 'succeeded', finished_at = now() WHERE id = $1", i)
+
+
+if __name__ == "__main__":
+    import sys
+    send_all(int(sys.argv[1]))
