@@ -214,7 +214,9 @@ class JobStateMiddleware(dramatiq.Middleware):
         outcome = self._outcomes.pop(job_id, _UNRECORDED)
         if outcome is _UNRECORDED:
             # Recording failed too (the database is down?): Dramatiq's retry brings the message back, and
-            # the job row, still `running`, closes this attempt as lost when it does.
+            # the job row, still `running`, closes this attempt as lost when it does. The limit an earlier
+            # delivery set (one more retry than it had) would make Retries drop it: the backstop decides again.
+            message.options.pop("max_retries", None)
             return
         retries = message.options.get("retries", 0)
         retrying = outcome is not None and outcome.status == rules.RETRYING

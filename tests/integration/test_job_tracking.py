@@ -347,3 +347,23 @@ async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_bro
     assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"done": 2}), job.error_message
     assert CALLS[str(job.id)] == 2  # the work ran again: for a create, the adopt rule finds the account
     assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "succeeded", None)]
+
+
+async def test_an_unrecorded_outcome_on_a_later_delivery_is_retried_too(worker_broker, sessions, monkeypatch):
+    """The first attempt failed and was recorded (its message came back with Dramatiq's retry count raised to
+    let exactly one more delivery through); the second's outcome cannot be recorded. Its message must come back
+    again, not be dropped as out of retries with the job left `running` until the stalled-job sweep."""
+    from domain.jobs import tracking
+    real, cut = tracking.finish_success, set()
+
+    async def connection_cut_once(db, ticket, result, **kwargs):
+        if ticket.job_id not in cut:
+            cut.add(ticket.job_id)
+            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+        return await real(db, ticket, result, **kwargs)
+
+    monkeypatch.setattr(tracking, "finish_success", connection_cut_once)
+    job = await _run(sessions, worker_broker, ["transient", "ok"], max_attempts=4)
+    assert (job.status, job.attempts) == ("succeeded", 3), job.error_message
+    assert await _attempts(sessions, job.id) == [(1, "retrying", "whm_unavailable"), (2, "retrying", "worker_lost"),
+                                                 (3, "succeeded", None)]
