@@ -11,8 +11,17 @@ from domain.redis_pipe import PipelinedRedis
 
 log = logging.getLogger("hostq.locks")
 
-# Compare-and-act scripts: only the holder's token may renew or release.
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
+# Compare-and-act scripts: only the holder's token may renew or release. A renewal finding no key at all (Redis
+# restarted and kept nothing, or the hold lapsed unrenewed) takes the lock again rather than run on without it.
+_RENEW = """
+local current = redis.call('get', KEYS[1])
+if current == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if current then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 2
+"""
+#: What `renew` answers when the lock had vanished and was taken again.
+RETAKEN = 2
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 # Take the lock if free, or if its holder's worker has stopped beating (a killed worker never releases).
 _TAKE = """
@@ -55,9 +64,10 @@ class RedisLock:
         return bool(await self.client.call("EVAL", _TAKE, 2, self.key, heartbeats_key, self.token, self.ttl_ms,
                                            dead_before_ms))
 
-    async def renew(self) -> bool:
-        """Extend our hold; False when the lock is no longer ours."""
-        return bool(await self.client.call("EVAL", _RENEW, 1, self.key, self.token, self.ttl_ms))
+    async def renew(self) -> int:
+        """Extend our hold: 1, or RETAKEN when the lock had vanished (nobody held it) and is ours again; 0 (false)
+        when another holds it."""
+        return int(await self.client.call("EVAL", _RENEW, 1, self.key, self.token, self.ttl_ms))
 
     async def release(self) -> None:
         """Let go, only if we still hold it."""
@@ -108,7 +118,16 @@ class LockKeeper:
             held = list(self._held)
             # One turn of the loop: the pipelined client sends them in one write.
             renewed = await asyncio.gather(*(lock.renew() for lock in held), return_exceptions=True)
-            for lock, ok in zip(held, renewed):
-                if ok is False and lock in self._held:  # taken over (this worker looked dead), or lapsed
+            failed = [outcome for outcome in renewed if isinstance(outcome, BaseException)]
+            if failed:  # each lapses at its TTL unless a later turn renews it
+                log.warning("could not renew %d of %d held lock(s): %s; each lapses at its TTL unless renewed",
+                            len(failed), len(held), failed[0] or type(failed[0]).__name__)
+            for lock, outcome in zip(held, renewed):
+                if lock not in self._held:
+                    continue
+                if outcome == 0:  # taken over (this worker looked dead), or lapsed and taken by another
                     log.warning("lock %s is no longer held by this attempt: another delivery may act on its "
                                 "resource meanwhile", lock.key)
+                elif outcome == RETAKEN:
+                    log.warning("lock %s had vanished (Redis restarted, or a renewal came after its TTL) and was "
+                                "taken again: another delivery may have acted on its resource meanwhile", lock.key)

@@ -131,3 +131,35 @@ async def test_a_lock_whose_answer_was_lost_is_let_go_not_left_held(redis, key):
         await middleware._lock(None, uuid.uuid4())
     await middleware._keeper.drain()
     assert await redis.call("GET", key) is None
+
+
+async def test_a_lock_that_vanished_is_taken_again_by_its_holders_renewal(redis, key, caplog):
+    """Redis restarted and kept nothing: the attempt still running must hold its service's lock again, or
+    another delivery would take it and act on the service at the same time."""
+    lock, keeper = RedisLock(redis, key, ttl_ms=5000), LockKeeper(every_s=0.05)
+    assert await lock.acquire_new()
+    keeper.hold(lock)
+    await redis.call("DEL", key)  # what a restart of a Redis that keeps nothing on disk does to it
+    await asyncio.sleep(0.2)
+    other = RedisLock(redis, key, ttl_ms=5000)
+    assert not await other.acquire_new()
+    assert await redis.call("GET", key) == lock.token.encode()
+    assert f"lock {key} had vanished" in caplog.text
+    keeper.let_go(lock)
+    await keeper.drain()
+    assert await redis.call("GET", key) is None
+
+
+class _Unreachable:
+    """A Redis client whose every command fails, as when Redis is down."""
+
+    async def call(self, *args):
+        raise ConnectionError("Connection refused")
+
+
+async def test_a_renewal_that_cannot_reach_redis_is_logged(caplog):
+    lock, keeper = RedisLock(_Unreachable(), "k", ttl_ms=5000), LockKeeper(every_s=0.05)
+    keeper.hold(lock)
+    await asyncio.sleep(0.12)
+    keeper._held.discard(lock)  # stop renewing without a release (which would fail the same way, silently)
+    assert "could not renew 1 of 1 held lock(s): Connection refused" in caplog.text
