@@ -269,3 +269,45 @@ async def test_a_bad_response_is_permanent(whm):
     assert caught.value.code == "whm_bad_response"
     assert caught.value.message == "listpkgs: not a WHM API 1 envelope (HTTP 200 OK, text/plain; charset=utf-8)"
     assert len(whm.seen) == 1
+
+
+def success_with(data: object) -> Step:
+    """result 1, with `data` as given (of any shape)."""
+    async def step(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"metadata": {"version": 1, "result": 1, "reason": "OK"}, "data": data})
+    return step
+
+
+@pytest.mark.parametrize("data, call", [
+    (["acct"], "accountsummary"),  # data not an object
+    ({"acct": {"user": "alice"}}, "accountsummary"),  # acct not a list
+    ({"acct": ["alice"]}, "accountsummary"),  # a record that is not an object
+    ({"acct": [{"domain": "a.example", "suspended": 0}]}, "accountsummary"),  # no user
+    ({"acct": [{"user": "alice", "domain": "a.example", "suspended": "yes"}]}, "accountsummary"),
+    ({"acct": [{"user": "alice", "domain": ["a.example"]}]}, "listaccts"),
+    ({"pkg": "pro"}, "listpkgs"),
+])
+async def test_a_success_whose_data_has_another_shape_is_a_bad_response(whm, data, call):
+    """Classified once, in the client: not a KeyError or ValueError in the caller, retried as a bug would be."""
+    whm.script = [success_with(data)]
+    async with whm.client() as client:
+        with pytest.raises(PermanentIntegrationError) as caught:
+            await (client.accountsummary(user="alice") if call == "accountsummary" else getattr(client, call)())
+    assert caught.value.code == "whm_bad_response", caught.value.message
+    assert caught.value.message.startswith(f"{call}: ")
+    assert len(whm.seen) == 1
+
+
+async def test_account_records_are_read_with_suspended_as_a_number(whm):
+    whm.script = [success_with({"acct": [{"user": "alice", "domain": "a.example", "suspended": "1"}]})]
+    async with whm.client() as client:
+        assert (await client.accountsummary(user="alice"))["suspended"] == 1
+        assert [a["suspended"] for a in await client.listaccts()] == [1]
+
+
+async def test_a_change_that_succeeded_is_not_failed_for_what_came_with_it(whm):
+    """result 1 on suspendacct: WHM suspended the account; a `data` of another shape is never read."""
+    whm.script = [success_with(["suspended"])]
+    async with whm.client() as client:
+        await client.suspendacct("alice")
+    assert len(whm.seen) == 1

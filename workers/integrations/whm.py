@@ -6,7 +6,9 @@ What `classify` (an answer) and `classify_failure` (no answer) raise, all Integr
                                        whm_unavailable   refused, reset, broken body, TLS handshake failed,
                                                          HTTP 5xx or 429
     PermanentIntegrationError          whm_bad_response  other non-2xx (redirects are not followed),
-                                                         not the API 1 envelope, not HTTP at all
+                                                         not the API 1 envelope, not HTTP at all, a
+                                                         success whose data a read cannot use (no list
+                                                         of records, an account without a user, ...)
                                        whm_tls_untrusted the certificate does not verify (self-signed,
                                                          expired, other name): fix it or set verify=False
     ├── WhmAuthError                   whm_auth_failed   HTTP 401/403, access denied
@@ -139,6 +141,25 @@ _FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 _CONNECT_S = 10.0
 
 
+def _records(function: str, data: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """`data[field]`, WHM's list of records (none when absent); whm_bad_response when it is anything else."""
+    records = data.get(field) or []
+    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
+        raise PermanentIntegrationError("whm_bad_response", f"{function}: data.{field} is not a list of records")
+    return records
+
+
+def _account(function: str, record: dict[str, Any]) -> dict[str, Any]:
+    """An account record as hostq reads it: `user` and `domain` strings, `suspended` 0 or 1 (WHM answers a
+    number; a string of one is taken too); whm_bad_response when it is not one."""
+    suspended = record.get("suspended") or 0
+    if str(suspended) not in ("0", "1") or not isinstance(record.get("user"), str) \
+            or not isinstance(record.get("domain", ""), str):
+        raise PermanentIntegrationError("whm_bad_response",
+                                        f"{function}: an account record without a user, domain or suspended 0/1")
+    return {**record, "suspended": int(suspended)}
+
+
 def _unavailable(exc: BaseException) -> bool:
     return isinstance(exc, TransientIntegrationError) and exc.code == "whm_unavailable"
 
@@ -222,7 +243,12 @@ class WhmClient:
         # Raised outside the except block so no chained error (a DNS or TLS one may name the host) goes along.
         if isinstance(answer, BaseException):
             classify_failure(function, answer)
-        return classify(function, *answer).get("data") or {}
+        data = classify(function, *answer).get("data") or {}
+        if isinstance(data, dict):
+            return data
+        if function in MUTATING:  # done, as result 1 says: what came with it is never read
+            return {}
+        raise PermanentIntegrationError("whm_bad_response", f"{function}: data is not an object")
 
     async def _read(self, function: str, params: dict[str, Any]) -> dict:
         """A read-only call: a few quick retries when WHM is briefly unreachable."""
@@ -270,8 +296,8 @@ class WhmClient:
             data = await self._read("accountsummary", {"user": user, "domain": domain})
         except WhmNoSuchAccount:
             return None
-        accounts = data.get("acct") or []
-        return accounts[0] if accounts else None
+        accounts = _records("accountsummary", data, "acct")
+        return _account("accountsummary", accounts[0]) if accounts else None
 
     async def suspendacct(self, user: str, reason: str = "", disallowun: bool = False) -> None:
         """Suspend an account; `disallowun` keeps resellers from unsuspending it."""
@@ -298,8 +324,9 @@ class WhmClient:
     ) -> list[dict]:
         """Accounts matching `search` (all of them without it)."""
         params = {"search": search, "searchtype": searchtype, "searchmethod": searchmethod} if search else {}
-        return (await self._read("listaccts", params)).get("acct") or []
+        return [_account("listaccts", record) for record in _records("listaccts", await self._read("listaccts", params),
+                                                                    "acct")]
 
     async def listpkgs(self, want: str = "all") -> list[dict]:
         """The packages (plans) this server offers."""
-        return (await self._read("listpkgs", {"want": want})).get("pkg") or []
+        return _records("listpkgs", await self._read("listpkgs", {"want": want}), "pkg")
