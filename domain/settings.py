@@ -62,6 +62,12 @@ class Settings:
         return self.lock_ttl_s or max(self.whm_create_timeout, self.whm_read_timeout) + 60
 
     @property
+    def create_settles_s(self) -> float:
+        """How long after a createacct was sent WHM may still create its account (the client waits
+        HOSTQ_WHM_CREATE_TIMEOUT, and WHM may go on as long again): until then, not finding it proves nothing."""
+        return 2 * self.whm_create_timeout
+
+    @property
     def attempt_time_limit_s(self) -> float:
         """The longest one attempt may run before Dramatiq's TimeLimit interrupts it (createacct plus the rest)."""
         return self.whm_create_timeout + 120

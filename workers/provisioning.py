@@ -17,7 +17,7 @@ async def provision_create(attempt: Attempt) -> dict:
 
 async def _action(attempt: Attempt) -> dict:
     rt = runtime()
-    return await run_action(rt.sessions, attempt.job_id, rt.whm_for)
+    return await run_action(rt.sessions, attempt.job_id, rt.whm_for, create_settles_s=rt.settings.create_settles_s)
 
 
 for _kind in ("provision.suspend", "provision.unsuspend", "provision.terminate", "provision.change_plan"):

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.catalog.models import Plan
 from domain.db import session_scope
-from domain.errors import InvalidState, NotFound, PermanentIntegrationError
+from domain.errors import InvalidState, NotFound, PermanentIntegrationError, TransientIntegrationError
 from domain.jobs.models import Job
 from domain.jobs.tracking import Outcome
 from domain.provisioning.accounts import WhmPort
 from domain.provisioning.models import WhmServer
 from domain.services import rules
 from domain.services.models import Service
+from domain.times import rfc3339
 
 
 async def _load(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID):
@@ -57,15 +59,18 @@ def _becomes(result: dict, status: str, suspended_reason: str | None, allowed: s
     return Outcome(result, _SET_STATUS, (status, suspended_reason, sorted(allowed)))
 
 
-async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, whm_for) -> dict | Outcome:
+async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, whm_for, *,
+                     create_settles_s: float) -> dict | Outcome:
     """Carry out the job's action on its service's WHM account; the service's new state is the Outcome, recorded
-    with the job's success."""
+    with the job's success. `create_settles_s`: Settings.create_settles_s (a terminate waits it out)."""
     job, service, server = await _load(sessions, job_id)
     done = rules.DONE.get(job.kind)
     if done is not None and service.status == done:
         return {"service_id": str(service.id), "outcome": "already_done"}
-    handler = _HANDLERS[job.kind]
-    return await handler(sessions, job, service, whm_for(server) if server else None)
+    whm = whm_for(server) if server else None
+    if job.kind == "provision.terminate":
+        return await _terminate(sessions, job, service, whm, create_settles_s=create_settles_s)
+    return await _HANDLERS[job.kind](sessions, job, service, whm)
 
 
 async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> Outcome:
@@ -88,19 +93,35 @@ async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> Outc
                     {rules.SUSPENDED})
 
 
-async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None) -> Outcome:
+async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, *,
+                     create_settles_s: float) -> Outcome:
     outcome = "nothing_to_remove"
     has_account = service.status in (rules.ACTIVE, rules.SUSPENDED) or service.create_attempted_at is not None
     if whm is not None and service.username and has_account:
         if await _account(whm, service) is not None:
             await whm.removeacct(service.username)
             outcome = "removed"
+        elif service.status not in (rules.ACTIVE, rules.SUSPENDED) and _create_may_land(service, create_settles_s):
+            # Its create failed or was cancelled with a createacct in doubt (timed out): WHM may still make the
+            # account, which a terminate that found nothing would leave behind, billed to nobody.
+            settled = service.create_attempted_at + timedelta(seconds=create_settles_s)
+            raise TransientIntegrationError(
+                "whm_create_in_doubt", f"a createacct for {service.username!r} was sent at "
+                f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
+                f"WHM again until {rfc3339(settled)}, when nothing more can appear (retry the job after that if it "
+                "failed)")
         elif job.attempts > 1 or job.round > 1:
             # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
             # its answer was lost (a timeout, a crash): not "nothing to remove".
             outcome = "already_removed"
     live = {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED}
     return _becomes({"service_id": str(service.id), "outcome": outcome}, rules.TERMINATED, None, live)
+
+
+def _create_may_land(service: Service, create_settles_s: float) -> bool:
+    """Whether a createacct sent for the service may still create its account on WHM."""
+    sent = service.create_attempted_at
+    return sent is not None and datetime.now(timezone.utc) < sent + timedelta(seconds=create_settles_s)
 
 
 async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> dict | Outcome:
@@ -118,4 +139,4 @@ async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> di
 
 
 _HANDLERS = {"provision.suspend": _suspend, "provision.unsuspend": _unsuspend,
-             "provision.terminate": _terminate, "provision.change_plan": _change_plan}
+             "provision.change_plan": _change_plan}

@@ -105,7 +105,8 @@ async def test_an_actions_change_to_its_service_commits_with_the_jobs_success_an
     before = await _service(sessions, service_id)
 
     first = await _start(pool, job_id)
-    outcome = await run_action(sessions, job_id, lambda server: whm)
+    outcome = await run_action(sessions, job_id, lambda server: whm,
+                                   create_settles_s=settings.create_settles_s)
     assert whm.calls == ["suspendacct" if action == "suspend" else "changepackage"]
     # WHM changed, the service not yet: a failure to record the success now leaves the job to be retried
     # (the retry asks WHM first), never a service changed under a job that ends failed.
@@ -118,7 +119,8 @@ async def test_an_actions_change_to_its_service_commits_with_the_jobs_success_an
     assert (service.status, service.plan_code) == ("active", before.plan_code)
     assert (await _job(sessions, job_id)).status == "running"
 
-    await _finish(pool, second, await run_action(sessions, job_id, lambda server: whm), service_id)
+    await _finish(pool, second, await run_action(sessions, job_id, lambda server: whm,
+                                   create_settles_s=settings.create_settles_s), service_id)
     service, job = await _service(sessions, service_id), await _job(sessions, job_id)
     assert whm.calls == ["suspendacct" if action == "suspend" else "changepackage"]  # asked WHM first: once
     if action == "suspend":

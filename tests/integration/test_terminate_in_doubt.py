@@ -1,0 +1,74 @@
+"""A terminate of a service whose create is in doubt (a createacct timed out, then the job failed or was
+cancelled) must not conclude "nothing to remove" while WHM may still create the account: that account would be
+left on the server, billed to nobody, its username and domain free for another order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import update
+
+from domain.db import session_scope
+from domain.errors import TransientIntegrationError
+from domain.jobs.models import Job
+from domain.provisioning.actions import run_action
+from domain.services.models import Service
+from tests.integration.helpers import add_region, customer_and_plan, order_body
+
+
+class SlowWhm:
+    """A WHM server whose timed-out createacct may or may not have made the account yet."""
+
+    def __init__(self, account: dict | None = None) -> None:
+        self.account, self.removed = account, []
+
+    async def accountsummary(self, *, user=None, domain=None):
+        return dict(self.account) if self.account and user == self.account["user"] else None
+
+    async def removeacct(self, username: str) -> None:
+        self.removed.append(username)
+        self.account = None
+
+
+async def _failed_create_then_terminate(client, sessions, settings, sent_ago_s: float) -> tuple[str, str, uuid.UUID]:
+    """A service whose create failed `sent_ago_s` after its last createacct went out; its terminate job's id."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    service_id, username = order["service"]["id"], f"u{uuid.uuid4().hex[:7]}"
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == uuid.UUID(service_id)).values(
+            status="failed", username=username,
+            create_attempted_at=datetime.now(timezone.utc) - timedelta(seconds=sent_ago_s)))
+        await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
+            status="failed", error_code="whm_timeout", finished_at=datetime.now(timezone.utc)))
+    terminate = await client.post(f"/v1/services/{service_id}/terminate")
+    assert terminate.status_code == 202, terminate.text
+    return service_id, username, uuid.UUID(terminate.json()["job"]["id"])
+
+
+async def test_nothing_found_while_the_create_may_still_land_is_retried_with_a_code(client, sessions, settings):
+    settles = 60.0
+    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=5)
+    with pytest.raises(TransientIntegrationError) as caught:
+        await run_action(sessions, job_id, lambda server: SlowWhm(), create_settles_s=settles)
+    assert caught.value.code == "whm_create_in_doubt"
+    assert username in caught.value.message and "retry the job after that" in caught.value.message
+
+    # WHM finished the create meanwhile: the next attempt finds the account and removes it.
+    whm = SlowWhm({"user": username, "domain": (await _service(sessions, service_id)).domain, "suspended": 0})
+    outcome = await run_action(sessions, job_id, lambda server: whm, create_settles_s=settles)
+    assert whm.removed == [username] and outcome.result["outcome"] == "removed"
+
+
+async def test_nothing_found_once_the_create_has_settled_is_nothing_to_remove(client, sessions, settings):
+    _, _, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=61)
+    outcome = await run_action(sessions, job_id, lambda server: SlowWhm(), create_settles_s=60.0)
+    assert outcome.result["outcome"] == "nothing_to_remove"
+
+
+async def _service(sessions, service_id: str) -> Service:
+    async with sessions() as session:
+        return await session.get(Service, uuid.UUID(service_id))
