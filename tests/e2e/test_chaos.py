@@ -144,6 +144,9 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
         # failed creates (the older one, superseded, is then skipped by the retry with the reason).
         on_user = {final[j]["resource"]["id"]: j for j in failed if final[j]["error"]["code"] == "whm_username_taken"}
         cleared += [_clear_leftover_user(stack, final[j]) for j in on_user.values()]
+        if any(final[j]["error"]["code"] == "whm_create_in_doubt" for j in failed):
+            # A terminate after a create whose createacct timed out waits until that call can no longer land.
+            time.sleep(2 * float(stack.procs.env["HOSTQ_WHM_CREATE_TIMEOUT"]))
         outcome = stack.procs.run("jobs", "retry", *failed)
         skipped.update({s["id"]: s["reason"] for s in outcome["skipped"]})
         final.update(_wait_finished(stack, outcome["retried"]))
