@@ -113,15 +113,40 @@ async def show(settings: Settings, job_id: str) -> dict:
     return await _in_transaction(settings, work)
 
 
+#: Jobs retried per transaction: each batch's rows (jobs, services, a server's counter) stay locked only until
+#: it commits, and is sent before the next batch begins, so orders and workers wait on no long transaction.
+RETRY_BATCH = 200
+
+
 async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str | None = None) -> dict:
-    """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; then send them."""
+    """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; each batch of RETRY_BATCH
+    committed, then sent."""
     from domain.jobs import ops
 
-    async def work(session):
+    outcome: dict = {"retried": [], "skipped": []}
+
+    def add(part: dict) -> dict:
+        outcome["retried"] += part["retried"]
+        outcome["skipped"] += part["skipped"]
+        return part
+
+    async def each_batch(run: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]) -> None:
         if ids:
-            return await ops.retry_jobs(session, ids)
-        return await ops.retry_matching(session, status=rules.FAILED, kind=kind)
-    return await _in_transaction(settings, work)
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), RETRY_BATCH):
+                add(await run(lambda session, batch=unique[start:start + RETRY_BATCH]: ops.retry_jobs(session, batch)))
+            return
+        after = None
+        while True:
+            part = add(await run(lambda session, after=after: ops.retry_matching(
+                session, status=rules.FAILED, kind=kind, after=after, limit=RETRY_BATCH)))
+            seen = [uuid.UUID(job_id) for job_id in part["retried"]] + [uuid.UUID(s["id"]) for s in part["skipped"]]
+            if len(seen) < RETRY_BATCH:
+                return
+            after = max(seen)
+
+    await _in_transactions(settings, each_batch)
+    return outcome
 
 
 async def cancel(settings: Settings, *, ids: list[str], force: bool = False) -> dict:
@@ -152,36 +177,60 @@ def attempt_line(attempt: JobAttempt) -> dict:
 
 async def _in_transaction(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run `work` in one transaction; after it commits, send the jobs it put back to `queued`."""
+    result = []
+
+    async def once(run):
+        result.append(await run(work))
+    await _in_transactions(settings, once)
+    return result[0]
+
+
+async def _in_transactions(settings: Settings, steps: Callable[[Any], Awaitable[None]]) -> None:
+    """Call `steps` with `run(work)`: each `run` is one transaction, after whose commit the jobs it put back to
+    `queued` are sent; one database connection for them all."""
     import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
     from domain.db import make_engine, make_sessionmaker
     from domain.jobs.service import take_outbox
 
     engine = make_engine(settings.database_url, pool_size=1)
+    sendable: list[bool] = []  # found out once, at the first send
     try:
         sessions = make_sessionmaker(engine)
-        async with sessions() as session:
-            async with session.begin():
-                result = await work(session)
-            requeued = [job.id for job in take_outbox(session)]
-        if requeued:
-            await _send(settings, sessions, requeued)
-        return result
+
+        async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
+            async with sessions() as session:
+                async with session.begin():
+                    result = await work(session)
+                requeued = [job.id for job in take_outbox(session)]
+            if requeued:
+                if not sendable:
+                    sendable.append(_broker_is_the_workers(settings))
+                if sendable[0]:
+                    await _send(settings, sessions, requeued)
+            return result
+        await steps(run)
     finally:
         await engine.dispose()
 
 
-async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
-    from domain.db import session_scope
-    from domain.jobs import ops
-    from domain.jobs.service import mark_dispatched
-    from workers.dispatch import broker_identity, dispatch, make_broker
+def _broker_is_the_workers(settings: Settings) -> bool:
+    """Whether this command's broker is the one the workers consume; if not, say so (the relay sends instead)."""
+    from workers.dispatch import broker_identity
 
     elsewhere = _workers_broker_elsewhere(settings)
     if elsewhere:
         print(f"hostq: the workers consume {elsewhere}, not this command's broker ({broker_identity(settings)}): "
               "the jobs are left to the scheduler's relay, which sends them within seconds (set HOSTQ_BROKER_URL "
               "as the workers do to send them at once)", file=sys.stderr)
-        return
+    return not elsewhere
+
+
+async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
+    from domain.db import session_scope
+    from domain.jobs import ops
+    from domain.jobs.service import mark_dispatched
+    from workers.dispatch import dispatch, make_broker
+
     # Sent while the rows are locked, as the relay does, so the relay cannot send the same job too
     # (a retried job's created_at is old: the relay's grace period does not protect it).
     broker = make_broker(settings)
@@ -191,8 +240,9 @@ async def _send(settings: Settings, sessions, job_ids: list[uuid.UUID]) -> None:
             sent = dispatch(broker, jobs)
             if sent:
                 await mark_dispatched(session, sent)
-    except Exception as exc:  # the change is committed: the relay sends what did not go now
-        print(f"hostq: jobs requeued; the relay will send them ({type(exc).__name__}: {exc})", file=sys.stderr)
+    except Exception as exc:  # the change is committed: the relay sends what is not marked sent
+        print(f"hostq: jobs requeued; the scheduler's relay sends those this command could not mark as sent (a job "
+              f"sent twice still runs once) ({type(exc).__name__}: {exc})", file=sys.stderr)
     finally:
         broker.close()
 

@@ -107,8 +107,10 @@ async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) 
 
 
 async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, kind: str | None = None,
-                         tenant_id: uuid.UUID | None = None) -> RetryOutcome:
-    """Retry every job in `status` (only `failed` can be), optionally of one kind or tenant."""
+                         tenant_id: uuid.UUID | None = None, after: uuid.UUID | None = None,
+                         limit: int | None = None) -> RetryOutcome:
+    """Retry every job in `status` (only `failed` can be), optionally of one kind or tenant; with `limit`, only
+    that many, in id order from after `after` (a batch: each job examined is in `retried` or `skipped`)."""
     if status != rules.FAILED:
         raise ValidationFailed("only failed jobs can be retried",
                                errors=[{"field": "status", "message": "must be failed"}])
@@ -117,6 +119,10 @@ async def retry_matching(session: AsyncSession, *, status: str = rules.FAILED, k
         stmt = stmt.where(Job.kind == kind)
     if tenant_id is not None:
         stmt = stmt.where(Job.tenant_id == tenant_id)
+    if after is not None:
+        stmt = stmt.where(Job.id > after)
+    if limit is not None:
+        stmt = stmt.limit(limit)  # _locked orders by id
     jobs = await _locked(session, stmt)
     retried, skipped = await _each(list(jobs.items()), retry_refusal, lambda job: _requeue(session, job))
     return {"retried": retried, "skipped": skipped}

@@ -131,6 +131,56 @@ async def test_retry_by_status_and_kind_retries_only_that_kind(sessions):
             await ops.retry_matching(session, status="succeeded", kind=kind)
 
 
+async def test_a_bulk_retry_goes_in_batches_each_committed_and_sent(sessions, settings, monkeypatch):
+    """`hostq jobs retry --status failed --kind K` over many jobs: a transaction per batch (so the rows it locks,
+    a server's counter among them, are held only that long), each batch sent once it commits, and a job a batch
+    skips is passed over, not examined again or stopping the rest."""
+    from domain.jobs import effects
+    kind = _kind()
+    ids = sorted(await _jobs(sessions, *[(kind, "failed", 3)] * 7))
+    refused = ids[2]  # the last of the first batch: the next batch must begin after it
+    real_refusal, real_matching, batches = effects.requeue_refusal, ops.retry_matching, []
+
+    async def refusal(session, job):
+        return "refused by the test" if job.id == refused else await real_refusal(session, job)
+
+    async def matching(session, **kwargs):
+        outcome = await real_matching(session, **kwargs)
+        batches.append(len(outcome["retried"]) + len(outcome["skipped"]))
+        return outcome
+
+    monkeypatch.setattr(effects, "requeue_refusal", refusal)
+    monkeypatch.setattr(ops, "retry_matching", matching)
+    monkeypatch.setattr(jobs_cli, "RETRY_BATCH", 3)
+    outcome = await jobs_cli.retry(settings, kind=kind)
+
+    assert batches == [3, 3, 1]
+    assert sorted(outcome["retried"]) == [str(i) for i in ids if i != refused]
+    assert outcome["skipped"] == [{"id": str(refused), "reason": "refused by the test"}]
+    for job_id in ids:
+        job = await _row(sessions, job_id)
+        if job_id == refused:
+            assert (job.status, job.round) == ("failed", 1)
+        else:
+            assert (job.status, job.round) == ("queued", 2) and job.dispatched_at is not None, job_id
+
+
+async def test_a_retry_of_many_ids_goes_in_batches_once_each(sessions, settings, monkeypatch):
+    kind = _kind()
+    ids = [str(i) for i in await _jobs(sessions, *[(kind, "failed", 3)] * 5)]
+    real, batches = ops.retry_jobs, []
+
+    async def retry_jobs(session, job_ids):
+        batches.append(list(job_ids))
+        return await real(session, job_ids)
+
+    monkeypatch.setattr(ops, "retry_jobs", retry_jobs)
+    monkeypatch.setattr(jobs_cli, "RETRY_BATCH", 2)
+    outcome = await jobs_cli.retry(settings, ids=[*ids, ids[0]])  # one named twice
+    assert batches == [ids[:2], ids[2:4], ids[4:]]
+    assert outcome == {"retried": ids, "skipped": []}
+
+
 async def test_cancel_stops_waiting_jobs_but_never_a_running_one(sessions):
     kind = _kind()
     queued, retrying, failed, running, done = await _jobs(
