@@ -311,3 +311,22 @@ async def test_a_change_that_succeeded_is_not_failed_for_what_came_with_it(whm):
     async with whm.client() as client:
         await client.suspendacct("alice")
     assert len(whm.seen) == 1
+
+
+async def test_after_a_refused_login_the_client_sends_nothing_to_that_server_for_a_while(whm, monkeypatch):
+    """Each queued job would be one more failed login, and cPHulk blocks the IP after a few."""
+    from workers.integrations import whm as whm_module
+    whm.script = [status(403, "Access denied"), envelope(data={"pkg": [{"name": "pro"}]})]
+    async with whm.client() as client:
+        with pytest.raises(WhmAuthError):
+            await client.listpkgs()
+        with pytest.raises(WhmAuthError) as caught:
+            await client.suspendacct("alice")
+        assert len(whm.seen) == 1  # the second call was never sent
+        assert "not sent" in caught.value.message and "hostq servers update" in caught.value.message
+        monkeypatch.setattr(whm_module, "AUTH_REFUSED_PAUSE_S", 0.0)  # the pause is over
+        assert await client.listpkgs() == [{"name": "pro"}]
+    assert len(whm.seen) == 2
+    async with whm.client() as fresh:  # new credentials (hostq servers update) make a new client: sent at once
+        monkeypatch.setattr(whm_module, "AUTH_REFUSED_PAUSE_S", 300.0)
+        assert await fresh.listpkgs() == [{"name": "pro"}]

@@ -19,13 +19,16 @@ What `classify` (an answer) and `classify_failure` (no answer) raise, all Integr
 Only the read-only calls are retried here, and only on whm_unavailable: a
 timed-out `createacct` may still create the account, so its caller checks
 `accountsummary` before trying again, and an auth failure retried gets our IP
-blocked by cPHulk.
+blocked by cPHulk. For the same reason, once WHM refused our credentials the
+client sends nothing to that server for AUTH_REFUSED_PAUSE_S (every call fails
+whm_auth_failed at once), so a queue of jobs is not a queue of failed logins.
 """
 
 from __future__ import annotations
 
 import re
 import ssl
+import time
 from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
@@ -179,6 +182,12 @@ def _encode(params: dict[str, Any]) -> str:
     return "&".join(pairs)
 
 
+#: After WHM refused our credentials, seconds during which this client sends nothing more to it: each queued job
+#: would otherwise be one more failed login, and cPHulk blocks an IP after a few. `hostq servers update` (new
+#: credentials) makes a new client, which sends at once.
+AUTH_REFUSED_PAUSE_S = 300.0
+
+
 class WhmClient:
     """Async client for one WHM server's API 1, authenticated with an API token."""
 
@@ -204,6 +213,7 @@ class WhmClient:
         self._origin_url = f"{parts.scheme}://{parts.netloc}"
         self._headers = {"Authorization": f"whm {username}:{token}", "Accept": "application/json"}
         self._verify = verify
+        self._refused_at: float | None = None  # monotonic time of WHM's last refusal of our credentials
         self._origin = self._pool()  # a base URL that is not http(s)://host[:port][/path] fails here, not later
 
     def _pool(self) -> Origin:
@@ -229,6 +239,10 @@ class WhmClient:
     async def _call(self, function: str, params: dict[str, Any], timeout: float | None = None,
                     secret: dict[str, Any] | None = None) -> dict:
         """One request, no retry; returns the envelope's data. `secret` params go in a POST body, never the URL."""
+        if self._refused_at is not None and (ago := time.monotonic() - self._refused_at) < AUTH_REFUSED_PAUSE_S:
+            raise WhmAuthError(f"{function}: not sent: WHM refused hostq's credentials for this server {ago:.0f} s "
+                               "ago, and repeated failed logins get hostq's IP blocked (cPHulk): fix the token with "
+                               "`hostq servers update`, then retry the job")
         query = _encode(params)
         target = f"{self._api}{function}?api.version=1{'&' if query else ''}{query}"
         form = _encode(secret).encode() if secret else None
@@ -243,7 +257,12 @@ class WhmClient:
         # Raised outside the except block so no chained error (a DNS or TLS one may name the host) goes along.
         if isinstance(answer, BaseException):
             classify_failure(function, answer)
-        data = classify(function, *answer).get("data") or {}
+        try:
+            envelope = classify(function, *answer)
+        except WhmAuthError:
+            self._refused_at = time.monotonic()
+            raise
+        data = envelope.get("data") or {}
         if isinstance(data, dict):
             return data
         if function in MUTATING:  # done, as result 1 says: what came with it is never read
