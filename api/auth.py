@@ -13,7 +13,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from domain.db import CURRENT_TENANT
 from domain.tenants import signing
 from api.principals import Cached
-from api.problems import BODY_KEY
+from api.problems import BODY_KEY, TOO_LARGE
 from domain.crypto import hash_api_key
 from domain.tenants.service import Principal, resolve_key
 
@@ -35,7 +35,7 @@ class SignatureAuthMiddleware(ASGIMiddleware):
         wanted = _wanted_headers(scope)
         length = wanted.get(b"content-length", "")
         if length.isdigit() and int(length) > MAX_BODY:
-            raise ClientException("the request body is larger than 1 MiB", status_code=413)
+            raise ClientException(TOO_LARGE, status_code=413)
         request: Request = Request(scope, receive)
         if scope["method"] in _BODILESS and not length and b"transfer-encoding" not in wanted:
             body = b""  # nothing was sent: spare reading the (empty) stream

@@ -9,7 +9,7 @@ import re
 import asyncpg
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -88,6 +88,9 @@ def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     return out
 
 
+#: The detail of every 413 (api/auth.py's check of Content-Length, and Litestar's of a body sent without one).
+TOO_LARGE = "the request body is larger than 1 MiB"
+
 #: Where api/auth.py leaves a /v1 request's raw body (it reads it to check the signature) for this module.
 BODY_KEY = "hostq.body"
 _NUL = "may not contain NUL characters"
@@ -135,6 +138,12 @@ def handle(request: Request, exc: Exception) -> Response:
         code, title = _HTTP.get(status, ("error", "Error"))
         detail = exc.detail if status != 500 else ""
         fields = _validation_errors(exc) if isinstance(exc, ValidationException) else None
+        if status == 413:  # also Litestar's own "Request Entity Too Large", for a body sent without a length
+            detail = TOO_LARGE
+        if isinstance(exc.__cause__, SerializationException):  # msgspec could not decode the body as JSON
+            why = str(exc.__cause__).removeprefix("JSON is malformed: ")
+            detail = f"the body is not valid JSON: {why[:1].lower()}{why[1:]}"
+            fields = [{"field": "body", "message": "not valid JSON"}]
         return problem(request, status, code, title, detail, field_errors=fields, headers=exc.headers)
     sqlstate = str(getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
     if isinstance(exc, DataError) or sqlstate.startswith("22"):

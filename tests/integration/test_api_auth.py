@@ -7,6 +7,7 @@ import json
 import time
 
 import httpx
+import pytest
 
 from domain.tenants.signing import signature_header
 from tests.conftest import make_tenant, signed_client
@@ -97,6 +98,30 @@ async def test_oversized_body_is_413_before_authentication(anon):
                                headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["code"] == "payload_too_large"
+    assert response.json()["detail"] == "the request body is larger than 1 MiB"
+
+
+async def test_an_oversized_body_sent_without_a_length_gets_the_same_problem(client):
+    async def chunks():
+        for _ in range(17):
+            yield b"x" * 65536
+    response = await client.post("/v1/customers", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and "content-length" not in response.request.headers
+    assert (response.json()["code"], response.json()["detail"]) == (
+        "payload_too_large", "the request body is larger than 1 MiB")
+
+
+@pytest.mark.parametrize("body, why", [
+    (b'{"name": ', "input data was truncated"),
+    (b'{"name": "\xff\xfe"}'.decode("unicode_escape").encode("latin-1"), "invalid UTF-8 encoded string"),
+    (b'{"name": "Ana"} junk', "trailing characters (byte 17)"),
+])
+async def test_a_body_that_is_not_json_is_one_kind_of_400_naming_the_body(client, body, why):
+    response = await client.post("/v1/customers", content=body, headers={"Content-Type": "application/json"})
+    problem = response.json()
+    assert (response.status_code, problem["code"]) == (400, "validation_error")
+    assert problem["detail"] == f"the body is not valid JSON: {why}"
+    assert problem["errors"] == [{"field": "body", "message": "not valid JSON"}]
 
 
 async def test_request_id_is_echoed_and_headers_are_safe(client):
