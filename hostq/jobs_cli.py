@@ -76,11 +76,23 @@ def _retry(args, settings: Settings) -> None:
     if args.ids and args.kind:
         raise ValueError("--kind goes with --status failed, not with job ids")
     _warn_unknown_kind(args.kind)
-    print_json(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
+    _print_outcome(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
 
 
 def _cancel(args, settings: Settings) -> None:
-    print_json(asyncio.run(cancel(settings, ids=args.ids, force=args.force)))
+    _print_outcome(asyncio.run(cancel(settings, ids=args.ids, force=args.force)))
+
+
+def _print_outcome(outcome: dict) -> None:
+    """Print a retry's or cancel's outcome; exit 1 when an id it was given names no job (a typo, most likely: a
+    script must not take it for done). A job skipped for its state is an answer, not an error."""
+    from domain.jobs.ops import NO_SUCH_JOB, NOT_AN_ID
+
+    print_json(outcome)
+    unknown = [s["id"] for s in outcome["skipped"] if s["reason"] in (NOT_AN_ID, NO_SUCH_JOB)]
+    if unknown:
+        print(f"hostq: {len(unknown)} of the ids given name no job: {', '.join(unknown)}", file=sys.stderr)
+        sys.exit(1)
 
 
 async def list_page(settings: Settings, *, status: str | None = None, kind: str | None = None,

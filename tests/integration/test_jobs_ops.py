@@ -576,11 +576,21 @@ def test_cli_retry_list_and_cancel_print_json(settings, capsys):
     cut = capsys.readouterr()
     assert [json.loads(line)["id"] for line in cut.out.splitlines()] == [str(queued)]
     assert "hostq: the newest 1 shown; more jobs match: raise --limit to see them" in cut.err.splitlines()
-    assert run("retry", str(failed), "bad-id") == [{"retried": [str(failed)],
-                                                    "skipped": [{"id": "bad-id", "reason": "not a job id"}]}]
+    with pytest.raises(SystemExit) as exit_:  # done for the job that exists, and exit 1 for the typo
+        run("retry", str(failed), "bad-id")
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 1 and "hostq: 1 of the ids given name no job: bad-id" in err
+    assert json.loads(out) == {"retried": [str(failed)], "skipped": [{"id": "bad-id", "reason": "not a job id"}]}
     assert [(j["status"], j["round"]) for j in run("list", "--kind", kind, "--status", "queued")] == [
         ("queued", 1), ("queued", 2)]
     assert run("cancel", str(queued)) == [{"cancelled": [str(queued)], "skipped": []}]
+    # Skipped for its state (already cancelled): an answer, exit 0.
+    assert run("cancel", str(queued)) == [{"cancelled": [], "skipped": [{"id": str(queued),
+                                                                         "reason": "status is cancelled"}]}]
+    nobody = str(uuid.uuid4())
+    with pytest.raises(SystemExit) as exit_:
+        run("cancel", nobody)
+    assert exit_.value.code == 1
     with pytest.raises(ValueError, match="--kind goes with --status"):
         run("retry", str(failed), "--kind", kind)
 
