@@ -14,7 +14,14 @@ from domain.jobs.models import Job as JobRow
 class JobError(msgspec.Struct):
     """Why the last attempt failed."""
 
-    code: Annotated[str, msgspec.Meta(examples=["whm_unavailable"])]
+    code: Annotated[str, msgspec.Meta(
+        description="whm_unavailable (5xx, reset), whm_timeout, whm_rejected (WHM's result 0, with its reason), "
+                    "whm_auth_failed, whm_tls_untrusted, whm_bad_response, whm_account_missing, "
+                    "whm_username_taken, whm_domain_taken, whm_account_conflict (an operator must look), "
+                    "whm_create_in_doubt (a terminate waiting for a timed-out createacct to settle), "
+                    "username_unavailable (no free username found), kek_mismatch, worker_lost, interrupted, "
+                    "invalid_state, not_found (the job's service no longer exists), internal_error",
+        examples=["whm_unavailable"])]
     message: str
 
 
