@@ -13,6 +13,8 @@ from typing import Callable
 
 JSON = b"application/json"
 TEXT = b"text/plain; charset=utf-8"
+#: Seconds a fake waits for its requests in flight when told to stop: a held one (fault `timeout`) ends then.
+STOP_WITHIN_S = 2
 
 
 async def respond(send: Callable, status: int, body: bytes, content_type: bytes = JSON) -> None:

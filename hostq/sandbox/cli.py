@@ -45,9 +45,11 @@ def _fake(sandbox: argparse._SubParsersAction, name: str, help_: str, port: int,
 
 def _sandbox_whm(args, settings: Settings) -> None:
     from hostq.sandbox.whm import serve
-    packages = tuple(p.strip() for p in args.packages.split(","))
+    packages = tuple(dict.fromkeys(p.strip() for p in args.packages.split(",")))
     if not all(packages):
         raise ValueError(f"--packages must be package names separated by commas, got {args.packages!r}")
+    if not args.token.strip():
+        raise ValueError("--token must not be empty (WHM would accept no call)")
     serve(host=args.host, port=args.port, token=args.token, packages=packages,
           state_path=Path(args.state) if args.state else None)
 

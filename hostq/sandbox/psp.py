@@ -25,6 +25,7 @@ import uvicorn
 
 from domain.payments.webhook_signature import HEADER, signature_header
 from hostq.sandbox import statefile
+from hostq.sandbox.asgi import STOP_WITHIN_S
 from hostq.sandbox.asgi import SandboxApp, respond
 from hostq.sandbox.pix_api import Charge, Problem, end_to_end_id, horario, invalid, parse_time, valor_of
 from hostq.stopping import exit_zero_on_stop_signals
@@ -48,8 +49,10 @@ class FakePsp(SandboxApp):
         self.state_path = state_path
         self._http = http
         self._pending: set[asyncio.Task] = set()
-        if state_path is not None and state_path.exists():
-            self._load(state_path)
+        if state_path is not None:
+            statefile.check_writable(state_path, "fake PSP")
+            if state_path.exists():
+                self._load(state_path)
 
     def _load(self, path: Path) -> None:
         def parse(state: dict) -> tuple[list[Charge], int]:
@@ -272,4 +275,4 @@ def serve(host: str = "127.0.0.1", port: int = 8089, **options: Any) -> None:
     """Run the fake PSP until interrupted."""
     exit_zero_on_stop_signals()
     uvicorn.run(create_app(host=f"{host}:{port}", **options), host=host, port=port, log_level="warning",
-                access_log=False)
+                access_log=False, timeout_graceful_shutdown=STOP_WITHIN_S)

@@ -24,3 +24,14 @@ def write(path: Path, state: dict) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(state))
     os.replace(partial, path)
+
+
+def check_writable(path: Path, fake: str) -> None:
+    """Refuse to start (one clear ValueError) where the fake could not write its state file: each change would
+    otherwise be applied in memory and answered with a 500."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text("")
+        partial.unlink()
+    except OSError as exc:
+        raise ValueError(f"the {fake} cannot write its state file {path}: {exc.strerror or exc}") from None

@@ -18,11 +18,13 @@ from urllib.parse import parse_qsl
 import msgspec
 import uvicorn
 
-from hostq.sandbox.asgi import TEXT, SandboxApp, drop_connection, hold, respond
+from hostq.sandbox.asgi import STOP_WITHIN_S, TEXT, SandboxApp, drop_connection, hold, respond
 from hostq.sandbox.whm_accounts import FUNCTIONS, AccountBook, envelope
 from hostq.stopping import exit_zero_on_stop_signals
 
 ASGIApp = Callable[..., Any]
+ACCESS_DENIED = msgspec.json.encode({"cpanelresult": {
+    "apiversion": "2", "error": "Access denied", "data": {"reason": "Access denied", "result": "0"}, "type": "text"}})
 FAULT_MODES = frozenset({"http_500", "reset", "timeout", "result_0", "timeout_then_create", "result_0_leave_user"})
 
 
@@ -59,8 +61,8 @@ class FakeWhm(SandboxApp):
         """Answer one /json-api/<function> call, applying latency and any queued fault."""
         self.calls[function] += 1
         caller = self.authenticate(scope)
-        if caller is None:
-            return await respond(send, 403, b"Access denied", TEXT)
+        if caller is None:  # WHM's own answer to a token it does not accept: 403 with a cPanel API 2 body
+            return await respond(send, 403, ACCESS_DENIED)
         params = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         if body:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
@@ -79,7 +81,7 @@ class FakeWhm(SandboxApp):
         if fault.mode == "result_0":
             return await respond(send, 200, envelope(function, 0, fault.reason, {}))
         if fault.mode == "result_0_leave_user":  # as a real failed create can: the Unix user stays behind
-            if function == "createacct" and (user := params.get("username")):
+            if function == "createacct" and self.book.could_create(user := params.get("username", "")):
                 self.book.leave_user(user)
             return await respond(send, 200, envelope(function, 0, fault.reason, {}))
         answer = self.book.run(function, params, caller) if fault.mode == "timeout_then_create" else None
@@ -146,6 +148,9 @@ class FakeWhm(SandboxApp):
 
     def configure(self, what: str, spec: dict[str, Any]) -> None:
         """Queue a fault or set a function's latency from a control request body."""
+        if isinstance(spec, dict) and (unknown := sorted(set(spec) - _CONTROL_KEYS[what])):
+            raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}: /__sandbox/{what} takes "
+                             f"{', '.join(sorted(_CONTROL_KEYS[what]))}")
         function = str(spec["function"]) if isinstance(spec, dict) and spec.get("function") else ""
         if function not in FUNCTIONS:
             raise ValueError(f'"function" must be one of {sorted(FUNCTIONS)}')
@@ -165,6 +170,10 @@ class FakeWhm(SandboxApp):
         if spec.get("reason"):
             fault.reason = str(spec["reason"])
         self.faults.setdefault(function, deque()).append(fault)
+
+
+_CONTROL_KEYS = {"faults": frozenset({"function", "mode", "times", "hold_s", "reason"}),
+                 "latency": frozenset({"function", "seconds"})}
 
 
 def _at_least(value: Any, least: float, name: str) -> float:
@@ -192,4 +201,4 @@ def serve(
     """Run the fake WHM until interrupted."""
     exit_zero_on_stop_signals()
     uvicorn.run(create_app(token=token, packages=packages, state_path=state_path), host=host, port=port,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=STOP_WITHIN_S)

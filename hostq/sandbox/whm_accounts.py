@@ -20,6 +20,9 @@ FUNCTIONS = frozenset({
 CHANGES = frozenset({"createacct", "suspendacct", "unsuspendacct", "removeacct", "changepackage"})
 NO_ACCOUNT = "Account does not exist."
 _USERNAME = re.compile(r"[a-z0-9]+")
+#: Names every cPanel server already has as system users, or keeps for itself: never an account's.
+RESERVED = frozenset({"all", "bin", "cpanel", "cpses", "daemon", "dovecot", "ftp", "mail", "mailman", "mysql",
+                      "named", "nobody", "postgres", "root", "virtfs"})
 _DOMAIN = re.compile(r"(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
@@ -72,8 +75,10 @@ class AccountBook:
         # System users a failed createacct left behind (fault `result_0_leave_user`): the name stays in use.
         self.leftover_users: set[str] = set()
         self.state_path = state_path
-        if state_path is not None and state_path.exists():
-            self._load(state_path)
+        if state_path is not None:
+            statefile.check_writable(state_path, "fake WHM")
+            if state_path.exists():
+                self._load(state_path)
 
     def _load(self, path: Path) -> None:
         def parse(state: dict) -> tuple[list[Account], set[str]]:
@@ -141,12 +146,22 @@ class AccountBook:
             raise Rejected("Usernames cannot begin with a digit.")
         if user.startswith("test"):
             raise Rejected("Usernames cannot begin with “test”.")
+        if user in RESERVED:
+            raise Rejected(f"The username “{user}” is reserved.")
         if user in self.accounts:
             raise Rejected(f'This system already has an account named "{user}".')
         if user in self.leftover_users:
             raise Rejected(f"The username “{user}” is in use by an existing system user.")
         if (other := self.by_prefix.get(user[:8])) is not None:
             raise Rejected(f"The first eight characters of “{user}” must differ from those of the account “{other}”.")
+
+    def could_create(self, user: str) -> bool:
+        """Whether `user` is a valid name that no account or system user holds."""
+        try:
+            self.check_username(user)
+        except Rejected:
+            return False
+        return True
 
     def _createacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         user, domain, plan = p.get("username", ""), p.get("domain", "").lower(), p.get("plan", "")
@@ -170,17 +185,17 @@ class AccountBook:
         self.check_username(p.get("user", ""))
         return "OK", {}
 
-    def account(self, p: dict[str, str], key: str = "user") -> Account:
-        """The account named by `key` (or by `domain`), or Rejected as WHM says it."""
-        user = p.get(key) or self.by_domain.get(p.get("domain", "").lower(), "")
-        if not user and not p.get("domain"):
+    def account(self, p: dict[str, str], key: str = "user", *, by_domain: bool = False) -> Account:
+        """The account named by `key` (or, where the function takes one, by `domain`), or Rejected as WHM says it."""
+        user = p.get(key) or (self.by_domain.get(p.get("domain", "").lower(), "") if by_domain else "")
+        if not user and not (by_domain and p.get("domain")):
             raise Rejected(f"The “{key}” parameter is required.")
         if (account := self.accounts.get(user)) is None:
             raise Rejected(NO_ACCOUNT)
         return account
 
     def _accountsummary(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
-        return "OK", {"acct": [self.account(p).summary()]}
+        return "OK", {"acct": [self.account(p, by_domain=True).summary()]}
 
     def _suspendacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         account = self.account(p)
@@ -194,7 +209,7 @@ class AccountBook:
 
     def _removeacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         # `user` is the deprecated name of `username`; WHM still accepts it.
-        account = self.account(p, "username" if p.get("username") else "user")
+        account = self.account(p, "user" if p.get("user") and not p.get("username") else "username")
         del self.accounts[account.user], self.by_domain[account.domain]
         if self.by_prefix.get(account.user[:8]) == account.user:
             del self.by_prefix[account.user[:8]]
@@ -216,13 +231,19 @@ class AccountBook:
     def _listaccts(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         accounts = list(self.accounts.values())
         if search := p.get("search"):
-            field = {"user": "user", "domain": "domain", "owner": "owner", "package": "plan"}.get(
-                p.get("searchtype", "user"), "user")
+            field = {"user": "user", "domain": "domain", "owner": "owner", "package": "plan", "ip": "ip"}.get(
+                searchtype := p.get("searchtype", "user"))
+            if field is None:
+                raise Rejected(f"Invalid searchtype “{searchtype}”: use domain, owner, user, ip or package.")
+            method = p.get("searchmethod", "regex")  # WHM's default: the value contains a match of the pattern
+            if method not in ("exact", "regex"):
+                raise Rejected(f"Invalid searchmethod “{method}”: use exact or regex.")
             try:
-                pattern = re.compile(search if p.get("searchmethod") == "regex" else re.escape(search) + "$")
+                pattern = re.compile(search if method == "regex" else re.escape(search))
             except re.error:
                 raise Rejected(f"Invalid regular expression: {search}") from None
-            accounts = [a for a in accounts if pattern.match(getattr(a, field))]
+            match = pattern.search if method == "regex" else pattern.fullmatch
+            accounts = [a for a in accounts if match(getattr(a, field))]
         return "Ok", {"acct": [a.summary() for a in accounts]}
 
     def _listpkgs(self, p: dict[str, str], caller: str) -> tuple[str, dict]:

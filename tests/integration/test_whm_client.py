@@ -209,7 +209,9 @@ async def test_the_control_api_refuses_what_it_cannot_do(fake):
                        ("faults", {"function": "createacct", "mode": "boom"}),
                        ("latency", {"function": "createacct", "seconds": -1}),
                        ("latency", {"function": "createacct"}),
-                       ("latency", {"function": "nope", "seconds": 1})):
+                       ("latency", {"function": "nope", "seconds": 1}),
+                       ("faults", {"function": "createacct", "mode": "http_500", "tiems": 3}),
+                       ("latency", {"function": "createacct", "seconds": 1, "times": 2})):
         refused = await fake.post(f"/__sandbox/{path}", json=body)
         assert refused.status_code == 400 and refused.json()["error"], (path, body, refused.text)
     assert (await fake.get("/__sandbox/faults")).json() == before
@@ -252,3 +254,68 @@ def test_a_state_file_the_fake_did_not_write_stops_it_with_one_line(tmp_path):
     state.write_text('{"accounts": [{"user": "x"}]}')
     with pytest.raises(ValueError, match="is not one it wrote"):
         create_app(state_path=state)
+
+
+def test_a_state_file_the_fake_cannot_write_stops_it_with_one_line(tmp_path):
+    """Not a fake that starts, then answers every change with a 500 after making it."""
+    with pytest.raises(ValueError, match="cannot write its state file .*missing/whm.json: No such file"):
+        create_app(state_path=tmp_path / "missing" / "whm.json")
+
+
+async def _call(url: str, function: str, **params) -> dict:
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": "whm root:sandbox"}) as client:
+        answer = await client.get(f"/json-api/{function}", params={"api.version": 1, **params})
+        answer.raise_for_status()
+        return answer.json()
+
+
+async def test_listaccts_searches_as_whm_does(fake, whm, server):
+    """regex (WHM's default) finds the pattern anywhere in the value; exact, only the whole value; ip too."""
+    await whm.createacct(username="alice", domain="alice.example", plan="basic", **NEW)
+    await whm.createacct(username="malicia", domain="malicia.example", plan="pro", **NEW)
+    users = lambda answer: sorted(a["user"] for a in answer["data"]["acct"])  # noqa: E731
+    assert users(await _call(server[1], "listaccts", search="lic", searchtype="user")) == ["alice", "malicia"]
+    assert users(await _call(server[1], "listaccts", search="^ali", searchtype="user", searchmethod="regex")) == [
+        "alice"]
+    assert users(await _call(server[1], "listaccts", search="alic", searchtype="user", searchmethod="exact")) == []
+    assert users(await _call(server[1], "listaccts", search="pro", searchtype="package")) == ["malicia"]
+    assert users(await _call(server[1], "listaccts", search="192.0.2.10", searchtype="ip",
+                             searchmethod="exact")) == ["alice", "malicia"]
+    refused = await _call(server[1], "listaccts", search="x", searchtype="colour")
+    assert refused["metadata"]["result"] == 0 and "searchtype" in refused["metadata"]["reason"]
+
+
+async def test_names_a_cpanel_server_keeps_for_itself_are_refused(fake, whm):
+    for name in ("root", "nobody", "mysql", "cpanel", "all"):
+        assert await whm.verify_new_username(name) is False, name
+    assert await whm.verify_new_username("rooted") is True
+
+
+async def test_the_functions_on_one_account_take_its_user_not_its_domain(fake, whm, server):
+    await whm.createacct(username="alice", domain="alice.example", plan="basic", **NEW)
+    assert (await whm.accountsummary(domain="alice.example"))["user"] == "alice"  # accountsummary does
+    for function in ("suspendacct", "unsuspendacct", "changepackage", "removeacct"):
+        answer = await _call(server[1], function, domain="alice.example", pkg="pro")
+        assert answer["metadata"]["result"] == 0, (function, answer)
+        assert "parameter is required" in answer["metadata"]["reason"], answer
+    assert (await _call(server[1], "removeacct"))["metadata"]["reason"] == "The “username” parameter is required."
+    assert [a["user"] for a in await whm.listaccts()] == ["alice"]
+
+
+async def test_a_refused_token_gets_whms_json_body(fake, server):
+    async with httpx.AsyncClient(base_url=server[1], headers={"Authorization": "whm root:wrong"}) as client:
+        answer = await client.get("/json-api/listpkgs", params={"api.version": 1})
+    assert answer.status_code == 403
+    assert answer.json()["cpanelresult"]["data"] == {"reason": "Access denied", "result": "0"}
+
+
+async def test_a_failed_create_leaves_a_user_only_where_it_could_have_made_one(fake, whm):
+    await whm.createacct(username="alice", domain="alice.example", plan="basic", **NEW)
+    for name in ("alice", "1bad"):  # an account already has it; not a valid name
+        await fault(fake, "createacct", "result_0_leave_user")
+        with pytest.raises(PermanentIntegrationError):
+            await whm.createacct(username=name, domain=f"x{name}.example", plan="basic", **NEW)
+    assert (await fake.get("/__sandbox/system-users")).json()["system_users"] == []
+    await whm.removeacct("alice")
+    assert await whm.verify_new_username("alice") is True
+
