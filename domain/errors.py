@@ -4,6 +4,7 @@
     ├── NotFound            an id that does not exist, or belongs to another tenant
     ├── ValidationFailed    input breaks a rule (carries field errors)
     ├── Conflict            a unique thing already exists
+    │   └── OutOfTurn       a job's attempt outlived its turn: another attempt of the job runs now
     ├── InvalidState        the resource's state does not allow the action
     ├── NoCapacity          no server with room in the region
     ├── Unavailable         a dependency (Postgres, Redis) is down
@@ -40,6 +41,13 @@ class ValidationFailed(DomainError):
 
 class Conflict(DomainError):
     code = "conflict"
+
+
+class OutOfTurn(Conflict):
+    """A job's attempt outlived its turn (its worker only looked dead, so the job was started again elsewhere):
+    it must not act on WHM any more. Raised before a call that would change an account; nothing is recorded."""
+
+    code = "out_of_turn"
 
 
 class InvalidState(DomainError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from domain.jobs.tracking import ensure_turn
 from domain.provisioning import accounts
 from domain.provisioning.actions import run_action
 from workers.middleware import Attempt, job_actor
@@ -17,7 +18,8 @@ async def provision_create(attempt: Attempt) -> dict:
 
 async def _action(attempt: Attempt) -> dict:
     rt = runtime()
-    return await run_action(rt.sessions, attempt.job_id, rt.whm_for, create_settles_s=rt.settings.create_settles_s)
+    return await run_action(rt.sessions, attempt.job_id, rt.whm_for, create_settles_s=rt.settings.create_settles_s,
+                            turn_check=lambda: ensure_turn(attempt.db, attempt.ticket))
 
 
 for _kind in ("provision.suspend", "provision.unsuspend", "provision.terminate", "provision.change_plan"):

@@ -12,13 +12,14 @@ import functools
 import re
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.errors import DomainError, IntegrationError
+from domain.errors import DomainError, IntegrationError, OutOfTurn
 from domain.ids import new_id
 from domain.jobs import effects, rules
 from domain.jobs.models import Job, JobAttempt
@@ -63,6 +64,21 @@ def in_turn(first: int) -> str:
 def turn_args(ticket: Ticket | None) -> tuple:
     """The arguments of in_turn for `ticket` (None: outside any job)."""
     return (ticket.job_id, ticket.round, ticket.attempt) if ticket is not None else (None, None, None)
+
+
+_STILL_IN_TURN = f"SELECT {in_turn(1)}"
+
+
+async def ensure_turn(db: Any, ticket: Ticket | None) -> None:
+    """Raise OutOfTurn unless the job is still at `ticket`'s attempt (None: outside any job, always in turn).
+
+    Checked just before each call that changes a WHM account: an attempt that outlived its turn (a long pause, a
+    partition) then does not act after the attempt that took over, or after a later job on the same service. WHM
+    knows no fencing tokens, so this narrows the window to the call itself rather than closing it.
+    """
+    if ticket is not None and not await db.fetchval(_STILL_IN_TURN, *turn_args(ticket)):
+        raise OutOfTurn(f"attempt {ticket.attempt} of round {ticket.round} outlived its turn: another attempt "
+                        "of the job runs now, so this one does not call WHM")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import NamedTuple, Protocol
 import asyncpg
 
 from domain.errors import InvalidState, NotFound, PermanentIntegrationError
-from domain.jobs.tracking import Ticket, in_turn, turn_args
+from domain.jobs.tracking import Ticket, ensure_turn, in_turn, turn_args
 from domain.provisioning import rules as naming
 from domain.provisioning.models import WhmServer
 from domain.services import rules
@@ -192,6 +192,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
     if not adopted:
         if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
             await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
+        await ensure_turn(db, ticket)  # not after the attempt that took over (nor a terminate that followed it)
         try:
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
         except PermanentIntegrationError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -59,46 +60,56 @@ def _becomes(result: dict, status: str, suspended_reason: str | None, allowed: s
     return Outcome(result, _SET_STATUS, (status, suspended_reason, sorted(allowed)))
 
 
+async def _no_turn_check() -> None:
+    """Outside a worker's attempt (tests, tools): always the caller's turn."""
+
+
 async def run_action(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID, whm_for, *,
-                     create_settles_s: float) -> dict | Outcome:
+                     create_settles_s: float,
+                     turn_check: Callable[[], Awaitable[None]] = _no_turn_check) -> dict | Outcome:
     """Carry out the job's action on its service's WHM account; the service's new state is the Outcome, recorded
-    with the job's success. `create_settles_s`: Settings.create_settles_s (a terminate waits it out)."""
+    with the job's success. `create_settles_s`: Settings.create_settles_s (a terminate waits it out). `turn_check`
+    raises OutOfTurn when the attempt outlived its turn (tracking.ensure_turn); it runs just before each call that
+    changes the account."""
     job, service, server = await _load(sessions, job_id)
     done = rules.DONE.get(job.kind)
     if done is not None and service.status == done:
         return {"service_id": str(service.id), "outcome": "already_done"}
     whm = whm_for(server) if server else None
     if job.kind == "provision.terminate":
-        return await _terminate(sessions, job, service, whm, create_settles_s=create_settles_s)
-    return await _HANDLERS[job.kind](sessions, job, service, whm)
+        return await _terminate(sessions, job, service, whm, turn_check, create_settles_s=create_settles_s)
+    return await _HANDLERS[job.kind](sessions, job, service, whm, turn_check)
 
 
-async def _suspend(sessions, job: Job, service: Service, whm: WhmPort) -> Outcome:
+async def _suspend(sessions, job: Job, service: Service, whm: WhmPort, turn_check) -> Outcome:
     if service.status != rules.ACTIVE:
         raise InvalidState(rules.refusal("suspend", service.status))
     account = await _existing_account(whm, service)
     if not int(account.get("suspended") or 0):
+        await turn_check()
         await whm.suspendacct(service.username, job.args.get("reason") or "suspended by hostq")
     return _becomes({"service_id": str(service.id), "outcome": "suspended"}, rules.SUSPENDED,
                     job.args.get("suspended_reason", "reseller"), {rules.ACTIVE})
 
 
-async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort) -> Outcome:
+async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort, turn_check) -> Outcome:
     if service.status != rules.SUSPENDED:
         raise InvalidState(rules.refusal("unsuspend", service.status))
     account = await _existing_account(whm, service)
     if int(account.get("suspended") or 0):
+        await turn_check()
         await whm.unsuspendacct(service.username)
     return _becomes({"service_id": str(service.id), "outcome": "unsuspended"}, rules.ACTIVE, None,
                     {rules.SUSPENDED})
 
 
-async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, *,
+async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, turn_check, *,
                      create_settles_s: float) -> Outcome:
     outcome = "nothing_to_remove"
     has_account = service.status in (rules.ACTIVE, rules.SUSPENDED) or service.create_attempted_at is not None
     if whm is not None and service.username and has_account:
         if await _account(whm, service) is not None:
+            await turn_check()
             await whm.removeacct(service.username)
             outcome = "removed"
         elif service.status not in (rules.ACTIVE, rules.SUSPENDED) and _create_may_land(service, create_settles_s):
@@ -124,7 +135,7 @@ def _create_may_land(service: Service, create_settles_s: float) -> bool:
     return sent is not None and datetime.now(timezone.utc) < sent + timedelta(seconds=create_settles_s)
 
 
-async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> dict | Outcome:
+async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort, turn_check) -> dict | Outcome:
     async with session_scope(sessions) as session:
         plan = await session.get(Plan, uuid.UUID(job.args["plan_id"]))
     if service.plan_id == plan.id:
@@ -133,6 +144,7 @@ async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort) -> di
         raise InvalidState(rules.refusal("change_plan", service.status))
     account = await _existing_account(whm, service)
     if account.get("plan") != plan.whm_package:
+        await turn_check()
         await whm.changepackage(service.username, plan.whm_package)
     return Outcome({"service_id": str(service.id), "outcome": "plan_changed", "plan": plan.code}, _SET_PLAN,
                    (plan.id, plan.code, sorted({rules.ACTIVE, rules.SUSPENDED})))

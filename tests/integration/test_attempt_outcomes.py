@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from domain.db import session_scope
 from domain.jobs import tracking
 from domain.pg import connect
-from domain.errors import TransientIntegrationError
+from domain.errors import OutOfTurn, TransientIntegrationError
 from domain.jobs.models import Job, JobAttempt
 from domain.provisioning import accounts
 from domain.provisioning.actions import run_action
@@ -252,3 +252,57 @@ async def test_a_late_note_of_when_the_next_attempt_is_due_leaves_a_later_attemp
     noted = (await _job(sessions, job_id)).next_attempt_at
     await tracking.note_next_attempt(pool, job_id, failed[0], 1)  # the first attempt's note, late
     assert (await _job(sessions, job_id)).next_attempt_at == noted and noted is not None
+
+
+async def test_an_attempt_that_outlived_its_turn_does_not_call_whm_to_change_the_account(
+        client, sessions, settings, pool):
+    """It read WHM, then paused (its worker looked dead, the job was started again elsewhere): when it resumes, the
+    check just before suspendacct stops it; the attempt that took over makes the call."""
+    service_id, whm = await _active_service(client, sessions, settings)
+    job_id = uuid.UUID((await client.post(f"/v1/services/{service_id}/suspend")).json()["job"]["id"])
+    first = await _start(pool, job_id)
+    second = await _started_again(sessions, job_id)
+    with pytest.raises(OutOfTurn):
+        await run_action(sessions, job_id, lambda server: whm, create_settles_s=settings.create_settles_s,
+                         turn_check=lambda: tracking.ensure_turn(pool, first))
+    assert whm.calls == []
+    outcome = await run_action(sessions, job_id, lambda server: whm, create_settles_s=settings.create_settles_s,
+                               turn_check=lambda: tracking.ensure_turn(pool, second))
+    assert whm.calls == ["suspendacct"] and outcome.result["outcome"] == "suspended"
+
+
+class CreatingWhm:
+    """A WHM with no account yet, recording createacct."""
+
+    def __init__(self, take_over=None) -> None:
+        self.take_over, self.created = take_over, []
+
+    async def verify_new_username(self, user: str) -> bool:
+        if self.take_over is not None:  # the job is started again elsewhere while this attempt waits here
+            await self.take_over()
+        return True
+
+    async def accountsummary(self, *, user=None, domain=None):
+        return None
+
+    async def createacct(self, *, username: str, domain: str, **_) -> dict:
+        self.created.append(username)
+        return {}
+
+
+@pytest.mark.parametrize("taken_over", [False, True])
+async def test_a_create_that_outlived_its_turn_sends_no_createacct(taken_over, client, sessions, settings, pool):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    ticket = await _start(pool, job_id)
+    whm = CreatingWhm((lambda: _started_again(sessions, job_id)) if taken_over else None)
+    row = await pool.fetchrow(accounts.LOAD_SERVICE, service_id)
+    if taken_over:
+        with pytest.raises(OutOfTurn):
+            await accounts.create_account(pool, row, lambda server: whm, ticket)
+        assert whm.created == []
+    else:
+        assert (await accounts.create_account(pool, row, lambda server: whm, ticket))["outcome"] == "created"
+        assert len(whm.created) == 1
