@@ -65,6 +65,14 @@ async def _active_service(client, sessions, settings) -> tuple[str, FakeWhm]:
     return order["service"]["id"], FakeWhm(username, order["service"]["domain"])
 
 
+async def _ordered(client, sessions, settings) -> tuple[uuid.UUID, uuid.UUID]:
+    """An order in a region of its own: its create job's id and its service's."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    return uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+
+
 async def _start(pool, job_id: uuid.UUID, sql: str | None = None, resource_id=None):
     row = await tracking.start_fresh(pool, job_id, sql=sql, resource_id=resource_id)
     return tracking.Ticket(job_id, row["hostq_round"], row["hostq_attempt"])
@@ -171,10 +179,7 @@ async def test_a_username_is_given_back_only_by_the_attempt_whose_turn_it_is(
     """WHM did not answer verify_new_username, so nothing went out under the name: the attempt gives it back, for
     a retry to choose again. Not once its turn is over: the attempt that took over may be creating the account
     under that name already."""
-    region, _ = await add_region(sessions, settings)
-    customer_id, plan = await customer_and_plan(client)
-    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
-    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    job_id, service_id = await _ordered(client, sessions, settings)
     ticket = await _start(pool, job_id)
     whm = SilentVerify((lambda: _started_again(sessions, job_id)) if taken_over else None)
     with pytest.raises(TransientIntegrationError):
@@ -209,10 +214,7 @@ async def test_a_give_back_that_waited_for_its_row_is_not_applied_under_an_attem
     """The give-back waits for the service's row (another transaction holds it) while the job is started again
     elsewhere: either the new attempt starts first and nothing is given back, or it waits and loads what was given
     back; never does it load a name that is then taken from under it."""
-    region, _ = await add_region(sessions, settings)
-    customer_id, plan = await customer_and_plan(client)
-    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
-    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    job_id, service_id = await _ordered(client, sessions, settings)
     first = await _start(pool, job_id)
     username = f"u{uuid.uuid4().hex[:7]}"
     await pool.execute("UPDATE services SET username = $2, create_attempted_at = now() WHERE id = $1",
@@ -292,10 +294,7 @@ class CreatingWhm:
 
 @pytest.mark.parametrize("taken_over", [False, True])
 async def test_a_create_that_outlived_its_turn_sends_no_createacct(taken_over, client, sessions, settings, pool):
-    region, _ = await add_region(sessions, settings)
-    customer_id, plan = await customer_and_plan(client)
-    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
-    job_id, service_id = uuid.UUID(order["job"]["id"]), uuid.UUID(order["service"]["id"])
+    job_id, service_id = await _ordered(client, sessions, settings)
     ticket = await _start(pool, job_id)
     whm = CreatingWhm((lambda: _started_again(sessions, job_id)) if taken_over else None)
     row = await pool.fetchrow(accounts.LOAD_SERVICE, service_id)
