@@ -13,7 +13,9 @@ from workers.runtime import runtime
            completes=accounts.ACTIVATE)
 async def provision_create(attempt: Attempt) -> dict:
     """Create the service's WHM account exactly once (adopting one a timed-out call left behind)."""
-    return await accounts.create_account(attempt.db, attempt.row, runtime().whm_for, attempt.ticket)
+    rt = runtime()
+    return await accounts.create_account(attempt.db, attempt.row, rt.whm_for, attempt.ticket,
+                                         create_settles_s=rt.settings.create_settles_s)
 
 
 async def _action(attempt: Attempt) -> dict:

@@ -18,7 +18,7 @@ class JobError(msgspec.Struct):
         description="whm_unavailable (5xx, reset), whm_timeout, whm_rejected (WHM's result 0, with its reason), "
                     "whm_auth_failed, whm_tls_untrusted, whm_bad_response, whm_account_missing, "
                     "whm_username_taken, whm_domain_taken, whm_account_conflict (an operator must look), "
-                    "whm_create_in_doubt (a terminate waiting for a timed-out createacct to settle), "
+                    "whm_create_in_doubt (waiting for a timed-out createacct that may still be running on WHM), "
                     "username_unavailable (no free username found), kek_mismatch, worker_lost, interrupted, "
                     "invalid_state, not_found (the job's service no longer exists), internal_error",
         examples=["whm_unavailable"])]

@@ -14,6 +14,9 @@ failed create left behind (integrations.md: a blind retry then fails with "usern
 earlier createacct in doubt (timed out, reset, 5xx) is never given back: WHM may still create under it. A name
 the reseller chose is kept, but when WHM refuses its first createacct, `create_attempted_at` is cleared all the
 same: nothing of ours exists under it, and the failed service then leaves its server's count (migration 0012).
+A retry that finds the name in use with no account yet, while an earlier createacct may still be running on WHM
+(create_settles_s after it was sent), waits (whm_create_in_doubt, retried) instead of concluding that a system
+user remains.
 """
 
 from __future__ import annotations
@@ -21,16 +24,17 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import NamedTuple, Protocol
 
 import asyncpg
 
-from domain.errors import InvalidState, NotFound, PermanentIntegrationError
+from domain.errors import InvalidState, NotFound, PermanentIntegrationError, TransientIntegrationError
 from domain.jobs.tracking import Ticket, ensure_turn, in_turn, turn_args
 from domain.provisioning import rules as naming
 from domain.provisioning.models import WhmServer
 from domain.services import rules
+from domain.times import rfc3339
 
 
 class WhmPort(Protocol):
@@ -164,10 +168,13 @@ async def provision_account(db: asyncpg.Connection | asyncpg.Pool, service_id: u
 
 
 async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.Record | None,
-                         whm_for: Callable[[WhmServer | ServerRef], WhmPort], ticket: Ticket | None = None) -> dict:
+                         whm_for: Callable[[WhmServer | ServerRef], WhmPort], ticket: Ticket | None = None, *,
+                         create_settles_s: float = 0.0) -> dict:
     """Make the service's WHM account exist exactly once (`service`: its LOAD_SERVICE row); ACTIVATE follows.
 
     `ticket`: the job's attempt that runs it; a name is given back only while the job is still at it.
+    `create_settles_s` (Settings.create_settles_s): how long after an earlier createacct was sent WHM may still be
+    creating under the name, so that a name in use with no account yet means "wait", not "a system user remains".
     """
     if service is None:
         raise NotFound("the job's service no longer exists")
@@ -201,9 +208,25 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
                                                          chosen_here=chosen_here, kept=not verified)
                 if given_back is not None:
                     raise given_back from exc
+            elif exc.code == "whm_username_taken" and (
+                    settles := _still_settling(service["create_attempted_at"], create_settles_s)) is not None:
+                # The name is in use and no account has it yet: most likely our earlier createacct, still running.
+                raise TransientIntegrationError(
+                    "whm_create_in_doubt", f"WHM says {username!r} is in use but has no account of it yet: the "
+                    f"createacct sent at {rfc3339(service['create_attempted_at'])} is most likely still running; "
+                    f"asking WHM again (until {rfc3339(settles)}; after that, a system user left behind is what "
+                    "remains)") from exc
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
+
+
+def _still_settling(sent: datetime | None, create_settles_s: float) -> datetime | None:
+    """Until when a createacct sent at `sent` may still be creating its account on WHM; None once it cannot."""
+    if sent is None or create_settles_s <= 0:
+        return None
+    settles = sent + timedelta(seconds=create_settles_s)
+    return settles if datetime.now(timezone.utc) < settles else None
 
 
 async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, service_id: uuid.UUID, username: str,

@@ -1,6 +1,9 @@
-"""A terminate of a service whose create is in doubt (a createacct timed out, then the job failed or was
-cancelled) must not conclude "nothing to remove" while WHM may still create the account: that account would be
-left on the server, billed to nobody, its username and domain free for another order."""
+"""While a createacct that timed out may still be running on WHM, not finding its account proves nothing.
+
+A terminate of a service whose create is in doubt (the job failed or was cancelled) must not conclude "nothing
+to remove": the account would be left on the server, billed to nobody, its username and domain free for another
+order. A create's retry that finds the name in use with no account yet must not conclude "a system user remains"
+(a permanent failure asking an operator to remove it, while our own createacct is still making the account)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import pytest
 from sqlalchemy import update
 
 from domain.db import session_scope
-from domain.errors import TransientIntegrationError
+from domain.errors import IntegrationError, PermanentIntegrationError, TransientIntegrationError
 from domain.jobs.models import Job
+from domain.provisioning import accounts
 from domain.provisioning.actions import run_action
 from domain.services.models import Service
 from tests.integration.helpers import add_region, customer_and_plan, order_body
+from workers.pg import SystemPool
 
 
 class SlowWhm:
@@ -72,3 +77,38 @@ async def test_nothing_found_once_the_create_has_settled_is_nothing_to_remove(cl
 async def _service(sessions, service_id: str) -> Service:
     async with sessions() as session:
         return await session.get(Service, uuid.UUID(service_id))
+
+
+class NameInUse:
+    """A WHM still running an earlier createacct: the name's system user exists, its account not yet."""
+
+    async def accountsummary(self, *, user=None, domain=None):
+        return None
+
+    async def createacct(self, *, username: str, **_) -> dict:
+        raise PermanentIntegrationError("whm_account_exists",
+                                        f"The username “{username}” is in use by an existing system user.")
+
+
+@pytest.mark.parametrize("sent_ago_s, code", [(5, "whm_create_in_doubt"), (61, "whm_username_taken")])
+async def test_a_name_in_use_without_an_account_waits_while_the_earlier_create_may_run(
+        client, sessions, settings, sent_ago_s, code):
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    service_id = uuid.UUID(order["service"]["id"])
+    async with session_scope(sessions) as session:  # an earlier attempt's createacct timed out sent_ago_s ago
+        await session.execute(update(Service).where(Service.id == service_id).values(
+            username=f"u{uuid.uuid4().hex[:7]}", create_attempted_at=datetime.now(timezone.utc)
+            - timedelta(seconds=sent_ago_s)))
+    pool = SystemPool(settings.database_url, max_size=1)
+    try:
+        db = await pool.get()
+        with pytest.raises(IntegrationError) as caught:
+            await accounts.create_account(db, await db.fetchrow(accounts.LOAD_SERVICE, service_id),
+                                          lambda server: NameInUse(), create_settles_s=60.0)
+    finally:
+        await pool.close()
+    assert caught.value.code == code
+    assert caught.value.retryable == (code == "whm_create_in_doubt"), caught.value.message
+
