@@ -19,7 +19,7 @@ import msgspec
 import uvicorn
 
 from hostq.sandbox.asgi import STOP_WITHIN_S, TEXT, SandboxApp, drop_connection, hold, respond
-from hostq.sandbox.whm_accounts import FUNCTIONS, AccountBook, envelope
+from hostq.sandbox.whm_accounts import FUNCTIONS, AccountBook, Rejected, envelope
 from hostq.stopping import exit_zero_on_stop_signals
 
 ASGIApp = Callable[..., Any]
@@ -70,7 +70,10 @@ class FakeWhm(SandboxApp):
             # WHM without api.version=1 speaks API 0, whose shape clients must not mistake for API 1.
             return await respond(send, 200, b'{"status":0,"statusmsg":"The sandbox only speaks api.version=1."}')
         fault = self.take_fault(function)
-        if delay := self.latency.get(function):
+        delay = self.latency.get(function)
+        if function == "createacct" and delay and fault is None:
+            return await self.slow_create(send, params, caller, delay)
+        if delay:
             await asyncio.sleep(delay)
         if fault is None:
             return await respond(send, 200, self.book.run(function, params, caller))
@@ -90,6 +93,21 @@ class FakeWhm(SandboxApp):
         if answer is None:
             return await respond(send, 504, b"Gateway Timeout", TEXT)
         return await respond(send, 200, answer)
+
+    async def slow_create(self, send: Callable, params: dict[str, str], caller: str, delay: float) -> None:
+        """createacct with latency, as WHM makes an account: checked at once (a refusal answers at once: the
+        latency is the making of an account), its system user made at once (another createacct or
+        verify_new_username then finds the name in use, accountsummary no account), the account at the end,
+        whether or not the caller still waits for the answer."""
+        try:
+            user = self.book.begin_create(params)
+        except Rejected as exc:
+            return await respond(send, 200, envelope("createacct", 0, str(exc), {}))
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.book.end_create(user)
+        return await respond(send, 200, self.book.run("createacct", params, caller))
 
     def authenticate(self, scope: dict) -> str | None:
         """The calling user when the `whm user:token` header carries our token."""

@@ -74,6 +74,8 @@ class AccountBook:
         self.by_prefix: dict[str, str] = {}
         # System users a failed createacct left behind (fault `result_0_leave_user`): the name stays in use.
         self.leftover_users: set[str] = set()
+        # Creates under way (a createacct with latency): user -> domain, both taken until the account exists.
+        self.creating: dict[str, str] = {}
         self.state_path = state_path
         if state_path is not None:
             statefile.check_writable(state_path, "fake WHM")
@@ -150,9 +152,10 @@ class AccountBook:
             raise Rejected(f"The username “{user}” is reserved.")
         if user in self.accounts:
             raise Rejected(f'This system already has an account named "{user}".')
-        if user in self.leftover_users:
+        if user in self.leftover_users or user in self.creating:
             raise Rejected(f"The username “{user}” is in use by an existing system user.")
-        if (other := self.by_prefix.get(user[:8])) is not None:
+        other = self.by_prefix.get(user[:8]) or next((u for u in self.creating if u[:8] == user[:8]), None)
+        if other is not None:
             raise Rejected(f"The first eight characters of “{user}” must differ from those of the account “{other}”.")
 
     def could_create(self, user: str) -> bool:
@@ -163,17 +166,34 @@ class AccountBook:
             return False
         return True
 
-    def _createacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
+    def _check_create(self, p: dict[str, str]) -> tuple[str, str, str]:
+        """createacct's user, domain and plan, or Rejected as WHM refuses them."""
         user, domain, plan = p.get("username", ""), p.get("domain", "").lower(), p.get("plan", "")
         self.check_username(user)
         if not _DOMAIN.fullmatch(domain):
             raise Rejected(f"“{domain}” is not a valid domain.")
-        if (holder := self.by_domain.get(domain)) is not None:
+        holder = self.by_domain.get(domain) or next((u for u, d in self.creating.items() if d == domain), None)
+        if holder is not None:
             raise Rejected(f'The domain "{domain}" already exists in the userdata for the user "{holder}".')
         if plan not in self.packages:
             raise Rejected(f"Unable to find package “{plan}”.")
         if not p.get("password"):
             raise Rejected("You must specify a password.")
+        return user, domain, plan
+
+    def begin_create(self, p: dict[str, str]) -> str:
+        """A slow createacct starts, as WHM's does: checked now, and its system user made at once (the name and
+        the domain are taken from here on, while the account does not exist yet); the user, for end_create."""
+        user, domain, _ = self._check_create(p)
+        self.creating[user] = domain
+        return user
+
+    def end_create(self, user: str) -> None:
+        """The slow createacct's own hold on its name and domain ends (its account is then made, or not)."""
+        self.creating.pop(user, None)
+
+    def _createacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
+        user, domain, plan = self._check_create(p)
         owner = p.get("owner") or caller
         account = Account(user, domain, plan, owner, p.get("contactemail", ""), datetime.now(UTC))
         self._keep(account)

@@ -319,3 +319,59 @@ async def test_a_failed_create_leaves_a_user_only_where_it_could_have_made_one(f
     await whm.removeacct("alice")
     assert await whm.verify_new_username("alice") is True
 
+
+
+async def test_a_slow_create_takes_its_name_and_domain_at_once_and_makes_the_account_at_the_end(fake, server):
+    """As WHM does: while a createacct runs, its system user exists (the name is in use) but its account not yet."""
+    await fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 0.5})
+    async with WhmClient(server[1], "root", "sandbox", create_timeout=5, read_timeout=2) as slow:
+        first = asyncio.ensure_future(slow.createacct(username="alicelong", domain="alice.example", plan="basic",
+                                                      **NEW))
+        await asyncio.sleep(0.15)
+        assert await slow.verify_new_username("alicelong") is False
+        assert await slow.accountsummary(user="alicelong") is None
+        for username, domain, said in (
+                ("alicelong", "other.example", "is in use by an existing system user"),
+                ("alicelonx", "alice2.example", "first eight characters"),
+                ("bob", "alice.example", 'already exists in the userdata for the user "alicelong"')):
+            started = time.monotonic()
+            with pytest.raises(PermanentIntegrationError) as caught:
+                await slow.createacct(username=username, domain=domain, plan="basic", **NEW)
+            assert said in caught.value.message, caught.value.message
+            assert time.monotonic() - started < 0.3  # refused at once: the latency is the making of an account
+        await first
+    assert [(a["user"], a["domain"]) for a in await accounts(fake)] == [("alicelong", "alice.example")]
+
+
+async def test_a_create_retried_while_its_timed_out_createacct_still_runs_waits_then_adopts(
+        fake, server, client, sessions, settings):
+    """The trap of integrations.md, with WHM slower than the client's wait: attempt 1 times out while WHM goes on;
+    attempt 2 finds no account but the name in use, and waits (whm_create_in_doubt) rather than calling it a
+    leftover system user; attempt 3, once WHM is done, adopts the account. One account."""
+    from domain.provisioning import accounts as provisioning
+    from tests.integration.helpers import add_region, customer_and_plan, order_body
+    from workers.pg import SystemPool
+    import uuid
+
+    await fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 0.8})
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    service_id = uuid.UUID(order["service"]["id"])
+    pool = SystemPool(settings.database_url, max_size=2)
+    outcomes = []
+    try:
+        db = await pool.get()
+        async with WhmClient(server[1], "root", "sandbox", create_timeout=0.3, read_timeout=2) as whm:
+            for pause in (0, 0, 1.0):
+                await asyncio.sleep(pause)
+                try:
+                    outcomes.append((await provisioning.create_account(
+                        db, await db.fetchrow(provisioning.LOAD_SERVICE, service_id), lambda server: whm,
+                        create_settles_s=60.0))["outcome"])
+                except (TransientIntegrationError, PermanentIntegrationError) as exc:
+                    outcomes.append(exc.code)
+    finally:
+        await pool.close()
+    assert outcomes == ["whm_timeout", "whm_create_in_doubt", "adopted"]
+    assert len([a for a in await accounts(fake) if a["domain"] == order["service"]["domain"]]) == 1
