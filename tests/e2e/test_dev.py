@@ -112,7 +112,7 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
 
             first = f"first-{uuid.uuid4().hex[:6]}.example.com"
             assert poll_job(api, order(first)["id"])["status"] == "succeeded"
-            assert fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 3}).status_code == 200
+            assert fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 1.5}).status_code == 200
             second = f"second-{uuid.uuid4().hex[:6]}.example.com"
             job = order(second)
             poll_job(api, job["id"], until=("running",))

@@ -367,7 +367,7 @@ def _kill_mid_createacct(stack: Stack, crash: CrashRegion, stem: str, latency_s:
 def test_worker_killed_mid_createacct_redelivers_and_creates_once(stack, crash_region, capsys):
     """SIGKILL of the whole worker (dramatiq parent and its forked consumer) while createacct is in flight."""
     crash = crash_region
-    domain, order, killed_at = _kill_mid_createacct(stack, crash, "crash", 3)
+    domain, order, killed_at = _kill_mid_createacct(stack, crash, "crash", 1.5)
     job_id = order["job"]["id"]
     assert stack.api.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
 
@@ -456,7 +456,7 @@ def _sql(settings, statement: str, *args) -> None:
 def test_a_running_job_whose_worker_and_message_were_both_lost_is_sent_again(stack, crash_region, settings):
     """Two faults at once: the worker is killed mid-createacct and Redis loses the message it held."""
     crash = crash_region
-    domain, order, _ = _kill_mid_createacct(stack, crash, "twice", 2)
+    domain, order, _ = _kill_mid_createacct(stack, crash, "twice", 1.5)
     job_id = order["job"]["id"]
     client = redis.Redis.from_url(settings.redis_url)
     try:  # every copy of the region's messages: its queue, the dead worker's unacked set, the bodies
