@@ -51,6 +51,8 @@ class Settings:
     resend_stalled_s: float = 600.0
     # Seconds without a worker's heartbeat before its unacknowledged messages are redelivered.
     broker_heartbeat_s: float = 30.0
+    # Seconds after a createacct was sent during which WHM may still make the account; 0: twice the create timeout.
+    whm_create_settle_s: float = 0.0
     # TTL of the per-service lock; 0 means "the slowest WHM call plus a minute".
     lock_ttl_s: float = 0.0
     # Postgres connections an API process may hold for its hot paths (domain/pg.py); the ORM adds up to 15.
@@ -63,9 +65,9 @@ class Settings:
 
     @property
     def create_settles_s(self) -> float:
-        """How long after a createacct was sent WHM may still create its account (the client waits
-        HOSTQ_WHM_CREATE_TIMEOUT, and WHM may go on as long again): until then, not finding it proves nothing."""
-        return 2 * self.whm_create_timeout
+        """How long after a createacct was sent WHM may still create its account: until then, not finding it proves
+        nothing. HOSTQ_WHM_CREATE_SETTLE_S, else twice HOSTQ_WHM_CREATE_TIMEOUT (WHM going on as long again)."""
+        return self.whm_create_settle_s or 2 * self.whm_create_timeout
 
     @property
     def attempt_time_limit_s(self) -> float:
@@ -163,6 +165,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         psp_webhook_secret=env.get("HOSTQ_PSP_WEBHOOK_SECRET", "" if mode == "production" else "sandbox"),
         whm_create_timeout=_number(env, "HOSTQ_WHM_CREATE_TIMEOUT", 300.0, float, 0.1),
         whm_read_timeout=_number(env, "HOSTQ_WHM_READ_TIMEOUT", 15.0, float, 0.1),
+        whm_create_settle_s=_number(env, "HOSTQ_WHM_CREATE_SETTLE_S", 0.0, float, 0.0),
         job_max_attempts=int(_number(env, "HOSTQ_JOB_MAX_ATTEMPTS", 6, int, 1)),
         job_backoff_min_s=_number(env, "HOSTQ_JOB_BACKOFF_MIN_S", 5.0, float, 0.0),
         job_backoff_max_s=_number(env, "HOSTQ_JOB_BACKOFF_MAX_S", 120.0, float, 0.0),

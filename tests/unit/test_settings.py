@@ -43,6 +43,11 @@ def test_values_are_read():
     assert load_settings({}).api_db_pool == 50 and load_settings({"HOSTQ_API_DB_POOL": "12"}).api_db_pool == 12
 
 
+def test_a_createacct_settles_twice_its_timeout_unless_told():
+    assert load_settings({"HOSTQ_WHM_CREATE_TIMEOUT": "30"}).create_settles_s == 60
+    assert load_settings({"HOSTQ_WHM_CREATE_TIMEOUT": "30", "HOSTQ_WHM_CREATE_SETTLE_S": "900"}).create_settles_s == 900
+
+
 def test_require_kek_names_the_variable():
     with pytest.raises(SettingsError, match="HOSTQ_KEK"):
         load_settings({}).require_kek()
@@ -54,6 +59,7 @@ def test_require_kek_names_the_variable():
     ({"HOSTQ_JOB_MAX_ATTEMPTS": "0"}, "HOSTQ_JOB_MAX_ATTEMPTS"),
     ({"HOSTQ_WHM_CREATE_TIMEOUT": "fast"}, "HOSTQ_WHM_CREATE_TIMEOUT"),
     ({"HOSTQ_WHM_READ_TIMEOUT": "0"}, "HOSTQ_WHM_READ_TIMEOUT"),
+    ({"HOSTQ_WHM_CREATE_SETTLE_S": "-1"}, "HOSTQ_WHM_CREATE_SETTLE_S"),
     ({"HOSTQ_JOB_BACKOFF_MIN_S": "-1"}, "HOSTQ_JOB_BACKOFF_MIN_S"),
     ({"HOSTQ_JOB_BACKOFF_MIN_S": "10", "HOSTQ_JOB_BACKOFF_MAX_S": "5"}, "HOSTQ_JOB_BACKOFF_MAX_S"),
     ({"HOSTQ_KEK": "not base64!!"}, "HOSTQ_KEK"),
