@@ -24,6 +24,10 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
+#: How much longer than hostq waited a createacct may still run on WHM (HOSTQ_WHM_CREATE_SETTLE_S's default).
+CREATE_OUTLASTS_S = 600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """hostq's configuration (operations.md, 'Configuration')."""
@@ -51,7 +55,7 @@ class Settings:
     resend_stalled_s: float = 600.0
     # Seconds without a worker's heartbeat before its unacknowledged messages are redelivered.
     broker_heartbeat_s: float = 30.0
-    # Seconds after a createacct was sent during which WHM may still make the account; 0: twice the create timeout.
+    # Seconds after a createacct was sent during which WHM may still make the account; 0: the create timeout + 600.
     whm_create_settle_s: float = 0.0
     # TTL of the per-service lock; 0 means "the slowest WHM call plus a minute".
     lock_ttl_s: float = 0.0
@@ -66,8 +70,9 @@ class Settings:
     @property
     def create_settles_s(self) -> float:
         """How long after a createacct was sent WHM may still create its account: until then, not finding it proves
-        nothing. HOSTQ_WHM_CREATE_SETTLE_S, else twice HOSTQ_WHM_CREATE_TIMEOUT (WHM going on as long again)."""
-        return self.whm_create_settle_s or 2 * self.whm_create_timeout
+        nothing. HOSTQ_WHM_CREATE_SETTLE_S, else HOSTQ_WHM_CREATE_TIMEOUT and CREATE_OUTLASTS_S more (a createacct
+        takes "tens of seconds, sometimes minutes": one that outlasted hostq's wait by 10 minutes is taken as lost)."""
+        return self.whm_create_settle_s or self.whm_create_timeout + CREATE_OUTLASTS_S
 
     @property
     def attempt_time_limit_s(self) -> float:

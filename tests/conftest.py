@@ -50,6 +50,7 @@ def test_env() -> dict[str, str]:
         "HOSTQ_NAMESPACE": f"hostq-test-{RUN}",
         "HOSTQ_WHM_CREATE_TIMEOUT": "2",
         "HOSTQ_WHM_READ_TIMEOUT": "2",
+        "HOSTQ_WHM_CREATE_SETTLE_S": "4",  # not the default 10 minutes after the timeout: tests wait it out
         "HOSTQ_JOB_MAX_ATTEMPTS": "3",
         "HOSTQ_JOB_BACKOFF_MIN_S": "0.05",
         "HOSTQ_JOB_BACKOFF_MAX_S": "0.2",

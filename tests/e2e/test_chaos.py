@@ -146,7 +146,7 @@ def test_chaos_in_two_regions_ends_with_every_account_once_and_every_job_account
         cleared += [_clear_leftover_user(stack, final[j]) for j in on_user.values()]
         if any(final[j]["error"]["code"] == "whm_create_in_doubt" for j in failed):
             # A terminate after a create whose createacct timed out waits until that call can no longer land.
-            time.sleep(2 * float(stack.procs.env["HOSTQ_WHM_CREATE_TIMEOUT"]))
+            time.sleep(float(stack.procs.env["HOSTQ_WHM_CREATE_SETTLE_S"]))
         outcome = stack.procs.run("jobs", "retry", *failed)
         skipped.update({s["id"]: s["reason"] for s in outcome["skipped"]})
         final.update(_wait_finished(stack, outcome["retried"]))

@@ -43,8 +43,8 @@ def test_values_are_read():
     assert load_settings({}).api_db_pool == 50 and load_settings({"HOSTQ_API_DB_POOL": "12"}).api_db_pool == 12
 
 
-def test_a_createacct_settles_twice_its_timeout_unless_told():
-    assert load_settings({"HOSTQ_WHM_CREATE_TIMEOUT": "30"}).create_settles_s == 60
+def test_a_createacct_settles_ten_minutes_after_its_timeout_unless_told():
+    assert load_settings({"HOSTQ_WHM_CREATE_TIMEOUT": "30"}).create_settles_s == 630
     assert load_settings({"HOSTQ_WHM_CREATE_TIMEOUT": "30", "HOSTQ_WHM_CREATE_SETTLE_S": "900"}).create_settles_s == 900
 
 
