@@ -330,9 +330,8 @@ async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessi
         assert (await session.get(Service, service_id)).status == "provisioning"  # not made active
 
 
-async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_broker, sessions, monkeypatch):
-    """The database dropped the connection as the success was recorded (a restart, a failover): Dramatiq's retry
-    brings the message back, the next attempt closes the unrecorded one as lost, and the job ends succeeded."""
+def _cut_the_first_success_of_each_job(monkeypatch) -> None:
+    """The database drops the connection as each job's first success is recorded (a restart, a failover)."""
     from domain.jobs import tracking
     real, cut = tracking.finish_success, set()
 
@@ -343,6 +342,12 @@ async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_bro
         return await real(db, ticket, result, **kwargs)
 
     monkeypatch.setattr(tracking, "finish_success", connection_cut_once)
+
+
+async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_broker, sessions, monkeypatch):
+    """The database dropped the connection as the success was recorded (a restart, a failover): Dramatiq's retry
+    brings the message back, the next attempt closes the unrecorded one as lost, and the job ends succeeded."""
+    _cut_the_first_success_of_each_job(monkeypatch)
     job = await _run(sessions, worker_broker, ["ok"], max_attempts=3)
     assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"done": 2}), job.error_message
     assert CALLS[str(job.id)] == 2  # the work ran again: for a create, the adopt rule finds the account
@@ -353,16 +358,7 @@ async def test_an_unrecorded_outcome_on_a_later_delivery_is_retried_too(worker_b
     """The first attempt failed and was recorded (its message came back with Dramatiq's retry count raised to
     let exactly one more delivery through); the second's outcome cannot be recorded. Its message must come back
     again, not be dropped as out of retries with the job left `running` until the stalled-job sweep."""
-    from domain.jobs import tracking
-    real, cut = tracking.finish_success, set()
-
-    async def connection_cut_once(db, ticket, result, **kwargs):
-        if ticket.job_id not in cut:
-            cut.add(ticket.job_id)
-            raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation")
-        return await real(db, ticket, result, **kwargs)
-
-    monkeypatch.setattr(tracking, "finish_success", connection_cut_once)
+    _cut_the_first_success_of_each_job(monkeypatch)
     job = await _run(sessions, worker_broker, ["transient", "ok"], max_attempts=4)
     assert (job.status, job.attempts) == ("succeeded", 3), job.error_message
     assert await _attempts(sessions, job.id) == [(1, "retrying", "whm_unavailable"), (2, "retrying", "worker_lost"),
