@@ -12,8 +12,8 @@ import functools
 import re
 import uuid
 from dataclasses import dataclass
-from typing import Any
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import asyncpg
 from sqlalchemy import select, update

@@ -209,7 +209,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
                 if given_back is not None:
                     raise given_back from exc
             elif exc.code == "whm_username_taken" and (
-                    settles := _still_settling(service["create_attempted_at"], create_settles_s)) is not None:
+                    settles := still_settling(service["create_attempted_at"], create_settles_s)) is not None:
                 # The name is in use and no account has it yet: most likely our earlier createacct, still running.
                 raise TransientIntegrationError(
                     "whm_create_in_doubt", f"WHM says {username!r} is in use but has no account of it yet: the "
@@ -221,7 +221,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             "outcome": "adopted" if adopted else "created"}
 
 
-def _still_settling(sent: datetime | None, create_settles_s: float) -> datetime | None:
+def still_settling(sent: datetime | None, create_settles_s: float) -> datetime | None:
     """Until when a createacct sent at `sent` may still be creating its account on WHM; None once it cannot."""
     if sent is None or create_settles_s <= 0:
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -13,7 +12,7 @@ from domain.db import session_scope
 from domain.errors import InvalidState, NotFound, PermanentIntegrationError, TransientIntegrationError
 from domain.jobs.models import Job
 from domain.jobs.tracking import Outcome
-from domain.provisioning.accounts import WhmPort
+from domain.provisioning.accounts import WhmPort, still_settling
 from domain.provisioning.models import WhmServer
 from domain.services import rules
 from domain.services.models import Service
@@ -112,10 +111,10 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, 
             await turn_check()
             await whm.removeacct(service.username)
             outcome = "removed"
-        elif service.status not in (rules.ACTIVE, rules.SUSPENDED) and _create_may_land(service, create_settles_s):
+        elif service.status not in (rules.ACTIVE, rules.SUSPENDED) and (
+                settled := still_settling(service.create_attempted_at, create_settles_s)) is not None:
             # Its create failed or was cancelled with a createacct in doubt (timed out): WHM may still make the
             # account, which a terminate that found nothing would leave behind, billed to nobody.
-            settled = service.create_attempted_at + timedelta(seconds=create_settles_s)
             raise TransientIntegrationError(
                 "whm_create_in_doubt", f"a createacct for {service.username!r} was sent at "
                 f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
@@ -127,12 +126,6 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, 
             outcome = "already_removed"
     live = {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED}
     return _becomes({"service_id": str(service.id), "outcome": outcome}, rules.TERMINATED, None, live)
-
-
-def _create_may_land(service: Service, create_settles_s: float) -> bool:
-    """Whether a createacct sent for the service may still create its account on WHM."""
-    sent = service.create_attempted_at
-    return sent is not None and datetime.now(timezone.utc) < sent + timedelta(seconds=create_settles_s)
 
 
 async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort, turn_check) -> dict | Outcome:
