@@ -189,38 +189,34 @@ def attempt_line(attempt: JobAttempt) -> dict:
 
 async def _in_transaction(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run `work` in one transaction; after it commits, send the jobs it put back to `queued`."""
-    result = []
-
-    async def once(run):
-        result.append(await run(work))
-    await _in_transactions(settings, once)
-    return result[0]
+    return await _in_transactions(settings, lambda run: run(work))
 
 
-async def _in_transactions(settings: Settings, steps: Callable[[Any], Awaitable[None]]) -> None:
-    """Call `steps` with `run(work)`: each `run` is one transaction, after whose commit the jobs it put back to
-    `queued` are sent; one database connection for them all."""
+async def _in_transactions(settings: Settings, steps: Callable[[Any], Awaitable[Any]]) -> Any:
+    """What `steps(run)` returns, where each `run(work)` is one transaction after whose commit the jobs it put back
+    to `queued` are sent; one database connection for them all."""
     import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
     from domain.db import make_engine, make_sessionmaker
     from domain.jobs.service import take_outbox
 
     engine = make_engine(settings.database_url, pool_size=1)
-    sendable: list[bool] = []  # found out once, at the first send
+    sendable: bool | None = None  # found out once, at the first send
     try:
         sessions = make_sessionmaker(engine)
 
         async def run(work: Callable[[Any], Awaitable[Any]]) -> Any:
+            nonlocal sendable
             async with sessions() as session:
                 async with session.begin():
                     result = await work(session)
                 requeued = [job.id for job in take_outbox(session)]
             if requeued:
-                if not sendable:
-                    sendable.append(_broker_is_the_workers(settings))
-                if sendable[0]:
+                if sendable is None:
+                    sendable = _broker_is_the_workers(settings)
+                if sendable:
                     await _send(settings, sessions, requeued)
             return result
-        await steps(run)
+        return await steps(run)
     finally:
         await engine.dispose()
 

@@ -343,8 +343,8 @@ class WhmClient:
     ) -> list[dict]:
         """Accounts matching `search` (all of them without it)."""
         params = {"search": search, "searchtype": searchtype, "searchmethod": searchmethod} if search else {}
-        return [_account("listaccts", record) for record in _records("listaccts", await self._read("listaccts", params),
-                                                                    "acct")]
+        records = _records("listaccts", await self._read("listaccts", params), "acct")
+        return [_account("listaccts", record) for record in records]
 
     async def listpkgs(self, want: str = "all") -> list[dict]:
         """The packages (plans) this server offers."""
