@@ -51,7 +51,12 @@ class Job(msgspec.Struct):
         description="Why the last failed attempt failed. Like Stripe's last_payment_error, it stays while the job "
                     "runs again (its next attempt, or a round ops retried) and is cleared when an attempt "
                     "succeeds")] | None
-    result: dict | None
+    result: Annotated[dict, msgspec.Meta(
+        description="What the work did, once it succeeded: `outcome` (created, adopted, already_active, suspended, "
+                    "unsuspended, plan_changed, removed, already_removed, nothing_to_remove, already_done) and its "
+                    "details; a terminate that found no account but the name still in use on WHM adds "
+                    "`leftover_user` (a system user a failed createacct left behind, for an operator to remove)")
+    ] | None
     request_id: Annotated[str, msgspec.Meta(description="The X-Request-Id of the request that caused the job")] | None
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,8 @@ from domain.provisioning.models import WhmServer
 from domain.services import rules
 from domain.services.models import Service
 from domain.times import rfc3339
+
+log = logging.getLogger("hostq.provisioning")
 
 
 async def _load(sessions: async_sessionmaker[AsyncSession], job_id: uuid.UUID):
@@ -104,28 +107,42 @@ async def _unsuspend(sessions, job: Job, service: Service, whm: WhmPort, turn_ch
 
 async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, turn_check, *,
                      create_settles_s: float) -> Outcome:
-    outcome = "nothing_to_remove"
-    has_account = service.status in (rules.ACTIVE, rules.SUSPENDED) or service.create_attempted_at is not None
-    if whm is not None and service.username and has_account:
-        if await _account(whm, service) is not None:
-            await turn_check()
-            await whm.removeacct(service.username)
-            outcome = "removed"
-        elif service.status not in (rules.ACTIVE, rules.SUSPENDED) and (
-                settled := still_settling(service.create_attempted_at, create_settles_s)) is not None:
-            # Its create failed or was cancelled with a createacct in doubt (timed out): WHM may still make the
-            # account, which a terminate that found nothing would leave behind, billed to nobody.
-            raise TransientIntegrationError(
-                "whm_create_in_doubt", f"a createacct for {service.username!r} was sent at "
-                f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
-                f"WHM again until {rfc3339(settled)}, when nothing more can appear (retry the job after that if it "
-                "failed)")
-        elif job.attempts > 1 or job.round > 1:
-            # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
-            # its answer was lost (a timeout, a crash): not "nothing to remove".
-            outcome = "already_removed"
-    live = {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED}
-    return _becomes({"service_id": str(service.id), "outcome": outcome}, rules.TERMINATED, None, live)
+    live = service.status in (rules.ACTIVE, rules.SUSPENDED)
+    result = {"service_id": str(service.id), "outcome": "nothing_to_remove"}
+    if whm is not None and service.username:
+        if live or service.create_attempted_at is not None:  # WHM may hold its account
+            if await _account(whm, service) is not None:
+                await turn_check()
+                await whm.removeacct(service.username)
+                result["outcome"] = "removed"
+            elif not live and (settled := still_settling(service.create_attempted_at, create_settles_s)) is not None:
+                # Its create failed or was cancelled with a createacct in doubt (timed out): WHM may still make the
+                # account, which a terminate that found nothing would leave behind, billed to nobody.
+                raise TransientIntegrationError(
+                    "whm_create_in_doubt", f"a createacct for {service.username!r} was sent at "
+                    f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
+                    f"WHM again until {rfc3339(settled)}, when nothing more can appear (retry the job after that if it "
+                    "failed)")
+            elif job.attempts > 1 or job.round > 1:
+                # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
+                # its answer was lost (a timeout, a crash): not "nothing to remove".
+                result["outcome"] = "already_removed"
+            elif not live:
+                await _name_leftover_user(whm, service, result)
+        elif await whm.accountsummary(user=service.username) is None:  # (an account under the name is not ours)
+            await _name_leftover_user(whm, service, result)
+    return _becomes(result, rules.TERMINATED, None, {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED})
+
+
+async def _name_leftover_user(whm: WhmPort, service: Service, result: dict) -> None:
+    """WHM has no account under the service's name: if the name is in use all the same, the system user a failed
+    createacct left behind remains (integrations.md), which removeacct cannot reach. Say so, or nobody would know."""
+    if await whm.verify_new_username(service.username):
+        return
+    result["leftover_user"] = service.username
+    log.warning("terminate of service %s: WHM server %s has no account %r but the name is in use: a system user a "
+                "failed createacct left behind remains; an operator must remove it on the server",
+                service.id, service.server_id, service.username)
 
 
 async def _change_plan(sessions, job: Job, service: Service, whm: WhmPort, turn_check) -> dict | Outcome:

@@ -26,27 +26,32 @@ from workers.pg import SystemPool
 class SlowWhm:
     """A WHM server whose timed-out createacct may or may not have made the account yet."""
 
-    def __init__(self, account: dict | None = None) -> None:
-        self.account, self.removed = account, []
+    def __init__(self, account: dict | None = None, *, users: tuple[str, ...] = ()) -> None:
+        self.account, self.removed, self.users = account, [], users  # users: system users without an account
 
     async def accountsummary(self, *, user=None, domain=None):
         return dict(self.account) if self.account and user == self.account["user"] else None
+
+    async def verify_new_username(self, user: str) -> bool:
+        return user not in self.users and not (self.account and user == self.account["user"])
 
     async def removeacct(self, username: str) -> None:
         self.removed.append(username)
         self.account = None
 
 
-async def _failed_create_then_terminate(client, sessions, settings, sent_ago_s: float) -> tuple[str, str, uuid.UUID]:
-    """A service whose create failed `sent_ago_s` after its last createacct went out; its terminate job's id."""
+async def _failed_create_then_terminate(client, sessions, settings, sent_ago_s: float | None
+                                       ) -> tuple[str, str, uuid.UUID]:
+    """A service whose create failed `sent_ago_s` after its last createacct went out (None: WHM refused it, so
+    nothing of ours can exist); its terminate job's id."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
     order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
     service_id, username = order["service"]["id"], f"u{uuid.uuid4().hex[:7]}"
+    sent = None if sent_ago_s is None else datetime.now(timezone.utc) - timedelta(seconds=sent_ago_s)
     async with session_scope(sessions) as session:
         await session.execute(update(Service).where(Service.id == uuid.UUID(service_id)).values(
-            status="failed", username=username,
-            create_attempted_at=datetime.now(timezone.utc) - timedelta(seconds=sent_ago_s)))
+            status="failed", username=username, create_attempted_at=sent))
         await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
             status="failed", error_code="whm_timeout", finished_at=datetime.now(timezone.utc)))
     terminate = await client.post(f"/v1/services/{service_id}/terminate")
@@ -71,7 +76,28 @@ async def test_nothing_found_while_the_create_may_still_land_is_retried_with_a_c
 async def test_nothing_found_once_the_create_has_settled_is_nothing_to_remove(client, sessions, settings):
     _, _, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=61)
     outcome = await run_action(sessions, job_id, lambda server: SlowWhm(), create_settles_s=60.0)
-    assert outcome.result["outcome"] == "nothing_to_remove"
+    assert outcome.result["outcome"] == "nothing_to_remove" and "leftover_user" not in outcome.result
+
+
+@pytest.mark.parametrize("sent_ago_s", [61, None])
+async def test_a_system_user_left_by_the_failed_create_is_named_in_the_result(
+        client, sessions, settings, caplog, sent_ago_s):
+    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s)
+    whm = SlowWhm(users=(username,))
+    outcome = await run_action(sessions, job_id, lambda server: whm, create_settles_s=60.0)
+    # removeacct cannot reach a bare system user: nothing is removed, but the result and the log say it remains
+    assert whm.removed == [] and outcome.result == {"service_id": service_id, "outcome": "nothing_to_remove",
+                                                    "leftover_user": username}
+    assert f"no account {username!r} but the name is in use" in caplog.text
+
+
+async def test_an_account_under_the_name_that_was_never_ours_is_left_alone(client, sessions, settings):
+    """WHM refused the create (the name belongs to an account made outside hostq): not ours to remove, nor a
+    conflict that would keep the service from ending."""
+    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=None)
+    whm = SlowWhm({"user": username, "domain": "someone-else.example", "suspended": 0})
+    outcome = await run_action(sessions, job_id, lambda server: whm, create_settles_s=60.0)
+    assert whm.removed == [] and outcome.result == {"service_id": service_id, "outcome": "nothing_to_remove"}
 
 
 async def _service(sessions, service_id: str) -> Service:
