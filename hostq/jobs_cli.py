@@ -125,35 +125,28 @@ async def show(settings: Settings, job_id: str) -> dict:
     return await _in_transaction(settings, work)
 
 
-#: Jobs retried per transaction: each batch's rows (jobs, services, a server's counter) stay locked only until
-#: it commits, and is sent before the next batch begins, so orders and workers wait on no long transaction.
-RETRY_BATCH = 200
+#: Jobs retried or cancelled per transaction: each batch's rows (jobs, services, a server's counter) stay locked
+#: only until it commits, and is sent before the next batch begins, so orders and workers wait on no long
+#: transaction.
+BATCH = 200
 
 
 async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str | None = None) -> dict:
-    """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; each batch of RETRY_BATCH
+    """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; each batch of BATCH
     committed, then sent."""
     from domain.jobs import ops
 
+    if ids:
+        return await _in_batches(settings, ids, ops.retry_jobs)
     outcome: dict = {"retried": [], "skipped": []}
 
-    def add(part: dict) -> dict:
-        outcome["retried"] += part["retried"]
-        outcome["skipped"] += part["skipped"]
-        return part
-
     async def each_batch(run: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]) -> None:
-        if ids:
-            unique = list(dict.fromkeys(ids))
-            for start in range(0, len(unique), RETRY_BATCH):
-                add(await run(lambda session, batch=unique[start:start + RETRY_BATCH]: ops.retry_jobs(session, batch)))
-            return
         after = None
         while True:
-            part = add(await run(lambda session, after=after: ops.retry_matching(
-                session, status=rules.FAILED, kind=kind, after=after, limit=RETRY_BATCH)))
+            part = _merge(outcome, await run(lambda session, after=after: ops.retry_matching(
+                session, status=rules.FAILED, kind=kind, after=after, limit=BATCH)))
             seen = [uuid.UUID(job_id) for job_id in part["retried"]] + [uuid.UUID(s["id"]) for s in part["skipped"]]
-            if len(seen) < RETRY_BATCH:
+            if len(seen) < BATCH:
                 return
             after = max(seen)
 
@@ -162,9 +155,29 @@ async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str |
 
 
 async def cancel(settings: Settings, *, ids: list[str], force: bool = False) -> dict:
-    """`hostq jobs cancel`."""
+    """`hostq jobs cancel`: each batch of BATCH in a transaction of its own."""
     from domain.jobs import ops
-    return await _in_transaction(settings, lambda session: ops.cancel_jobs(session, ids, force=force))
+    return await _in_batches(settings, ids, lambda session, batch: ops.cancel_jobs(session, batch, force=force))
+
+
+async def _in_batches(settings: Settings, ids: list[str], act: Callable[[Any, list[str]], Awaitable[dict]]) -> dict:
+    """`act(session, batch)` on the ids, BATCH at a time, each batch one transaction; the outcomes merged."""
+    unique = list(dict.fromkeys(ids))
+    outcome: dict = {}
+
+    async def each_batch(run: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]) -> None:
+        for start in range(0, max(len(unique), 1), BATCH):  # one batch at least: the outcome's keys
+            _merge(outcome, await run(lambda session, batch=unique[start:start + BATCH]: act(session, batch)))
+
+    await _in_transactions(settings, each_batch)
+    return outcome
+
+
+def _merge(outcome: dict, part: dict) -> dict:
+    """Add a batch's lists (retried or cancelled, skipped) to the command's outcome; the batch's."""
+    for key, values in part.items():
+        outcome.setdefault(key, []).extend(values)
+    return part
 
 
 def job_line(job: Job) -> dict:

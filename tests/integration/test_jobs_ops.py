@@ -151,7 +151,7 @@ async def test_a_bulk_retry_goes_in_batches_each_committed_and_sent(sessions, se
 
     monkeypatch.setattr(effects, "requeue_refusal", refusal)
     monkeypatch.setattr(ops, "retry_matching", matching)
-    monkeypatch.setattr(jobs_cli, "RETRY_BATCH", 3)
+    monkeypatch.setattr(jobs_cli, "BATCH", 3)
     outcome = await jobs_cli.retry(settings, kind=kind)
 
     assert batches == [3, 3, 1]
@@ -175,10 +175,31 @@ async def test_a_retry_of_many_ids_goes_in_batches_once_each(sessions, settings,
         return await real(session, job_ids)
 
     monkeypatch.setattr(ops, "retry_jobs", retry_jobs)
-    monkeypatch.setattr(jobs_cli, "RETRY_BATCH", 2)
+    monkeypatch.setattr(jobs_cli, "BATCH", 2)
     outcome = await jobs_cli.retry(settings, ids=[*ids, ids[0]])  # one named twice
     assert batches == [ids[:2], ids[2:4], ids[4:]]
     assert outcome == {"retried": ids, "skipped": []}
+
+
+async def test_a_cancel_of_many_ids_goes_in_batches_each_committed(sessions, settings, monkeypatch):
+    kind = _kind()
+    ids = [str(i) for i in await _jobs(sessions, *[(kind, "queued")] * 3, (kind, "running", 1))]
+    real, batches = ops.cancel_jobs, []
+
+    async def cancel_jobs(session, job_ids, *, force):
+        batches.append(list(job_ids))
+        if len(batches) == 2:  # the first batch is committed already, by another transaction
+            async with sessions() as other:
+                assert (await other.get(Job, uuid.UUID(ids[0]))).status == "cancelled"
+        return await real(session, job_ids, force=force)
+
+    monkeypatch.setattr(ops, "cancel_jobs", cancel_jobs)
+    monkeypatch.setattr(jobs_cli, "BATCH", 2)
+    outcome = await jobs_cli.cancel(settings, ids=[*ids, ids[1], "x"])  # one named twice, one not an id
+    assert batches == [ids[:2], ids[2:], ["x"]]
+    assert outcome == {"cancelled": ids[:3], "skipped": [{"id": ids[3], "reason": "status is running"},
+                                                         {"id": "x", "reason": "not a job id"}]}
+    assert [(await _row(sessions, uuid.UUID(i))).status for i in ids] == ["cancelled"] * 3 + ["running"]
 
 
 async def test_cancel_stops_waiting_jobs_but_never_a_running_one(sessions):
