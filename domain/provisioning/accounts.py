@@ -21,6 +21,7 @@ user remains.
 
 from __future__ import annotations
 
+import random
 import secrets
 import uuid
 from collections.abc import Callable
@@ -65,9 +66,10 @@ _CREATE_REFUSED = frozenset(("whm_rejected", "whm_account_exists", "whm_account_
 
 #: Names WHM itself refuses (accounts made outside hostq) before a job gives up with `username_unavailable`.
 WHM_REFUSALS_MAX = 50
-#: Times another worker may take the name chosen here before a job gives up (each time the taken names are read
-#: again): a race, not a full server.
-RACES_MAX = 20
+#: After losing a race for a name, a job skips up to this many free candidates, at random: the others that lost
+#: the same race read the same taken names, and would otherwise all try the same next one (a convoy in which
+#: one wins a round, so a job of a burst could lose as many times as the burst has orders).
+RACE_SPREAD_MAX = 64
 
 _TAKEN_PREFIXES = """SELECT left(username, 8) FROM services
 WHERE server_id = $1 AND username IS NOT NULL AND status <> 'terminated' AND starts_with(username, $2)"""
@@ -81,22 +83,28 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
     The unique index on (server, first 8 characters) settles races between workers. The first candidate
     usually stands; when its first 8 are taken on the server, the taken ones of the domain's family are read at
     once and skipped, so a server with hundreds of `construtora-*.com.br` accounts costs one more read, not
-    one refused statement per neighbour. A name WHM already knows is given back and the next candidate tried.
+    one refused statement per neighbour. A lost race is never a failure: each one uses up a candidate, and the
+    next try skips a few free ones at random (RACE_SPREAD_MAX), so a burst of orders of one stem spreads over
+    the names instead of queueing for them one by one. A name WHM already knows is given back and the next
+    candidate tried.
     """
     taken: set[str] = set()
-    refused = races = 0
+    refused = races = skip = 0
     for candidate in naming.username_candidates(service["domain"]):
         if candidate[:naming.UNIQUE_PREFIX] in taken or naming.username_problem(candidate):
+            continue
+        if skip:
+            skip -= 1
             continue
         try:
             stored = await db.fetchval(_STORE_USERNAME, service["id"], candidate)
         except asyncpg.UniqueViolationError:  # that prefix is taken on this server
             races += 1
-            if races > RACES_MAX:
-                break
             taken.update(row[0] for row in await db.fetch(_TAKEN_PREFIXES, service["server_id"],
                                                           naming.username_family(service["domain"])))
             taken.add(candidate[:naming.UNIQUE_PREFIX])
+            # the first refusal only says the names were not read yet; a later one, that another job took the name
+            skip = random.randrange(min(races - 1, RACE_SPREAD_MAX) + 1)
             continue
         if stored is None:  # another delivery of this job chose first: keep its choice
             return await db.fetchval("SELECT username FROM services WHERE id = $1", service["id"]), False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 
@@ -276,3 +277,31 @@ async def test_a_wrong_kek_is_a_named_permanent_error_not_a_retry(sessions, sett
     with pytest.raises(PermanentIntegrationError) as wrong:
         server_token(base64.b64decode(base64.b64encode(pysecrets.token_bytes(32))), server)
     assert wrong.value.code == "kek_mismatch" and not wrong.value.retryable
+
+
+async def test_many_concurrent_orders_of_one_stem_each_find_a_name(client, sessions, settings, whm_url, whm,
+                                                                    control):
+    """Every order of a burst wants the same name: the races on the server's first-8 index are resolved, each
+    ends with a name of its own, none gives up (a race is not a full server)."""
+    region, _ = await add_region(sessions, settings, url=whm_url)
+    customer_id, plan = await customer_and_plan(client)
+    stem = f"s{uuid.uuid4().hex[:7]}"
+    ordered = []
+    for n in range(40):
+        response = await client.post("/v1/services", json=order_body(customer_id, plan, region,
+                                                                     domain=f"{stem}-{n}.example.com"))
+        assert response.status_code == 202, response.text
+        ordered.append(response.json()["service"])
+    pool = SystemPool(settings.database_url, max_size=16)
+    try:
+        db = await pool.get()
+        results = await asyncio.gather(*(provision_account(db, uuid.UUID(s["id"]), lambda server: whm)
+                                         for s in ordered), return_exceptions=True)
+    finally:
+        await pool.close()
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert errors == []
+    users = [r["username"] for r in results]
+    assert len({u[:8] for u in users}) == 40 and all(u.startswith(stem[:4]) for u in users), users
+    found = [a for a in (await control.get("/__sandbox/accounts")).json()["accounts"] if a["domain"].startswith(stem)]
+    assert sorted((a["user"], a["domain"]) for a in found) == sorted(zip(users, (s["domain"] for s in ordered)))
