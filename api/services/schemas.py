@@ -20,7 +20,9 @@ class ServiceOrder(msgspec.Struct, forbid_unknown_fields=True):
     domain: Annotated[str, msgspec.Meta(min_length=3, max_length=253, examples=["example.com.br"])]
     region: Annotated[str, msgspec.Meta(min_length=1, max_length=32, examples=["us"])]
     billing_cycle: Literal["monthly", "quarterly", "semiannual", "annual"]
-    username: Annotated[str, msgspec.Meta(max_length=16, description="WHM username; chosen by hostq if absent")] | None = None
+    username: Annotated[str, msgspec.Meta(max_length=16, description=(
+        "WHM username; chosen by hostq if absent. WHM's rules: lower-case letters and digits, starting with a "
+        "letter, not 'test...' nor '...assword', not a name WHM keeps for the system (root, mysql, ...)"))] | None = None
     provision: Annotated[Literal["now", "on_payment"], msgspec.Meta(
         description="'now' provisions at once. 'on_payment' (the contract's default) needs billing, which this "
                     "version does not have yet: such orders are refused with 400 until billing ships.")] = "on_payment"

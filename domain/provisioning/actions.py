@@ -129,19 +129,19 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, 
                 result["outcome"] = "already_removed"
             elif not live:
                 await _name_leftover_user(whm, service, result)
-        elif await whm.accountsummary(user=service.username) is None:  # (an account under the name is not ours)
-            await _name_leftover_user(whm, service, result)
     return _becomes(result, rules.TERMINATED, None, {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED})
 
 
 async def _name_leftover_user(whm: WhmPort, service: Service, result: dict) -> None:
-    """WHM has no account under the service's name: if the name is in use all the same, the system user a failed
-    createacct left behind remains (integrations.md), which removeacct cannot reach. Say so, or nobody would know."""
+    """A createacct of the service may have gone out (and WHM did not refuse it at once), yet WHM has no account
+    under its name: if the name is in use all the same, it is most likely the system user a failed createacct left
+    behind (integrations.md), which removeacct cannot reach. Say so, or nobody would know. (hostq checked the name
+    was free before its first createacct: what holds it now came with or after that call.)"""
     if await whm.verify_new_username(service.username):
         return
     result["leftover_user"] = service.username
-    log.warning("terminate of service %s: WHM server %s has no account %r but the name is in use: a system user a "
-                "failed createacct left behind remains; an operator must remove it on the server",
+    log.warning("terminate of service %s: WHM server %s has no account %r but the name is in use, most likely by a "
+                "system user a failed createacct left behind: an operator should look on the server and remove it",
                 service.id, service.server_id, service.username)
 
 

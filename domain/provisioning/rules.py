@@ -27,12 +27,27 @@ def valid_domain(domain: str) -> bool:
         and len(labels[-1]) >= 2
 
 
+#: Names cPanel & WHM keeps for the system (its "Reserved, Invalid, and Misconfigured Usernames" page: system
+#: users and the default aliases of /etc/aliases). WHM's own list is longer and grows, and a server's aliases add
+#: to it: its refusal at createacct stays the last word; these are refused at once, before anything is stored.
+RESERVED_USERNAMES = frozenset({
+    "abuse", "adm", "admin", "all", "amanda", "apache", "bin", "cpanel", "cphulkd", "cpses", "daemon", "dbus",
+    "dovecot", "dovenull", "ftp", "games", "gopher", "halt", "ident", "mail", "mailman", "mailnull", "mysql",
+    "named", "news", "nfsnobody", "nobody", "nscd", "ntp", "operator", "postfix", "postgres", "postmaster",
+    "root", "rpc", "rpcuser", "rpm", "shutdown", "smmsp", "sshd", "sync", "system", "toor", "uucp", "virtfs",
+    "webmaster", "wheel", "xfs"})
+
+
 def username_problem(username: str) -> str | None:
     """Why WHM would refuse this username, or None when it is acceptable."""
     if not _USERNAME.fullmatch(username):
         return "must be 1-16 lower-case letters and digits, starting with a letter"
     if username.startswith("test"):
         return "must not start with 'test'"
+    if username.endswith("assword"):
+        return "must not end with 'assword'"
+    if username in RESERVED_USERNAMES:
+        return f"{username!r} is reserved for the system on WHM servers"
     return None
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 
+from domain.provisioning.rules import RESERVED_USERNAMES
 from hostq.sandbox import statefile
 
 FUNCTIONS = frozenset({
@@ -20,9 +21,9 @@ FUNCTIONS = frozenset({
 CHANGES = frozenset({"createacct", "suspendacct", "unsuspendacct", "removeacct", "changepackage"})
 NO_ACCOUNT = "Account does not exist."
 _USERNAME = re.compile(r"[a-z0-9]+")
-#: Names every cPanel server already has as system users, or keeps for itself: never an account's.
-RESERVED = frozenset({"all", "bin", "cpanel", "cpses", "daemon", "dovecot", "ftp", "mail", "mailman", "mysql",
-                      "named", "nobody", "postgres", "root", "virtfs"})
+#: Names every cPanel server already has as system users, or keeps for itself: never an account's. More than hostq
+#: refuses at order time, as a real server's list is longer (and grows).
+RESERVED = RESERVED_USERNAMES | {"cpanelsolr", "horde", "leechprotect", "modsec", "munin", "roundcube"}
 _DOMAIN = re.compile(r"(?=.{4,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
@@ -148,6 +149,8 @@ class AccountBook:
             raise Rejected("Usernames cannot begin with a digit.")
         if user.startswith("test"):
             raise Rejected("Usernames cannot begin with “test”.")
+        if user.endswith("assword"):
+            raise Rejected("Usernames cannot end with “assword”.")
         if user in RESERVED:
             raise Rejected(f"The username “{user}” is reserved.")
         if user in self.accounts:

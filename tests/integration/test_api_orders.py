@@ -60,6 +60,9 @@ async def test_order_validation(client, sessions, settings):
         problem = response.json()
         assert problem["code"] == "validation_error"
         assert problem["errors"][0]["field"] == field, problem
+    for reserved in ("mysql", "root", "mypassword"):  # names WHM keeps for itself: refused before anything is stored
+        response = await client.post("/v1/services", json=order_body(customer_id, plan, region, username=reserved))
+        assert response.status_code == 400 and response.json()["errors"][0]["field"] == "username", response.text
 
     assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
     full = await client.post("/v1/services", json=order_body(customer_id, plan, region))

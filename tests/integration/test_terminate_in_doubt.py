@@ -79,16 +79,23 @@ async def test_nothing_found_once_the_create_has_settled_is_nothing_to_remove(cl
     assert outcome.result["outcome"] == "nothing_to_remove" and "leftover_user" not in outcome.result
 
 
-@pytest.mark.parametrize("sent_ago_s", [61, None])
-async def test_a_system_user_left_by_the_failed_create_is_named_in_the_result(
-        client, sessions, settings, caplog, sent_ago_s):
-    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s)
+async def test_a_system_user_left_by_the_failed_create_is_named_in_the_result(client, sessions, settings, caplog):
+    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=61)
     whm = SlowWhm(users=(username,))
     outcome = await run_action(sessions, job_id, lambda server: whm, create_settles_s=60.0)
     # removeacct cannot reach a bare system user: nothing is removed, but the result and the log say it remains
     assert whm.removed == [] and outcome.result == {"service_id": service_id, "outcome": "nothing_to_remove",
                                                     "leftover_user": username}
-    assert f"no account {username!r} but the name is in use" in caplog.text
+    assert f"no account {username!r} but the name is in use, most likely by a system user" in caplog.text
+
+
+async def test_a_name_held_when_no_createacct_of_ours_went_out_is_not_called_a_leftover(client, sessions, settings):
+    """WHM refused the create at once (a reserved name, another account's first 8 characters, a name made outside
+    hostq): whatever holds the name is not ours, and no operator should remove it."""
+    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=None)
+    whm = SlowWhm(users=(username,))
+    outcome = await run_action(sessions, job_id, lambda server: whm, create_settles_s=60.0)
+    assert whm.removed == [] and outcome.result == {"service_id": service_id, "outcome": "nothing_to_remove"}
 
 
 async def test_an_account_under_the_name_that_was_never_ours_is_left_alone(client, sessions, settings):

@@ -43,6 +43,7 @@ def test_normalize_domain():
     ("example", True), ("a", True), ("a" * 16, True), ("abc123", True),
     ("1abc", False), ("test", False), ("testuser", False), ("a" * 17, False), ("Abc", False), ("abC", False),
     ("ab-c", False), ("ab_c", False), ("", False), ("josé", False),
+    ("mysql", False), ("root", False), ("mysqlx", True), ("mypassword", False), ("passwords", True),
 ])
 def test_username_problem(username, ok):
     assert (username_problem(username) is None) is ok
