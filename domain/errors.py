@@ -19,6 +19,8 @@ records IntegrationError codes on the job row.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class DomainError(Exception):
     """Base of the errors a use case raises on purpose."""
@@ -80,7 +82,14 @@ class IntegrationError(Exception):
 
 
 class TransientIntegrationError(IntegrationError):
+    """`settles_at`: when a later attempt can tell for sure (a createacct in doubt can no longer land). Attempts
+    before then may find the same doubt, so the job's last attempt waits for it (jobs.rules.last_attempt_waits)."""
+
     retryable = True
+
+    def __init__(self, code: str, message: str, *, settles_at: datetime | None = None) -> None:
+        super().__init__(code, message)
+        self.settles_at = settles_at
 
 
 class PermanentIntegrationError(IntegrationError):

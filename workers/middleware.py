@@ -137,7 +137,12 @@ class JobStateMiddleware(dramatiq.Middleware):
             try:
                 result = await work(Attempt(db, job_id, resource_id, row or None, ticket))
             except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                self._note_outcome(str(job_id), await self._failed(ticket, exc))
+                failed = await self._failed(ticket, exc)
+                self._note_outcome(str(job_id), failed)
+                if failed is not None and failed.status == rules.RETRYING and (wait := rules.last_attempt_waits(
+                        failed.attempt, failed.max_attempts, failed.error.settles_at, datetime.now(timezone.utc))):
+                    # the last attempt waits for the doubt to settle: Retries takes a Retry's delay over its backoff
+                    raise dramatiq.Retry(str(exc), delay=int(wait.total_seconds() * 1000)) from exc
                 raise
             finish, args = sql.finish, ()
             if isinstance(result, tracking.Outcome):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED = (
     "queued", "running", "retrying", "succeeded", "failed", "cancelled")
 STATUSES = (QUEUED, RUNNING, RETRYING, SUCCEEDED, FAILED, CANCELLED)
@@ -36,6 +38,23 @@ def should_run(status: str) -> bool:
 def outcome_after_error(retryable: bool, attempt: int, max_attempts: int) -> str:
     """`retrying` while attempts remain for a retryable error, else `failed`."""
     return RETRYING if retryable and attempt < max_attempts else FAILED
+
+
+#: How long after an error's settles_at the last attempt runs: clocks differ a little.
+SETTLE_MARGIN = timedelta(seconds=2)
+
+
+def last_attempt_waits(attempt: int, max_attempts: int, settles_at: datetime | None, now: datetime
+                       ) -> timedelta | None:
+    """How long the job's next attempt waits, when it is the last and the failure only settles at `settles_at`.
+
+    The backoff spends a job's attempts within minutes; a doubt (a createacct that may still land) can last
+    longer. Attempts before the last keep their backoff (the doubt may clear sooner); the last waits for it to
+    settle, so that it decides instead of failing the job with the same doubt. None: the backoff as usual.
+    """
+    if settles_at is None or attempt != max_attempts - 1 or settles_at <= now:
+        return None
+    return settles_at - now + SETTLE_MARGIN
 
 
 def queue_for(kind: str, region: str | None = None) -> str:

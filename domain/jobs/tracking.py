@@ -32,6 +32,7 @@ class JobError:
     code: str
     message: str
     retryable: bool
+    settles_at: datetime | None = None  # TransientIntegrationError.settles_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,7 @@ def is_expected(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> JobError:
     """Classify an exception once: integration errors carry their code, the rest are internal."""
     if isinstance(exc, IntegrationError):
-        return JobError(exc.code, exc.message, exc.retryable)
+        return JobError(exc.code, exc.message, exc.retryable, getattr(exc, "settles_at", None))
     if isinstance(exc, DomainError):
         return JobError(exc.code, exc.detail or exc.code, False)
     if isinstance(exc, asyncio.CancelledError):  # Dramatiq's time limit, or the worker shutting down

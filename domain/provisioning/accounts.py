@@ -223,7 +223,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
                     "whm_create_in_doubt", f"WHM says {username!r} is in use but has no account of it yet: the "
                     f"createacct sent at {rfc3339(service['create_attempted_at'])} is most likely still running; "
                     f"asking WHM again (until {rfc3339(settles)}; after that, a system user left behind is what "
-                    "remains)") from exc
+                    "remains)", settles_at=settles) from exc
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}

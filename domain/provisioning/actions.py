@@ -122,7 +122,7 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, 
                     "whm_create_in_doubt", f"a createacct for {service.username!r} was sent at "
                     f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
                     f"WHM again until {rfc3339(settled)}, when nothing more can appear (retry the job after that if it "
-                    "failed)")
+                    "failed)", settles_at=settled)
             elif job.attempts > 1 or job.round > 1:
                 # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
                 # its answer was lost (a timeout, a crash): not "nothing to remove".

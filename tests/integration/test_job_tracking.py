@@ -30,6 +30,7 @@ CALLS: dict[str, int] = {}
 SPANS: list[tuple[str, float | None, float | None]] = []
 LOADED: dict[str, dict | None] = {}
 PLANS: dict[str, list[str]] = {}  # job id -> what each attempt does: "ok", "transient", "permanent"
+SETTLES: dict[str, datetime] = {}  # job id -> when its "in_doubt" attempts stop failing
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,9 @@ def worker_broker(settings):
             return {"done": n + 1}
         if step == "permanent":
             raise PermanentIntegrationError("whm_rejected", "Unable to find package nope")
+        if step == "in_doubt" and datetime.now(timezone.utc) < SETTLES[job_id]:  # a doubt until then, then ok
+            raise TransientIntegrationError("whm_create_in_doubt", f"attempt {n + 1}: maybe still running",
+                                            settles_at=SETTLES[job_id])
         if step == "bug":
             raise KeyError("a bug")
         return {"done": n + 1}
@@ -132,6 +136,32 @@ async def test_retries_end_failed_with_the_last_error(worker_broker, sessions):
     assert CALLS[str(job.id)] == 3  # Dramatiq did not retry past the job row's verdict
     await asyncio.sleep(0.5)
     assert CALLS[str(job.id)] == 3
+
+
+async def test_a_doubt_that_outlasts_the_backoff_is_waited_out_by_the_last_attempt(worker_broker, sessions):
+    """A createacct in doubt settles later than the backoff spends the attempts: the last one waits for it and
+    decides, rather than failing the job with the same doubt (a terminate of a freshly failed service would)."""
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3)
+    settles = SETTLES[str(job.id)] = datetime.now(timezone.utc) + timedelta(seconds=1)
+    PLANS[str(job.id)] = ["in_doubt"]
+    assert dispatch(worker_broker, [job]) == [(job.id, 1)]
+    noted = None
+    for _ in range(500):
+        async with sessions() as session:
+            row = await session.get(Job, job.id)
+        if row.status == "retrying" and row.attempts == 2 and row.next_attempt_at:
+            noted = row.next_attempt_at
+        if row.status in ("succeeded", "failed"):
+            break
+        await asyncio.sleep(0.02)
+    # attempts 1 and 2 on the backoff (0.05-0.2 s), both in doubt; the third, the last, after the doubt settled
+    assert await _attempts(sessions, job.id) == [(1, "retrying", "whm_create_in_doubt"),
+                                                 (2, "retrying", "whm_create_in_doubt"), (3, "succeeded", None)]
+    assert noted is not None and settles < noted < settles + timedelta(seconds=3), (noted, settles)
+    async with sessions() as session:
+        attempts = {a.attempt: a for a in await session.scalars(select(JobAttempt).where(JobAttempt.job_id == job.id))}
+    assert attempts[2].started_at < settles < attempts[3].started_at
 
 
 async def _lines_about(caplog, job_id: uuid.UUID, until: str) -> list[logging.LogRecord]:

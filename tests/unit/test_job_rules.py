@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -14,7 +15,7 @@ from domain.errors import (
     Conflict, DomainError, IntegrationError, InvalidState, NotFound, PermanentIntegrationError,
     TransientIntegrationError)
 from domain.jobs import rules
-from domain.jobs.rules import can_move, outcome_after_error, queue_for, should_run
+from domain.jobs.rules import can_move, last_attempt_waits, outcome_after_error, queue_for, should_run
 from domain.jobs.tracking import describe_error
 
 ALLOWED = {
@@ -151,3 +152,20 @@ def test_a_filter_naming_no_status_or_kind_is_refused_with_the_field():
     assert rules.filter_problem("done", None)[0] == "status"
     field, message = rules.filter_problem(None, "provison.create")
     assert field == "kind" and "'provison.create'" in message and "provision.create" in message
+
+
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("attempt, max_attempts, settles_in_s, waits_s", [
+    (5, 6, 600, 602),  # the next attempt is the last: it waits for the doubt to settle (and the margin)
+    (4, 6, 600, None),  # attempts remain after the next one: the backoff as usual
+    (6, 6, 600, None),  # no next attempt
+    (1, 2, 30, 32),
+    (5, 6, -1, None),  # settled already: the next attempt decides anyway
+    (5, 6, None, None),  # not a doubt
+])
+def test_last_attempt_waits_for_a_doubt_to_settle(attempt, max_attempts, settles_in_s, waits_s):
+    settles = None if settles_in_s is None else NOW + timedelta(seconds=settles_in_s)
+    wait = last_attempt_waits(attempt, max_attempts, settles, NOW)
+    assert wait == (None if waits_s is None else timedelta(seconds=waits_s))
