@@ -61,7 +61,8 @@ class CustomerController(Controller):
             summary="Erase a customer's personal data (LGPD)",
             description="Blanks name, e-mail, phone, document and external_id; the customer row (and, once billing "
                         "exists, invoices and payments) stays for fiscal retention. 422 invalid_state while the "
-                        "customer has pending, provisioning, active or suspended services.",
+                        "customer has pending, provisioning, active or suspended services, or a failed one whose "
+                        "createacct may have made its WHM account (terminate it first).",
             **documented("DELETE", invalid=False, by_id=True, states=True))
     async def erase(self, customer_id: CustomerId, session: AsyncSession, caller: Principal) -> None:
         await privacy.erase_customer(session, caller.tenant_id, parse_id(customer_id))

@@ -5,16 +5,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.customers.models import Customer
 from domain.customers.service import get_customer
 from domain.errors import InvalidState
 from domain.jobs.models import Job
+from domain.services import rules
 from domain.services.models import Service
 
-#: Services in these states still run on WHM for the customer: erasure waits until they end.
+#: Services in these states still run on WHM for the customer: erasure waits until they end (and for a failed one
+#: whose createacct may have made its account: services.rules.holds_place).
 LIVE = ("pending", "provisioning", "active", "suspended")
 ERASED_NAME = "[erased]"
 
@@ -37,10 +39,12 @@ async def erase_customer(session: AsyncSession, tenant_id: uuid.UUID, customer_i
     customer erased and is refused.
     """
     customer = await get_customer(session, tenant_id, customer_id, lock=True)
-    live = await session.scalar(select(Service.id).where(Service.customer_id == customer.id,
-                                                         Service.status.in_(LIVE)).limit(1))
+    held = or_(Service.status.in_(LIVE), and_(Service.status == rules.FAILED, Service.create_attempted_at.is_not(None)))
+    live = await session.scalar(select(Service.id).where(Service.customer_id == customer.id, held).limit(1))
     if live is not None:
-        raise InvalidState("the customer has live services: terminate them before erasing personal data")
+        # A failed one may hold an account on WHM (a createacct in doubt), made with the customer's email.
+        raise InvalidState("the customer has services that are live or may have a WHM account (failed after a "
+                           "createacct): terminate them before erasing personal data")
     customer.name, customer.email = ERASED_NAME, f"erased-{customer.id}@erased.invalid"
     customer.phone = customer.document = customer.external_id = None
     customer.channels = []

@@ -51,6 +51,23 @@ async def test_erase_is_refused_while_services_live_then_blanks_personal_fields(
     assert (await client.delete("/v1/customers/00000000-0000-0000-0000-000000000000")).status_code == 404
 
 
+async def test_erase_waits_for_a_failed_service_that_may_have_its_account(client, sessions, settings):
+    """Its create failed after a createacct that may have made the account (with the customer's email in it):
+    not erased until a terminate has looked."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+    async with session_scope(sessions) as session:
+        await session.execute(update(Service).where(Service.id == order["service"]["id"]).values(
+            status="failed", username="ana1", create_attempted_at=datetime.now(timezone.utc)))
+    refused = await client.delete(f"/v1/customers/{customer_id}")
+    assert refused.status_code == 422 and "may have a WHM account" in refused.json()["detail"], refused.text
+    assert (await client.get(f"/v1/customers/{customer_id}")).json()["email"] == "ana@example.com"
+    async with session_scope(sessions) as session:  # what a terminate ends with
+        await session.execute(update(Service).where(Service.id == order["service"]["id"]).values(status="terminated"))
+    assert (await client.delete(f"/v1/customers/{customer_id}")).status_code == 204
+
+
 async def test_an_erased_customer_gets_no_service_again(client, sessions, settings):
     """Erasure waited for the customer's services to end: no order, provision or ops retry brings one back."""
     region, _ = await add_region(sessions, settings)
