@@ -74,6 +74,7 @@ class IntegrationError(Exception):
     """A remote system failed; `code` is what the job row records."""
 
     retryable = False
+    settles_at: datetime | None = None
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")

@@ -113,7 +113,7 @@ def is_expected(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> JobError:
     """Classify an exception once: integration errors carry their code, the rest are internal."""
     if isinstance(exc, IntegrationError):
-        return JobError(exc.code, exc.message, exc.retryable, getattr(exc, "settles_at", None))
+        return JobError(exc.code, exc.message, exc.retryable, exc.settles_at)
     if isinstance(exc, DomainError):
         return JobError(exc.code, exc.detail or exc.code, False)
     if isinstance(exc, asyncio.CancelledError):  # Dramatiq's time limit, or the worker shutting down
