@@ -65,23 +65,48 @@ async def resend_stalled(sessions, broker, after_s: float, running_after_s: floa
 
 def broker_lost_its_data(broker, marker: str) -> bool:
     """Whether the broker's Redis has lost the marker key kept there (restarted without its data, or flushed),
-    and with it the messages it held; the marker is written again. True too on a Redis that never had one (a
-    first start: re-sending then only duplicates messages, which is harmless). Always False for RabbitMQ, whose
-    queues are durable."""
+    and with it the messages it held. True too on a Redis that never had one (a first start: re-sending then only
+    duplicates messages, which is harmless). Always False for RabbitMQ, whose queues are durable."""
     if not isinstance(broker, RedisBroker):
         return False
-    return bool(broker.client.set(marker, str(int(time.time())), nx=True))
+    return not broker.client.exists(marker)
 
 
-async def resend_lost(sessions, broker) -> int:
-    """Send again every job whose message a broker that has just lost its data held; return how many."""
-    before, total = datetime.now(timezone.utc), 0
-    while sent := await _send_found(sessions, broker, lambda session: lost_with_broker(session, before),
-                                    mark_resent):
-        total += sent
+async def resend_lost(sessions, broker, before: datetime) -> int | None:
+    """Send again every job whose message a broker that lost its data at `before` held; how many, or None when
+    some could not be sent (the broker refused, or rests after a refusal: workers/dispatch.py)."""
+    total = 0
+    while True:
+        async with session_scope(sessions) as session:
+            jobs = await lost_with_broker(session, before)
+            sent = dispatch(broker, jobs) if jobs else []
+            if sent:
+                await mark_resent(session, sent)
+        total += len(sent)
+        if len(sent) < len(jobs):
+            log.warning("the broker's Redis had lost its data: re-sent %d queued or retrying job(s) so far, the "
+                        "rest at the next tick", total)
+            return None
+        if not jobs:
+            break
     (log.warning if total else log.info)("the broker's Redis had lost its data (or is new): re-sent %d queued or "
                                          "retrying job(s)", total)
     return total
+
+
+async def resend_if_lost(sessions, broker, marker: str, lost_at: datetime | None) -> datetime | None:
+    """One tick's look at the broker's data: when its marker is gone, send again what the broker held, and write
+    the marker back only once all of it is sent (a tick that fails or stops halfway leaves it missing, so the next
+    one looks again). `lost_at`: when an unfinished resend found the loss. Returns it while something remains to
+    send, else None."""
+    if lost_at is None:
+        if not broker_lost_its_data(broker, marker):
+            return None
+        lost_at = datetime.now(timezone.utc)
+    if await resend_lost(sessions, broker, lost_at) is None:
+        return lost_at
+    broker.client.set(marker, str(int(time.time())))
+    return None
 
 
 async def expire_keys_once(pool: LazyPool) -> int:
@@ -109,13 +134,13 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
     client = PipelinedRedis(settings.redis_url, timeout_s=5)
     lock = RedisLock(client, f"{settings.namespace}:scheduler:leader", LEADER_TTL_MS)
     marker = f"{settings.namespace}:dramatiq:__marker__"  # with the broker's keys: a flush of them takes it too
+    lost_at: datetime | None = None  # when the broker's loss of its data was found, until all is sent again
     stop = _stopper()
     try:
         while not stop.is_set():
             try:
                 if not leader or await lock.acquire():
-                    if broker_lost_its_data(broker, marker):
-                        await resend_lost(sessions, broker)
+                    lost_at = await resend_if_lost(sessions, broker, marker, lost_at)
                     await relay_once(sessions, broker, settings.relay_grace_s)
                     if time.monotonic() >= resend_at:
                         await resend_stalled(sessions, broker, settings.resend_stalled_s,

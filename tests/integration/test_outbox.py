@@ -9,6 +9,7 @@ import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from sqlalchemy import update
 
@@ -16,9 +17,12 @@ from api.app import create_app
 from api.resources import Resources
 from domain.db import session_scope
 from domain.jobs.models import Job
-from schedules.clock import broker_lost_its_data, relay_once, resend_lost, resend_stalled
+from domain.jobs.service import stalled_jobs
+from schedules import clock
+from schedules.clock import broker_lost_its_data, relay_once, resend_if_lost, resend_stalled
 from tests.conftest import signed_client
 from tests.integration.helpers import add_region, customer_and_plan, order_body
+from workers import dispatch as dispatch_module
 from workers.dispatch import make_broker
 
 
@@ -218,8 +222,10 @@ async def test_a_broker_that_lost_its_data_gets_its_queued_jobs_at_once_and_its_
         await asyncio.sleep(0.02)
     broker = make_broker(settings)
     try:
-        broker_lost_its_data(broker, marker)  # the marker as a scheduler keeps it
+        broker.client.set(marker, "1")  # the marker as a scheduler keeps it
         assert not broker_lost_its_data(broker, marker)
+        assert await resend_if_lost(sessions, broker, marker, None) is None
+        assert await resources.redis.llen(key) == 3  # the three as the API sent them, none again
         now = datetime.now(timezone.utc)
         async with session_scope(sessions) as session:
             # Failed a moment ago; its delayed message (due in a minute) was in Redis too.
@@ -230,7 +236,7 @@ async def test_a_broker_that_lost_its_data_gets_its_queued_jobs_at_once_and_its_
         await resources.redis.delete(key, marker)  # Redis restarts empty
 
         assert broker_lost_its_data(broker, marker)
-        assert await resend_lost(sessions, broker) >= 2  # other tests' queued jobs in this database too
+        assert await resend_if_lost(sessions, broker, marker, None) is None  # all sent again
         assert not broker_lost_its_data(broker, marker)  # so the next tick sends nothing again
     finally:
         broker.close()
@@ -243,3 +249,61 @@ async def test_a_broker_that_lost_its_data_gets_its_queued_jobs_at_once_and_its_
     assert queued.status == "queued" and queued.dispatched_at > now
     assert retrying.status == "retrying" and retrying.next_attempt_at == now + timedelta(minutes=1)
     assert running.status == "running"
+
+
+async def test_the_broker_marker_comes_back_only_once_everything_lost_was_sent_again(
+        client, sessions, settings, resources, monkeypatch):
+    """A tick that fails (Postgres away) or cannot send (the broker refused a moment ago) leaves the marker
+    missing: the next tick sends the lost jobs again, instead of taking the marker for 'nothing was lost' and
+    leaving them to the stalled sweep (10 minutes)."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    ordered = await client.post("/v1/services", json=order_body(customer_id, plan, region))
+    job_id = uuid.UUID(ordered.json()["job"]["id"])
+    key, marker = f"{settings.namespace}:dramatiq:provisioning.{region}", f"{settings.namespace}:dramatiq:__marker__"
+    for _ in range(100):
+        async with sessions() as session:
+            if (await session.get(Job, job_id)).dispatched_at:
+                break
+        await asyncio.sleep(0.02)
+    await resources.redis.delete(key, marker)  # Redis restarts empty
+    broker = make_broker(settings)
+    try:
+        async def postgres_away(session, before):
+            raise ConnectionRefusedError("Postgres is away")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(clock, "lost_with_broker", postgres_away)
+            with pytest.raises(ConnectionRefusedError):
+                await resend_if_lost(sessions, broker, marker, None)
+        assert broker_lost_its_data(broker, marker)
+
+        monkeypatch.setitem(dispatch_module._down_until, broker, time.monotonic() + 60)  # resting after a refusal
+        lost_at = await resend_if_lost(sessions, broker, marker, None)
+        assert lost_at is not None and broker_lost_its_data(broker, marker)
+        assert await resources.redis.llen(key) == 0
+
+        dispatch_module._down_until.pop(broker)
+        assert await resend_if_lost(sessions, broker, marker, lost_at) is None
+        assert not broker_lost_its_data(broker, marker)
+    finally:
+        broker.close()
+    assert await resources.redis.llen(key) == 1
+
+
+async def test_the_stalled_sweep_takes_the_longest_waiting_first_not_the_oldest(client, sessions, settings):
+    """A backlog the sweep keeps sending again (a region with no worker) must not stay ahead of a message lost
+    elsewhere: the sweep takes jobs by when they were last sent, and one sent again goes to the back."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    backlog, lost, retrying = [uuid.UUID((await client.post("/v1/services", json=order_body(
+        customer_id, plan, region))).json()["job"]["id"]) for _ in range(3)]
+    now = datetime.now(timezone.utc)
+    async with session_scope(sessions) as session:  # the oldest job, sent again by the last sweep but one
+        await session.execute(update(Job).where(Job.id == backlog).values(dispatched_at=now - timedelta(minutes=11)))
+        await session.execute(update(Job).where(Job.id == lost).values(dispatched_at=now - timedelta(minutes=30)))
+        await session.execute(update(Job).where(Job.id == retrying).values(
+            status="retrying", attempts=1, next_attempt_at=now - timedelta(minutes=20)))
+    async with session_scope(sessions) as session:
+        found = [job.id for job in await stalled_jobs(session, 600, limit=100_000)]
+    assert [j for j in found if j in (backlog, lost, retrying)] == [lost, retrying, backlog]
