@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, tuple_, update
+from sqlalchemy import and_, case, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound, ValidationFailed
@@ -77,6 +77,13 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
     return list((await session.scalars(stmt)).all())
 
 
+# When a stalled job was last sent (or last moved): the sweep takes the longest-waiting first, so that a backlog it
+# sends again (a region without a worker) takes its turn with a message lost elsewhere, never ahead of it each time.
+_LAST_SENT = case((Job.status == rules.QUEUED, Job.dispatched_at),
+                  (Job.status == rules.RETRYING, func.coalesce(Job.next_attempt_at, Job.updated_at)),
+                  else_=Job.updated_at)
+
+
 async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: float | None = None,
                        limit: int = 500) -> list[Job]:
     """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
@@ -101,7 +108,7 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
                                   and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None),
                                        Job.updated_at < cutoff),
                                   and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)))
-            .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
+            .order_by(_LAST_SENT).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 
 
