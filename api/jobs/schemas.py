@@ -54,8 +54,9 @@ class Job(msgspec.Struct):
     result: Annotated[dict, msgspec.Meta(
         description="What the work did, once it succeeded: `outcome` (created, adopted, already_active, suspended, "
                     "unsuspended, plan_changed, removed, already_removed, nothing_to_remove, already_done) and its "
-                    "details; a terminate that found no account but the name still in use on WHM adds "
-                    "`leftover_user` (a system user a failed createacct left behind, for an operator to remove)")
+                    "details; a terminate that found no account but the name in use on WHM, after a createacct of "
+                    "the service may have run, adds `leftover_user` (most likely a system user that call left "
+                    "behind, for an operator to look at)")
     ] | None
     request_id: Annotated[str, msgspec.Meta(description="The X-Request-Id of the request that caused the job")] | None
 

@@ -14,6 +14,8 @@ failed create left behind (integrations.md: a blind retry then fails with "usern
 earlier createacct in doubt (timed out, reset, 5xx) is never given back: WHM may still create under it. A name
 the reseller chose is kept, but when WHM refuses its first createacct, `create_attempted_at` is cleared all the
 same: nothing of ours exists under it, and the failed service then leaves its server's count (migration 0012).
+A later createacct that WHM refuses at once puts `create_attempted_at` back to the earlier one's time: the call
+that may still be running, and so the window below, is the earlier one.
 A retry that finds the name in use with no account yet, while an earlier createacct may still be running on WHM
 (create_settles_s after it was sent), waits (whm_create_in_doubt, retried) instead of concluding that a system
 user remains.
@@ -56,6 +58,10 @@ WHERE id = $1 AND username = $2 AND {in_turn(3)}"""
 _MARK_ATTEMPT = "UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1"
 _FORGET_ATTEMPT = f"""UPDATE services SET create_attempted_at = NULL, updated_at = now()
 WHERE id = $1 AND username = $2 AND {in_turn(3)}"""
+# Back to the earlier createacct's time: WHM refused this attempt's at once, so the one that may still be running
+# (and the window in which it may still land) is the earlier one's.
+_RESTORE_ATTEMPT = f"""UPDATE services SET create_attempted_at = $3, updated_at = now()
+WHERE id = $1 AND username = $2 AND {in_turn(4)}"""
 
 #: createacct's failures that are WHM's own answer (metadata.result 0, as _create names it, or our credentials
 #: refused): the call is over and created nothing. whm_bad_response is not one: a 200 that is not WHM's envelope
@@ -216,7 +222,10 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
                                                          chosen_here=chosen_here, kept=not verified)
                 if given_back is not None:
                     raise given_back from exc
-            elif exc.code == "whm_username_taken" and (
+            elif exc.code in _CREATE_REFUSED:  # refused at once: it moves no window (else each retry would)
+                await db.execute(_RESTORE_ATTEMPT, service_id, username, service["create_attempted_at"],
+                                 *turn_args(ticket))
+            if exc.code == "whm_username_taken" and (
                     settles := still_settling(service["create_attempted_at"], create_settles_s)) is not None:
                 # The name is in use and no account has it yet: most likely our earlier createacct, still running.
                 raise TransientIntegrationError(

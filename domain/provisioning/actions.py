@@ -6,12 +6,13 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.catalog.models import Plan
 from domain.db import session_scope
 from domain.errors import InvalidState, NotFound, PermanentIntegrationError, TransientIntegrationError
-from domain.jobs.models import Job
+from domain.jobs.models import Job, JobAttempt
 from domain.jobs.tracking import Outcome
 from domain.provisioning.accounts import WhmPort, still_settling
 from domain.provisioning.models import WhmServer
@@ -123,13 +124,24 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, 
                     f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
                     f"WHM again until {rfc3339(settled)}, when nothing more can appear (retry the job after that if it "
                     "failed)", settles_at=settled)
-            elif job.attempts > 1 or job.round > 1:
+            elif await _earlier_attempt_may_have_removed(sessions, job):
                 # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
                 # its answer was lost (a timeout, a crash): not "nothing to remove".
                 result["outcome"] = "already_removed"
             elif not live:
                 await _name_leftover_user(whm, service, result)
     return _becomes(result, rules.TERMINATED, None, {rules.PENDING, rules.ACTIVE, rules.SUSPENDED, rules.FAILED})
+
+
+async def _earlier_attempt_may_have_removed(sessions, job: Job) -> bool:
+    """Whether an earlier attempt of the terminate may have sent removeacct: one that failed other than by waiting
+    for a createacct in doubt (which found no account, so sent nothing)."""
+    if job.attempts <= 1 and job.round <= 1:
+        return False
+    async with session_scope(sessions) as session:
+        return await session.scalar(select(JobAttempt.id).where(
+            JobAttempt.job_id == job.id, tuple_(JobAttempt.round, JobAttempt.attempt) != (job.round, job.attempts),
+            JobAttempt.error_code.is_distinct_from("whm_create_in_doubt")).limit(1)) is not None
 
 
 async def _name_leftover_user(whm: WhmPort, service: Service, result: dict) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import update
 
 from domain.db import session_scope
 from domain.errors import IntegrationError, PermanentIntegrationError, TransientIntegrationError
-from domain.jobs.models import Job
+from domain.jobs.models import Job, JobAttempt
 from domain.provisioning import accounts
 from domain.provisioning.actions import run_action
 from domain.services.models import Service
@@ -130,10 +130,10 @@ async def test_a_name_in_use_without_an_account_waits_while_the_earlier_create_m
     customer_id, plan = await customer_and_plan(client)
     order = (await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
     service_id = uuid.UUID(order["service"]["id"])
+    sent = datetime.now(timezone.utc) - timedelta(seconds=sent_ago_s)
     async with session_scope(sessions) as session:  # an earlier attempt's createacct timed out sent_ago_s ago
         await session.execute(update(Service).where(Service.id == service_id).values(
-            username=f"u{uuid.uuid4().hex[:7]}", create_attempted_at=datetime.now(timezone.utc)
-            - timedelta(seconds=sent_ago_s)))
+            username=f"u{uuid.uuid4().hex[:7]}", create_attempted_at=sent))
     pool = SystemPool(settings.database_url, max_size=1)
     try:
         db = await pool.get()
@@ -144,4 +144,29 @@ async def test_a_name_in_use_without_an_account_waits_while_the_earlier_create_m
         await pool.close()
     assert caught.value.code == code
     assert caught.value.retryable == (code == "whm_create_in_doubt"), caught.value.message
+    # This attempt's createacct, refused at once, moved no window: the earlier one's is still the one that counts
+    # (were it moved, the job's last attempt, waiting for the earlier window, would find the doubt again).
+    assert (await _service(sessions, str(service_id))).create_attempted_at == sent
 
+
+
+@pytest.mark.parametrize("earlier, outcome", [
+    (["whm_create_in_doubt", "whm_create_in_doubt"], "nothing_to_remove"),  # they waited: none sent removeacct
+    (["whm_create_in_doubt", "whm_timeout"], "already_removed"),  # that one may have, its answer lost
+])
+async def test_a_terminate_that_waited_out_the_doubt_says_what_it_found(client, sessions, settings, earlier, outcome):
+    """The last attempt, after the settle time, finds no account: 'already_removed' only if an earlier attempt may
+    have sent removeacct; attempts that waited for the doubt sent nothing."""
+    service_id, username, job_id = await _failed_create_then_terminate(client, sessions, settings, sent_ago_s=61)
+    now = datetime.now(timezone.utc)
+    async with session_scope(sessions) as session:  # attempts 1 and 2 failed so; attempt 3 runs now
+        for n, code in enumerate(earlier, 1):
+            session.add(JobAttempt(job_id=job_id, round=1, attempt=n, started_at=now, finished_at=now,
+                                   outcome="retrying", error_code=code, error_message="..."))
+        session.add(JobAttempt(job_id=job_id, round=1, attempt=3, started_at=now))
+        await session.execute(update(Job).where(Job.id == job_id).values(status="running", attempts=3))
+    whm = SlowWhm(users=(username,))
+    result = (await run_action(sessions, job_id, lambda server: whm, create_settles_s=60.0)).result
+    assert whm.removed == [] and result["outcome"] == outcome
+    # the name is held: named as a leftover when this terminate knows nothing of ours was removed
+    assert result.get("leftover_user") == (username if outcome == "nothing_to_remove" else None)
