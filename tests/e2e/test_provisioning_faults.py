@@ -154,6 +154,56 @@ def test_createacct_timeout_that_still_creates_is_adopted(stack):
     assert service["status"] == "active" and service["server_id"] == stack.server_a
 
 
+@pytest.fixture
+def slow_region(stack):
+    """A region of its own whose worker waits 1 s for createacct, with a 6 s settle time."""
+    region, port = _region("fs"), free_port()
+    whm = f"http://127.0.0.1:{port}"
+    procs = GroupProcesses(stack.procs.hostq, {**stack.procs.env, "HOSTQ_WHM_CREATE_TIMEOUT": "1",
+                                               "HOSTQ_WHM_CREATE_SETTLE_S": "6"}, stack.procs.logs)
+    try:
+        procs.start("whm_s", "sandbox", "whm", "--port", str(port))
+        procs.start("worker_s", "worker", "--region", region)
+        procs.run("servers", "add", "--region", region, "--url", whm, "--username", "root", "--token", "sandbox")
+        wait_until(f"{whm}/__sandbox/accounts")
+        with httpx.Client(base_url=whm, timeout=5) as fake:
+            yield region, fake
+    finally:
+        procs.stop_all()
+
+
+@pytest.mark.parametrize("latency_s, ends", [(3, "adopted"), (11, "whm_username_taken")])
+def test_a_createacct_slower_than_the_client_waits_is_settled_by_the_last_attempt(stack, slow_region, latency_s,
+                                                                                   ends):
+    """createacct outlasts the client's 1 s; WHM holds the name from the start and makes the account at the end.
+    The next attempt finds the name in use and no account: in doubt until 6 s after the send. The last of the 3
+    attempts waits for that and decides: the account adopted if it came, else the name taken (an operator must
+    look), never a job failed on the same doubt."""
+    region, fake = slow_region
+    assert fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": latency_s}).status_code == 200
+    domain = _domain("slow")
+    order = stack.order(domain, region)
+
+    job = poll_job(stack.api, order["job"]["id"], timeout=20)
+
+    history = stack.procs.run("jobs", "show", job["id"])["history"]
+    said = [(a["outcome"], (a["error"] or {}).get("code")) for a in history]
+    assert said[:2] == [("retrying", "whm_timeout"), ("retrying", "whm_create_in_doubt")], (history, job)
+    assert len(said) == 3, said
+    if ends == "adopted":
+        assert job["status"] == "succeeded" and job["result"]["outcome"] == "adopted", job
+    else:  # WHM was still making it when the settle time ran out: the job names the name in use
+        assert job["status"] == "failed" and job["error"]["code"] == "whm_username_taken", job
+        deadline = time.monotonic() + 10
+        while not accounts(fake, domain) and time.monotonic() < deadline:  # the account lands at the end...
+            time.sleep(0.1)
+        assert stack.procs.run("jobs", "retry", job["id"])["retried"] == [job["id"]]
+        job = poll_job(stack.api, job["id"])  # ...and an ops retry adopts it
+        assert job["status"] == "succeeded" and job["result"]["outcome"] == "adopted", job
+    service = stack.service(order["service"]["id"])
+    assert [(a["user"], a["domain"]) for a in accounts(fake, domain)] == [(service["username"], domain)]
+
+
 # 2 -------------------------------------------------------------------------------------------------------------
 
 def test_one_http_500_is_retried_into_one_account(stack):
