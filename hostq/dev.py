@@ -138,6 +138,8 @@ Try a signed request (in another terminal, from this directory):
   .venv/bin/hostq call POST /v1/plans --data '{{"code": "basic", "name": "Basic", "whm_package": "basic", "prices": {{"monthly": 6990}}}}'
   .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "{next(iter(whm_ports))}", "billing_cycle": "monthly", "provision": "now"}}'
   .venv/bin/hostq call GET /v1/jobs/<job id>
+  (On a database an earlier run used, the plan and the domain may exist already: a 409 says so; skip the plan,
+  pick another domain.)
 
 Operator commands (hostq jobs, servers, tenants, keys, worker) run from this directory use the same
 development key ({_kek_source()}); give them the DATABASE_URL, REDIS_URL and HOSTQ_BROKER_URL of this run
