@@ -33,6 +33,7 @@ import asyncio
 import importlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -435,9 +436,10 @@ def verdicts(rates: dict) -> str:
 
 
 def median_ratios(rounds: list[dict]) -> dict[str, float | None]:
-    """Each ratio's median over the rounds (the upper middle one for an even count)."""
+    """Each ratio's median over the rounds (the mean of the two middle ones for an even count: until 2026-12-07 it
+    was the upper one, which for two rounds reported the better round)."""
     keys = rounds[0].keys()
-    return {key: sorted(r[key] or 0 for r in rounds)[len(rounds) // 2] for key in keys}
+    return {key: round(statistics.median(r[key] or 0 for r in rounds), 3) for key in keys}
 
 
 def main() -> None:
