@@ -14,7 +14,8 @@ event loop, in one trip from the worker thread:
 
 JobStateMiddleware (the same object) then acts on the outcome in the worker thread, where Dramatiq decides
 what happens to the message: it re-sends a BUSY message after a short delay and a NotDue one for when the
-job's next attempt is due, and tells Retries whether to
+job's next attempt is due (a broker that refuses the re-send gets a queued job marked unsent, for the relay,
+since Dramatiq acknowledges the message anyway), and tells Retries whether to
 retry a failed attempt (Postgres decides, by the job's attempts and the error's kind). It must sit after
 Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one sets the message's
 max_retries before Retries reads it.
@@ -208,11 +209,11 @@ class JobStateMiddleware(dramatiq.Middleware):
         if job_id is None:
             return
         if result is BUSY:  # come back soon; waiting is not an attempt
-            broker.enqueue(message.copy(), delay=random.randint(*BUSY_DELAY_MS))
+            self._send_again(broker, message, random.randint(*BUSY_DELAY_MS))
         elif isinstance(result, tracking.NotDue):  # a duplicate, early: never lost, never ahead of the backoff
             log.info("job %s: delivered %.1f s before its next attempt is due (a duplicate message): sent again "
                      "for then", job_id, result.delay_ms / 1000)
-            broker.enqueue(message.copy(), delay=result.delay_ms)
+            self._send_again(broker, message, result.delay_ms)
         if exception is None:
             return
         self._retrying.next = None
@@ -230,6 +231,24 @@ class JobStateMiddleware(dramatiq.Middleware):
             self._retrying.next = (message.message_id, outcome)
         else:
             _log_final(job_id, outcome, exception)
+
+    def _send_again(self, broker: dramatiq.Broker, message, delay_ms: int) -> None:
+        """Send a message that did not run back to the broker for later. Dramatiq acknowledges it whatever happens
+        here, so when the broker refuses, a queued job is handed to the relay; any other waits for the sweep."""
+        try:
+            broker.enqueue(message.copy(), delay=delay_ms)
+        except Exception as exc:
+            job_id = message.options["job_id"]
+            try:
+                relayed = get_event_loop_thread().run_coroutine(self._hand_to_relay(uuid.UUID(job_id)))
+            except Exception:  # Postgres too
+                relayed = False
+            log.error("job %s: its message could not be sent back to the broker (%s: %s): %s", job_id,
+                      type(exc).__name__, exc, "the relay sends it again once the broker takes it" if relayed else
+                      "the stalled-job sweep sends it again (HOSTQ_RESEND_STALLED_S)")
+
+    async def _hand_to_relay(self, job_id: uuid.UUID) -> bool:
+        return await tracking.hand_to_relay(await self._db().get(), job_id)
 
     def before_worker_boot(self, broker, worker):
         logging.getLogger(WORKER_THREAD_LOGGER).addFilter(self._keeps)

@@ -293,6 +293,14 @@ async def finish_error(session: AsyncSession, ticket: Ticket, error: JobError) -
     return FailedAttempt(outcome, job.kind, job.attempts, job.max_attempts, error, job.round)
 
 
+async def hand_to_relay(db: asyncpg.Pool, job_id: uuid.UUID) -> bool:
+    """A queued job whose message could not be sent back to the broker (BUSY): mark it unsent, for the relay to
+    send again (within HOSTQ_RELAY_GRACE_S once the broker takes it). False when the job is not queued: the
+    stalled-job sweep is then what sends it again."""
+    return await db.fetchval("UPDATE jobs SET dispatched_at = NULL, updated_at = now() "
+                             "WHERE id = $1 AND status = 'queued' RETURNING true", job_id) is not None
+
+
 async def note_next_attempt(db: asyncpg.Pool, job_id: uuid.UUID, failed: FailedAttempt, delay_ms: int) -> None:
     """Record when the broker will deliver the job's next attempt, after the `failed` one (unless the job has
     moved on since: a later attempt's note is not overwritten by a late one)."""

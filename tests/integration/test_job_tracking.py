@@ -21,6 +21,7 @@ from domain.errors import PermanentIntegrationError, TransientIntegrationError
 from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import record_job
 from domain.redis_pipe import PipelinedRedis
+from schedules.clock import relay_once
 from workers.broker import setup_broker
 from workers.dispatch import dispatch, job_message
 from workers.middleware import Attempt, job_actor
@@ -105,13 +106,20 @@ async def _run(sessions, broker, plan: list[str], max_attempts: int = 3, resourc
                          resource_type="service" if resource_id else None, resource_id=resource_id)
     PLANS[str(job.id)] = plan
     assert dispatch(broker, [job]) == [(job.id, 1)]
+    row = await _finished(sessions, job.id)
+    assert row.status in ("succeeded", "failed"), f"job stuck in {row.status}"
+    return row
+
+
+async def _finished(sessions, job_id: uuid.UUID) -> Job:
+    """The job's row once it succeeded or failed (or as it is after 6 s)."""
     for _ in range(300):
         async with sessions() as session:
-            row = await session.get(Job, job.id)
-            if row.status in ("succeeded", "failed"):
-                return row
+            row = await session.get(Job, job_id)
+        if row.status in ("succeeded", "failed"):
+            break
         await asyncio.sleep(0.02)
-    raise AssertionError(f"job stuck in {row.status}")
+    return row
 
 
 async def _attempts(sessions, job_id: uuid.UUID) -> list[tuple[int, str, str | None]]:
@@ -241,12 +249,7 @@ async def test_a_duplicate_message_of_a_retrying_job_waits_for_its_next_attempt(
         assert (row.status, row.attempts, row.next_attempt_at) == ("retrying", 1, due)  # the backoff stands
     assert str(job.id) not in CALLS
 
-    for _ in range(300):
-        async with sessions() as session:
-            row = await session.get(Job, job.id)
-        if row.status == "succeeded":
-            break
-        await asyncio.sleep(0.02)
+    row = await _finished(sessions, job.id)
     assert (row.status, row.attempts, CALLS[str(job.id)]) == ("succeeded", 2, 1)
     assert row.started_at >= due - timedelta(milliseconds=100)  # not ahead of the backoff
 
@@ -270,6 +273,47 @@ async def test_different_services_run_in_parallel(worker_broker, sessions):
     start = {job: t for job, t, _ in SPANS if t is not None}
     end = {job: t for job, _, t in SPANS if t is not None}
     assert start[first] < end[second] and start[second] < end[first]  # the two actions overlapped
+
+
+async def test_a_busy_message_the_broker_refuses_to_take_back_goes_to_the_relay(worker_broker, sessions, caplog,
+                                                                                monkeypatch):
+    """Dramatiq acknowledges a message whatever its after-hook does: when sending a BUSY one back fails, the queued
+    job is marked unsent, so the relay sends it again in seconds rather than the stalled sweep in minutes."""
+    resource = uuid.uuid4()
+    async with session_scope(sessions) as session:
+        first, second = (record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3,
+                                    resource_type="service", resource_id=resource) for _ in range(2))
+    PLANS[str(first.id)], PLANS[str(second.id)] = ["slow"], ["ok"]
+    real_enqueue, refused = worker_broker.enqueue, []
+
+    def enqueue(message, *, delay=None):
+        if message.options.get("job_id") == str(second.id) and delay:  # the BUSY re-send, while Redis is away
+            refused.append(message.message_id)
+            raise ConnectionError("Redis went away")
+        return real_enqueue(message, delay=delay)
+
+    monkeypatch.setattr(worker_broker, "enqueue", enqueue)
+    assert dispatch(worker_broker, [first]) == [(first.id, 1)]
+    for _ in range(100):  # the first holds the service's lock
+        if any(job == str(first.id) for job, _, _ in SPANS):
+            break
+        await asyncio.sleep(0.01)
+    assert dispatch(worker_broker, [second]) == [(second.id, 1)]
+    said = f"job {second.id}: its message could not be sent back"
+    for _ in range(200):  # (the line is written once the job is marked)
+        logged = [r.getMessage() for r in caplog.records if said in r.getMessage()]
+        if logged:
+            break
+        await asyncio.sleep(0.02)
+    assert refused and logged and "the relay sends it again" in logged[0], (refused, logged)
+    async with sessions() as session:
+        row = await session.get(Job, second.id)
+    assert (row.status, row.attempts, row.dispatched_at) == ("queued", 0, None), row
+
+    monkeypatch.setattr(worker_broker, "enqueue", real_enqueue)  # the broker is back
+    assert await relay_once(sessions, worker_broker, grace_s=0) >= 1
+    row = await _finished(sessions, second.id)
+    assert row.status == "succeeded" and row.attempts == 1, row
 
 
 async def test_an_attempt_lost_with_its_worker_counts_and_ends_the_job_at_the_limit(sessions):
