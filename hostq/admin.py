@@ -40,8 +40,8 @@ async def create_key(settings: Settings, *, tenant_slug: str, scopes: str) -> di
     async def work(session):
         tenant = await tenants.tenant_by_slug(session, tenant_slug)
         cred = await tenants.create_key(session, settings.require_kek(), tenant_id=tenant.id, scopes=wanted)
-        return {"key_id": str(cred.key_id), "api_key": cred.api_key, "signing_secret": cred.signing_secret,
-                "scopes": cred.scopes}
+        return {"key_id": str(cred.key_id), "tenant_id": str(tenant.id), "api_key": cred.api_key,
+                "signing_secret": cred.signing_secret, "scopes": cred.scopes}
     return await in_transaction(settings, work)
 
 

@@ -13,16 +13,14 @@ import pytest
 
 from domain.errors import NotFound, ValidationFailed
 from domain.tenants.signing import sign, signed_payload
-from hostq.tenants_cli import parse_grace, register_keys, register_tenants_update
+from hostq.tenants_cli import parse_grace, register
 from tests.conftest import make_tenant, signed_client
 
 
 def _parser() -> argparse.ArgumentParser:
     """The two command trees as hostq/cli.py wires them."""
     parser = argparse.ArgumentParser(prog="hostq")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register_tenants_update(sub.add_parser("tenants").add_subparsers(dest="action", required=True))
-    register_keys(sub.add_parser("keys").add_subparsers(dest="action", required=True))
+    register(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -180,3 +178,10 @@ async def test_resolved_keys_are_cached_until_a_change_is_announced(app, session
         assert (await c.get("/v1/customers")).status_code == 200  # served from the cache
         await asyncio.to_thread(announce_change, settings, key_generation_key(settings.namespace, creds["key_id"]))
         assert (await c.get("/v1/customers")).status_code == 401  # the very next request
+
+
+async def test_keys_create_names_the_tenant_and_the_key_signs_for_it(app, tenant, settings, capsys):
+    out = await _run(capsys, settings, "keys", "create", "--tenant", tenant["slug"], "--scopes", "customers:read")
+    assert out["tenant_id"] == str(tenant["tenant_id"])  # `hostq dev` shows it on a second run from this
+    assert out["scopes"] == ["customers:read"] and out["key_id"] != str(tenant["key_id"])
+    assert await _status(app, {**tenant, **out}) == 200
