@@ -14,9 +14,9 @@ event loop, in one trip from the worker thread:
 
 JobStateMiddleware (the same object) then acts on the outcome in the worker thread, where Dramatiq decides
 what happens to the message: it re-sends a BUSY message after a short delay and a NotDue one for when the
-job's next attempt is due (a broker that refuses the re-send gets a queued job marked unsent, for the relay,
-since Dramatiq acknowledges the message anyway), and tells Retries whether to
-retry a failed attempt (Postgres decides, by the job's attempts and the error's kind). It must sit after
+job's next attempt is due, and tells Retries whether to retry a failed attempt (Postgres decides, by the job's
+attempts and the error's kind). Dramatiq acknowledges a message whether or not its re-send (or its retry's send)
+reached the broker: when one did not, the job is marked unsent, for the relay. It must sit after
 Retries in the middleware list: Dramatiq calls `after_*` hooks in reverse, so this one sets the message's
 max_retries before Retries reads it.
 
@@ -118,6 +118,9 @@ class JobStateMiddleware(dramatiq.Middleware):
         # (message id, FailedAttempt) of the retry this worker thread's Retries is about to send: logged with its
         # delay by before_enqueue.
         self._retrying = threading.local()
+        # message id -> job id of each retry being sent, until the broker took it (after_enqueue). One still here
+        # when the consumer acknowledges its message was refused: Dramatiq logs that and acknowledges all the same.
+        self._retry_sends: dict[str, str] = {}
 
     async def attempt(self, broker: dramatiq.Broker, job_id: uuid.UUID, resource_id: uuid.UUID | None,
                       work: Work, sql: Statements) -> object:
@@ -234,18 +237,23 @@ class JobStateMiddleware(dramatiq.Middleware):
 
     def _send_again(self, broker: dramatiq.Broker, message, delay_ms: int) -> None:
         """Send a message that did not run back to the broker for later. Dramatiq acknowledges it whatever happens
-        here, so when the broker refuses, a queued job is handed to the relay; any other waits for the sweep."""
+        here, so when the broker refuses, its job is handed to the relay."""
         try:
             broker.enqueue(message.copy(), delay=delay_ms)
         except Exception as exc:
-            job_id = message.options["job_id"]
-            try:
-                relayed = get_event_loop_thread().run_coroutine(self._hand_to_relay(uuid.UUID(job_id)))
-            except Exception:  # Postgres too
-                relayed = False
-            log.error("job %s: its message could not be sent back to the broker (%s: %s): %s", job_id,
-                      type(exc).__name__, exc, "the relay sends it again once the broker takes it" if relayed else
-                      "the stalled-job sweep sends it again (HOSTQ_RESEND_STALLED_S)")
+            self._refused(message.options["job_id"], exc)
+
+    def _refused(self, job_id: str, exc: BaseException | None) -> None:
+        """The broker did not take a job's message back: hand the job to the relay (the stalled-job sweep if
+        Postgres cannot be told either), and say so."""
+        try:
+            relayed = get_event_loop_thread().run_coroutine(self._hand_to_relay(uuid.UUID(job_id)))
+        except Exception:  # Postgres too
+            relayed = False
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "see Dramatiq's error above"
+        log.error("job %s: its message could not be sent back to the broker (%s): %s", job_id, why,
+                  "the relay sends it again once the broker takes it" if relayed else
+                  "the stalled-job sweep sends it again (HOSTQ_RESEND_STALLED_S)")
 
     async def _hand_to_relay(self, job_id: uuid.UUID) -> bool:
         return await tracking.hand_to_relay(await self._db().get(), job_id)
@@ -280,9 +288,18 @@ class JobStateMiddleware(dramatiq.Middleware):
             return
         self._retrying.next = None
         job_id = message.options["job_id"]
+        self._retry_sends[message.message_id] = job_id
         get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), retry[1], delay))
         due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay))
         log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
+
+    def after_enqueue(self, broker, message, delay):
+        self._retry_sends.pop(message.message_id, None)
+
+    def before_ack(self, broker, message):
+        # Retries' send of this message's retry raised (Dramatiq logged it), and the message is acknowledged now
+        if (job_id := self._retry_sends.pop(message.message_id, None)) is not None:
+            self._refused(job_id, None)
 
     async def _noted(self, job_id: uuid.UUID, failed: tracking.FailedAttempt, delay: int) -> None:
         await tracking.note_next_attempt(await self._db().get(), job_id, failed, delay)

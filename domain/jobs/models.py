@@ -17,7 +17,8 @@ class Job(Base):
 
     __tablename__ = "jobs"
     __table_args__ = (
-        Index("ix_jobs_undispatched", "created_at", postgresql_where=text("dispatched_at IS NULL AND status = 'queued'")),
+        Index("ix_jobs_undispatched", "created_at",
+              postgresql_where=text("dispatched_at IS NULL AND status IN ('queued', 'retrying')")),
         Index("ix_jobs_tenant_status", "tenant_id", "status", "id"),
         Index("ix_jobs_resource", "resource_id", "status"),
         Index("ix_jobs_unfinished", "status", postgresql_where=text("status IN ('queued', 'retrying', 'running')")),

@@ -68,11 +68,13 @@ async def mark_dispatched(session: AsyncSession, sent: list[tuple[uuid.UUID, int
 
 
 async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 500) -> list[Job]:
-    """Queued jobs recorded more than `grace_s` ago whose message never reached the broker."""
+    """Jobs changed more than `grace_s` ago whose message is not with the broker: queued jobs recorded but never
+    sent, and queued or retrying ones whose message a worker could not send back (tracking.hand_to_relay)."""
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_s)
     # From the last change, not creation: a job retried by ops just now is being sent by whoever retried it.
     changed = func.coalesce(Job.updated_at, Job.created_at)
-    stmt = (select(Job).where(Job.status == rules.QUEUED, Job.dispatched_at.is_(None), changed < cutoff)
+    stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)), Job.dispatched_at.is_(None),
+                              changed < cutoff)
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 

@@ -294,11 +294,11 @@ async def finish_error(session: AsyncSession, ticket: Ticket, error: JobError) -
 
 
 async def hand_to_relay(db: asyncpg.Pool, job_id: uuid.UUID) -> bool:
-    """A queued job whose message could not be sent back to the broker (BUSY): mark it unsent, for the relay to
-    send again (within HOSTQ_RELAY_GRACE_S once the broker takes it). False when the job is not queued: the
-    stalled-job sweep is then what sends it again."""
+    """A job whose message could not be sent back to the broker (a retry's, a BUSY or a NotDue one): mark it
+    unsent, for the relay to send again (HOSTQ_RELAY_GRACE_S later, once the broker takes it; a retrying job's for
+    when its next attempt is due). False when the job is neither queued nor retrying: it needs no message."""
     return await db.fetchval("UPDATE jobs SET dispatched_at = NULL, updated_at = now() "
-                             "WHERE id = $1 AND status = 'queued' RETURNING true", job_id) is not None
+                             "WHERE id = $1 AND status IN ('queued', 'retrying') RETURNING true", job_id) is not None
 
 
 async def note_next_attempt(db: asyncpg.Pool, job_id: uuid.UUID, failed: FailedAttempt, delay_ms: int) -> None:

@@ -275,6 +275,17 @@ async def test_different_services_run_in_parallel(worker_broker, sessions):
     assert start[first] < end[second] and start[second] < end[first]  # the two actions overlapped
 
 
+async def _sent_back_refused(caplog, job_id: uuid.UUID) -> str:
+    """The worker's line saying the job's message could not be sent back to the broker (written once the job is
+    marked), or "" after 4 s."""
+    said = f"job {job_id}: its message could not be sent back"
+    for _ in range(200):
+        if logged := [r.getMessage() for r in caplog.records if said in r.getMessage()]:
+            return logged[0]
+        await asyncio.sleep(0.02)
+    return ""
+
+
 async def test_a_busy_message_the_broker_refuses_to_take_back_goes_to_the_relay(worker_broker, sessions, caplog,
                                                                                 monkeypatch):
     """Dramatiq acknowledges a message whatever its after-hook does: when sending a BUSY one back fails, the queued
@@ -299,13 +310,8 @@ async def test_a_busy_message_the_broker_refuses_to_take_back_goes_to_the_relay(
             break
         await asyncio.sleep(0.01)
     assert dispatch(worker_broker, [second]) == [(second.id, 1)]
-    said = f"job {second.id}: its message could not be sent back"
-    for _ in range(200):  # (the line is written once the job is marked)
-        logged = [r.getMessage() for r in caplog.records if said in r.getMessage()]
-        if logged:
-            break
-        await asyncio.sleep(0.02)
-    assert refused and logged and "the relay sends it again" in logged[0], (refused, logged)
+    logged = await _sent_back_refused(caplog, second.id)
+    assert refused and "the relay sends it again" in logged, (refused, logged)
     async with sessions() as session:
         row = await session.get(Job, second.id)
     assert (row.status, row.attempts, row.dispatched_at) == ("queued", 0, None), row
@@ -314,6 +320,42 @@ async def test_a_busy_message_the_broker_refuses_to_take_back_goes_to_the_relay(
     assert await relay_once(sessions, worker_broker, grace_s=0) >= 1
     row = await _finished(sessions, second.id)
     assert row.status == "succeeded" and row.attempts == 1, row
+
+
+async def test_a_retry_the_broker_refuses_to_take_goes_to_the_relay(worker_broker, sessions, caplog, monkeypatch):
+    """Retries' send of a failed attempt's retry raising (Redis away) is only logged by Dramatiq, which then
+    acknowledges the message: the retrying job is marked unsent, and the relay sends it for its next attempt."""
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3, resource_type="service",
+                         resource_id=uuid.uuid4())
+    PLANS[str(job.id)] = ["transient", "ok"]
+    real_enqueue, refused = worker_broker.do_enqueue, []
+
+    def do_enqueue(queue_name, message_id, data):  # past the middleware's before_enqueue, as Redis would fail
+        message = dramatiq.Message.decode(data)
+        if message.options.get("job_id") == str(job.id) and message.options.get("retries"):
+            refused.append(message.message_id)
+            raise ConnectionError("Redis went away")
+        return real_enqueue(queue_name, message_id, data)
+
+    monkeypatch.setattr(worker_broker, "do_enqueue", do_enqueue)
+    assert dispatch(worker_broker, [job]) == [(job.id, 1)]
+    logged = await _sent_back_refused(caplog, job.id)
+    assert refused and "the relay sends it again" in logged, (refused, logged)
+    async with sessions() as session:
+        row = await session.get(Job, job.id)
+    assert (row.status, row.attempts, row.dispatched_at) == ("retrying", 1, None), row
+    due = row.next_attempt_at
+    assert due is not None
+
+    monkeypatch.setattr(worker_broker, "do_enqueue", real_enqueue)  # the broker is back
+    assert await relay_once(sessions, worker_broker, grace_s=0) == 1
+    row = await _finished(sessions, job.id)
+    assert (row.status, row.attempts, CALLS[str(job.id)]) == ("succeeded", 2, 2), row
+    async with sessions() as session:
+        second = await session.scalar(select(JobAttempt.started_at).where(JobAttempt.job_id == job.id,
+                                                                           JobAttempt.attempt == 2))
+    assert second >= due - timedelta(milliseconds=100)  # sent for when it was due, not ahead of it
 
 
 async def test_an_attempt_lost_with_its_worker_counts_and_ends_the_job_at_the_limit(sessions):
