@@ -202,7 +202,9 @@ async def test_chunked_split_and_until_close_bodies():
     long = bytes(range(256)) * 40
     script = [raw(chunked, keep=True), raw(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(long), long),
                                            keep=True, pieces=50),
-              raw(chunked, keep=True, pieces=len(chunked)), raw(b"HTTP/1.0 200 OK\r\n\r\nuntil the end")]
+              raw(chunked, keep=True, pieces=len(chunked)), raw(b"HTTP/1.0 200 OK\r\n\r\nuntil the end"),
+              # a coding that is not chunked, last: the body also runs until the server closes (RFC 9112, 6.3)
+              raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nidentity until the end")]
     async with Server(*script) as server:
         origin = Origin(server.url)
         assert (await get(origin)).body == b"hello world"
@@ -210,6 +212,7 @@ async def test_chunked_split_and_until_close_bodies():
         assert (await get(origin)).body == b"hello world"
         assert (await get(origin)).body == b"until the end"
         assert server.connections == 1
+        assert (await get(origin)).body == b"identity until the end"
         await origin.aclose()
 
 

@@ -121,12 +121,18 @@ class _Connection(asyncio.Protocol):
         self.usable = False
         if self.waiter is None:
             return
-        if exc is None and self.headers_done and not any(
-                k.lower() in (b"content-length", b"transfer-encoding") for k, _ in self.headers):
+        if exc is None and self.headers_done and self._ends_at_close():
             self.on_message_complete()  # a body that runs until the server closes, as HTTP/1.0 allows
             return
         detail = getattr(exc, "strerror", None) or "connection closed before the response was complete"
         self._fail(ConnectionLost(detail))
+
+    def _ends_at_close(self) -> bool:
+        """Whether the response's body is whatever came before the server closed (RFC 9112, 6.3): it has no
+        Content-Length, and no Transfer-Encoding or one whose last coding is not chunked."""
+        codings = b",".join(v for k, v in self.headers if k.lower() == b"transfer-encoding")
+        return not any(k.lower() == b"content-length" for k, _ in self.headers) and (
+            codings.rsplit(b",", 1)[-1].strip().lower() != b"chunked")
 
     def _fail(self, exc: Exception) -> None:
         waiter, self.waiter = self.waiter, None
