@@ -37,17 +37,24 @@ async def read_body(receive: Callable) -> bytes:
     return b"".join(chunks)
 
 
-async def hold(receive: Callable, seconds: float) -> bool:
-    """Wait `seconds` without blocking the server; False if the client hangs up first."""
+async def hold(receive: Callable, send: Callable, seconds: float) -> bool:
+    """Wait `seconds` without blocking the server; False if the client hangs up first, or if the server stops
+    meanwhile (uvicorn cancels what is still running after STOP_WITHIN_S): the connection is then dropped, as a
+    stopped server's would be, rather than answered 500 with a traceback in the log."""
 
     async def hang_up() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
     sleeper, listener = asyncio.ensure_future(asyncio.sleep(seconds)), asyncio.ensure_future(hang_up())
-    done, pending = await asyncio.wait({sleeper, listener}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
+    try:
+        done, _ = await asyncio.wait({sleeper, listener}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        await drop_connection(send)
+        return False
+    finally:
+        for task in (sleeper, listener):
+            task.cancel()
     return sleeper in done
 
 

@@ -88,7 +88,7 @@ class FakeWhm(SandboxApp):
                 self.book.leave_user(user)
             return await respond(send, 200, envelope(function, 0, fault.reason, {}))
         answer = self.book.run(function, params, caller) if fault.mode == "timeout_then_create" else None
-        if not await hold(receive, fault.hold_s):
+        if not await hold(receive, send, fault.hold_s):
             return None
         if answer is None:
             return await respond(send, 504, b"Gateway Timeout", TEXT)

@@ -6,6 +6,10 @@ import os
 import signal
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
 
 from tests.e2e.conftest import wait_until
 from tests.e2e.helpers import GroupProcesses, group_alive
@@ -45,3 +49,22 @@ def test_the_api_and_a_fake_stop_with_exit_0_on_sigterm(procs, ports):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=40) == 0, procs.log(name)
         assert "Traceback" not in procs.log(name)
+
+
+def test_a_fake_whm_stopping_drops_a_held_call_without_a_traceback(procs, ports):
+    """A call the fake holds (fault `timeout`) when it is told to stop loses its connection, as with a stopped
+    WHM: no 500 answered on its behalf, no traceback in the log."""
+    base = f"http://127.0.0.1:{ports['whm']}"
+    procs.start("whm", "sandbox", "whm", "--port", str(ports["whm"]))
+    wait_until(f"{base}/__sandbox/accounts")
+    assert httpx.post(f"{base}/__sandbox/faults", json={"function": "listpkgs", "mode": "timeout"}).status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(httpx.get, f"{base}/json-api/listpkgs?api.version=1", timeout=30,
+                           headers={"Authorization": "whm root:sandbox"})
+        time.sleep(0.5)  # the call is in, and held
+        process = procs.running.pop("whm")
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(httpx.TransportError):
+            held.result(timeout=30)
+    assert process.wait(timeout=40) == 0, procs.log("whm")
+    assert "Traceback" not in procs.log("whm"), procs.log("whm")
