@@ -330,3 +330,44 @@ async def test_after_a_refused_login_the_client_sends_nothing_to_that_server_for
     async with whm.client() as fresh:  # new credentials (hostq servers update) make a new client: sent at once
         monkeypatch.setattr(whm_module, "AUTH_REFUSED_PAUSE_S", 300.0)
         assert await fresh.listpkgs() == [{"name": "pro"}]
+
+
+async def test_until_whm_accepts_the_credentials_calls_go_one_at_a_time(whm):
+    """A burst of jobs right after a token was revoked is one failed login, not one per job in flight."""
+    whm.script = [status(403, "Access denied")]
+    async with whm.client() as client:
+        refused = await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(20)),
+                                       return_exceptions=True)
+    assert all(isinstance(e, WhmAuthError) for e in refused), refused
+    assert len(whm.seen) == 1
+
+
+async def test_once_whm_accepted_the_credentials_calls_go_together(whm):
+    slow = 0.2
+
+    async def accepted(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(slow)
+        return web.json_response({"metadata": {"version": 1, "result": 1, "reason": "OK"}, "data": {}})
+
+    whm.script = [accepted]
+    async with whm.client() as client:
+        started = time.monotonic()
+        await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(2)))
+        assert time.monotonic() - started >= 2 * slow  # the first proves the credentials, alone
+        started = time.monotonic()
+        await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(8)))
+        assert time.monotonic() - started < 4 * slow  # then they go at once
+    assert len(whm.seen) == 10
+
+
+async def test_a_call_whm_does_not_permit_fails_alone_and_pauses_nothing(whm):
+    """A reseller's ACL refusing one call (WHM authenticated us) is that call's whm_rejected: every other job on
+    the server goes on."""
+    reason = 'You do not have permission to assign the package "root_gold".'
+    whm.script = [envelope(0, reason), envelope(data={"pkg": [{"name": "pro"}]})]
+    async with whm.client() as client:
+        with pytest.raises(PermanentIntegrationError) as caught:
+            await client.changepackage("alice", "root_gold")
+        assert (caught.value.code, caught.value.message) == ("whm_rejected", f"changepackage: {reason}")
+        assert await client.listpkgs() == [{"name": "pro"}]
+    assert len(whm.seen) == 2

@@ -66,7 +66,9 @@ def test_missing_account_is_recognised(reason):
     assert caught.value.code == "whm_rejected"
 
 
-@pytest.mark.parametrize("reason", ["Unable to find package “gold”.", "“bad_domain” is not a valid domain."])
+@pytest.mark.parametrize("reason", ["Unable to find package “gold”.", "“bad_domain” is not a valid domain.",
+                                    'You do not have permission to assign the package "root_gold".',
+                                    "You are not authorized to modify the account “bob”."])
 def test_other_result_0_is_rejected_and_permanent(reason):
     with pytest.raises(WhmRejected) as caught:
         classify("createacct", *envelope(0, reason))

@@ -11,8 +11,8 @@ What `classify` (an answer) and `classify_failure` (no answer) raise, all Integr
                                                          of records, an account without a user, ...)
                                        whm_tls_untrusted the certificate does not verify (self-signed,
                                                          expired, other name): fix it or set verify=False
-    ├── WhmAuthError                   whm_auth_failed   HTTP 401/403, access denied
-    └── WhmRejected                    whm_rejected      metadata.result 0
+    ├── WhmAuthError                   whm_auth_failed   HTTP 401/403, access denied, a bad token
+    └── WhmRejected                    whm_rejected      metadata.result 0 (a call not permitted too)
         ├── WhmAccountExists           whm_account_exists  the name or domain is taken
         └── WhmNoSuchAccount           whm_rejected      accountsummary turns it into None
 
@@ -21,11 +21,14 @@ timed-out `createacct` may still create the account, so its caller checks
 `accountsummary` before trying again, and an auth failure retried gets our IP
 blocked by cPHulk. For the same reason, once WHM refused our credentials the
 client sends nothing to that server for AUTH_REFUSED_PAUSE_S (every call fails
-whm_auth_failed at once), so a queue of jobs is not a queue of failed logins.
+whm_auth_failed at once), so a queue of jobs is not a queue of failed logins; and
+until WHM has accepted them (a new client, or once a pause ended), the client sends
+one call at a time, so a burst of jobs is one failed login, not one each.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 import time
@@ -38,11 +41,10 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
 from workers.integrations.http1 import Origin, ProtocolError
 
-_AUTH_REASON = re.compile(
-    r"access denied|invalid (api )?token|token\b.*\b(expired|revoked)|not authori[sz]ed"
-    r"|do(es)? not have (the )?(permission|privilege)",
-    re.IGNORECASE,
-)
+#: WHM refusing the credentials themselves (it answers a bad token with HTTP 403; these are its texts for it). A
+#: refusal of one call to a user it authenticated ("You do not have permission to ...", a reseller's ACL) is not one:
+#: it is that call's whm_rejected, and pauses nothing.
+_AUTH_REASON = re.compile(r"access denied|invalid (api )?token|token\b.*\b(expired|revoked)", re.IGNORECASE)
 _EXISTS_REASON = re.compile(
     r"already has an account named|already exists|\busername\b.*\bin use\b", re.IGNORECASE
 )
@@ -214,6 +216,8 @@ class WhmClient:
         self._headers = {"Authorization": f"whm {username}:{token}", "Accept": "application/json"}
         self._verify = verify
         self._refused_at: float | None = None  # monotonic time of WHM's last refusal of our credentials
+        self._accepted = False  # whether WHM has accepted our credentials since the client began, or last refused them
+        self._one_at_a_time: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None  # until then
         self._origin = self._pool()  # a base URL that is not http(s)://host[:port][/path] fails here, not later
 
     def _pool(self) -> Origin:
@@ -238,7 +242,22 @@ class WhmClient:
 
     async def _call(self, function: str, params: dict[str, Any], timeout: float | None = None,
                     secret: dict[str, Any] | None = None) -> dict:
-        """One request, no retry; returns the envelope's data. `secret` params go in a POST body, never the URL."""
+        """One request, no retry; returns the envelope's data. `secret` params go in a POST body, never the URL.
+
+        Until WHM has accepted the credentials, calls go one at a time: were they wrong, every call sent at once
+        would be one more failed login for cPHulk. Except createacct, which may take minutes: it would hold up
+        every other call meanwhile (each of hostq's attempts sends a quick read before it, which waits its turn).
+        """
+        if self._accepted or function == "createacct":
+            return await self._send(function, params, timeout, secret)
+        loop = asyncio.get_running_loop()
+        if self._one_at_a_time is None or self._one_at_a_time[0] is not loop:
+            self._one_at_a_time = (loop, asyncio.Lock())
+        async with self._one_at_a_time[1]:
+            return await self._send(function, params, timeout, secret)
+
+    async def _send(self, function: str, params: dict[str, Any], timeout: float | None,
+                    secret: dict[str, Any] | None) -> dict:
         if self._refused_at is not None and (ago := time.monotonic() - self._refused_at) < AUTH_REFUSED_PAUSE_S:
             raise WhmAuthError(f"{function}: not sent: WHM refused hostq's credentials for this server {ago:.0f} s "
                                "ago, and repeated failed logins get hostq's IP blocked (cPHulk): fix the token with "
@@ -260,8 +279,12 @@ class WhmClient:
         try:
             envelope = classify(function, *answer)
         except WhmAuthError:
-            self._refused_at = time.monotonic()
+            self._refused_at, self._accepted = time.monotonic(), False
             raise
+        except WhmRejected:  # WHM authenticated us and answered
+            self._accepted = True
+            raise
+        self._accepted = True
         data = envelope.get("data") or {}
         if isinstance(data, dict):
             return data
