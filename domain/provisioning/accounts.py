@@ -24,6 +24,7 @@ user remains.
 from __future__ import annotations
 
 import random
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -278,6 +279,13 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
             raise PermanentIntegrationError(
                 "whm_domain_taken", f"{said}: domain {domain!r} belongs to WHM user {owner.get('user')!r}: "
                 "an operator must look") from None
+        if (holder := _domain_holder(exc.message, domain)) is not None and holder != username:
+            # WHM named the domain, not the name: an addon or parked domain, a DNS zone, an account this token
+            # cannot see. Definite, and not ours (ours in the making would hold our name).
+            raise PermanentIntegrationError(
+                "whm_domain_taken", f"{said}: no WHM account has {domain!r} as its main domain, but WHM holds it"
+                f"{f' for user {holder!r}' if holder else ''} (an addon or parked domain, a DNS zone, or an account "
+                "hostq's token cannot see): an operator must look") from None
         # Neither an account of that name nor of that domain: the name is held outside WHM's accounts (a system
         # user a failed createacct left behind). Never a second account under another name.
         raise PermanentIntegrationError(
@@ -285,6 +293,18 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
             "so a system user probably remains from a failed createacct: an operator must look (once no createacct "
             "under that name can still be running, remove the system user on the server and retry the job: the "
             "account is then created under this name)") from None
+
+
+_HELD_FOR_USER = re.compile(r'\bfor the user "([^"]*)"')
+
+
+def _domain_holder(reason: str, domain: str) -> str | None:
+    """Whom WHM's 'already exists' `reason` says holds `domain` ("" when it names nobody); None when the reason
+    is about the username, not the domain."""
+    if domain.lower() not in reason.lower():
+        return None
+    found = _HELD_FOR_USER.search(reason)
+    return found.group(1) if found else ""
 
 
 #: What asking WHM first concludes: something is in the way (not a failure to ask).

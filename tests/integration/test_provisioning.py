@@ -11,7 +11,7 @@ import pytest
 
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
 from domain.provisioning import rules as naming
-from domain.provisioning.accounts import provision_account
+from domain.provisioning.accounts import LOAD_SERVICE, create_account, provision_account
 from domain.services.models import Service
 from hostq.sandbox.whm import create_app as fake_whm
 from tests.fakes import serve_in_thread
@@ -305,3 +305,25 @@ async def test_many_concurrent_orders_of_one_stem_each_find_a_name(client, sessi
     assert len({u[:8] for u in users}) == 40 and all(u.startswith(stem[:4]) for u in users), users
     found = [a for a in (await control.get("/__sandbox/accounts")).json()["accounts"] if a["domain"].startswith(stem)]
     assert sorted((a["user"], a["domain"]) for a in found) == sorted(zip(users, (s["domain"] for s in ordered)))
+
+
+@pytest.mark.parametrize("in_doubt", [False, True], ids=["first-create", "after-a-timeout"])
+async def test_a_domain_whm_holds_outside_any_main_domain_is_a_domain_conflict(
+        client, db, sessions, settings, whm_url, whm, control, in_doubt):
+    """WHM refusing the domain as held by another user (an addon or parked domain, which accountsummary does not
+    find by domain) is a definite domain conflict: never a leftover system user, never waited on as a create in
+    doubt."""
+    ordered = await _order(client, sessions, settings, whm_url)
+    if in_doubt:  # a createacct timed out: a retry's refusals of the name would be waited on
+        await _fail_next_createacct(control, "timeout")
+        with pytest.raises(TransientIntegrationError):
+            await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    reason = f'The domain "{ordered["domain"]}" already exists in the userdata for the user "bob".'
+    assert (await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0",
+                                                          "reason": reason})).status_code == 200
+    with pytest.raises(PermanentIntegrationError) as conflict:
+        await create_account(db, await db.fetchrow(LOAD_SERVICE, uuid.UUID(ordered["id"])), lambda server: whm,
+                             create_settles_s=600)
+    assert conflict.value.code == "whm_domain_taken", conflict.value.message
+    assert "for user 'bob'" in conflict.value.message and "system user" not in conflict.value.message
+    assert await _accounts_for(control, ordered["domain"]) == []
