@@ -9,9 +9,11 @@ import asyncio
 import datetime
 import inspect
 import ipaddress
+import os
 import socket
 import ssl
 import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -379,8 +381,8 @@ async def test_a_target_must_be_encoded(target):
 
 
 @pytest.fixture(scope="module")
-def tls_server_context(tmp_path_factory) -> ssl.SSLContext:
-    """A server context with a self-signed certificate for 127.0.0.1, as a fresh cPanel server has."""
+def tls_folder(tmp_path_factory):
+    """cert.pem and key.pem: a self-signed certificate for 127.0.0.1, as a fresh cPanel server has."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -393,9 +395,29 @@ def tls_server_context(tmp_path_factory) -> ssl.SSLContext:
     (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                        serialization.NoEncryption()))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(tls_folder) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    context.load_cert_chain(tls_folder / "cert.pem", tls_folder / "key.pem")
     return context
+
+
+async def test_a_self_signed_certificate_named_by_ssl_cert_file_is_trusted(tls_server_context, tls_folder):
+    """What the README tells operators of a WHM on its self-signed certificate (a worker started with it)."""
+    script = ("import asyncio, sys\nfrom workers.integrations.whm import WhmClient\n"
+              "async def main():\n    async with WhmClient(sys.argv[1], 'root', 'tok') as whm:\n"
+              "        print(await whm.listpkgs())\nasyncio.run(main())")
+    async with Server(answer(ENVELOPE), tls=tls_server_context) as server:
+        for env, expected in (({"SSL_CERT_FILE": str(tls_folder / "cert.pem")}, b"[{'name': 'pro'}]"),
+                              ({}, b"whm_tls_untrusted")):
+            child = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", script, server.url, env={**os.environ, **env},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            out, _ = await asyncio.wait_for(child.communicate(), 30)
+            assert expected in out, out
 
 
 @on_both_loops

@@ -10,7 +10,7 @@ What `classify` (an answer) and `classify_failure` (no answer) raise, all Integr
                                                          success whose data a read cannot use (no list
                                                          of records, an account without a user, ...)
                                        whm_tls_untrusted the certificate does not verify (self-signed,
-                                                         expired, other name): fix it or set verify=False
+                                                         expired, other name): fix it, or trust it (README)
     ├── WhmAuthError                   whm_auth_failed   HTTP 401/403, access denied, a bad token
     └── WhmRejected                    whm_rejected      metadata.result 0 (a call not permitted too)
         ├── WhmAccountExists           whm_account_exists  the name or domain is taken
