@@ -92,8 +92,8 @@ def test_auth_failures_are_permanent(response):
     assert isinstance(caught.value, PermanentIntegrationError)
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 429])
-def test_5xx_and_429_are_transient_unavailable(status):
+@pytest.mark.parametrize("status", [500, 502, 503, 429, 408])
+def test_5xx_408_and_429_are_transient_unavailable(status):
     with pytest.raises(TransientIntegrationError) as caught:
         classify("createacct", *answer(status, "down"))
     assert caught.value.code == "whm_unavailable"

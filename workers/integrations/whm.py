@@ -4,7 +4,7 @@ What `classify` (an answer) and `classify_failure` (no answer) raise, all Integr
 
     TransientIntegrationError          whm_timeout       no answer in time (a change may still happen)
                                        whm_unavailable   refused, reset, broken body, TLS handshake failed,
-                                                         HTTP 5xx or 429
+                                                         HTTP 5xx, 408 or 429
     PermanentIntegrationError          whm_bad_response  other non-2xx (redirects are not followed),
                                                          not the API 1 envelope, not HTTP at all, a
                                                          success whose data a read cannot use (no list
@@ -86,7 +86,7 @@ def classify(function: str, status: int, reason: str, content_type: str, body: b
     line = f"HTTP {status} {reason}".rstrip()
     if status in (401, 403):
         raise WhmAuthError(f"{function}: {line}")
-    if status >= 500 or status == 429:
+    if status >= 500 or status in (408, 429):  # 408: a proxy gave up on the request before WHM had it
         raise TransientIntegrationError("whm_unavailable", f"{function}: {line}")
     if not 200 <= status < 300:
         raise PermanentIntegrationError("whm_bad_response", f"{function}: {line}")
