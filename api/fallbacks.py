@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from litestar import Router, route
+from litestar import Request, Router, route
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.routes import HTTPRoute
 
@@ -20,8 +20,8 @@ from litestar.routes import HTTPRoute
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 
 
-def _unknown_route(rest: str) -> None:
-    raise NotFoundException(f"no route /v1{rest}")
+def _unknown_route(rest: str, request: Request) -> None:
+    raise NotFoundException(f"no route {request.url.path}")  # `rest` is only what follows the catch-all's prefix
 
 
 def _v1_itself() -> None:

@@ -123,6 +123,18 @@ def _nul_fields(request: Request) -> list[dict[str, str]]:
     return found
 
 
+def _while_decoding(exc: BaseException) -> bool:
+    """Whether `exc` was raised by Litestar decoding a request's JSON body."""
+    return any(tb.tb_frame.f_code.co_name == "decode_json" and "litestar" in tb.tb_frame.f_code.co_filename
+               for tb in _frames(exc.__traceback__))
+
+
+def _frames(tb):
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
 def handle(request: Request, exc: Exception) -> Response:
     """Map any exception to its problem; a 500 never carries a trace."""
     if isinstance(exc, errors.Misconfigured):
@@ -145,6 +157,11 @@ def handle(request: Request, exc: Exception) -> Response:
             detail = f"the body is not valid JSON: {why[:1].lower()}{why[1:]}"
             fields = [{"field": "body", "message": "not valid JSON"}]
         return problem(request, status, code, title, detail, field_errors=fields, headers=exc.headers)
+    if isinstance(exc, RecursionError) and _while_decoding(exc):
+        # a few KB of brackets exhaust the decoder's recursion: bad input, however deep the limit is set
+        return problem(request, 400, "validation_error", "Validation failed",
+                       "the body is not acceptable JSON: it is nested too deeply",
+                       field_errors=[{"field": "body", "message": "nested too deeply"}])
     sqlstate = str(getattr(exc, "sqlstate", None) or getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
     if isinstance(exc, DataError) or sqlstate.startswith("22"):
         # Postgres refused a value (e.g. a NUL character in text): bad input, not a server fault.

@@ -156,6 +156,8 @@ async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client
         assert "x-ratelimit-remaining" in signed.headers, (method, path)  # an authenticated answer
         if expected[1]:
             assert signed.json()["code"] == expected[1]
+        if expected[0] == 404 and path not in ("/v1", "/v1/"):
+            assert signed.json()["detail"] == f"no route {path}", signed.json()  # the path asked for, whole
     put = await client.put("/v1/customers")
     assert put.json()["code"] == "method_not_allowed" and put.headers["allow"] == "GET, POST"
     for path in ("/v1/customers", "/v1/nope", f"/v1/customers/{customer['id']}"):  # HEAD: no body, same order
@@ -253,3 +255,14 @@ async def test_tenants_are_isolated(app, sessions, settings, client):
         assert (await theirs.get(f"/v1/customers/{mine['id']}")).status_code == 404
         listed = (await theirs.get("/v1/customers")).json()
         assert mine["id"] not in [c["id"] for c in listed["data"]]
+
+
+async def test_a_body_nested_too_deeply_is_a_400_not_a_server_error(client):
+    """A few KB of brackets would exhaust the JSON decoder's recursion: bad input, answered as such."""
+    for depth in (100, 5000):
+        body = b'{"name": ' + b"[" * depth + b"]" * depth + b"}"
+        response = await client.post("/v1/customers", content=body, headers={"Content-Type": "application/json"})
+        problem = response.json()
+        assert (response.status_code, problem["code"]) == (400, "validation_error"), (depth, problem)
+        assert problem["errors"][0]["field"] == ("name" if depth == 100 else "body"), problem
+    assert (await client.get("/v1/customers")).json()["data"] == []  # nothing was stored
