@@ -48,7 +48,8 @@ scope is 403 `forbidden`. A body over 1 MiB is 413 `payload_too_large`, checked 
 ## Tenancy
 
 The key decides the tenant, and a tenant sees only its own rows. An id that belongs to another tenant answers
-404 `not_found`, exactly as an id that does not exist (and as a value that is not a UUID).
+404 `not_found`, exactly as an id that does not exist (and as a value that is not a UUID). An id as a list's filter
+(`customer_id`, `resource_id`) that is not a UUID is 400 `validation_error`; another tenant's matches nothing.
 
 ## Requests, answers and jobs
 

@@ -4,6 +4,8 @@ import uuid
 
 import uuid6
 
+from domain.errors import ValidationFailed
+
 
 def new_id() -> uuid.UUID:
     """A fresh UUIDv7 as a standard uuid.UUID."""
@@ -16,3 +18,13 @@ def parse_id(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except (ValueError, AttributeError, TypeError):
         return None
+
+
+def filter_id(value: str | None, field: str) -> uuid.UUID | None:
+    """A list filter's id: None when not given; ValidationFailed naming `field` when it is not a UUID (a typo
+    answered with an empty list would read as "none exist")."""
+    if not value:
+        return None
+    if (found := parse_id(value)) is None:
+        raise ValidationFailed(f"{field}: not an id", errors=[{"field": field, "message": "not an id (a UUID)"}])
+    return found

@@ -13,7 +13,7 @@ from api.deps import db_for
 from api.customers.controller import Limit
 from api.jobs.schemas import Job, JobList
 from api.openapi import Cursor, documented, resource_id
-from domain.ids import parse_id
+from domain.ids import filter_id, parse_id
 from domain.jobs.rules import KINDS, STATUSES
 from domain.jobs.service import check_filter, get_job, list_jobs
 from domain.tenants.service import Principal
@@ -49,11 +49,9 @@ class JobController(Controller):
                         schema_extra={"enum": list(KINDS)})] = None,
                     resource_id: Annotated[str | None, Parameter(
                         description="Only jobs working on this resource (e.g. a service id); a value that is not "
-                                    "a UUID matches nothing")] = None) -> JobList:
+                                    "a UUID is 400", schema_extra={"format": "uuid"})] = None) -> JobList:
         check_filter(status, kind)
-        resource = parse_id(resource_id) if resource_id else None
-        if resource_id and resource is None:
-            return JobList(data=[], next_cursor=None)  # not an id: nothing can match
+        resource = filter_id(resource_id, "resource_id")
         rows, next_cursor = await list_jobs(session, tenant_id=caller.tenant_id, limit=limit, cursor=cursor,
                                             status=status, kind=kind, resource_id=resource)
         return JobList(data=[Job.of(r) for r in rows], next_cursor=next_cursor)

@@ -17,7 +17,7 @@ from api.jobs.schemas import Job
 from api.openapi import Cursor, documented, resource_id
 from api.services.schemas import (Accepted, ChangePlanRequest, NoFields, Service, ServiceList, ServiceOrder,
                                   SuspendRequest)
-from domain.ids import parse_id
+from domain.ids import filter_id, parse_id
 from domain.services import service
 from domain.services.lifecycle import request_action
 from domain.services.rules import STATUSES
@@ -79,14 +79,12 @@ class ServiceController(Controller):
     @get("/", opt=requires("services:read"), summary="List services", **documented("GET"))
     async def list_(self, session: AsyncSession, caller: Principal, limit: Limit = 50, cursor: Cursor = None,
                     customer_id: Annotated[str | None, Parameter(
-                        description="Only this customer's services; a value that is not a UUID matches nothing",
+                        description="Only this customer's services; a value that is not a UUID is 400",
                         schema_extra={"format": "uuid"})] = None,
                     status: Annotated[str | None, Parameter(
                         description="Only services in this status; any other value is 400",
                         schema_extra={"enum": list(STATUSES)})] = None) -> ServiceList:
-        customer = parse_id(customer_id) if customer_id else None
-        if customer_id and customer is None:
-            return ServiceList(data=[], next_cursor=None)  # not an id: no customer's services match
+        customer = filter_id(customer_id, "customer_id")
         rows, next_cursor = await service.list_services(
             session, caller.tenant_id, limit=limit, cursor=cursor, status=status, customer_id=customer)
         return ServiceList(data=[Service.of(r) for r in rows], next_cursor=next_cursor)
