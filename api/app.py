@@ -54,7 +54,7 @@ The key decides the tenant, and a tenant sees only its own rows. An id that belo
 ## Requests, answers and jobs
 
 Request bodies are strict: an unknown field, a wrong type or a value outside its rule is 400
-`validation_error`. Slow work answers `202 Accepted` with the job and `Location: /v1/jobs/<id>`; poll the job
+`validation_error`, and so is a body sent with a GET or DELETE (none takes one). Slow work answers `202 Accepted` with the job and `Location: /v1/jobs/<id>`; poll the job
 until it is `succeeded`, `failed` or `cancelled`. Asking for an action on a service while the same kind of
 job is in flight for it returns that job (202, same id), never a second one.
 

@@ -266,3 +266,25 @@ async def test_a_body_nested_too_deeply_is_a_400_not_a_server_error(client):
         assert (response.status_code, problem["code"]) == (400, "validation_error"), (depth, problem)
         assert problem["errors"][0]["field"] == ("name" if depth == 100 else "body"), problem
     assert (await client.get("/v1/customers")).json()["data"] == []  # nothing was stored
+
+
+async def test_a_signed_get_cannot_be_replayed_with_part_of_its_query_as_a_body(anon, client, tenant):
+    """The signed payload joins path and body with a "."; a GET's body, which no route reads, is refused."""
+    for external_id in ("acme", "acme.secret"):
+        assert (await client.post("/v1/customers", json={"name": "A", "email": "a@example.com",
+                                                          "external_id": external_id})).status_code == 201
+    stamp = str(int(time.time()))
+    signed = {"Authorization": f"Bearer {tenant['api_key']}", "X-Timestamp": stamp,
+              "X-Signature": signature_header(tenant["signing_secret"], stamp, "GET",
+                                              "/v1/customers?external_id=acme.secret", b"")}
+    assert (await anon.get("/v1/customers?external_id=acme.secret", headers=signed)).status_code == 200
+    moved = await anon.request("GET", "/v1/customers?external_id=acme", headers=signed, content=b"secret.")
+    assert (moved.status_code, moved.json()["code"]) == (400, "validation_error"), moved.text
+    assert moved.json()["detail"] == "a GET request takes no body"
+
+
+async def test_a_signature_that_is_not_ascii_is_a_401(anon, tenant):
+    stamp = str(int(time.time()))
+    response = await anon.get("/v1/customers", headers={"Authorization": f"Bearer {tenant['api_key']}",
+                                                         "X-Timestamp": stamp, "X-Signature": "v1=\xe9".encode("latin-1")})
+    assert (response.status_code, response.json()["code"]) == (401, "unauthenticated"), response.text

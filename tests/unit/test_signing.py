@@ -148,3 +148,11 @@ def test_hostq_signer_signs_the_percent_encoded_target_as_sent():
     assert signing.signature_valid([SECRET], signed.headers["X-Signature"], payload)
     assert not signing.signature_valid([SECRET], signed.headers["X-Signature"],
                                        signing.signed_payload(ts, "GET", "/v1/customers?q=josé silva", b""))
+
+
+def test_a_value_that_is_not_ascii_is_no_match_not_an_error():
+    """compare_digest raises on non-ASCII text; a header is decoded as latin-1, so anyone could send one."""
+    payload = signing.signed_payload("1700000000", "GET", "/v1/customers", b"")
+    good = signing.sign("hqs_secret", payload)
+    assert not signing.signature_valid(["hqs_secret"], "v1=\xe9", payload)
+    assert signing.signature_valid(["hqs_secret"], f"v1=\xe9,v1={good}", payload)

@@ -32,3 +32,9 @@ def test_a_changed_body_a_stale_or_missing_timestamp_is_refused():
     assert not verify(["s"], header.split(",", 1)[1], BODY, now=1_790_000_000)  # no t=
     assert not verify(["s"], "t=1790000000", BODY, now=1_790_000_000)  # no v1=
     assert not verify(["s"], "garbage", BODY, now=1_790_000_000)
+
+
+def test_a_v1_value_that_is_not_ascii_is_refused_not_an_error():
+    now = 1_700_000_000
+    assert verify(["whsec"], f"t={now},v1=\xe9", BODY, now) is False
+    assert verify(["whsec"], f"t={now},v1=\xe9,{signature_header(['whsec'], now, BODY).partition(',')[2]}", BODY, now)
