@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from domain.tenants.service import Principal
 
@@ -44,11 +45,15 @@ class PrincipalCache:
         return entry
 
     def put(self, key_hash: str, principal: Principal, generation: str) -> None:
-        """Remember a resolved key (the oldest entries go when full)."""
+        """Remember a resolved key (the oldest entries go when full), never past the end of a grace period of
+        its previous secret: that secret must stop working then, not up to TTL_S later."""
         if len(self._entries) >= self._max:
             for stale in list(self._entries)[: self._max // 10 or 1]:
                 self._entries.pop(stale, None)
-        self._entries[key_hash] = Cached(principal, generation, time.monotonic() + self._ttl_s)
+        ttl = self._ttl_s
+        if principal.changes_at is not None:
+            ttl = min(ttl, (principal.changes_at - datetime.now(timezone.utc)).total_seconds())
+        self._entries[key_hash] = Cached(principal, generation, time.monotonic() + ttl)
 
     def drop(self, key_hash: str) -> None:
         """Forget a key (its generation moved on)."""

@@ -108,8 +108,8 @@ def tenants_update(args, settings: Settings) -> None:
 
 
 def keys_rotate(args, settings: Settings) -> None:
-    refuse_foreign_kek(settings)
     """`hostq keys rotate`: prints the new secret (shown once) and until when the old one is accepted."""
+    refuse_foreign_kek(settings)
     key_id, grace, kek = _key_id(args.key), parse_grace(args.grace), settings.require_kek()
 
     async def work(session):

@@ -44,6 +44,8 @@ class Principal:
     secrets: list[str]
     rate_limit: int
     allowed_origins: frozenset[str] = frozenset()
+    # When `secrets` stops being true (the previous secret's grace period ends): no copy may be used after it.
+    changes_at: datetime | None = None
 
 
 def slugify(name: str) -> str:
@@ -113,12 +115,14 @@ async def resolve_key(session: AsyncSession, kek: bytes, api_key: str) -> Princi
     if row is None:
         return None
     key, rate_limit, tenant_settings = row
-    secrets_ = [_signing_secret(kek, key, key.secret_encrypted)]
+    secrets_, changes_at = [_signing_secret(kek, key, key.secret_encrypted)], None
     if key.previous_secret_encrypted and key.previous_expires_at and key.previous_expires_at > datetime.now(timezone.utc):
         secrets_.append(_signing_secret(kek, key, key.previous_secret_encrypted))
+        changes_at = key.previous_expires_at
     return Principal(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes), secrets=secrets_,
                      rate_limit=rate_limit,
-                     allowed_origins=frozenset((tenant_settings or {}).get("allowed_origins", ())))
+                     allowed_origins=frozenset((tenant_settings or {}).get("allowed_origins", ())),
+                     changes_at=changes_at)
 
 
 # product.md, 'Dunning': a reminder 3 days before due, 1, 3 and 7 days after, suspend at 10, terminate at 30.

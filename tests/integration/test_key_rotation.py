@@ -62,6 +62,17 @@ async def test_rotation_keeps_the_old_secret_valid_for_the_grace_period(app, ano
     assert (await anon.get("/v1/customers", headers={**base, "X-Signature": wrong})).status_code == 401
 
 
+async def test_the_old_secret_stops_when_its_grace_ends_even_in_a_process_that_cached_the_key(
+        app, tenant, settings, capsys):
+    """Each API process caches resolved keys for a few seconds: never past the old secret's grace period."""
+    out = await _run(capsys, settings, "keys", "rotate", "--key", str(tenant["key_id"]), "--grace", "2s")
+    until = datetime.fromisoformat(out["previous_valid_until"].replace("Z", "+00:00"))
+    assert await _status(app, tenant) == 200  # resolved again (the key's generation moved) and cached
+    await asyncio.sleep((until - datetime.now(timezone.utc)).total_seconds() + 0.2)
+    assert await _status(app, tenant) == 401
+    assert await _status(app, _with(tenant, out["signing_secret"])) == 200
+
+
 async def test_rotation_without_grace_refuses_the_old_secret_at_once(app, tenant, settings, capsys):
     first = await _run(capsys, settings, "keys", "rotate", "--key", str(tenant["key_id"]))  # default grace 24h
     assert first["previous_valid_until"] is not None
