@@ -20,6 +20,8 @@ ALLOW_HEADERS = b"authorization, content-type, x-timestamp, x-signature, idempot
 EXPOSE_HEADERS = (b"x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after, "
                   b"location, idempotent-replayed")
 CACHE_S = 30.0
+#: Origins whose answer a process remembers: preflights need no credentials, so anyone can send new ones.
+MAX_ORIGINS = 10_000
 
 
 def _origin(scope: Scope) -> bytes | None:
@@ -61,6 +63,10 @@ class TenantCorsMiddleware(ASGIMiddleware):
         resources = Request(scope).app.state.resources
         async with resources.sessions() as session:
             allowed = await origin_allowed_anywhere(session, origin)
+        if len(self._known) >= MAX_ORIGINS:  # the oldest tenth goes (a dict keeps insertion order)
+            for stale in list(self._known)[: MAX_ORIGINS // 10]:
+                del self._known[stale]
+        self._known.pop(origin, None)
         self._known[origin] = (allowed, time.monotonic() + CACHE_S)
         return allowed
 

@@ -26,3 +26,15 @@ async def test_a_tenants_origin_gets_cors_headers_for_that_tenant_only(app, clie
     async with signed_client(app, await make_tenant(sessions, settings)) as other:
         theirs = await other.get("/v1/customers", headers={"Origin": origin})
     assert theirs.status_code == 200 and "access-control-allow-origin" not in theirs.headers
+
+
+async def test_preflights_from_ever_new_origins_keep_a_bounded_memory(app, anon, monkeypatch):
+    """A preflight needs no credentials: a flood of made-up origins must not grow a process without end."""
+    from api import cors
+    monkeypatch.setattr(cors, "MAX_ORIGINS", 50)
+    middleware = cors.TenantCorsMiddleware()
+    await anon.get("/health/live")  # the app has started: its resources are open
+    scope = {"type": "http", "app": app, "litestar_app": app, "headers": []}
+    for n in range(120):
+        assert not await middleware._allowed(scope, f"https://flood{n}.example")
+    assert len(middleware._known) <= 50 and "https://flood119.example" in middleware._known
