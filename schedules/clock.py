@@ -14,7 +14,7 @@ from dramatiq.brokers.redis import RedisBroker
 import domain.models  # noqa: F401  (every table known, so foreign keys resolve in this process)
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.idempotency.service import delete_expired
-from domain.jobs.service import lost_with_broker, mark_dispatched, mark_resent, stalled_jobs, undispatched_jobs
+from domain.jobs.service import lost_with_broker, mark_relayed, mark_resent, stalled_jobs, undispatched_jobs
 from domain.pg import LazyPool
 from domain.redis_pipe import PipelinedRedis
 from domain.settings import Settings
@@ -46,7 +46,7 @@ async def _send_found(sessions, broker, find, mark) -> int:
 
 async def relay_once(sessions, broker, grace_s: float) -> int:
     """Re-send every job recorded but never dispatched; return how many reached the broker."""
-    sent = await _send_found(sessions, broker, lambda session: undispatched_jobs(session, grace_s), mark_dispatched)
+    sent = await _send_found(sessions, broker, lambda session: undispatched_jobs(session, grace_s), mark_relayed)
     if sent:
         log.info("relay re-sent %d job(s)", sent)
     return sent

@@ -132,9 +132,23 @@ async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) 
     now = datetime.now(timezone.utc)
     sent_now = tuple_(Job.id, Job.round).in_(sent)
     await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
-    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(
-        next_attempt_at=func.greatest(Job.next_attempt_at, now), updated_at=now))
+    await _resent_retrying(session, sent_now, now)
     await session.execute(update(Job).where(sent_now, Job.status == rules.RUNNING).values(updated_at=now))
+
+
+async def _resent_retrying(session: AsyncSession, sent_now, now: datetime) -> None:
+    """Retrying jobs whose message was just sent again: neither the sweep, nor the resend after a broker's loss,
+    nor the relay (a message a worker could not send back) sends another for them before it is due."""
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(
+        next_attempt_at=func.greatest(Job.next_attempt_at, now), updated_at=now,
+        dispatched_at=func.coalesce(Job.dispatched_at, now)))
+
+
+async def mark_relayed(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
+    """The relay sent these (job id, round) messages: queued jobs are dispatched (mark_dispatched), and a retrying
+    one's message is with the broker again, as after any resend (mark_resent)."""
+    await mark_dispatched(session, sent)
+    await _resent_retrying(session, tuple_(Job.id, Job.round).in_(sent), datetime.now(timezone.utc))
 
 
 def check_filter(status: str | None, kind: str | None = None) -> None:

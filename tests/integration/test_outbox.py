@@ -307,3 +307,39 @@ async def test_the_stalled_sweep_takes_the_longest_waiting_first_not_the_oldest(
     async with session_scope(sessions) as session:
         found = [job.id for job in await stalled_jobs(session, 600, limit=100_000)]
     assert [j for j in found if j in (backlog, lost, retrying)] == [lost, retrying, backlog]
+
+
+@pytest.mark.parametrize("first", ["relay", "resend_lost"])
+async def test_a_retrying_job_handed_to_the_relay_is_sent_once_whoever_sends_it(
+        client, sessions, settings, resources, first):
+    """A worker could not send a retry back (tracking.hand_to_relay): the relay, the stalled sweep and the resend
+    after a broker's loss may each find the job in one tick; only the first sends it."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    job_id = uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+                       ["job"]["id"])
+    key = f"{settings.namespace}:dramatiq:provisioning.{region}"
+    for _ in range(100):  # sent and marked
+        async with sessions() as session:
+            if (await session.get(Job, job_id)).dispatched_at:
+                break
+        await asyncio.sleep(0.02)
+    await resources.redis.delete(key)
+    long_ago = datetime.now(timezone.utc) - timedelta(minutes=20)
+    async with session_scope(sessions) as session:  # overdue, its retry refused by the broker, marked unsent
+        await session.execute(update(Job).where(Job.id == job_id).values(
+            status="retrying", attempts=1, next_attempt_at=long_ago, updated_at=long_ago, dispatched_at=None))
+    broker = make_broker(settings)
+    try:
+        # (other tests' jobs share the database: this region's queue holds this job's messages only)
+        if first == "relay":
+            await relay_once(sessions, broker, grace_s=5)
+        else:
+            await clock.resend_lost(sessions, broker, datetime.now(timezone.utc))
+        assert await resources.redis.llen(key) == 1  # due already: sent at once
+        await relay_once(sessions, broker, grace_s=0)
+        await resend_stalled(sessions, broker, after_s=600)
+        await clock.resend_lost(sessions, broker, long_ago + timedelta(minutes=1))
+    finally:
+        broker.close()
+    assert await resources.redis.llen(key) == 1  # and by no one else
