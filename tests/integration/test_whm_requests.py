@@ -352,12 +352,39 @@ async def test_once_whm_accepted_the_credentials_calls_go_together(whm):
     whm.script = [accepted]
     async with whm.client() as client:
         started = time.monotonic()
-        await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(2)))
-        assert time.monotonic() - started >= 2 * slow  # the first proves the credentials, alone
+        await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(10)))
+        took = time.monotonic() - started
+        # the first proves the credentials, alone; those that waited for it then go at once, not one by one
+        assert 2 * slow <= took < 4 * slow, took
         started = time.monotonic()
         await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(8)))
-        assert time.monotonic() - started < 4 * slow  # then they go at once
-    assert len(whm.seen) == 10
+        assert time.monotonic() - started < 2 * slow  # and every call after
+    assert len(whm.seen) == 18
+
+
+async def test_an_answer_to_a_call_sent_before_a_refusal_does_not_vouch_for_the_token(whm, monkeypatch):
+    """A createacct sent while the token was still good succeeds after WHM refused it to another call: the next
+    calls, once the pause is over, still go one at a time."""
+    from workers.integrations import whm as whm_module
+
+    async def slow_success(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.3)
+        return web.json_response({"metadata": {"version": 1, "result": 1, "reason": "OK"}, "data": {}})
+
+    whm.script = [slow_success, status(403, "Access denied")]
+    async with whm.client() as client:
+        create = asyncio.ensure_future(client.createacct(username="alice", domain="a.example", plan="basic",
+                                                         password=PASSWORD, contactemail="a@example.com"))
+        await asyncio.sleep(0.1)
+        with pytest.raises(WhmAuthError):
+            await client.listpkgs()
+        await create
+        monkeypatch.setattr(whm_module, "AUTH_REFUSED_PAUSE_S", 0.5)
+        await asyncio.sleep(0.6)  # the pause is over
+        refused = await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(20)),
+                                       return_exceptions=True)
+    assert all(isinstance(e, WhmAuthError) for e in refused), refused
+    assert len(whm.seen) == 3  # the create, the refused listpkgs, and one of the twenty
 
 
 async def test_a_call_whm_does_not_permit_fails_alone_and_pauses_nothing(whm):

@@ -217,6 +217,7 @@ class WhmClient:
         self._verify = verify
         self._refused_at: float | None = None  # monotonic time of WHM's last refusal of our credentials
         self._accepted = False  # whether WHM has accepted our credentials since the client began, or last refused them
+        self._refusals = 0  # how many times WHM refused them: an answer to a call sent before the last refusal proves nothing
         self._one_at_a_time: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None  # until then
         self._origin = self._pool()  # a base URL that is not http(s)://host[:port][/path] fails here, not later
 
@@ -254,7 +255,9 @@ class WhmClient:
         if self._one_at_a_time is None or self._one_at_a_time[0] is not loop:
             self._one_at_a_time = (loop, asyncio.Lock())
         async with self._one_at_a_time[1]:
-            return await self._send(function, params, timeout, secret)
+            if not self._accepted:
+                return await self._send(function, params, timeout, secret)
+        return await self._send(function, params, timeout, secret)  # accepted while this call waited: go along
 
     async def _send(self, function: str, params: dict[str, Any], timeout: float | None,
                     secret: dict[str, Any] | None) -> dict:
@@ -262,6 +265,7 @@ class WhmClient:
             raise WhmAuthError(f"{function}: not sent: WHM refused hostq's credentials for this server {ago:.0f} s "
                                "ago, and repeated failed logins get hostq's IP blocked (cPHulk): fix the token with "
                                "`hostq servers update`, then retry the job")
+        refusals = self._refusals
         query = _encode(params)
         target = f"{self._api}{function}?api.version=1{'&' if query else ''}{query}"
         form = _encode(secret).encode() if secret else None
@@ -279,12 +283,12 @@ class WhmClient:
         try:
             envelope = classify(function, *answer)
         except WhmAuthError:
-            self._refused_at, self._accepted = time.monotonic(), False
+            self._refused_at, self._accepted, self._refusals = time.monotonic(), False, self._refusals + 1
             raise
         except WhmRejected:  # WHM authenticated us and answered
-            self._accepted = True
+            self._accepted = self._accepted or refusals == self._refusals
             raise
-        self._accepted = True
+        self._accepted = self._accepted or refusals == self._refusals
         data = envelope.get("data") or {}
         if isinstance(data, dict):
             return data
