@@ -226,14 +226,18 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             elif exc.code in _CREATE_REFUSED:  # refused at once: it moves no window (else each retry would)
                 await db.execute(_RESTORE_ATTEMPT, service_id, username, service["create_attempted_at"],
                                  *turn_args(ticket))
-            if exc.code == "whm_username_taken" and (
+            ours_may_hold = exc.code == "whm_username_taken" or (isinstance(exc, DomainHeld) and not exc.holder)
+            if ours_may_hold and (
                     settles := still_settling(service["create_attempted_at"], create_settles_s)) is not None:
-                # The name is in use and no account has it yet: most likely our earlier createacct, still running.
+                # The name (or the domain) is in use and no account has it yet: most likely our earlier createacct,
+                # still running.
+                held, after = ((repr(username), "a system user left behind") if exc.code == "whm_username_taken"
+                               else (f"domain {domain!r}", "something else holding the domain"))
                 raise TransientIntegrationError(
-                    "whm_create_in_doubt", f"WHM says {username!r} is in use but has no account of it yet: the "
+                    "whm_create_in_doubt", f"WHM says {held} is in use but has no account of it yet: the "
                     f"createacct sent at {rfc3339(service['create_attempted_at'])} is most likely still running; "
-                    f"asking WHM again (until {rfc3339(settles)}; after that, a system user left behind is what "
-                    "remains)", settles_at=settles) from exc
+                    f"asking WHM again (until {rfc3339(settles)}; after that, {after} is what remains)",
+                    settles_at=settles) from exc
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
@@ -281,11 +285,11 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
                 "an operator must look") from None
         if (holder := _domain_holder(exc.message, domain)) is not None and holder != username:
             # WHM named the domain, not the name: an addon or parked domain, a DNS zone, an account this token
-            # cannot see. Definite, and not ours (ours in the making would hold our name).
-            raise PermanentIntegrationError(
-                "whm_domain_taken", f"{said}: no WHM account has {domain!r} as its main domain, but WHM holds it"
-                f"{f' for user {holder!r}' if holder else ''} (an addon or parked domain, a DNS zone, or an account "
-                "hostq's token cannot see): an operator must look") from None
+            # cannot see. Not ours when it names another user (ours in the making would hold our name); when it
+            # names nobody, a createacct of ours still running may be what holds it (create_account decides).
+            raise DomainHeld(holder, f"{said}: no WHM account has {domain!r} as its main domain, but WHM holds it"
+                             f"{f' for user {holder!r}' if holder else ''} (an addon or parked domain, a DNS zone, or "
+                             "an account hostq's token cannot see): an operator must look") from None
         # Neither an account of that name nor of that domain: the name is held outside WHM's accounts (a system
         # user a failed createacct left behind). Never a second account under another name.
         raise PermanentIntegrationError(
@@ -295,7 +299,18 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
             "account is then created under this name)") from None
 
 
-_HELD_FOR_USER = re.compile(r'\bfor the user "([^"]*)"')
+class DomainHeld(PermanentIntegrationError):
+    """createacct refused the domain as held on WHM, though no account has it as its main domain; `holder`: the
+    user WHM named ("" if none)."""
+
+    def __init__(self, holder: str, message: str) -> None:
+        super().__init__("whm_domain_taken", message)
+        self.holder = holder
+
+
+#: WHM's "... already exists in the userdata for the user “bob”." (cPanel's own text has curly quotes; the
+#: sandbox's, as integrations.md writes it, straight ones).
+_HELD_FOR_USER = re.compile(r'\bfor the user [“"]([^”"]*)[”"]')
 
 
 def _domain_holder(reason: str, domain: str) -> str | None:

@@ -318,7 +318,7 @@ async def test_a_domain_whm_holds_outside_any_main_domain_is_a_domain_conflict(
         await _fail_next_createacct(control, "timeout")
         with pytest.raises(TransientIntegrationError):
             await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
-    reason = f'The domain "{ordered["domain"]}" already exists in the userdata for the user "bob".'
+    reason = f'The domain “{ordered["domain"]}” already exists in the userdata for the user “bob”.'  # cPanel's text
     assert (await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0",
                                                           "reason": reason})).status_code == 200
     with pytest.raises(PermanentIntegrationError) as conflict:
@@ -327,3 +327,29 @@ async def test_a_domain_whm_holds_outside_any_main_domain_is_a_domain_conflict(
     assert conflict.value.code == "whm_domain_taken", conflict.value.message
     assert "for user 'bob'" in conflict.value.message and "system user" not in conflict.value.message
     assert await _accounts_for(control, ordered["domain"]) == []
+
+
+@pytest.mark.parametrize("holder", ["ours", "nobody"])
+async def test_a_domain_held_for_our_own_name_or_for_no_one_named_is_waited_on_while_our_create_may_run(
+        client, db, sessions, settings, whm_url, whm, control, holder):
+    """After a timed-out createacct, WHM refusing the domain for our own username (or naming nobody) is most likely
+    that createacct still running: waited on (whm_create_in_doubt), then adopted once the account is there."""
+    ordered = await _order(client, sessions, settings, whm_url)
+    await _fail_next_createacct(control, "timeout")
+    with pytest.raises(TransientIntegrationError):
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    username = (await _service(sessions, ordered["id"])).username
+    reason = (f'The domain “{ordered["domain"]}” already exists in the userdata for the user “{username}”.'
+              if holder == "ours" else f"Sorry, a DNS entry for {ordered['domain']} already exists.")
+    assert (await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0",
+                                                          "reason": reason})).status_code == 200
+    with pytest.raises(TransientIntegrationError) as waited:
+        await create_account(db, await db.fetchrow(LOAD_SERVICE, uuid.UUID(ordered["id"])), lambda server: whm,
+                             create_settles_s=600)
+    assert waited.value.code == "whm_create_in_doubt", waited.value.message
+    # the createacct lands: the next attempt adopts it
+    await whm.createacct(username=username, domain=ordered["domain"], plan="basic", password="Xx1-long-pass",
+                         contactemail="x@example.com")
+    result = await create_account(db, await db.fetchrow(LOAD_SERVICE, uuid.UUID(ordered["id"])),
+                                  lambda server: whm, create_settles_s=600)
+    assert (result["outcome"], result["username"]) == ("adopted", username)
