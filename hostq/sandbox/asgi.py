@@ -58,6 +58,16 @@ async def hold(receive: Callable, send: Callable, seconds: float) -> bool:
     return sleeper in done
 
 
+async def pause(send: Callable, seconds: float) -> bool:
+    """Sleep `seconds` (a latency); False if the server stops meanwhile: the connection is then dropped, as hold's."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await drop_connection(send)
+        return False
+    return True
+
+
 async def drop_connection(send: Callable) -> None:
     """Reset the TCP connection without a response, as a crashed cpsrvd would."""
     # ASGI has no "abort"; uvicorn's send is a method of its request cycle, which holds the transport.

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import msgspec
 import uvicorn
 
-from hostq.sandbox.asgi import STOP_WITHIN_S, TEXT, SandboxApp, drop_connection, hold, respond
+from hostq.sandbox.asgi import STOP_WITHIN_S, TEXT, SandboxApp, drop_connection, hold, pause, respond
 from hostq.sandbox.whm_accounts import FUNCTIONS, AccountBook, Rejected, envelope
 from hostq.stopping import exit_zero_on_stop_signals
 
@@ -73,8 +73,8 @@ class FakeWhm(SandboxApp):
         delay = self.latency.get(function)
         if function == "createacct" and delay and fault is None:
             return await self.slow_create(send, params, caller, delay)
-        if delay:
-            await asyncio.sleep(delay)
+        if delay and not await pause(send, delay):
+            return None
         if fault is None:
             return await respond(send, 200, self.book.run(function, params, caller))
         if fault.mode == "http_500":
@@ -104,7 +104,8 @@ class FakeWhm(SandboxApp):
         except Rejected as exc:
             return await respond(send, 200, envelope("createacct", 0, str(exc), {}))
         try:
-            await asyncio.sleep(delay)
+            if not await pause(send, delay):  # the fake stops: the account is not made, as with a WHM stopped
+                return None
         finally:
             self.book.end_create(user)
         return await respond(send, 200, self.book.run("createacct", params, caller))

@@ -51,15 +51,21 @@ def test_the_api_and_a_fake_stop_with_exit_0_on_sigterm(procs, ports):
         assert "Traceback" not in procs.log(name)
 
 
-def test_a_fake_whm_stopping_drops_a_held_call_without_a_traceback(procs, ports):
-    """A call the fake holds (fault `timeout`) when it is told to stop loses its connection, as with a stopped
-    WHM: no 500 answered on its behalf, no traceback in the log."""
+@pytest.mark.parametrize("function, control, setting", [
+    ("listpkgs", "faults", {"mode": "timeout"}),
+    ("listpkgs", "latency", {"seconds": 60}),
+    ("createacct", "latency", {"seconds": 60}),
+])
+def test_a_fake_whm_stopping_drops_a_held_call_without_a_traceback(procs, ports, function, control, setting):
+    """A call the fake holds (fault `timeout`, or a latency) when it is told to stop loses its connection, as
+    with a stopped WHM: no 500 answered on its behalf, no traceback in the log."""
     base = f"http://127.0.0.1:{ports['whm']}"
     procs.start("whm", "sandbox", "whm", "--port", str(ports["whm"]))
     wait_until(f"{base}/__sandbox/accounts")
-    assert httpx.post(f"{base}/__sandbox/faults", json={"function": "listpkgs", "mode": "timeout"}).status_code == 200
+    assert httpx.post(f"{base}/__sandbox/{control}", json={"function": function, **setting}).status_code == 200
+    query = "&username=stopme&domain=stop.example&plan=basic&password=Xx1-long-pass" if function == "createacct" else ""
     with ThreadPoolExecutor(1) as pool:
-        held = pool.submit(httpx.get, f"{base}/json-api/listpkgs?api.version=1", timeout=30,
+        held = pool.submit(httpx.get, f"{base}/json-api/{function}?api.version=1{query}", timeout=30,
                            headers={"Authorization": "whm root:sandbox"})
         time.sleep(0.5)  # the call is in, and held
         process = procs.running.pop("whm")
