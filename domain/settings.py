@@ -28,9 +28,10 @@ class SettingsError(Exception):
 CREATE_OUTLASTS_S = 600.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Settings:
-    """hostq's configuration (operations.md, 'Configuration')."""
+    """hostq's configuration (operations.md, 'Configuration'). Its repr hides the secrets (the KEK, passwords in
+    URLs, the webhook secret), should it ever reach a log line or a traceback."""
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -61,6 +62,14 @@ class Settings:
     lock_ttl_s: float = 0.0
     # Postgres connections an API process may hold for its hot paths (domain/pg.py); the ORM adds up to 15.
     api_db_pool: int = 50
+
+    def __repr__(self) -> str:
+        def shown(name: str) -> str:
+            value = getattr(self, name)
+            if name in ("kek", "psp_webhook_secret"):
+                return "None" if value is None else "'***'"
+            return repr(redacted(value)) if name.endswith("_url") else repr(value)
+        return f"Settings({', '.join(f'{f}={shown(f)}' for f in self.__dataclass_fields__)})"
 
     @property
     def service_lock_ttl_s(self) -> float:

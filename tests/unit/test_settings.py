@@ -125,3 +125,12 @@ def test_database_url_takes_libpq_connection_options_and_nothing_else():
     assert load_settings({"DATABASE_URL": tls}).database_url == tls
     with pytest.raises(SettingsError, match="unsupported connection option"):
         load_settings({"DATABASE_URL": f"{url}?ssl=require"})  # asyncpg.connect's argument, not a libpq option
+
+
+def test_the_repr_shows_no_secret():
+    s = load_settings({"HOSTQ_KEK": KEK, "DATABASE_URL": "postgresql+asyncpg://hostq:pg-pass@db:5432/hostq",
+                       "REDIS_URL": "redis://:redis-pass@cache:6379/0", "HOSTQ_PSP_WEBHOOK_SECRET": "whsec-real"})
+    shown = repr(s)
+    for secret in ("pg-pass", "redis-pass", "whsec-real", KEK, repr(s.kek)):
+        assert secret not in shown, secret
+    assert "db:5432" in shown and "job_max_attempts=6" in shown and "kek='***'" in shown
