@@ -19,7 +19,7 @@ from domain.pg import LazyPool
 from domain.redis_pipe import PipelinedRedis
 from domain.settings import Settings
 from workers.locks import RedisLock
-from workers.dispatch import dispatch, make_broker
+from workers.dispatch import dispatch, make_broker, resting_queues
 
 log = logging.getLogger("hostq.scheduler")
 TICK_S = 2.0
@@ -46,7 +46,8 @@ async def _send_found(sessions, broker, find, mark) -> int:
 
 async def relay_once(sessions, broker, grace_s: float) -> int:
     """Re-send every job recorded but never dispatched; return how many reached the broker."""
-    sent = await _send_found(sessions, broker, lambda session: undispatched_jobs(session, grace_s), mark_relayed)
+    sent = await _send_found(sessions, broker, lambda session: undispatched_jobs(
+        session, grace_s, skip_queues=resting_queues(broker)), mark_relayed)
     if sent:
         log.info("relay re-sent %d job(s)", sent)
     return sent
@@ -55,8 +56,8 @@ async def relay_once(sessions, broker, grace_s: float) -> int:
 async def resend_stalled(sessions, broker, after_s: float, running_after_s: float | None = None) -> int:
     """Send again every job whose delivery is more than `after_s` overdue, or still `running` after
     `running_after_s` (domain/jobs/service.py stalled_jobs); return how many reached the broker."""
-    sent = await _send_found(sessions, broker, lambda session: stalled_jobs(session, after_s, running_after_s),
-                             mark_resent)
+    sent = await _send_found(sessions, broker, lambda session: stalled_jobs(
+        session, after_s, running_after_s, skip_queues=resting_queues(broker)), mark_resent)
     if sent:
         log.warning("re-sent %d job(s) waiting more than %.0f s for their delivery, or running for longer than an "
                     "attempt can (a lost message, or a backlog)", sent, after_s)

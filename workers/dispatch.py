@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
+import dramatiq.errors
+import redis.exceptions
 from dramatiq.brokers.redis import RedisBroker
 
 from domain.jobs.models import Job
@@ -78,9 +80,24 @@ def job_message(job: Job) -> dramatiq.Message:
 
 
 #: After a failed send, a broker is left alone for this long: the jobs meanwhile wait for the relay. A broker
-#: that hangs then holds one request (or relay tick) for its timeout, not every one that follows.
+#: that hangs then holds one request (or relay tick) for its timeout, not every one that follows. A broker that
+#: answers but refuses one queue's message (a Redis key of the wrong type, a RabbitMQ queue rejecting publishes)
+#: rests that queue only: the other regions' jobs go on.
 RESEND_AFTER_S = 5.0
 _down_until: weakref.WeakKeyDictionary[dramatiq.Broker, float] = weakref.WeakKeyDictionary()
+_queue_down_until: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a failed send says the broker itself is out of reach (not one queue refusing)."""
+    return isinstance(exc, (OSError, dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
+                            redis.exceptions.TimeoutError))
+
+
+def resting_queues(broker: dramatiq.Broker) -> list[str]:
+    """The queues whose sends this process leaves to later (a refusal of theirs under RESEND_AFTER_S ago)."""
+    now = time.monotonic()
+    return [queue for queue, until in _queue_down_until.get(broker, {}).items() if until > now]
 
 
 def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int]]:
@@ -108,18 +125,27 @@ def outgoing(jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int, dramatiq.Message
 
 def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, int, dramatiq.Message, int]]
                   ) -> list[tuple[uuid.UUID, int]]:
-    """Enqueue the jobs' messages; (id, round) of those sent. The first failed send stops the batch and rests
-    the broker for RESEND_AFTER_S."""
+    """Enqueue the jobs' messages; (id, round) of those sent. A send that finds the broker out of reach stops the
+    batch and rests the broker for RESEND_AFTER_S; one that a queue refuses rests that queue, and the batch goes
+    on with the other queues' messages."""
     sent: list[tuple[uuid.UUID, int]] = []
     if time.monotonic() < _down_until.get(broker, 0.0):
         return sent
+    queues_down = _queue_down_until.setdefault(broker, {})
     for job_id, job_round, message, delay_ms in messages:
+        if queues_down and time.monotonic() < queues_down.get(message.queue_name, 0.0):
+            continue
         try:
             broker.enqueue(message, delay=delay_ms or None)
-        except Exception as exc:  # the broker is down: the job rows stay undispatched for the relay
-            _down_until[broker] = time.monotonic() + RESEND_AFTER_S
-            log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",
-                        type(exc).__name__, exc)
-            break
+        except Exception as exc:  # the job rows stay undispatched for the relay
+            if _unreachable(exc):
+                _down_until[broker] = time.monotonic() + RESEND_AFTER_S
+                log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",
+                            type(exc).__name__, exc)
+                break
+            queues_down[message.queue_name] = time.monotonic() + RESEND_AFTER_S
+            log.warning("the broker refused a job of queue %s (%s: %s): that queue's jobs wait for the relay, the "
+                        "other queues' go on", message.queue_name, type(exc).__name__, exc)
+            continue
         sent.append((job_id, job_round))
     return sent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -67,14 +68,15 @@ async def mark_dispatched(session: AsyncSession, sent: list[tuple[uuid.UUID, int
                           .values(dispatched_at=datetime.now(timezone.utc)))
 
 
-async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 500) -> list[Job]:
+async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 500,
+                            skip_queues: Sequence[str] = ()) -> list[Job]:
     """Jobs changed more than `grace_s` ago whose message is not with the broker: queued jobs recorded but never
     sent, and queued or retrying ones whose message a worker could not send back (tracking.hand_to_relay)."""
     cutoff = datetime.now(timezone.utc) - timedelta(seconds=grace_s)
     # From the last change, not creation: a job retried by ops just now is being sent by whoever retried it.
     changed = func.coalesce(Job.updated_at, Job.created_at)
     stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)), Job.dispatched_at.is_(None),
-                              changed < cutoff)
+                              changed < cutoff, *_not_in(skip_queues))
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 
@@ -86,8 +88,14 @@ _LAST_SENT = case((Job.status == rules.QUEUED, Job.dispatched_at),
                   else_=Job.updated_at)
 
 
+def _not_in(queues: Sequence[str]) -> list:
+    """The condition leaving out these queues' jobs (those whose sends rest: a backlog of theirs must not take
+    every place of a batch from the other queues' jobs), if any."""
+    return [Job.queue.notin_(queues)] if queues else []
+
+
 async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: float | None = None,
-                       limit: int = 500) -> list[Job]:
+                       limit: int = 500, skip_queues: Sequence[str] = ()) -> list[Job]:
     """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
     attempt started since, or `retrying` with their next attempt that much overdue (or never scheduled, and
     unchanged that long); and `running` jobs
@@ -109,7 +117,8 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
                                   # its worker died between recording the failure and scheduling the retry
                                   and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None),
                                        Job.updated_at < cutoff),
-                                  and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)))
+                                  and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)),
+                              *_not_in(skip_queues))
             .order_by(_LAST_SENT).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 

@@ -343,3 +343,39 @@ async def test_a_retrying_job_handed_to_the_relay_is_sent_once_whoever_sends_it(
     finally:
         broker.close()
     assert await resources.redis.llen(key) == 1  # and by no one else
+
+
+async def test_a_queue_the_broker_refuses_holds_up_no_other_region(client, sessions, settings, resources):
+    """One region's queue refusing sends (here a Redis key of the wrong type) leaves that region's jobs to the
+    relay; every other region's are sent, by the API and by the relay, as if nothing were wrong."""
+    broken, healthy = (await add_region(sessions, settings))[0], (await add_region(sessions, settings))[0]
+    customer_id, plan = await customer_and_plan(client)
+    prefix = f"{settings.namespace}:dramatiq:provisioning"
+    await resources.redis.set(f"{prefix}.{broken}.msgs", "not a hash")
+    try:
+        ids = {region: [uuid.UUID((await client.post("/v1/services", json=order_body(
+            customer_id, plan, region))).json()["job"]["id"]) for _ in range(3)] for region in (broken, healthy)}
+        for _ in range(100):  # the API sent the healthy region's, in spite of the refusals
+            if await resources.redis.llen(f"{prefix}.{healthy}") == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert await resources.redis.llen(f"{prefix}.{healthy}") == 3
+        async with session_scope(sessions) as session:  # and now all six wait for the relay
+            await session.execute(update(Job).where(Job.id.in_(ids[broken] + ids[healthy])).values(
+                dispatched_at=None, updated_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+        await resources.redis.delete(f"{prefix}.{healthy}", f"{prefix}.{healthy}.msgs")
+        broker = make_broker(settings)
+        try:
+            await relay_once(sessions, broker, grace_s=5)
+            assert await resources.redis.llen(f"{prefix}.{healthy}") == 3
+            assert dispatch_module.resting_queues(broker) == [f"provisioning.{broken}"]
+            await resources.redis.delete(f"{prefix}.{broken}.msgs")  # fixed
+            await relay_once(sessions, broker, grace_s=5)  # still resting: not tried yet
+            assert await resources.redis.llen(f"{prefix}.{broken}") == 0
+            dispatch_module._queue_down_until[broker].clear()  # its rest is over
+            await relay_once(sessions, broker, grace_s=5)
+            assert await resources.redis.llen(f"{prefix}.{broken}") == 3
+        finally:
+            broker.close()
+    finally:
+        await resources.redis.delete(f"{prefix}.{broken}.msgs")

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import dramatiq
 import pytest
+import redis.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 
@@ -93,3 +94,29 @@ def test_a_failed_send_stops_the_batch_and_rests_the_broker_then_sends_resume(mo
     broker.down, other = True, _Broker()
     assert dispatch(broker, jobs) == [] and dispatch(other, jobs) == []
     assert other.tries == 1  # resting one broker does not rest another
+
+
+class _OneQueueRefused(_Broker):
+    """A broker that answers, but refuses one queue's messages (a Redis key of the wrong type, say)."""
+
+    def enqueue(self, message, *, delay=None):
+        self.tries += 1
+        if message.queue_name == "provisioning.us":
+            raise redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+        self.sent.append(message)
+        return message
+
+
+def test_a_queue_that_refuses_rests_alone_and_the_batch_goes_on_with_the_other_queues(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(dispatch_module.time, "monotonic", lambda: clock[0])
+    broker = _OneQueueRefused()
+    us, eu = _jobs(3), [SimpleNamespace(**{**vars(j), "queue": "provisioning.eu"}) for j in _jobs(3)]
+    mixed = [us[0], eu[0], us[1], eu[1], us[2], eu[2]]
+    assert dispatch(broker, mixed) == [(j.id, 1) for j in eu]
+    assert broker.tries == 4  # us tried once, then left to the relay; every eu one sent
+    assert dispatch_module.resting_queues(broker) == ["provisioning.us"]
+    assert dispatch(broker, eu) == [(j.id, 1) for j in eu]  # the broker itself is not resting
+    clock[0] += RESEND_AFTER_S + 0.1
+    assert dispatch_module.resting_queues(broker) == []
+    assert dispatch(broker, us[:1]) == [] and broker.tries == 8  # tried again once its rest is over
