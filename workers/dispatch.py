@@ -90,8 +90,16 @@ _queue_down_until: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, float]] 
 
 def _unreachable(exc: BaseException) -> bool:
     """Whether a failed send says the broker itself is out of reach (not one queue refusing)."""
+    cause = exc.args[0] if isinstance(exc, dramatiq.errors.BrokerConnectionError) and exc.args else None
+    if type(cause).__name__ in _QUEUE_REFUSALS:  # RabbitMQ answered; Dramatiq reports it as ConnectionClosed
+        return False
     return isinstance(exc, (OSError, dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
                             redis.exceptions.TimeoutError))
+
+
+#: pika's errors for a message RabbitMQ refused (nack: a queue at its length limit with reject-publish, say) or
+#: could route to no queue: the broker is there. (Named, so that a Redis deployment never imports pika.)
+_QUEUE_REFUSALS = frozenset(("NackError", "UnroutableError"))
 
 
 def resting_queues(broker: dramatiq.Broker) -> list[str]:

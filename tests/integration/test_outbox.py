@@ -379,3 +379,30 @@ async def test_a_queue_the_broker_refuses_holds_up_no_other_region(client, sessi
             broker.close()
     finally:
         await resources.redis.delete(f"{prefix}.{broken}.msgs")
+
+
+async def test_a_rabbitmq_queue_refusing_publishes_rests_alone(amqp_url, settings):
+    """A RabbitMQ queue at its length limit with overflow reject-publish nacks every message (Dramatiq reports a
+    ConnectionClosed): only that queue rests; another queue's messages are sent in the same batch."""
+    import shutil
+    import subprocess
+    from types import SimpleNamespace
+    from urllib.parse import urlsplit
+
+    vhost = urlsplit(amqp_url).path.lstrip("/")
+    full, ok = f"provisioning.full{uuid.uuid4().hex[:6]}", f"provisioning.ok{uuid.uuid4().hex[:6]}"
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        pytest.skip("needs rabbitmqctl to set a queue's policy")  # (HOSTQ_TEST_AMQP_URL on another machine)
+    policy = ["set_policy", "-p", vhost, "--apply-to", "queues", full, f"^{full}$",
+              '{"max-length": 0, "overflow": "reject-publish"}']
+    subprocess.run([rabbitmqctl, *policy], check=True, capture_output=True, timeout=60)
+    jobs = [SimpleNamespace(id=uuid.uuid4(), round=1, queue=queue, kind="provision.create", resource_id=None,
+                            request_id=None, status="queued", next_attempt_at=None) for queue in (full, ok, full, ok)]
+    broker = make_broker(replace(settings, broker_url=amqp_url))
+    try:
+        assert dispatch_module.dispatch(broker, jobs) == [(j.id, 1) for j in jobs if j.queue == ok]
+        assert dispatch_module.resting_queues(broker) == [full]
+    finally:
+        broker.close()
+        subprocess.run([rabbitmqctl, "clear_policy", "-p", vhost, full], capture_output=True, timeout=60)
