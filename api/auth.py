@@ -45,10 +45,6 @@ class SignatureAuthMiddleware(ASGIMiddleware):
         presented = _presented(wanted)
         key_hash = hash_api_key(presented[0])
         caller, cached = await self._authenticate(request, scope, body, presented, key_hash)
-        if body and scope["method"] in _BODILESS:
-            # No such route reads one; and the signed payload ends with the body after a "." that a path may also
-            # hold, so a signed GET of `?q=a.b` would verify as `?q=a` with the body `b.`.
-            raise ClientException(f"a {scope['method']} request takes no body", status_code=400)
         resources = scope["litestar_app"].state.resources
         limiter = resources.limiter
         decision = await limiter.hit(caller.tenant_id, caller.rate_limit, caller.key_id)
@@ -68,6 +64,7 @@ class SignatureAuthMiddleware(ASGIMiddleware):
         token = CURRENT_TENANT.set(str(caller.tenant_id))
         try:
             if decision is None:  # Redis unreachable: fail open, without headers (see api/ratelimit.py)
+                _refuse_body(scope, body, None)
                 _check_scope(scope, caller, None)
                 await next_app(scope, receive, send)
             elif not decision.allowed:
@@ -75,6 +72,7 @@ class SignatureAuthMiddleware(ASGIMiddleware):
                                                f"{decision.retry_after} s", headers=decision.headers())
             else:
                 headers = decision.headers()
+                _refuse_body(scope, body, headers)
                 _check_scope(scope, caller, headers)
                 # Added to the response start by api/app.py's before_send hook, whoever answers.
                 scope[RATE_LIMIT_HEADERS] = [(name.lower().encode(), value.encode())  # type: ignore[literal-required]
@@ -152,6 +150,14 @@ def requires(scope_name: str) -> dict[str, str]:
 
 
 SCOPE_OPT = "hostq.scope"
+
+
+def _refuse_body(scope: Scope, body: bytes, headers: dict[str, str] | None) -> None:
+    """400 for a body on a GET or DELETE (counted by the rate limit, as every authenticated request): no such
+    route reads one; and the signed payload ends with the body after a "." that a path may also hold, so a signed
+    GET of `?q=a.b` would verify as `?q=a` with the body `b.`."""
+    if body and scope["method"] in _BODILESS:
+        raise ClientException(f"a {scope['method']} request takes no body", status_code=400, headers=headers)
 
 
 def _check_scope(scope: Scope, caller: Principal, headers: dict[str, str] | None) -> None:

@@ -99,16 +99,22 @@ class Settings:
         return self.kek
 
 
+#: Query options that carry a secret (redis-py reads `password`; libpq `sslpassword`).
+_SECRET_OPTIONS = re.compile(r"(?i)(^|&)((?:ssl)?password)=[^&]*")
+
+
 def redacted(url: str) -> str:
-    """`url` fit for a message or a log line: its password, if any, shown as ***."""
+    """`url` fit for a message or a log line: its password, if any, shown as ***, in the user part or the query."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
+        password = parts.password
     except ValueError:  # too malformed to tell where a password would be
         return "(a malformed URL, not shown)"
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    if password is not None:
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}")
+    if parts.query:
+        parts = parts._replace(query=_SECRET_OPTIONS.sub(r"\1\2=***", parts.query))
+    return urlunsplit(parts)
 
 
 #: The connection options DATABASE_URL may carry, as libpq (and asyncpg's DSN parser) name them: TLS above all.

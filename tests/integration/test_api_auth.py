@@ -281,6 +281,9 @@ async def test_a_signed_get_cannot_be_replayed_with_part_of_its_query_as_a_body(
     moved = await anon.request("GET", "/v1/customers?external_id=acme", headers=signed, content=b"secret.")
     assert (moved.status_code, moved.json()["code"]) == (400, "validation_error"), moved.text
     assert moved.json()["detail"] == "a GET request takes no body"
+    again = await anon.request("GET", "/v1/customers?external_id=acme", headers=signed, content=b"secret.")
+    # counted by the rate limit like any authenticated request
+    assert int(again.headers["x-ratelimit-remaining"]) == int(moved.headers["x-ratelimit-remaining"]) - 1
 
 
 async def test_a_signature_that_is_not_ascii_is_a_401(anon, tenant):

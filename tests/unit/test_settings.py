@@ -128,9 +128,11 @@ def test_database_url_takes_libpq_connection_options_and_nothing_else():
 
 
 def test_the_repr_shows_no_secret():
-    s = load_settings({"HOSTQ_KEK": KEK, "DATABASE_URL": "postgresql+asyncpg://hostq:pg-pass@db:5432/hostq",
-                       "REDIS_URL": "redis://:redis-pass@cache:6379/0", "HOSTQ_PSP_WEBHOOK_SECRET": "whsec-real"})
+    s = load_settings({"HOSTQ_KEK": KEK,
+                       "DATABASE_URL": "postgresql+asyncpg://hostq:pg-pass@db:5432/hostq?sslpassword=key-pass",
+                       "REDIS_URL": "redis://:redis-pass@cache:6379/0", "HOSTQ_PSP_WEBHOOK_SECRET": "whsec-real",
+                       "HOSTQ_BROKER_URL": "redis://cache:6379/1?password=broker-pass"})
     shown = repr(s)
-    for secret in ("pg-pass", "redis-pass", "whsec-real", KEK, repr(s.kek)):
+    for secret in ("pg-pass", "key-pass", "redis-pass", "broker-pass", "whsec-real", KEK, repr(s.kek)):
         assert secret not in shown, secret
     assert "db:5432" in shown and "job_max_attempts=6" in shown and "kek='***'" in shown
