@@ -79,17 +79,23 @@ async def resend_lost(sessions, broker, before: datetime) -> int | None:
     total = 0
     while True:
         async with session_scope(sessions) as session:
-            jobs = await lost_with_broker(session, before)
+            jobs = await lost_with_broker(session, before, skip_queues=resting_queues(broker))
             sent = dispatch(broker, jobs) if jobs else []
             if sent:
                 await mark_resent(session, sent)
         total += len(sent)
-        if len(sent) < len(jobs):
+        if len(sent) < len(jobs) and not sent:
             log.warning("the broker's Redis had lost its data: re-sent %d queued or retrying job(s) so far, the "
                         "rest at the next tick", total)
             return None
         if not jobs:
             break
+    if resting := resting_queues(broker):  # their jobs were left out: not done until they are sent too
+        async with session_scope(sessions) as session:
+            if await lost_with_broker(session, before, limit=1, only_queues=resting):
+                log.warning("the broker's Redis had lost its data: re-sent %d queued or retrying job(s); those of "
+                            "%s, whose sends rest, at a later tick", total, ", ".join(resting))
+                return None
     (log.warning if total else log.info)("the broker's Redis had lost its data (or is new): re-sent %d queued or "
                                          "retrying job(s)", total)
     return total

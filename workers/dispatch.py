@@ -88,24 +88,31 @@ _down_until: weakref.WeakKeyDictionary[dramatiq.Broker, float] = weakref.WeakKey
 _queue_down_until: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
-def _unreachable(exc: BaseException) -> bool:
-    """Whether a failed send says the broker itself is out of reach (not one queue refusing)."""
+def _broker_wide(exc: BaseException) -> bool:
+    """Whether a failed send concerns the whole broker (out of reach, out of memory, read-only, or anything not
+    known to be about one queue), rather than one queue refusing."""
     cause = exc.args[0] if isinstance(exc, dramatiq.errors.BrokerConnectionError) and exc.args else None
-    if type(cause).__name__ in _QUEUE_REFUSALS:  # RabbitMQ answered; Dramatiq reports it as ConnectionClosed
+    if cause is not None and any(c.__name__ == "AMQPChannelError" and c.__module__.startswith("pika")
+                                 for c in type(cause).__mro__):
+        # RabbitMQ answered, about this message's queue: a nack (a queue at its length limit with reject-publish),
+        # no queue to route to, the queue's channel closed by the broker (a queue declared otherwise, a permission).
+        # Dramatiq reports them as ConnectionClosed, once a fresh connection failed the same way.
         return False
-    return isinstance(exc, (OSError, dramatiq.errors.BrokerConnectionError, redis.exceptions.ConnectionError,
-                            redis.exceptions.TimeoutError))
-
-
-#: pika's errors for a message RabbitMQ refused (nack: a queue at its length limit with reject-publish, say) or
-#: could route to no queue: the broker is there. (Named, so that a Redis deployment never imports pika.)
-_QUEUE_REFUSALS = frozenset(("NackError", "UnroutableError"))
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return not str(exc).startswith("WRONGTYPE")  # a key of another type: that queue's; OOM, READONLY...: all
+    return True
 
 
 def resting_queues(broker: dramatiq.Broker) -> list[str]:
-    """The queues whose sends this process leaves to later (a refusal of theirs under RESEND_AFTER_S ago)."""
+    """The queues whose sends this process leaves to later (a refusal of theirs under RESEND_AFTER_S ago); not
+    those whose delay queue alone rests (only their delayed messages wait)."""
     now = time.monotonic()
-    return [queue for queue, until in _queue_down_until.get(broker, {}).items() if until > now]
+    return [queue for queue, until in _queue_down_until.get(broker, {}).items()
+            if until > now and not queue.endswith(_DELAYED)]
+
+
+#: The key under which a queue's delayed messages rest (Dramatiq sends them to `<queue>.DQ`).
+_DELAYED = ".DQ"
 
 
 def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int]]:
@@ -141,19 +148,20 @@ def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, i
         return sent
     queues_down = _queue_down_until.setdefault(broker, {})
     for job_id, job_round, message, delay_ms in messages:
-        if queues_down and time.monotonic() < queues_down.get(message.queue_name, 0.0):
+        queue = f"{message.queue_name}{_DELAYED}" if delay_ms else message.queue_name
+        if queues_down and time.monotonic() < queues_down.get(queue, 0.0):
             continue
         try:
             broker.enqueue(message, delay=delay_ms or None)
         except Exception as exc:  # the job rows stay undispatched for the relay
-            if _unreachable(exc):
+            if _broker_wide(exc):
                 _down_until[broker] = time.monotonic() + RESEND_AFTER_S
                 log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",
                             type(exc).__name__, exc)
                 break
-            queues_down[message.queue_name] = time.monotonic() + RESEND_AFTER_S
+            queues_down[queue] = time.monotonic() + RESEND_AFTER_S
             log.warning("the broker refused a job of queue %s (%s: %s): that queue's jobs wait for the relay, the "
-                        "other queues' go on", message.queue_name, type(exc).__name__, exc)
+                        "other queues' go on", queue, type(exc).__name__, exc)
             continue
         sent.append((job_id, job_round))
     return sent

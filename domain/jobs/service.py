@@ -123,13 +123,16 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     return list((await session.scalars(stmt)).all())
 
 
-async def lost_with_broker(session: AsyncSession, before: datetime, limit: int = 500) -> list[Job]:
+async def lost_with_broker(session: AsyncSession, before: datetime, limit: int = 500,
+                           skip_queues: Sequence[str] = (), only_queues: Sequence[str] | None = None) -> list[Job]:
     """Jobs whose message a broker that lost its data at `before` held: `queued` and sent before then, and
     `retrying` (their delayed message) unless sent again since (mark_resent). `running` ones are not: their
-    worker still records the outcome, and the stalled sweep covers one that died too."""
+    worker still records the outcome, and the stalled sweep covers one that died too. `skip_queues` leaves
+    those queues' jobs out, `only_queues` takes theirs alone."""
     stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING)),
                               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < before),
-                                  and_(Job.status == rules.RETRYING, Job.updated_at < before)))
+                                  and_(Job.status == rules.RETRYING, Job.updated_at < before)),
+                              *_not_in(skip_queues), *([Job.queue.in_(only_queues)] if only_queues is not None else []))
             .order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True))
     return list((await session.scalars(stmt)).all())
 

@@ -269,7 +269,7 @@ async def test_the_broker_marker_comes_back_only_once_everything_lost_was_sent_a
     await resources.redis.delete(key, marker)  # Redis restarts empty
     broker = make_broker(settings)
     try:
-        async def postgres_away(session, before):
+        async def postgres_away(session, before, **filters):
             raise ConnectionRefusedError("Postgres is away")
 
         with monkeypatch.context() as patch:
@@ -387,6 +387,8 @@ async def test_a_rabbitmq_queue_refusing_publishes_rests_alone(amqp_url, setting
     import shutil
     import subprocess
     from types import SimpleNamespace
+
+    import pika
     from urllib.parse import urlsplit
 
     vhost = urlsplit(amqp_url).path.lstrip("/")
@@ -397,12 +399,58 @@ async def test_a_rabbitmq_queue_refusing_publishes_rests_alone(amqp_url, setting
     policy = ["set_policy", "-p", vhost, "--apply-to", "queues", full, f"^{full}$",
               '{"max-length": 0, "overflow": "reject-publish"}']
     subprocess.run([rabbitmqctl, *policy], check=True, capture_output=True, timeout=60)
+    # and a queue declared beforehand with other arguments than Dramatiq's: its channel is closed (406)
+    clash = f"provisioning.clash{uuid.uuid4().hex[:6]}"
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    connection.channel().queue_declare(queue=clash, durable=True)
+    connection.close()
     jobs = [SimpleNamespace(id=uuid.uuid4(), round=1, queue=queue, kind="provision.create", resource_id=None,
-                            request_id=None, status="queued", next_attempt_at=None) for queue in (full, ok, full, ok)]
+                            request_id=None, status="queued", next_attempt_at=None)
+            for queue in (full, ok, clash, full, ok)]
     broker = make_broker(replace(settings, broker_url=amqp_url))
     try:
         assert dispatch_module.dispatch(broker, jobs) == [(j.id, 1) for j in jobs if j.queue == ok]
-        assert dispatch_module.resting_queues(broker) == [full]
+        assert sorted(dispatch_module.resting_queues(broker)) == sorted([full, clash])
     finally:
         broker.close()
         subprocess.run([rabbitmqctl, "clear_policy", "-p", vhost, full], capture_output=True, timeout=60)
+
+
+async def test_after_a_broker_loss_a_refusing_queue_holds_up_no_other_region(client, sessions, settings, resources,
+                                                                               monkeypatch):
+    """The resend after the broker's Redis lost its data leaves a resting queue's jobs out (a backlog of theirs
+    takes no batch from the others), and writes the marker back only once they are sent too."""
+    broken, healthy = (await add_region(sessions, settings))[0], (await add_region(sessions, settings))[0]
+    customer_id, plan = await customer_and_plan(client)
+    prefix, marker = f"{settings.namespace}:dramatiq:provisioning", f"{settings.namespace}:dramatiq:__marker__"
+    for region in (broken, broken, broken, healthy):  # the broken region's backlog comes first
+        assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
+    for _ in range(100):
+        if await resources.redis.llen(f"{prefix}.{healthy}") == 1:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)  # the dispatched marks are written
+    monkeypatch.setattr(clock, "lost_with_broker", _limited(clock.lost_with_broker, 3))  # batches of 3
+    await resources.redis.delete(f"{prefix}.{broken}", f"{prefix}.{broken}.msgs", f"{prefix}.{healthy}",
+                                 f"{prefix}.{healthy}.msgs", marker)  # the broker's Redis lost its data
+    await resources.redis.set(f"{prefix}.{broken}.msgs", "not a hash")  # and one region's queue refuses
+    broker = make_broker(settings)
+    try:
+        lost_at = None
+        for _ in range(3):  # ticks
+            lost_at = await resend_if_lost(sessions, broker, marker, lost_at)
+        assert lost_at is not None and not await resources.redis.exists(marker)  # not done: the broken ones
+        assert await resources.redis.llen(f"{prefix}.{healthy}") == 1  # but the healthy region's job went
+        await resources.redis.delete(f"{prefix}.{broken}.msgs")  # fixed
+        dispatch_module._queue_down_until[broker].clear()  # its rest is over
+        assert await resend_if_lost(sessions, broker, marker, lost_at) is None
+        assert await resources.redis.llen(f"{prefix}.{broken}") == 3 and await resources.redis.exists(marker)
+    finally:
+        broker.close()
+        await resources.redis.delete(f"{prefix}.{broken}.msgs")
+
+
+def _limited(find, limit: int):
+    async def limited(session, before, **kwargs):
+        return await find(session, before, limit=kwargs.pop("limit", limit), **kwargs)
+    return limited

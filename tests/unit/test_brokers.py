@@ -120,3 +120,38 @@ def test_a_queue_that_refuses_rests_alone_and_the_batch_goes_on_with_the_other_q
     clock[0] += RESEND_AFTER_S + 0.1
     assert dispatch_module.resting_queues(broker) == []
     assert dispatch(broker, us[:1]) == [] and broker.tries == 8  # tried again once its rest is over
+
+
+class _Refusing(_Broker):
+    """A broker that answers every send with `error`, for messages to `queue` (delayed ones only if `delayed`)."""
+
+    def __init__(self, error: Exception, queue: str = "provisioning.us", delayed: bool = False) -> None:
+        super().__init__()
+        self.error, self.queue, self.delayed = error, queue, delayed
+
+    def enqueue(self, message, *, delay=None):
+        self.tries += 1
+        if message.queue_name == self.queue and (delay or not self.delayed):
+            raise self.error
+        self.sent.append(message)
+        return message
+
+
+def test_a_redis_error_about_the_whole_server_rests_the_broker_not_one_queue():
+    for error in (redis.exceptions.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'"),
+                  redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica.")):
+        broker = _Refusing(error)
+        us, eu = _jobs(1), [SimpleNamespace(**{**vars(j), "queue": "provisioning.eu"}) for j in _jobs(1)]
+        assert dispatch(broker, us + eu) == [] and broker.tries == 1  # the batch stops: the broker rests
+        assert dispatch(broker, eu) == [] and broker.tries == 1
+        assert dispatch_module.resting_queues(broker) == []
+
+
+def test_a_refused_delay_queue_rests_only_the_delayed_messages():
+    broker = _Refusing(redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
+                       delayed=True)
+    soon = datetime.now(timezone.utc) + timedelta(seconds=40)
+    retrying, queued = _jobs(1, "retrying", soon), _jobs(2)
+    assert dispatch(broker, retrying + queued) == [(j.id, 1) for j in queued]
+    assert dispatch_module.resting_queues(broker) == []  # the queue's immediate sends go on
+    assert dispatch(broker, retrying + _jobs(1))[0][0] != retrying[0].id and broker.tries == 4
