@@ -151,7 +151,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
                                     JobController, TenantController],
                 middleware=[V1Edge()], security=[{"signedRequest": []}])
     add_fallbacks(v1)  # unknown /v1 paths and methods are authenticated too (401 before their 404 or 405)
-    return Litestar(
+    app = Litestar(
         route_handlers=[v1, live, ready],
         dependencies={"session": Provide(deps.provide_session), "caller": Provide(deps.provide_principal),
                       "request_id": Provide(deps.provide_request_id), "settings": Provide(deps.provide_settings)},
@@ -168,3 +168,5 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
                                      render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()]),
         debug=False,
     )
+    openapi.note_scopes(app)
+    return app

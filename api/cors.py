@@ -19,7 +19,11 @@ from domain.tenants.service import origin_allowed_anywhere
 ALLOW_HEADERS = b"authorization, content-type, x-timestamp, x-signature, idempotency-key, x-request-id"
 EXPOSE_HEADERS = (b"x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after, "
                   b"location, idempotent-replayed")
+#: How long a process remembers a preflight's answer: an allowed origin for CACHE_S (the real responses' headers
+#: follow the tenant's list at once, so a removed origin gets nothing readable meanwhile), a refused one for
+#: REFUSED_CACHE_S only, so that an origin a tenant has just listed passes its browser's preflight within seconds.
 CACHE_S = 30.0
+REFUSED_CACHE_S = 2.0
 #: Origins whose answer a process remembers: preflights need no credentials, so anyone can send new ones.
 MAX_ORIGINS = 10_000
 
@@ -67,7 +71,7 @@ class TenantCorsMiddleware(ASGIMiddleware):
             for stale in list(self._known)[: MAX_ORIGINS // 10]:
                 del self._known[stale]
         self._known.pop(origin, None)
-        self._known[origin] = (allowed, time.monotonic() + CACHE_S)
+        self._known[origin] = (allowed, time.monotonic() + (CACHE_S if allowed else REFUSED_CACHE_S))
         return allowed
 
     async def _preflight(self, scope: Scope, origin: bytes, send: Send) -> None:

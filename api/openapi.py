@@ -298,3 +298,20 @@ class V1PostOperation(V1Operation):
     """A POST under /v1: it also takes Idempotency-Key, and its stored answers may be replayed."""
 
     idempotent: ClassVar[bool] = True
+
+
+def note_scopes(app: Any) -> None:
+    """Say in each /v1 operation's description which scope its key needs (`requires` in api/auth.py), so that the
+    document tells what a 403 forbidden will be about."""
+    from api.auth import SCOPE_OPT
+
+    paths = app.openapi_schema.paths or {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            needed = handler.opt.get(SCOPE_OPT)
+            item = paths.get(route.path_format)
+            for method in handler.http_methods if needed and item is not None else ():
+                operation = getattr(item, method.lower(), None)
+                if operation is not None and "scope." not in (operation.description or ""):
+                    said = f"The key needs the `{needed}` scope."
+                    operation.description = f"{operation.description}\n\n{said}" if operation.description else said

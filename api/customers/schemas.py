@@ -19,7 +19,8 @@ class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
     phone: Annotated[str, msgspec.Meta(description="E.164", examples=["+5511987654321"])] | None = None
     document: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{11}$|^[0-9]{14}$", description="CPF or CNPJ digits")] | None = None
     channels: Annotated[list[str], msgspec.Meta(
-        description="A non-empty subset of email, whatsapp, sms (whatsapp and sms need `phone`); default [\"email\"]",
+        description="How to reach the customer: a non-empty subset of email, whatsapp, sms (whatsapp and sms need "
+                    "`phone`); default [\"email\"]. Stored; this version sends no messages yet",
         examples=[["email", "whatsapp"]])] | None = None
     external_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["crm-4711"],
                                              description="Your own id for the customer, unique per tenant")] | None = None

@@ -43,7 +43,9 @@ class Service(msgspec.Struct):
     username: Annotated[str, msgspec.Meta(description="The WHM account's username")] | None
     server_id: Annotated[uuid.UUID, msgspec.Meta(description="The WHM server the service lives on")] | None
     next_due_date: Annotated[date, msgspec.Meta(description="In the tenant's time zone")] | None
-    suspended_reason: Annotated[str, msgspec.Meta(description="non_payment or reseller; null unless suspended")] | None
+    suspended_reason: Annotated[str, msgspec.Meta(
+        description="reseller (a suspend asked through the API); non_payment once billing ships; null unless "
+                    "suspended")] | None
     last_job_id: Annotated[uuid.UUID, msgspec.Meta(description="The latest job asked for this service")] | None
     created_at: datetime
 

@@ -10,6 +10,10 @@ import msgspec
 from domain.tenants.models import Tenant as TenantRow
 
 
+LEAD_DAYS = ("Days before the due date that renewal invoices are to go out: stored; used once billing ships (this "
+             "version issues no invoices)")
+
+
 class TenantProfile(msgspec.Struct):
     """What every customer-facing message carries, and the tenant's calendar and limits."""
 
@@ -19,7 +23,7 @@ class TenantProfile(msgspec.Struct):
     sender: str | None
     support_email: str | None
     timezone: Annotated[str, msgspec.Meta(examples=["America/Sao_Paulo"])]
-    lead_days: Annotated[int, msgspec.Meta(description="Days before the due date that a renewal invoice is issued")]
+    lead_days: Annotated[int, msgspec.Meta(description=LEAD_DAYS)]
     rate_limit: Annotated[int, msgspec.Meta(description="Requests a minute for this tenant (X-RateLimit-Limit); set "
                                                         "by the platform operator", examples=[600])]
     allowed_origins: list[str]
@@ -37,7 +41,8 @@ class TenantPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
     sender: Annotated[str, msgspec.Meta(
         max_length=320, examples=["Brand <billing@brand.example>"],
-        description="The From of customer-facing e-mail, `Name <address>`")] | None | msgspec.UnsetType = msgspec.UNSET
+        description="The From of customer-facing e-mail, `Name <address>`: stored; this version sends no e-mail "
+                    "yet")] | None | msgspec.UnsetType = msgspec.UNSET
     support_email: Annotated[str, msgspec.Meta(
         max_length=320, examples=["help@brand.example"])] | None | msgspec.UnsetType = msgspec.UNSET
     timezone: Annotated[str, msgspec.Meta(
@@ -45,7 +50,7 @@ class TenantPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         description="An IANA time zone: the tenant's calendar")] | msgspec.UnsetType = msgspec.UNSET
     # `extra` restates ge=0: Litestar leaves a zero bound out of the document.
     lead_days: Annotated[int, msgspec.Meta(
-        ge=0, le=90, description="Days before the due date that a renewal invoice is issued",
+        ge=0, le=90, description=LEAD_DAYS,
         extra_json_schema={"extra": {"minimum": 0}})] | msgspec.UnsetType = msgspec.UNSET
     allowed_origins: Annotated[list[str], msgspec.Meta(
         max_length=20, description="CORS origins allowed to call the API from a browser",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 
 async def test_no_origin_is_allowed_by_default(client, anon):
     preflight = await anon.options("/v1/customers", headers={"Origin": "https://evil.example",
@@ -38,3 +40,15 @@ async def test_preflights_from_ever_new_origins_keep_a_bounded_memory(app, anon,
     for n in range(120):
         assert not await middleware._allowed(scope, f"https://flood{n}.example")
     assert len(middleware._known) <= 50 and "https://flood119.example" in middleware._known
+
+
+async def test_an_origin_listed_just_after_a_refused_preflight_passes_within_seconds(client, anon, monkeypatch):
+    from api import cors
+    monkeypatch.setattr(cors, "REFUSED_CACHE_S", 0.3)
+    origin, ask = "https://late.brand.example", {"Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in (await anon.options(
+        "/v1/customers", headers={"Origin": origin, **ask})).headers
+    assert (await client.patch("/v1/tenant", json={"allowed_origins": [origin]})).status_code == 200
+    await asyncio.sleep(0.4)
+    assert (await anon.options("/v1/customers", headers={"Origin": origin, **ask})).headers[
+        "access-control-allow-origin"] == origin

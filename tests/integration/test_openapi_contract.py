@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                response_schema_conformance, status_code_conformance)
 
 from api.app import create_app
+from api.auth import SCOPE_OPT
 from domain.settings import load_settings
 from domain.tenants.signing import signature_header
 from tests.conftest import make_tenant, signed_client
@@ -57,6 +58,10 @@ def test_document_lists_every_v1_route_signed_and_idempotency_key_on_posts(app):
             assert "X-Request-Id" in response["headers"], f"{method} {path} {status}"
             if status[0] in "45":
                 assert list(response["content"]) == ["application/problem+json"], f"{method} {path} {status}"
+        needed = next(h.opt.get(SCOPE_OPT) for r in app.routes if r.path_format == path
+                      for h in getattr(r, "route_handlers", ()) if method in h.http_methods)
+        if needed:  # the document says which scope a 403 is about
+            assert f"The key needs the `{needed}` scope." in operation["description"], f"{method} {path}"
         statuses = set(operation["responses"])
         assert {"401", "429", "500", "503"} <= statuses, f"{method} {path}"
         assert ("404" in statuses) == ("{" in path), f"{method} {path}"
