@@ -135,6 +135,19 @@ def _frames(tb):
         tb = tb.tb_next
 
 
+def _down(exc: BaseException) -> bool:
+    """Whether `exc`, or what it wraps (SQLAlchemy wraps asyncpg's errors in its own, e.g. Postgres refusing a
+    connection at max_connections), says a dependency is down."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, _DOWN):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
 def handle(request: Request, exc: Exception) -> Response:
     """Map any exception to its problem; a 500 never carries a trace."""
     if isinstance(exc, errors.Misconfigured):
@@ -177,7 +190,7 @@ def handle(request: Request, exc: Exception) -> Response:
                        "capacity or terminate a service there")
     if isinstance(exc, IntegrityError) or sqlstate.startswith("23"):
         return problem(request, 409, "conflict", "Conflict", "the request conflicts with existing data")
-    if isinstance(exc, _DOWN) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+    if _down(exc) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         log.warning("dependency down: %s (request_id=%s)", type(exc).__name__, request_id(request.scope))
         return problem(request, 503, "unavailable", "Service unavailable", "a dependency is unavailable",
                        headers={"Retry-After": "5"})

@@ -67,3 +67,26 @@ async def test_pooled_connections_the_database_closed_are_replaced_not_failed(se
     finally:
         await engine.dispose()
     assert fresh not in pids and other not in pids
+
+
+async def test_postgres_refusing_more_connections_is_a_503_not_a_500(settings, tenant):
+    """'sorry, too many clients already' (max_connections, or a role's connection limit) comes wrapped by
+    SQLAlchemy: still a dependency that is down, answered 503 with Retry-After."""
+    role = f"hostq_full_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(plain_dsn(settings.database_url))
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+        full = replace(settings, database_url=settings.database_url.replace("//postgres@", f"//{role}@"))
+        resources = Resources.open(full)
+        try:
+            app = create_app(full, resources)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                         auth=HostqSigner(tenant["api_key"], tenant["signing_secret"])) as client:
+                response = await client.get("/v1/customers")
+        finally:
+            await resources.close()
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "unavailable" and response.headers["retry-after"]
