@@ -111,15 +111,19 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     cutoff = now - timedelta(seconds=after_s)
     running_cutoff = now - timedelta(seconds=after_s if running_after_s is None else running_after_s)
     # The IN is implied by the OR, but lets Postgres use the partial index of unfinished jobs (ix_jobs_unfinished).
-    stmt = (select(Job).where(Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
-                              or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
-                                  and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff),
-                                  # its worker died between recording the failure and scheduling the retry
-                                  and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None),
-                                       Job.updated_at < cutoff),
-                                  and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)),
-                              *_not_in(skip_queues))
-            .order_by(_LAST_SENT).limit(limit).with_for_update(skip_locked=True))
+    stalled = (Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
+               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
+                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff),
+                   # its worker died between recording the failure and scheduling the retry
+                   and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None), Job.updated_at < cutoff),
+                   and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)),
+               *_not_in(skip_queues))
+    # Each queue's longest-waiting first, the queues in turn: a region whose backlog fills more than a batch (no
+    # worker for hours) takes no place from another region's lost message.
+    ranked = select(Job.id, _LAST_SENT.label("last_sent"), func.row_number().over(
+        partition_by=Job.queue, order_by=_LAST_SENT).label("turn")).where(*stalled).subquery()
+    stmt = (select(Job).join(ranked, ranked.c.id == Job.id).where(*stalled)
+            .order_by(ranked.c.turn, ranked.c.last_sent).limit(limit).with_for_update(of=Job, skip_locked=True))
     return list((await session.scalars(stmt)).all())
 
 

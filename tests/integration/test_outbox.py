@@ -309,6 +309,25 @@ async def test_the_stalled_sweep_takes_the_longest_waiting_first_not_the_oldest(
     assert [j for j in found if j in (backlog, lost, retrying)] == [lost, retrying, backlog]
 
 
+async def test_the_stalled_sweep_takes_the_queues_in_turn(client, sessions, settings):
+    """A region whose stalled backlog fills more than a batch (500 a minute) must not keep another region's lost
+    message waiting: each queue's longest-waiting job comes before any queue's second."""
+    backlogged, other = (await add_region(sessions, settings))[0], (await add_region(sessions, settings))[0]
+    customer_id, plan = await customer_and_plan(client)
+    backlog = [uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, backlogged))).json()
+                         ["job"]["id"]) for _ in range(3)]
+    lost = uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, other))).json()["job"]["id"])
+    now = datetime.now(timezone.utc)
+    async with session_scope(sessions) as session:
+        for n, job_id in enumerate(backlog):  # sent long ago, and longer ago than the lost one
+            await session.execute(update(Job).where(Job.id == job_id).values(
+                dispatched_at=now - timedelta(minutes=60 - n)))
+        await session.execute(update(Job).where(Job.id == lost).values(dispatched_at=now - timedelta(minutes=11)))
+    async with session_scope(sessions) as session:
+        found = [job.id for job in await stalled_jobs(session, 600, limit=100_000)]
+    assert [j for j in found if j in (*backlog, lost)] == [backlog[0], lost, backlog[1], backlog[2]]
+
+
 @pytest.mark.parametrize("first", ["relay", "resend_lost"])
 async def test_a_retrying_job_handed_to_the_relay_is_sent_once_whoever_sends_it(
         client, sessions, settings, resources, first):
