@@ -135,14 +135,23 @@ def _frames(tb):
         tb = tb.tb_next
 
 
+#: What, wrapped in another error (SQLAlchemy wraps asyncpg's in its own), still says Postgres is out of reach: not
+#: a statement cancelled by a timeout (a slow query is a bug to see, not a dependency down).
+_DOWN_WRAPPED = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
+                 asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.CannotConnectNowError,
+                 asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError)
+
+
 def _down(exc: BaseException) -> bool:
-    """Whether `exc`, or what it wraps (SQLAlchemy wraps asyncpg's errors in its own, e.g. Postgres refusing a
-    connection at max_connections), says a dependency is down."""
-    seen: BaseException | None = exc
-    for _ in range(4):
+    """Whether `exc`, or what it wraps (Postgres refusing a connection at max_connections, say), says a dependency
+    is down."""
+    if isinstance(exc, _DOWN):
+        return True
+    seen = getattr(exc, "orig", None) or exc.__cause__
+    for _ in range(3):
         if seen is None:
             return False
-        if isinstance(seen, _DOWN):
+        if isinstance(seen, _DOWN_WRAPPED):
             return True
         seen = getattr(seen, "orig", None) or seen.__cause__
     return False

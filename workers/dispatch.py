@@ -89,30 +89,28 @@ _queue_down_until: weakref.WeakKeyDictionary[dramatiq.Broker, dict[str, float]] 
 
 
 def _broker_wide(exc: BaseException) -> bool:
-    """Whether a failed send concerns the whole broker (out of reach, out of memory, read-only, or anything not
-    known to be about one queue), rather than one queue refusing."""
+    """Whether a failed send concerns the whole broker (out of reach, out of memory, read-only, access refused, or
+    anything not known to be about one queue), rather than one queue refusing."""
     cause = exc.args[0] if isinstance(exc, dramatiq.errors.BrokerConnectionError) and exc.args else None
     if cause is not None and any(c.__name__ == "AMQPChannelError" and c.__module__.startswith("pika")
                                  for c in type(cause).__mro__):
         # RabbitMQ answered, about this message's queue: a nack (a queue at its length limit with reject-publish),
-        # no queue to route to, the queue's channel closed by the broker (a queue declared otherwise, a permission).
-        # Dramatiq reports them as ConnectionClosed, once a fresh connection failed the same way.
-        return False
+        # no queue to route to, the queue's channel closed by the broker (a queue declared otherwise: 404, 406).
+        # Dramatiq reports them as ConnectionClosed, once a fresh connection failed the same way. Not so a 403
+        # (the user may not publish at all) or a 5xx (the broker's own error).
+        code = getattr(cause, "reply_code", None)
+        return isinstance(code, int) and (code == 403 or code >= 500)
     if isinstance(exc, redis.exceptions.ResponseError):
-        return not str(exc).startswith("WRONGTYPE")  # a key of another type: that queue's; OOM, READONLY...: all
+        # a key of another type is that queue's (Redis 6 words it "ERR Error running script ...: WRONGTYPE ...");
+        # OOM, READONLY, BUSY, MISCONF... concern every queue
+        return "WRONGTYPE" not in str(exc)
     return True
 
 
 def resting_queues(broker: dramatiq.Broker) -> list[str]:
-    """The queues whose sends this process leaves to later (a refusal of theirs under RESEND_AFTER_S ago); not
-    those whose delay queue alone rests (only their delayed messages wait)."""
+    """The queues whose sends this process leaves to later (a refusal of theirs under RESEND_AFTER_S ago)."""
     now = time.monotonic()
-    return [queue for queue, until in _queue_down_until.get(broker, {}).items()
-            if until > now and not queue.endswith(_DELAYED)]
-
-
-#: The key under which a queue's delayed messages rest (Dramatiq sends them to `<queue>.DQ`).
-_DELAYED = ".DQ"
+    return [queue for queue, until in _queue_down_until.get(broker, {}).items() if until > now]
 
 
 def dispatch(broker: dramatiq.Broker, jobs: Iterable[Job]) -> list[tuple[uuid.UUID, int]]:
@@ -148,7 +146,8 @@ def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, i
         return sent
     queues_down = _queue_down_until.setdefault(broker, {})
     for job_id, job_round, message, delay_ms in messages:
-        queue = f"{message.queue_name}{_DELAYED}" if delay_ms else message.queue_name
+        # (a queue's delay queue refusing rests the queue: on RabbitMQ the two are declared together anyway)
+        queue = message.queue_name
         if queues_down and time.monotonic() < queues_down.get(queue, 0.0):
             continue
         try:

@@ -122,8 +122,10 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     # worker for hours) takes no place from another region's lost message.
     ranked = select(Job.id, _LAST_SENT.label("last_sent"), func.row_number().over(
         partition_by=Job.queue, order_by=_LAST_SENT).label("turn")).where(*stalled).subquery()
-    stmt = (select(Job).join(ranked, ranked.c.id == Job.id).where(*stalled)
-            .order_by(ranked.c.turn, ranked.c.last_sent).limit(limit).with_for_update(of=Job, skip_locked=True))
+    # The batch is chosen on the ids alone (a top-N sort), then its rows are locked: rechecked, skipped if taken.
+    batch = select(ranked).order_by(ranked.c.turn, ranked.c.last_sent).limit(limit).subquery()
+    stmt = (select(Job).join(batch, batch.c.id == Job.id).where(*stalled)
+            .order_by(batch.c.turn, batch.c.last_sent).with_for_update(of=Job, skip_locked=True))
     return list((await session.scalars(stmt)).all())
 
 

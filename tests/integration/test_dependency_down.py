@@ -90,3 +90,19 @@ async def test_postgres_refusing_more_connections_is_a_503_not_a_500(settings, t
         await admin.close()
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "unavailable" and response.headers["retry-after"]
+
+
+def test_a_statement_cancelled_by_a_timeout_is_not_a_dependency_down():
+    """Wrapped by SQLAlchemy: too many clients is Postgres out of reach (503); a statement timeout is a slow query
+    to look at (500, with its trace), not a reason for clients to retry."""
+    from sqlalchemy.exc import DBAPIError
+
+    from api.problems import _down
+
+    def wrapped(error: Exception) -> DBAPIError:
+        adapter = RuntimeError(str(error))
+        adapter.__cause__ = error
+        return DBAPIError("SELECT 1", None, adapter)
+
+    assert _down(wrapped(asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already")))
+    assert not _down(wrapped(asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")))

@@ -435,10 +435,12 @@ async def test_a_rabbitmq_queue_refusing_publishes_rests_alone(amqp_url, setting
         subprocess.run([rabbitmqctl, "clear_policy", "-p", vhost, full], capture_output=True, timeout=60)
 
 
+@pytest.mark.parametrize("broken_key", ["msgs", "DQ.msgs"])
 async def test_after_a_broker_loss_a_refusing_queue_holds_up_no_other_region(client, sessions, settings, resources,
-                                                                               monkeypatch):
+                                                                               monkeypatch, broken_key):
     """The resend after the broker's Redis lost its data leaves a resting queue's jobs out (a backlog of theirs
-    takes no batch from the others), and writes the marker back only once they are sent too."""
+    takes no batch from the others), and writes the marker back only once they are sent too. Its delay queue
+    refusing (its jobs retrying, sent for later) rests it alike."""
     broken, healthy = (await add_region(sessions, settings))[0], (await add_region(sessions, settings))[0]
     customer_id, plan = await customer_and_plan(client)
     prefix, marker = f"{settings.namespace}:dramatiq:provisioning", f"{settings.namespace}:dramatiq:__marker__"
@@ -450,9 +452,14 @@ async def test_after_a_broker_loss_a_refusing_queue_holds_up_no_other_region(cli
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.3)  # the dispatched marks are written
     monkeypatch.setattr(clock, "lost_with_broker", _limited(clock.lost_with_broker, 3))  # batches of 3
+    if broken_key == "DQ.msgs":  # the broken region's jobs failed an attempt: retrying, due in a minute
+        async with session_scope(sessions) as session:
+            await session.execute(update(Job).where(Job.queue == f"provisioning.{broken}").values(
+                status="retrying", attempts=1, updated_at=datetime.now(timezone.utc) - timedelta(seconds=5),
+                next_attempt_at=datetime.now(timezone.utc) + timedelta(minutes=1)))
     await resources.redis.delete(f"{prefix}.{broken}", f"{prefix}.{broken}.msgs", f"{prefix}.{healthy}",
                                  f"{prefix}.{healthy}.msgs", marker)  # the broker's Redis lost its data
-    await resources.redis.set(f"{prefix}.{broken}.msgs", "not a hash")  # and one region's queue refuses
+    await resources.redis.set(f"{prefix}.{broken}.{broken_key}", "not a hash")  # and one region's queue refuses
     broker = make_broker(settings)
     try:
         lost_at = None
@@ -460,13 +467,14 @@ async def test_after_a_broker_loss_a_refusing_queue_holds_up_no_other_region(cli
             lost_at = await resend_if_lost(sessions, broker, marker, lost_at)
         assert lost_at is not None and not await resources.redis.exists(marker)  # not done: the broken ones
         assert await resources.redis.llen(f"{prefix}.{healthy}") == 1  # but the healthy region's job went
-        await resources.redis.delete(f"{prefix}.{broken}.msgs")  # fixed
+        await resources.redis.delete(f"{prefix}.{broken}.{broken_key}")  # fixed
         dispatch_module._queue_down_until[broker].clear()  # its rest is over
         assert await resend_if_lost(sessions, broker, marker, lost_at) is None
-        assert await resources.redis.llen(f"{prefix}.{broken}") == 3 and await resources.redis.exists(marker)
+        sent_to = f"{prefix}.{broken}.DQ" if broken_key == "DQ.msgs" else f"{prefix}.{broken}"
+        assert await resources.redis.llen(sent_to) == 3 and await resources.redis.exists(marker)
     finally:
         broker.close()
-        await resources.redis.delete(f"{prefix}.{broken}.msgs")
+        await resources.redis.delete(f"{prefix}.{broken}.{broken_key}")
 
 
 def _limited(find, limit: int):

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import dramatiq
+import dramatiq.errors
+import pika.exceptions
 import pytest
 import redis.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -147,11 +149,29 @@ def test_a_redis_error_about_the_whole_server_rests_the_broker_not_one_queue():
         assert dispatch_module.resting_queues(broker) == []
 
 
-def test_a_refused_delay_queue_rests_only_the_delayed_messages():
+def test_a_refused_delay_queue_rests_its_queue_and_the_others_go_on():
     broker = _Refusing(redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"),
                        delayed=True)
     soon = datetime.now(timezone.utc) + timedelta(seconds=40)
-    retrying, queued = _jobs(1, "retrying", soon), _jobs(2)
-    assert dispatch(broker, retrying + queued) == [(j.id, 1) for j in queued]
-    assert dispatch_module.resting_queues(broker) == []  # the queue's immediate sends go on
-    assert dispatch(broker, retrying + _jobs(1))[0][0] != retrying[0].id and broker.tries == 4
+    retrying, eu = _jobs(1, "retrying", soon), [SimpleNamespace(**{**vars(j), "queue": "provisioning.eu"})
+                                                for j in _jobs(2)]
+    assert dispatch(broker, retrying + _jobs(1) + eu) == [(j.id, 1) for j in eu]
+    assert dispatch_module.resting_queues(broker) == ["provisioning.us"] and broker.tries == 3
+
+
+@pytest.mark.parametrize("error, one_queue", [
+    # Redis 6 words a script's error "ERR Error running script ...: WRONGTYPE ..."
+    (redis.exceptions.ResponseError("Error running script (call to f_1): @user_script:149: WRONGTYPE Operation "
+                                    "against a key holding the wrong kind of value"), True),
+    (dramatiq.errors.ConnectionClosed(pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED")), True),
+    (dramatiq.errors.ConnectionClosed(pika.exceptions.NackError([])), True),
+    # the user may not publish at all, or the broker's own error: every queue alike
+    (dramatiq.errors.ConnectionClosed(pika.exceptions.ChannelClosedByBroker(403, "ACCESS_REFUSED")), False),
+    (dramatiq.errors.ConnectionClosed(pika.exceptions.ChannelClosedByBroker(541, "INTERNAL_ERROR")), False),
+    (dramatiq.errors.ConnectionClosed(pika.exceptions.StreamLostError("lost")), False),
+])
+def test_which_refusals_are_one_queues(error, one_queue):
+    broker = _Refusing(error)
+    eu = [SimpleNamespace(**{**vars(j), "queue": "provisioning.eu"}) for j in _jobs(1)]
+    sent = dispatch(broker, _jobs(1) + eu)
+    assert (sent == [(eu[0].id, 1)]) == one_queue and (dispatch_module.resting_queues(broker) != []) == one_queue
