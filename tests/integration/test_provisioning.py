@@ -307,6 +307,15 @@ async def test_many_concurrent_orders_of_one_stem_each_find_a_name(client, sessi
     assert sorted((a["user"], a["domain"]) for a in found) == sorted(zip(users, (s["domain"] for s in ordered)))
 
 
+async def _create_refused(db, control, whm, ordered: dict, reason: str) -> dict:
+    """The service's create attempt, WHM answering its createacct with result 0 and `reason` (a createacct sent
+    up to 600 s before may still land)."""
+    assert (await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0",
+                                                          "reason": reason})).status_code == 200
+    return await create_account(db, await db.fetchrow(LOAD_SERVICE, uuid.UUID(ordered["id"])), lambda server: whm,
+                                create_settles_s=600)
+
+
 @pytest.mark.parametrize("in_doubt", [False, True], ids=["first-create", "after-a-timeout"])
 async def test_a_domain_whm_holds_outside_any_main_domain_is_a_domain_conflict(
         client, db, sessions, settings, whm_url, whm, control, in_doubt):
@@ -319,11 +328,8 @@ async def test_a_domain_whm_holds_outside_any_main_domain_is_a_domain_conflict(
         with pytest.raises(TransientIntegrationError):
             await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     reason = f'The domain “{ordered["domain"]}” already exists in the userdata for the user “bob”.'  # cPanel's text
-    assert (await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0",
-                                                          "reason": reason})).status_code == 200
     with pytest.raises(PermanentIntegrationError) as conflict:
-        await create_account(db, await db.fetchrow(LOAD_SERVICE, uuid.UUID(ordered["id"])), lambda server: whm,
-                             create_settles_s=600)
+        await _create_refused(db, control, whm, ordered, reason)
     assert conflict.value.code == "whm_domain_taken", conflict.value.message
     assert "for user 'bob'" in conflict.value.message and "system user" not in conflict.value.message
     assert await _accounts_for(control, ordered["domain"]) == []
@@ -341,11 +347,8 @@ async def test_a_domain_held_for_our_own_name_or_for_no_one_named_is_waited_on_w
     username = (await _service(sessions, ordered["id"])).username
     reason = (f'The domain “{ordered["domain"]}” already exists in the userdata for the user “{username}”.'
               if holder == "ours" else f"Sorry, a DNS entry for {ordered['domain']} already exists.")
-    assert (await control.post("/__sandbox/faults", json={"function": "createacct", "mode": "result_0",
-                                                          "reason": reason})).status_code == 200
     with pytest.raises(TransientIntegrationError) as waited:
-        await create_account(db, await db.fetchrow(LOAD_SERVICE, uuid.UUID(ordered["id"])), lambda server: whm,
-                             create_settles_s=600)
+        await _create_refused(db, control, whm, ordered, reason)
     assert waited.value.code == "whm_create_in_doubt", waited.value.message
     # the createacct lands: the next attempt adopts it
     await whm.createacct(username=username, domain=ordered["domain"], plan="basic", password="Xx1-long-pass",
