@@ -94,12 +94,20 @@ def _not_in(queues: Sequence[str]) -> list:
     return [Job.queue.notin_(queues)] if queues else []
 
 
+#: The longest a queued job waits between two sends by the stalled sweep, however long it has been queued.
+STALLED_BACKOFF_CAP = timedelta(hours=1)
+
+
 async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: float | None = None,
                        limit: int = 500, skip_queues: Sequence[str] = ()) -> list[Job]:
     """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
     attempt started since, or `retrying` with their next attempt that much overdue (or never scheduled, and
     unchanged that long); and `running` jobs
     unchanged for `running_after_s` (default `after_s`), which no attempt can legitimately take.
+
+    A queued job sent again waits longer each time: `after_s`, or as long as it had already been queued when last
+    sent, if longer (at most STALLED_BACKOFF_CAP). A region without a worker for hours thus gets a few duplicates
+    of each job, not one per job every `after_s` (a broker's memory filling with them).
 
     Their message was lost (a broker that restarted without its data, a re-send that failed, a running
     attempt's worker and its message lost together, its outcome never recorded), or they wait behind a long
@@ -108,11 +116,15 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     closes the lost one as `worker_lost` (it counts as an attempt).
     """
     now = datetime.now(timezone.utc)
-    cutoff = now - timedelta(seconds=after_s)
+    after = timedelta(seconds=after_s)
+    cutoff = now - after
+    # how long the job had been queued (since queued for this round) when last sent
+    queued_for = Job.dispatched_at - func.coalesce(Job.updated_at, Job.created_at)
     running_cutoff = now - timedelta(seconds=after_s if running_after_s is None else running_after_s)
     # The IN is implied by the OR, but lets Postgres use the partial index of unfinished jobs (ix_jobs_unfinished).
     stalled = (Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
-               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff),
+               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff,
+                        Job.dispatched_at < now - func.greatest(after, func.least(queued_for, STALLED_BACKOFF_CAP))),
                    and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff),
                    # its worker died between recording the failure and scheduling the retry
                    and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None), Job.updated_at < cutoff),

@@ -328,6 +328,28 @@ async def test_the_stalled_sweep_takes_the_queues_in_turn(client, sessions, sett
     assert [j for j in found if j in (*backlog, lost)] == [backlog[0], lost, backlog[1], backlog[2]]
 
 
+async def test_a_queued_job_sent_again_waits_longer_each_time(client, sessions, settings):
+    """A region without a worker for hours: the sweep sends each queued job again after 10 min, then after as
+    long as it had been queued when last sent (at most an hour), so the broker holds a few copies of each, not
+    one more every 10 minutes."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    ids = [uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+                     ["job"]["id"]) for _ in range(5)]
+    now = datetime.now(timezone.utc)
+    minutes = lambda n: now - timedelta(minutes=n)  # noqa: E731
+    # (queued since, last sent): sent once at once, 11 min ago; sent again 20 min ago after 10 min queued; after
+    # 35 min queued; after 3 h queued, 40 min ago and 61 min ago
+    rows = [(11, 11), (30, 20), (60, 25), (220, 40), (241, 61)]
+    async with session_scope(sessions) as session:
+        for job_id, (since, sent) in zip(ids, rows, strict=True):
+            await session.execute(update(Job).where(Job.id == job_id).values(
+                created_at=minutes(since), updated_at=minutes(since), dispatched_at=minutes(sent)))
+    async with session_scope(sessions) as session:
+        found = {job.id for job in await stalled_jobs(session, 600, limit=100_000)}
+    assert [job_id in found for job_id in ids] == [True, True, False, False, True]
+
+
 @pytest.mark.parametrize("first", ["relay", "resend_lost"])
 async def test_a_retrying_job_handed_to_the_relay_is_sent_once_whoever_sends_it(
         client, sessions, settings, resources, first):
