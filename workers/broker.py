@@ -47,7 +47,7 @@ def setup_broker(settings: Settings, sessions: Callable, db: Callable, queues: I
         Retries(max_retries=BACKSTOP_RETRIES, min_backoff=max(1, int(settings.job_backoff_min_s * 1000)),
                 max_backoff=max(1, int(settings.job_backoff_max_s * 1000))),
         JobStateMiddleware(sessions, db, locks, renew_every_s=min(10.0, settings.service_lock_ttl_s / 3),
-                           holder=holder),
+                           holder=holder, longest_attempt_s=settings.attempt_time_limit_s),
         AsyncIO(),
         CurrentMessage(),
     ):

@@ -49,6 +49,9 @@ from workers.locks import LockKeeper, RedisLock
 
 #: How long a message waits before trying again when its service is busy with another action.
 BUSY_DELAY_MS = (500, 2000)
+#: Beyond its time limit, how long an attempt may take to record its outcome: a job still `running` that much
+#: after its attempt started has lost that attempt, whether or not its worker lives.
+RECORDING_S = 60.0
 #: Failed attempts' outcomes kept for their message's after_process_message (far more than attempts in flight).
 OUTCOMES_KEPT = 1000
 #: The logger of Dramatiq's "Failed to process message ... with unhandled exception" (dramatiq/worker.py).
@@ -97,6 +100,11 @@ SKIPPED = Verdict("skipped")  # the job is done, cancelled, failed or unknown: a
 _UNRECORDED = object()  # the attempt failed before its outcome reached the job row
 
 
+#: What starting an attempt gives: its Ticket and the row it loaded (`()` if none); None when the job should not
+#: run; NotDue or StillRunning when it should later.
+Started = tuple[tracking.Ticket, asyncpg.Record | tuple] | tracking.NotDue | tracking.StillRunning | None
+
+
 class JobStateMiddleware(dramatiq.Middleware):
     """Runs attempts (`attempt`) and settles their messages (`after_process_message`).
 
@@ -107,9 +115,11 @@ class JobStateMiddleware(dramatiq.Middleware):
     """
 
     def __init__(self, sessions: Callable, db: Callable, locks: Callable[[str, str], RedisLock] | None = None,
-                 renew_every_s: float = 10.0, holder: Callable[[dramatiq.Broker], Holder] = Holder.of_redis_broker
-                 ) -> None:
+                 renew_every_s: float = 10.0, holder: Callable[[dramatiq.Broker], Holder] = Holder.of_redis_broker,
+                 longest_attempt_s: float = 900.0) -> None:
         self._sessions, self._db, self._locks, self._holder = sessions, db, locks, holder
+        # how long after its start an attempt may still be running (its time limit, and time to record the outcome)
+        self._longest_attempt = timedelta(seconds=longest_attempt_s + RECORDING_S)
         self._keeper = LockKeeper(renew_every_s)
         # job id -> what the job row got from its failed attempt (None: the job had moved on), for
         # after_process_message. An attempt that outlived its time limit records its failure after that hook ran:
@@ -132,28 +142,40 @@ class JobStateMiddleware(dramatiq.Middleware):
         if held is None:
             return BUSY
         try:
-            started = await self._start(db, job_id, resource_id, sql)
+            started = await self._start(broker, db, job_id, resource_id, sql, held)
             if started is None:
                 return SKIPPED
             if isinstance(started, tracking.NotDue):
                 return started
+            if isinstance(started, tracking.StillRunning):
+                log.info("job %s: delivered while its attempt still runs on worker %s (a duplicate message, and the "
+                         "service's lock was lost): sent again for later", job_id, started.worker)
+                return BUSY
             ticket, row = started
+            recorded = False
             try:
-                result = await work(Attempt(db, job_id, resource_id, row or None, ticket))
-            except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                failed = await self._failed(ticket, exc)
-                self._note_outcome(str(job_id), failed)
-                if failed is not None and failed.status == rules.RETRYING and (wait := rules.last_attempt_waits(
-                        failed.attempt, failed.max_attempts, failed.error.settles_at, datetime.now(timezone.utc))):
-                    # the last attempt waits for the doubt to settle: Retries takes a Retry's delay over its backoff
-                    raise dramatiq.Retry(str(exc), delay=int(wait.total_seconds() * 1000)) from exc
+                try:
+                    result = await work(Attempt(db, job_id, resource_id, row or None, ticket))
+                except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
+                    failed = await self._failed(ticket, exc)
+                    recorded = True
+                    self._note_outcome(str(job_id), failed)
+                    if failed is not None and failed.status == rules.RETRYING and (wait := rules.last_attempt_waits(
+                            failed.attempt, failed.max_attempts, failed.error.settles_at, datetime.now(timezone.utc))):
+                        # the last attempt waits for the doubt to settle: Retries takes a Retry's delay over its
+                        # backoff
+                        raise dramatiq.Retry(str(exc), delay=int(wait.total_seconds() * 1000)) from exc
+                    raise
+                finish, args = sql.finish, ()
+                if isinstance(result, tracking.Outcome):
+                    finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
+                await tracking.finish_success(db, ticket, result if isinstance(result, dict) else None,
+                                              sql=finish, resource_id=resource_id, args=args)
+                return result
+            except BaseException:
+                if not recorded and isinstance(held, RedisLock):  # the job row still says running: say it ended
+                    await _say_ended(held, ticket, self._longest_attempt)
                 raise
-            finish, args = sql.finish, ()
-            if isinstance(result, tracking.Outcome):
-                finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
-            await tracking.finish_success(db, ticket, result if isinstance(result, dict) else None,
-                                          sql=finish, resource_id=resource_id, args=args)
-            return result
         finally:
             if held is not True:
                 self._keeper.let_go(held)
@@ -183,23 +205,37 @@ class JobStateMiddleware(dramatiq.Middleware):
         self._keeper.hold(lock)
         return lock
 
-    async def _start(self, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None, sql: Statements
-                     ) -> tuple[tracking.Ticket, asyncpg.Record | tuple] | tracking.NotDue | None:
+    async def _start(self, broker, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None,
+                     sql: Statements, held: RedisLock | bool) -> Started:
         """Start the attempt: its Ticket and the row it loads (`()` if none); None when the job should not run,
-        NotDue when it should later.
+        NotDue or StillRunning when it should later.
 
         The common case is one statement that also loads the resource; every other state goes through the ORM.
         """
-        row = await tracking.start_fresh(db, job_id, sql=sql.start, resource_id=resource_id)
+        holder = self._holder(broker)
+        row = await tracking.start_fresh(db, job_id, sql=sql.start, resource_id=resource_id, worker=holder.owner)
         if row is None:
+            still_running = self._still_running(holder, held) if isinstance(held, RedisLock) else None
             async with session_scope(self._sessions()) as session:
-                started = await tracking.start_attempt(session, job_id)
-                if started is None or isinstance(started, tracking.NotDue):
+                started = await tracking.start_attempt(session, job_id, holder.owner, still_running)
+                if started is None or isinstance(started, (tracking.NotDue, tracking.StillRunning)):
                     return started
                 ticket = tracking.Ticket(job_id, started.round, started.attempts)
             return ticket, (await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ())
         ticket = tracking.Ticket(job_id, row["hostq_round"], row["hostq_attempt"])
         return ticket, (row if sql.loads and row["id"] is not None else ())  # id NULL: the resource is gone
+
+    def _still_running(self, holder: Holder, lock: RedisLock) -> tracking.StillRunningCheck:
+        """Whether a worker may still run an attempt it started then: the attempt is within its time limit, its
+        worker beats (in the Redis of the locks), and it did not end unrecorded (_say_ended)."""
+        async def check(worker: str, started_at: datetime, ticket: tracking.Ticket) -> bool:
+            if datetime.now(timezone.utc) - started_at > self._longest_attempt:
+                return False
+            beat = await lock.client.call("ZSCORE", holder.heartbeats_key, worker)
+            if beat is None or float(beat) < time.time() * 1000 - holder.timeout_ms:
+                return False
+            return not await lock.client.call("EXISTS", _ended_key(lock, ticket))
+        return check
 
     async def _failed(self, ticket: tracking.Ticket, exc: BaseException) -> tracking.FailedAttempt | None:
         """Record the failed attempt; what the job row got (None when it was no longer running this attempt)."""
@@ -303,6 +339,21 @@ class JobStateMiddleware(dramatiq.Middleware):
 
     async def _noted(self, job_id: uuid.UUID, failed: tracking.FailedAttempt, delay: int) -> None:
         await tracking.note_next_attempt(await self._db().get(), job_id, failed, delay)
+
+
+def _ended_key(lock: RedisLock, ticket: tracking.Ticket) -> str:
+    return f"{lock.key}:ended:{ticket.job_id}:{ticket.round}:{ticket.attempt}"
+
+
+async def _say_ended(lock: RedisLock, ticket: tracking.Ticket, longest: timedelta) -> None:
+    """An attempt whose outcome could not be recorded (the database unreachable as it ended) is over all the same:
+    say so beside its service's lock, so that its message's next delivery, on any worker, closes it as lost at once
+    instead of waiting for it as one still running (JobStateMiddleware._still_running)."""
+    try:
+        await lock.client.call("SET", _ended_key(lock, ticket), "1", "PX", int(longest.total_seconds() * 1000))
+    except Exception as exc:  # Redis too: the next delivery waits out the attempt's time limit instead
+        log.warning("job %s: could not note in Redis that its unrecorded attempt %d ended (%s: %s)", ticket.job_id,
+                    ticket.attempt, type(exc).__name__, exc)
 
 
 def _failed_attempt(job_id: str, outcome: tracking.FailedAttempt) -> str:

@@ -58,3 +58,5 @@ class JobAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    #: The lock-holder id of the worker process that ran it (workers/heartbeat.py): alive while it beats.
+    worker: Mapped[str | None] = mapped_column(String(64))

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -142,6 +143,19 @@ class NotDue:
     delay_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class StillRunning:
+    """A job found `running` whose attempt's worker still runs it: a duplicate message, delivered while the
+    service's lock was lost (its Redis key deleted). It should come back later, as when the service is busy."""
+
+    worker: str
+
+
+#: (worker, attempt's start, attempt) -> whether that worker may still be running that attempt: it beats, the attempt
+#: is within its time limit, and did not end (workers/middleware.py).
+StillRunningCheck = Callable[[str, datetime, "Ticket"], Awaitable[bool]]
+
+
 # The common start (a queued job, or a retrying one whose next attempt is due) in one autocommitted statement:
 # the UPDATE locks the row and re-checks the status after any wait, as start_attempt's SELECT ... FOR UPDATE does.
 _STARTED = f"""
@@ -152,8 +166,8 @@ WITH job AS (
         next_attempt_at IS NULL OR next_attempt_at <= $2::timestamptz + interval '{EARLY_MARGIN.total_seconds():g} s'))
     RETURNING id, round, attempts),
 attempt AS (
-    INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at)
-    SELECT $3, $2, id, round, attempts, $2 FROM job
+    INSERT INTO job_attempts (id, created_at, job_id, round, attempt, started_at, worker)
+    SELECT $3, $2, id, round, attempts, $2, $4 FROM job
     RETURNING round, attempt)
 """
 _PARAMETER = re.compile(r"\$(\d+)")
@@ -169,36 +183,40 @@ def start_sql(loads: str | None = None) -> str:
 
     Its columns come after `hostq_round` and `hostq_attempt` (the attempt's Ticket, NULL when the job was not
     queued or retrying): one round trip starts the attempt and reads what the work needs. Parameters: job id,
-    now, attempt id, then the resource id.
+    now, attempt id, the worker (its lock-holder id, or NULL), then the resource id.
     """
     if loads is None:
         return _STARTED + "SELECT round AS hostq_round, attempt AS hostq_attempt FROM attempt"
     return (_STARTED + "SELECT attempt.round AS hostq_round, attempt.attempt AS hostq_attempt, loaded.* "
-            f"FROM (SELECT) AS one LEFT JOIN attempt ON true LEFT JOIN ({_shifted(loads, 3)}) AS loaded ON true")
+            f"FROM (SELECT) AS one LEFT JOIN attempt ON true LEFT JOIN ({_shifted(loads, 4)}) AS loaded ON true")
 
 
 _START_PLAIN = start_sql()
 
 
 async def start_fresh(db: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID, *, sql: str | None = None,
-                      resource_id: uuid.UUID | None = None) -> asyncpg.Record | None:
+                      resource_id: uuid.UUID | None = None, worker: str | None = None) -> asyncpg.Record | None:
     """Start a queued job's attempt, or a due retrying job's next one, in one statement (`sql` from start_sql).
 
     Its row (`hostq_round`, `hostq_attempt`, then what `sql` loads), or None for any other state.
     None is not a verdict: the caller then runs start_attempt, which handles every state.
     """
     if sql is None:
-        row = await db.fetchrow(_START_PLAIN, job_id, _now(), new_id())
+        row = await db.fetchrow(_START_PLAIN, job_id, _now(), new_id(), worker)
     else:
-        row = await db.fetchrow(sql, job_id, _now(), new_id(), resource_id)
+        row = await db.fetchrow(sql, job_id, _now(), new_id(), worker, resource_id)
     return row if row is not None and row["hostq_attempt"] is not None else None
 
 
-async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | NotDue | None:
-    """Mark the job running and open an attempt; None when the job should not run, NotDue when it should later.
+async def start_attempt(session: AsyncSession, job_id: uuid.UUID, worker: str | None = None,
+                        still_running: StillRunningCheck | None = None) -> Job | NotDue | StillRunning | None:
+    """Mark the job running and open an attempt (run by `worker`); None when the job should not run, NotDue or
+    StillRunning when it should later.
 
     A job found `running` was redelivered because its worker died mid-attempt: that attempt is closed
-    as lost and counts, so a job that keeps killing its worker ends `failed` instead of looping. A retrying
+    as lost and counts, so a job that keeps killing its worker ends `failed` instead of looping. Unless
+    `still_running(worker, started_at, ticket)` says the attempt's worker still runs it (a duplicate message, come while
+    the service's lock was lost): StillRunning. A retrying
     job is not started before its next attempt is due (less EARLY_MARGIN): the backoff holds.
     """
     job = await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
@@ -208,6 +226,13 @@ async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | NotDu
         wait = job.next_attempt_at - _now()
         if wait > EARLY_MARGIN:
             return NotDue(int(wait.total_seconds() * 1000))
+    if job.status == rules.RUNNING and still_running is not None:
+        running = (await session.execute(select(JobAttempt.worker, JobAttempt.started_at).where(
+            JobAttempt.job_id == job.id, JobAttempt.round == job.round, JobAttempt.attempt == job.attempts,
+            JobAttempt.finished_at.is_(None)))).first()
+        if running is not None and running.worker and await still_running(
+                running.worker, running.started_at, Ticket(job.id, job.round, job.attempts)):
+            return StillRunning(running.worker)
     if job.status == rules.RUNNING:
         outcome = rules.outcome_after_error(True, job.attempts, job.max_attempts)
         await _close_attempt(session, job, outcome, WORKER_LOST)
@@ -219,7 +244,7 @@ async def start_attempt(session: AsyncSession, job_id: uuid.UUID) -> Job | NotDu
     now = _now()
     job.status, job.attempts, job.next_attempt_at, job.updated_at = rules.RUNNING, job.attempts + 1, None, now
     job.started_at = job.started_at or now
-    session.add(JobAttempt(job_id=job.id, round=job.round, attempt=job.attempts, started_at=now))
+    session.add(JobAttempt(job_id=job.id, round=job.round, attempt=job.attempts, started_at=now, worker=worker))
     return job
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -32,6 +33,7 @@ SPANS: list[tuple[str, float | None, float | None]] = []
 LOADED: dict[str, dict | None] = {}
 PLANS: dict[str, list[str]] = {}  # job id -> what each attempt does: "ok", "transient", "permanent"
 SETTLES: dict[str, datetime] = {}  # job id -> when its "in_doubt" attempts stop failing
+HELD: dict[str, tuple[threading.Event, threading.Event]] = {}  # job id -> ("held" attempt started, let it end)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,11 @@ def worker_broker(settings):
             SPANS.append((job_id, time.monotonic(), None))
             await asyncio.sleep(0.3)
             SPANS.append((job_id, None, time.monotonic()))
+            return {"done": n + 1}
+        if step == "held":  # runs until the test lets it go (HELD[job_id] set)
+            HELD.setdefault(job_id, (threading.Event(), threading.Event()))[0].set()
+            while not HELD[job_id][1].is_set():
+                await asyncio.sleep(0.01)
             return {"done": n + 1}
         if step == "permanent":
             raise PermanentIntegrationError("whm_rejected", "Unable to find package nope")
@@ -413,7 +420,7 @@ async def test_a_missing_resource_loads_as_none(worker_broker, sessions):
 def test_loaded_and_completing_statements_are_renumbered_after_the_jobs_own():
     from domain.jobs import tracking
     start = tracking.start_sql("SELECT id FROM t WHERE id = $1 AND $1 IS NOT NULL")
-    assert "WHERE id = $4 AND $4 IS NOT NULL" in start and "$1" in start
+    assert "WHERE id = $5 AND $5 IS NOT NULL" in start and "$1" in start
     finish = tracking.finish_sql("UPDATE t SET x = $2 WHERE id = $1")
     assert "UPDATE t SET x = $7 WHERE id = $6" in finish and "round = $4 AND attempts = $5" in finish
 
@@ -468,6 +475,49 @@ async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_bro
     assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"done": 2}), job.error_message
     assert CALLS[str(job.id)] == 2  # the work ran again: for a create, the adopt rule finds the account
     assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "succeeded", None)]
+
+
+async def test_an_unrecorded_outcome_of_a_locked_service_is_retried_at_once(worker_broker, sessions, monkeypatch):
+    """As above, for a job holding its service's lock: its worker is alive and the attempt young, yet the next
+    delivery must not wait for it as one still running (the worker said in Redis that it ended)."""
+    _cut_the_first_success_of_each_job(monkeypatch)
+    job = await _run(sessions, worker_broker, ["ok"], max_attempts=3, resource_id=uuid.uuid4())
+    assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"done": 2}), job.error_message
+    assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "succeeded", None)]
+
+
+async def test_a_duplicate_delivered_while_the_lock_is_lost_waits_for_the_live_attempt(
+        worker_broker, sessions, settings):
+    """The service's lock vanished (its Redis key deleted) while its attempt runs on a live worker, and a duplicate
+    message of the job arrives (the stalled sweep's): it must neither close the live attempt as lost nor run the
+    work beside it; it comes back later and finds the job done."""
+    resource_id = uuid.uuid4()
+    async with session_scope(sessions) as session:
+        job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=3, resource_type="service",
+                         resource_id=resource_id)
+    job_id = str(job.id)
+    PLANS[job_id], HELD[job_id] = ["held", "ok"], (threading.Event(), threading.Event())
+    assert dispatch(worker_broker, [job]) == [(job.id, 1)]
+    assert await asyncio.to_thread(HELD[job_id][0].wait, 5)
+    redis = PipelinedRedis(settings.redis_url)
+    try:
+        assert await redis.call("DEL", f"{settings.namespace}-tracking:lock:service:{resource_id}") == 1
+        assert dispatch(worker_broker, [job]) == [(job.id, 1)]  # the duplicate
+        for _ in range(100):  # until the duplicate was delivered and sent back for later
+            if await redis.call("LLEN", f"{worker_broker.namespace}:test") == 0:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)
+        assert await _attempts(sessions, job.id) == [(1, None, None)]  # still the one attempt, open
+        HELD[job_id][1].set()
+        row = await _finished(sessions, job.id)
+        assert (row.status, row.attempts, row.result) == ("succeeded", 1, {"done": 1})
+        await asyncio.sleep(2.5)  # the duplicate's return (BUSY_DELAY_MS) finds the job done
+        assert CALLS[job_id] == 1
+        assert await _attempts(sessions, job.id) == [(1, "succeeded", None)]
+    finally:
+        HELD[job_id][1].set()
+        await redis.aclose()
 
 
 async def test_an_unrecorded_outcome_on_a_later_delivery_is_retried_too(worker_broker, sessions, monkeypatch):
