@@ -121,6 +121,8 @@ class JobStateMiddleware(dramatiq.Middleware):
         # how long after its start an attempt may still be running (its time limit, and time to record the outcome)
         self._longest_attempt = timedelta(seconds=longest_attempt_s + RECORDING_S)
         self._keeper = LockKeeper(renew_every_s)
+        # the attempts this process is running: one of its own attempts not among them has ended (_still_running)
+        self._live: set[tracking.Ticket] = set()
         # job id -> what the job row got from its failed attempt (None: the job had moved on), for
         # after_process_message. An attempt that outlived its time limit records its failure after that hook ran:
         # such leftovers are dropped, oldest first, beyond OUTCOMES_KEPT.
@@ -153,6 +155,7 @@ class JobStateMiddleware(dramatiq.Middleware):
                 return BUSY
             ticket, row = started
             recorded = False
+            self._live.add(ticket)
             try:
                 try:
                     result = await work(Attempt(db, job_id, resource_id, row or None, ticket))
@@ -176,6 +179,8 @@ class JobStateMiddleware(dramatiq.Middleware):
                 if not recorded and isinstance(held, RedisLock):  # the job row still says running: say it ended
                     await _say_ended(held, ticket, self._longest_attempt)
                 raise
+            finally:
+                self._live.discard(ticket)
         finally:
             if held is not True:
                 self._keeper.let_go(held)
@@ -221,16 +226,24 @@ class JobStateMiddleware(dramatiq.Middleware):
                 if started is None or isinstance(started, (tracking.NotDue, tracking.StillRunning)):
                     return started
                 ticket = tracking.Ticket(job_id, started.round, started.attempts)
-            return ticket, (await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ())
+            try:
+                return ticket, (await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ())
+            except BaseException:  # the attempt is open in the job row: say it ended, as one whose outcome was lost
+                if isinstance(held, RedisLock):
+                    await _say_ended(held, ticket, self._longest_attempt)
+                raise
         ticket = tracking.Ticket(job_id, row["hostq_round"], row["hostq_attempt"])
         return ticket, (row if sql.loads and row["id"] is not None else ())  # id NULL: the resource is gone
 
     def _still_running(self, holder: Holder, lock: RedisLock) -> tracking.StillRunningCheck:
         """Whether a worker may still run an attempt it started then: the attempt is within its time limit, its
-        worker beats (in the Redis of the locks), and it did not end unrecorded (_say_ended)."""
+        worker beats (in the Redis of the locks), and it did not end unrecorded (_say_ended). This process knows
+        its own attempts: one it is not running has ended, however it ended (its start failing halfway too)."""
         async def check(worker: str, started_at: datetime, ticket: tracking.Ticket) -> bool:
             if datetime.now(timezone.utc) - started_at > self._longest_attempt:
                 return False
+            if worker == holder.owner:
+                return ticket in self._live
             beat = await lock.client.call("ZSCORE", holder.heartbeats_key, worker)
             if beat is None or float(beat) < time.time() * 1000 - holder.timeout_ms:
                 return False

@@ -63,9 +63,12 @@ async def get_job(conn: Any, job_id: uuid.UUID | None, tenant_id: uuid.UUID) -> 
 
 async def mark_dispatched(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
     """Note that these (job id, round) messages reached the broker; a job since retried into a newer round keeps
-    its NULL dispatched_at, so its new message is still sent (by whoever retried it, or by the relay)."""
+    its NULL dispatched_at, so its new message is still sent (by whoever retried it, or by the relay). A queued
+    job's updated_at becomes its first send's time: the stalled sweep's backoff counts from there."""
+    now = datetime.now(timezone.utc)
     await session.execute(update(Job).where(tuple_(Job.id, Job.round).in_(sent), Job.dispatched_at.is_(None))
-                          .values(dispatched_at=datetime.now(timezone.utc)))
+                          .values(dispatched_at=now,
+                                  updated_at=case((Job.status == rules.QUEUED, now), else_=Job.updated_at)))
 
 
 async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 500,
@@ -83,8 +86,9 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
 
 # When a stalled job was last sent (or last moved): the sweep takes the longest-waiting first, so that a backlog it
 # sends again (a region without a worker) takes its turn with a message lost elsewhere, never ahead of it each time.
+# A retrying job's message was due at next_attempt_at, or sent again at updated_at if later (mark_resent).
 _LAST_SENT = case((Job.status == rules.QUEUED, Job.dispatched_at),
-                  (Job.status == rules.RETRYING, func.coalesce(Job.next_attempt_at, Job.updated_at)),
+                  (Job.status == rules.RETRYING, func.greatest(Job.next_attempt_at, Job.updated_at)),
                   else_=Job.updated_at)
 
 
@@ -94,7 +98,7 @@ def _not_in(queues: Sequence[str]) -> list:
     return [Job.queue.notin_(queues)] if queues else []
 
 
-#: The longest a queued job waits between two sends by the stalled sweep, however long it has been queued.
+#: The longest a stalled job waits between two sends by the stalled sweep, however long it has waited.
 STALLED_BACKOFF_CAP = timedelta(hours=1)
 
 
@@ -105,9 +109,10 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     unchanged that long); and `running` jobs
     unchanged for `running_after_s` (default `after_s`), which no attempt can legitimately take.
 
-    A queued job sent again waits longer each time: `after_s`, or as long as it had already been queued when last
-    sent, if longer (at most STALLED_BACKOFF_CAP). A region without a worker for hours thus gets a few duplicates
-    of each job, not one per job every `after_s` (a broker's memory filling with them).
+    A job sent again waits longer each time: `after_s`, or as long as it had already waited when last sent (since
+    first sent, or past its next attempt's due time), if longer (at most STALLED_BACKOFF_CAP). A region without a worker for
+    hours thus gets a few duplicates of each job, not one per job every `after_s` (a broker's memory filling with
+    them).
 
     Their message was lost (a broker that restarted without its data, a re-send that failed, a running
     attempt's worker and its message lost together, its outcome never recorded), or they wait behind a long
@@ -118,14 +123,18 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     now = datetime.now(timezone.utc)
     after = timedelta(seconds=after_s)
     cutoff = now - after
-    # how long the job had been queued (since queued for this round) when last sent
+    # how long the job had been waiting since its first send (mark_dispatched) when last sent
     queued_for = Job.dispatched_at - func.coalesce(Job.updated_at, Job.created_at)
+    # a retrying job: when last sent again (mark_resent), and how far past due it was then (negative if never)
+    resent = func.coalesce(Job.updated_at, Job.created_at)
+    overdue_for = resent - Job.next_attempt_at
     running_cutoff = now - timedelta(seconds=after_s if running_after_s is None else running_after_s)
     # The IN is implied by the OR, but lets Postgres use the partial index of unfinished jobs (ix_jobs_unfinished).
     stalled = (Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
                or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff,
                         Job.dispatched_at < now - func.greatest(after, func.least(queued_for, STALLED_BACKOFF_CAP))),
-                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff),
+                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff,
+                        resent < now - func.greatest(after, func.least(overdue_for, STALLED_BACKOFF_CAP))),
                    # its worker died between recording the failure and scheduling the retry
                    and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None), Job.updated_at < cutoff),
                    and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)),
@@ -158,7 +167,7 @@ async def lost_with_broker(session: AsyncSession, before: datetime, limit: int =
 async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) -> None:
     """These (job id, round) messages were sent again, stalled or lost: the next sweep waits as long again
     before sending another. A retrying job's was sent for its next attempt's due time (workers/dispatch.py
-    due_in_ms), which stays as it was unless already past."""
+    due_in_ms), which stays as it was (set now if it was never noted): its updated_at says when it was sent."""
     now = datetime.now(timezone.utc)
     sent_now = tuple_(Job.id, Job.round).in_(sent)
     await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
@@ -170,7 +179,7 @@ async def _resent_retrying(session: AsyncSession, sent_now, now: datetime) -> No
     """Retrying jobs whose message was just sent again: neither the sweep, nor the resend after a broker's loss,
     nor the relay (a message a worker could not send back) sends another for them before it is due."""
     await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(
-        next_attempt_at=func.greatest(Job.next_attempt_at, now), updated_at=now,
+        next_attempt_at=func.coalesce(Job.next_attempt_at, now), updated_at=now,
         dispatched_at=func.coalesce(Job.dispatched_at, now)))
 
 

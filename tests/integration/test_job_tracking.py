@@ -19,13 +19,16 @@ from sqlalchemy import select, update
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
+from domain.jobs import tracking
 from domain.jobs.models import Job, JobAttempt
 from domain.jobs.service import record_job
 from domain.redis_pipe import PipelinedRedis
 from schedules.clock import relay_once
 from workers.broker import setup_broker
 from workers.dispatch import dispatch, job_message
-from workers.middleware import Attempt, job_actor
+from workers.heartbeat import Holder
+from workers.locks import RedisLock
+from workers.middleware import Attempt, JobStateMiddleware, _say_ended, job_actor
 from workers.pg import SystemPool
 
 CALLS: dict[str, int] = {}
@@ -366,7 +369,6 @@ async def test_a_retry_the_broker_refuses_to_take_goes_to_the_relay(worker_broke
 
 
 async def test_an_attempt_lost_with_its_worker_counts_and_ends_the_job_at_the_limit(sessions):
-    from domain.jobs import tracking
     async with session_scope(sessions) as session:
         job = record_job(session, kind="test.scripted", tenant_id=None, max_attempts=2)
     for _ in range(2):  # first delivery, then a redelivery after the worker died mid-attempt
@@ -418,7 +420,6 @@ async def test_a_missing_resource_loads_as_none(worker_broker, sessions):
 
 
 def test_loaded_and_completing_statements_are_renumbered_after_the_jobs_own():
-    from domain.jobs import tracking
     start = tracking.start_sql("SELECT id FROM t WHERE id = $1 AND $1 IS NOT NULL")
     assert "WHERE id = $5 AND $5 IS NOT NULL" in start and "$1" in start
     finish = tracking.finish_sql("UPDATE t SET x = $2 WHERE id = $1")
@@ -432,7 +433,6 @@ async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessi
     from workers.pg import SystemPool
     from domain.provisioning.accounts import ACTIVATE
     from domain.services.models import Service
-    from domain.jobs import tracking
     from tests.integration.helpers import add_region, customer_and_plan, order_body
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
@@ -455,7 +455,6 @@ async def test_a_late_success_of_a_job_that_moved_on_has_no_effect(client, sessi
 
 def _cut_the_first_success_of_each_job(monkeypatch) -> None:
     """The database drops the connection as each job's first success is recorded (a restart, a failover)."""
-    from domain.jobs import tracking
     real, cut = tracking.finish_success, set()
 
     async def connection_cut_once(db, ticket, result, **kwargs):
@@ -487,7 +486,7 @@ async def test_an_unrecorded_outcome_of_a_locked_service_is_retried_at_once(work
 
 
 async def test_a_duplicate_delivered_while_the_lock_is_lost_waits_for_the_live_attempt(
-        worker_broker, sessions, settings):
+        worker_broker, sessions, settings, caplog):
     """The service's lock vanished (its Redis key deleted) while its attempt runs on a live worker, and a duplicate
     message of the job arrives (the stalled sweep's): it must neither close the live attempt as lost nor run the
     work beside it; it comes back later and finds the job done."""
@@ -509,6 +508,8 @@ async def test_a_duplicate_delivered_while_the_lock_is_lost_waits_for_the_live_a
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.2)
         assert await _attempts(sessions, job.id) == [(1, None, None)]  # still the one attempt, open
+        # (found running, not merely the lock retaken by the live attempt's keeper in the meantime)
+        assert f"job {job_id}: delivered while its attempt still runs on worker" in caplog.text
         HELD[job_id][1].set()
         row = await _finished(sessions, job.id)
         assert (row.status, row.attempts, row.result) == ("succeeded", 1, {"done": 1})
@@ -517,6 +518,36 @@ async def test_a_duplicate_delivered_while_the_lock_is_lost_waits_for_the_live_a
         assert await _attempts(sessions, job.id) == [(1, "succeeded", None)]
     finally:
         HELD[job_id][1].set()
+        await redis.aclose()
+
+
+async def test_whether_an_open_attempt_still_runs(settings):
+    """What a delivery finding its job `running` asks before closing the attempt as lost: another worker's attempt
+    runs while that worker beats, within the time limit, unless it said it ended; this process knows its own."""
+    middleware = JobStateMiddleware(None, None, longest_attempt_s=60)
+    namespace = f"{settings.namespace}-still-running"
+    holder = Holder("this-worker", f"{namespace}:heartbeats", 10_000)
+    redis = PipelinedRedis(settings.redis_url)
+    lock = RedisLock(redis, f"{namespace}:lock:service:{uuid.uuid4()}", 5000, holder.owner)
+    check = middleware._still_running(holder, lock)
+    ticket, other = tracking.Ticket(uuid.uuid4(), 1, 1), tracking.Ticket(uuid.uuid4(), 1, 2)
+    now = datetime.now(timezone.utc)
+    try:
+        await redis.call("ZADD", holder.heartbeats_key, int(time.time() * 1000), "beating",
+                         int(time.time() * 1000) - 20_000, "stale")
+        assert await check("beating", now, ticket)
+        assert not await check("stale", now, ticket)  # its worker died
+        assert not await check("beating", now - timedelta(seconds=121), ticket)  # past its limit and 60 s more
+        assert not await check("unknown", now, ticket)
+        await _say_ended(lock, ticket, middleware._longest_attempt)  # its outcome was lost as it ended
+        assert not await check("beating", now, ticket)
+        assert await check("beating", now, other)
+        # this process's own attempts: live only while it runs them (not one whose start failed halfway)
+        assert not await check(holder.owner, now, other)
+        middleware._live.add(other)
+        assert await check(holder.owner, now, other)
+    finally:
+        await redis.call("DEL", holder.heartbeats_key, f"{lock.key}:ended:{ticket.job_id}:1:1")
         await redis.aclose()
 
 

@@ -178,7 +178,7 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
     async with session_scope(sessions) as session:
         await session.execute(update(Job).where(Job.id == queued_id).values(dispatched_at=long_ago))
         await session.execute(update(Job).where(Job.id == retrying_id).values(
-            status="retrying", attempts=1, next_attempt_at=long_ago))
+            status="retrying", attempts=1, next_attempt_at=long_ago, updated_at=long_ago - timedelta(seconds=30)))
         # Its worker and its message lost together: running, unchanged for longer than an attempt can run.
         await session.execute(update(Job).where(Job.id == running_id).values(
             status="running", attempts=1, updated_at=now - timedelta(minutes=40)))
@@ -201,7 +201,8 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
         queued, retrying, running, busy, unscheduled = [await session.get(Job, j) for j in jobs]
     assert unscheduled.status == "retrying" and unscheduled.next_attempt_at > now
     assert queued.status == "queued" and queued.dispatched_at > long_ago + timedelta(minutes=19)
-    assert retrying.status == "retrying" and retrying.next_attempt_at > long_ago + timedelta(minutes=19)
+    # sent again now, for the attempt due 20 min ago (which the job still says)
+    assert retrying.status == "retrying" and retrying.next_attempt_at == long_ago and retrying.updated_at > now
     assert running.status == "running" and running.updated_at > now
     assert busy.status == "running" and busy.updated_at > now
 
@@ -302,8 +303,9 @@ async def test_the_stalled_sweep_takes_the_longest_waiting_first_not_the_oldest(
     async with session_scope(sessions) as session:  # the oldest job, sent again by the last sweep but one
         await session.execute(update(Job).where(Job.id == backlog).values(dispatched_at=now - timedelta(minutes=11)))
         await session.execute(update(Job).where(Job.id == lost).values(dispatched_at=now - timedelta(minutes=30)))
-        await session.execute(update(Job).where(Job.id == retrying).values(
-            status="retrying", attempts=1, next_attempt_at=now - timedelta(minutes=20)))
+        await session.execute(update(Job).where(Job.id == retrying).values(  # failed 25 min ago, due 20 min ago
+            status="retrying", attempts=1, next_attempt_at=now - timedelta(minutes=20),
+            updated_at=now - timedelta(minutes=25), dispatched_at=now - timedelta(minutes=30)))
     async with session_scope(sessions) as session:
         found = [job.id for job in await stalled_jobs(session, 600, limit=100_000)]
     assert [j for j in found if j in (backlog, lost, retrying)] == [lost, retrying, backlog]
@@ -328,26 +330,75 @@ async def test_the_stalled_sweep_takes_the_queues_in_turn(client, sessions, sett
     assert [j for j in found if j in (*backlog, lost)] == [backlog[0], lost, backlog[1], backlog[2]]
 
 
-async def test_a_queued_job_sent_again_waits_longer_each_time(client, sessions, settings):
-    """A region without a worker for hours: the sweep sends each queued job again after 10 min, then after as
-    long as it had been queued when last sent (at most an hour), so the broker holds a few copies of each, not
-    one more every 10 minutes."""
+def _ago(minutes: float) -> datetime:
+    return datetime.now(timezone.utc) - timedelta(minutes=minutes)
+
+
+async def _found_stalled(client, sessions, settings, rows: list[dict]) -> list[bool]:
+    """One order per row, its job's columns set to the row's values: which the stalled sweep (10 min) finds."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
     ids = [uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
-                     ["job"]["id"]) for _ in range(5)]
-    now = datetime.now(timezone.utc)
-    minutes = lambda n: now - timedelta(minutes=n)  # noqa: E731
-    # (queued since, last sent): sent once at once, 11 min ago; sent again 20 min ago after 10 min queued; after
-    # 35 min queued; after 3 h queued, 40 min ago and 61 min ago
-    rows = [(11, 11), (30, 20), (60, 25), (220, 40), (241, 61)]
+                     ["job"]["id"]) for _ in rows]
     async with session_scope(sessions) as session:
-        for job_id, (since, sent) in zip(ids, rows, strict=True):
-            await session.execute(update(Job).where(Job.id == job_id).values(
-                created_at=minutes(since), updated_at=minutes(since), dispatched_at=minutes(sent)))
+        for job_id, values in zip(ids, rows, strict=True):
+            await session.execute(update(Job).where(Job.id == job_id).values(**values))
     async with session_scope(sessions) as session:
         found = {job.id for job in await stalled_jobs(session, 600, limit=100_000)}
-    assert [job_id in found for job_id in ids] == [True, True, False, False, True]
+    return [job_id in found for job_id in ids]
+
+
+async def test_a_queued_job_sent_again_waits_longer_each_time(client, sessions, settings):
+    """A region without a worker for hours: the sweep sends each queued job again after 10 min, then after as
+    long as it had been waiting since first sent (at most an hour), so the broker holds a few copies of each, not
+    one more every 10 minutes."""
+    # (first sent, last sent): sent once, 11 min ago; sent again 20 min ago, 10 min after the first; 25 min after;
+    # 3 h after, 40 min ago and 61 min ago
+    rows = [(11, 11), (30, 20), (60, 25), (220, 40), (241, 61)]
+    assert await _found_stalled(client, sessions, settings, [
+        {"created_at": _ago(first), "updated_at": _ago(first), "dispatched_at": _ago(last)} for first, last in rows
+    ]) == [True, True, False, False, True]
+
+
+async def test_a_job_first_sent_late_is_sent_again_after_the_window(client, sessions, settings):
+    """A job the relay sent an hour after it was queued (the broker was away) and whose message was then lost: the
+    backoff counts from that first send, so the sweep sends it again after 10 min, not after another hour."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    job_id = uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+                       ["job"]["id"])
+    for _ in range(100):  # sent by the API, and marked
+        async with sessions() as session:
+            if (await session.get(Job, job_id)).dispatched_at:
+                break
+        await asyncio.sleep(0.02)
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    async with session_scope(sessions) as session:  # as if queued an hour ago and never sent
+        await session.execute(update(Job).where(Job.id == job_id).values(
+            created_at=hour_ago, updated_at=hour_ago, dispatched_at=None))
+    broker = make_broker(settings)
+    try:
+        assert await relay_once(sessions, broker, grace_s=5) >= 1
+    finally:
+        broker.close()
+    later = timedelta(minutes=11)
+    async with session_scope(sessions) as session:  # 11 minutes pass, its message lost
+        await session.execute(update(Job).where(Job.id == job_id).values(
+            created_at=Job.created_at - later, updated_at=Job.updated_at - later,
+            dispatched_at=Job.dispatched_at - later))
+        assert job_id in {job.id for job in await stalled_jobs(session, 600, limit=100_000)}
+
+
+async def test_a_retrying_job_sent_again_waits_longer_each_time(client, sessions, settings):
+    """The same for a job whose next attempt is overdue: sent again 10 min past due, then after as long as it was
+    overdue when last sent (at most an hour)."""
+    # (due, failed or last sent): never sent again; sent again 11 min ago, 10 min past due; 25 min past due, 20 min
+    # ago; 3 h past due, 40 min ago and 61 min ago; failed 30 min ago, due only 5 min ago
+    rows = [(15, 20), (21, 11), (45, 20), (220, 40), (241, 61), (5, 30)]
+    assert await _found_stalled(client, sessions, settings, [
+        {"status": "retrying", "attempts": 1, "next_attempt_at": _ago(due), "updated_at": _ago(sent),
+         "dispatched_at": _ago(300)}  # (set, or the API marking it sent would lock it as the sweep looks)
+        for due, sent in rows]) == [True, True, False, False, True, False]
 
 
 @pytest.mark.parametrize("first", ["relay", "resend_lost"])
