@@ -168,6 +168,20 @@ def _kek(env: Mapping[str, str]) -> bytes | None:
     return key
 
 
+#: A namespace prefixes every Redis key and names nothing else: a plain word, so no key of it matches another's.
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _namespace(env: Mapping[str, str]) -> str:
+    """HOSTQ_NAMESPACE, refused when set but empty (an unset template variable would otherwise join the default
+    deployment's queues on a shared Redis) or not a plain word."""
+    value = env.get("HOSTQ_NAMESPACE", "hostq")
+    if not _NAMESPACE.fullmatch(value):
+        raise SettingsError("HOSTQ_NAMESPACE must be 1 to 64 letters, digits, '.', '_' or '-' (not first), "
+                            f"got {value!r}")
+    return value
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and check every setting; raise SettingsError naming the first bad one."""
     env = os.environ if env is None else env
@@ -190,7 +204,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_backoff_min_s=_number(env, "HOSTQ_JOB_BACKOFF_MIN_S", 5.0, float, 0.0),
         job_backoff_max_s=_number(env, "HOSTQ_JOB_BACKOFF_MAX_S", 120.0, float, 0.0),
         env=mode,
-        namespace=env.get("HOSTQ_NAMESPACE", "hostq") or "hostq",
+        namespace=_namespace(env),
         relay_grace_s=_number(env, "HOSTQ_RELAY_GRACE_S", 5.0, float, 0.0),
         resend_stalled_s=_number(env, "HOSTQ_RESEND_STALLED_S", 600.0, float, 1.0),
         broker_heartbeat_s=_number(env, "HOSTQ_BROKER_HEARTBEAT_S", 30.0, float, 1.0),

@@ -78,6 +78,9 @@ def test_require_kek_names_the_variable():
     ({"HOSTQ_API_DB_POOL": "many"}, "HOSTQ_API_DB_POOL"),
     ({"REDIS_URL": "redis://127.0.0.1:port/0"}, "REDIS_URL"),
     ({"REDIS_URL": "redis://[::1/0"}, "REDIS_URL"),
+    ({"HOSTQ_NAMESPACE": ""}, "HOSTQ_NAMESPACE"),  # set but empty: not quietly the default deployment's
+    ({"HOSTQ_NAMESPACE": "a b*"}, "HOSTQ_NAMESPACE"),
+    ({"HOSTQ_NAMESPACE": "acme:eu"}, "HOSTQ_NAMESPACE"),
 ])
 def test_bad_values_name_the_variable(env, variable):
     with pytest.raises(SettingsError) as info:
@@ -136,3 +139,8 @@ def test_the_repr_shows_no_secret():
     for secret in ("pg-pass", "key-pass", "redis-pass", "broker-pass", "whsec-real", KEK, repr(s.kek)):
         assert secret not in shown, secret
     assert "db:5432" in shown and "job_max_attempts=6" in shown and "kek='***'" in shown
+
+
+def test_a_namespace_is_a_plain_word():
+    assert load_settings({}).namespace == "hostq"
+    assert load_settings({"HOSTQ_NAMESPACE": "acme-eu.2_b"}).namespace == "acme-eu.2_b"
