@@ -33,7 +33,8 @@ from typing import NamedTuple, Protocol
 
 import asyncpg
 
-from domain.errors import InvalidState, NotFound, PermanentIntegrationError, TransientIntegrationError
+from domain.errors import (IntegrationError, InvalidState, NotFound, PermanentIntegrationError,
+                           TransientIntegrationError)
 from domain.jobs.tracking import Ticket, ensure_turn, in_turn, turn_args
 from domain.provisioning import rules as naming
 from domain.provisioning.models import WhmServer
@@ -219,8 +220,9 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
         except PermanentIntegrationError as exc:
             if exc.code in _CREATE_REFUSED and service["create_attempted_at"] is None:
+                left = exc.code == "whm_rejected" and await _left_behind(whm, username)
                 given_back = await _refused_first_create(db, service_id, username, exc, ticket,
-                                                         chosen_here=chosen_here, kept=not verified)
+                                                         chosen_here=chosen_here, kept=not verified, left=left)
                 if given_back is not None:
                     raise given_back from exc
             elif exc.code in _CREATE_REFUSED:  # refused at once: it moves no window (else each retry would)
@@ -251,18 +253,34 @@ def still_settling(sent: datetime | None, create_settles_s: float) -> datetime |
     return settles if datetime.now(timezone.utc) < settles else None
 
 
+async def _left_behind(whm: WhmPort, username: str) -> bool:
+    """Whether a createacct WHM just refused left a system user holding the name (free before it), with no account:
+    a real WHM can. False when WHM cannot say now: the retry finds out."""
+    try:
+        return not await whm.verify_new_username(username) and await whm.accountsummary(user=username) is None
+    except IntegrationError:
+        return False
+
+
 async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, service_id: uuid.UUID, username: str,
                                 exc: PermanentIntegrationError, ticket: Ticket | None, *, chosen_here: bool,
-                                kept: bool) -> PermanentIntegrationError | None:
+                                kept: bool, left: bool) -> PermanentIntegrationError | None:
     """WHM refused the service's first createacct, so nothing of ours exists: unmark the attempt, and give back a
     name hostq chose in this attempt (the error to raise instead, saying so). `kept`: the reseller's name, or one
-    an earlier attempt fixed."""
+    an earlier attempt fixed; `left`: the refused create left a system user holding the name (_left_behind), said
+    in the error, which for a kept name is whm_username_taken at once (its retry would only find it so)."""
+    remains = (f"; WHM now holds {username!r} with no account, most likely a system user the failed createacct "
+               "left behind: remove it on the server") if left else ""
     if chosen_here:
         await db.execute(_GIVE_BACK, service_id, username, *turn_args(ticket))
         return PermanentIntegrationError(
-            exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again)")
+            exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again{remains})")
     if kept:
         await db.execute(_FORGET_ATTEMPT, service_id, username, *turn_args(ticket))
+    if left:
+        return PermanentIntegrationError(
+            "whm_username_taken", f"{exc.message}{remains}, then retry the job: the account is then created under "
+            "this name (an operator must look)")
     return None
 
 

@@ -283,6 +283,7 @@ def test_a_create_that_left_its_unix_user_behind_is_retried_under_the_next_name(
     assert job["status"] == "failed" and job["attempts"] == 1, (job, stack.logs("worker_a"))
     assert job["error"]["code"] == "whm_rejected" and "given back" in job["error"]["message"], job
     left = job["error"]["message"].split("username ")[1].split("'")[1]
+    assert f"WHM now holds {left!r} with no account" in job["error"]["message"], job
     assert accounts(stack.fake_a, domain) == []
 
     printed = stack.procs.run("jobs", "retry", job_id)

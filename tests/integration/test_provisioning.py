@@ -204,6 +204,7 @@ async def test_a_system_user_left_by_a_failed_create_makes_the_retry_choose_anot
     assert failed.value.code == "whm_rejected"
     left = failed.value.message.split("username ")[1].split("'")[1]
     assert "given back" in failed.value.message
+    assert f"WHM now holds {left!r} with no account" in failed.value.message  # for ops to remove
     service = await _service(sessions, ordered["id"])
     assert (service.username, service.create_attempted_at) == (None, None)
     assert not await whm.verify_new_username(left)  # the Unix user holds the name
@@ -247,16 +248,28 @@ async def test_a_system_user_left_after_a_create_in_doubt_is_named_never_a_secon
     assert [a["user"] for a in await _accounts_for(control, ordered["domain"])] == [username]
 
 
-async def test_a_requested_username_is_never_given_back(client, db, sessions, settings, whm_url, whm, control):
-    """The reseller chose the name: a refused create leaves it as it is (hostq does not rename their choice)."""
+@pytest.mark.parametrize("mode", ["result_0_leave_user", "result_0"])
+async def test_a_requested_username_is_never_given_back(client, db, sessions, settings, whm_url, whm, control,
+                                                        mode):
+    """The reseller chose the name: a refused create leaves it as it is (hostq does not rename their choice). One
+    that left a system user holding the name says so at once (whm_username_taken: an operator must remove it);
+    a plain refusal is WHM's, and the retry creates the account under that name."""
     user = f"r{uuid.uuid4().hex[:7]}"
     ordered = await _order(client, sessions, settings, whm_url, username=user)
-    await _fail_next_createacct(control, "result_0_leave_user")
+    await _fail_next_createacct(control, mode)
     with pytest.raises(PermanentIntegrationError) as failed:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert "given back" not in failed.value.message
     # Kept, but WHM refused its first createacct: nothing of ours exists, so the service's place is free.
     assert (await _service(sessions, ordered["id"])).create_attempted_at is None
+    assert (await _service(sessions, ordered["id"])).username == user
+    if mode == "result_0":
+        assert failed.value.code == "whm_rejected" and "system user" not in failed.value.message
+        result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+        assert (result["outcome"], result["username"]) == ("created", user)
+        return
+    assert failed.value.code == "whm_username_taken", failed.value.message
+    assert f"WHM now holds {user!r} with no account" in failed.value.message
     with pytest.raises(PermanentIntegrationError) as retried:
         await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert retried.value.code == "whm_username_taken", retried.value.message
