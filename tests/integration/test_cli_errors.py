@@ -176,3 +176,26 @@ async def test_database_url_options_reach_every_connection_path(test_env, settin
     assert "rejected SSL upgrade" in await asyncio.to_thread(check_schema, url)
     plain = f"{test_env['DATABASE_URL']}?sslmode=disable"  # and an option that works, works everywhere
     assert await asyncio.to_thread(check_schema, plain) is None
+
+
+async def test_a_server_token_can_come_from_stdin_and_stays_out_of_the_process_list(hostq_cmd, test_env, settings,
+                                                                                    sessions):
+    """`--token -` reads the token's line from stdin (as `docker login --password-stdin`): stored as given."""
+    from domain.provisioning.models import WhmServer
+    from domain.provisioning.service import server_token
+    region = f"stdin-{uuid.uuid4().hex[:6]}"
+    added = _hostq(hostq_cmd, test_env, "servers", "add", "--region", region, "--url",
+                   f"https://whm-{region}.example:2087", "--username", "root", "--token", "-", input="from-stdin-1\n")
+    assert added.returncode == 0, added.stderr
+    server_id = json.loads(added.stdout)["server_id"]
+    updated = _hostq(hostq_cmd, test_env, "servers", "update", "--server", server_id, "--token", "-",
+                     input="from-stdin-2\nnot this line\n")
+    assert updated.returncode == 0, updated.stderr
+    async with sessions() as session:
+        server = await session.get(WhmServer, uuid.UUID(server_id))
+    assert server_token(settings.require_kek(), server) == "from-stdin-2"
+    empty = _hostq(hostq_cmd, test_env, "servers", "update", "--server", server_id, "--token", "-", input="\n")
+    assert "--token -: no token on stdin" in _one_line(empty)
+    async with sessions() as session:
+        assert server_token(settings.require_kek(), await session.get(WhmServer, uuid.UUID(server_id))) == \
+            "from-stdin-2"
