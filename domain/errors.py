@@ -71,15 +71,21 @@ class Misconfigured(DomainError):
 
 
 class IntegrationError(Exception):
-    """A remote system failed; `code` is what the job row records."""
+    """A remote system failed; `code` is what the job row records.
+
+    `message` is the reseller's to read (the job's error in the API); `detail`, what ops need beyond it that is
+    not the reseller's to see (another WHM account's username or domain: another tenant's, maybe): only in the
+    attempt's history (`hostq jobs show`) and the worker's log.
+    """
 
     retryable = False
     settles_at: datetime | None = None
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+    def __init__(self, code: str, message: str, *, detail: str | None = None) -> None:
+        super().__init__(f"{code}: {message}" + (f" ({detail})" if detail else ""))
         self.code = code
         self.message = message
+        self.detail = detail
 
 
 class TransientIntegrationError(IntegrationError):
@@ -88,8 +94,9 @@ class TransientIntegrationError(IntegrationError):
 
     retryable = True
 
-    def __init__(self, code: str, message: str, *, settles_at: datetime | None = None) -> None:
-        super().__init__(code, message)
+    def __init__(self, code: str, message: str, *, settles_at: datetime | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(code, message, detail=detail)
         self.settles_at = settles_at
 
 

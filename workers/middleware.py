@@ -371,7 +371,7 @@ async def _say_ended(lock: RedisLock, ticket: tracking.Ticket, longest: timedelt
 
 def _failed_attempt(job_id: str, outcome: tracking.FailedAttempt) -> str:
     return (f"job {job_id} ({outcome.kind}): attempt {outcome.attempt} of {outcome.max_attempts} failed: "
-            f"{outcome.error.code}: {outcome.error.message}")
+            f"{outcome.error.code}: {outcome.error.for_ops}")
 
 
 def _log_final(job_id: str, outcome: tracking.FailedAttempt | None, exception: BaseException) -> None:
@@ -379,7 +379,7 @@ def _log_final(job_id: str, outcome: tracking.FailedAttempt | None, exception: B
     if outcome is None:
         error = tracking.describe_error(exception)
         log.warning("job %s: an attempt failed after the job had moved on (not retried): %s: %s", job_id,
-                    error.code, error.message)
+                    error.code, error.for_ops)
     else:
         log.error("%s; the job is failed (%s)", _failed_attempt(job_id, outcome),
                   "no attempts left" if outcome.error.retryable else "not retryable")

@@ -28,12 +28,18 @@ from domain.jobs.models import Job, JobAttempt
 
 @dataclass(frozen=True, slots=True)
 class JobError:
-    """What the job row records of a failed attempt."""
+    """What the job row records of a failed attempt (`detail`: what only its attempt's row and the log say)."""
 
     code: str
     message: str
     retryable: bool
     settles_at: datetime | None = None  # TransientIntegrationError.settles_at
+    detail: str | None = None  # IntegrationError.detail
+
+    @property
+    def for_ops(self) -> str:
+        """The message with its detail: the attempt's history and the worker's log."""
+        return f"{self.message} (for ops: {self.detail})" if self.detail else self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +120,7 @@ def is_expected(exc: BaseException) -> bool:
 def describe_error(exc: BaseException) -> JobError:
     """Classify an exception once: integration errors carry their code, the rest are internal."""
     if isinstance(exc, IntegrationError):
-        return JobError(exc.code, exc.message, exc.retryable, exc.settles_at)
+        return JobError(exc.code, exc.message, exc.retryable, exc.settles_at, exc.detail)
     if isinstance(exc, DomainError):
         return JobError(exc.code, exc.detail or exc.code, False)
     if isinstance(exc, asyncio.CancelledError):  # Dramatiq's time limit, or the worker shutting down
@@ -254,7 +260,7 @@ async def _close_attempt(session: AsyncSession, job: Job, outcome: str, error: J
         .where(JobAttempt.job_id == job.id, JobAttempt.round == job.round, JobAttempt.attempt == job.attempts,
                JobAttempt.finished_at.is_(None))
         .values(finished_at=_now(), outcome=outcome, error_code=error.code if error else None,
-                error_message=error.message if error else None))
+                error_message=error.for_ops if error else None))
 
 
 # Succeeded: the job row and its open attempt in one autocommitted statement (a CTE's UPDATE locks the row),

@@ -132,13 +132,15 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
 
 
 def _adopt_or_conflict(found: dict, username: str, domain: str) -> bool:
-    """True when WHM's account is ours (same user, same domain); a conflict error otherwise."""
+    """True when WHM's account is ours (same user, same domain); a conflict error otherwise (what the account
+    holds instead only in its detail: it may be another reseller's)."""
     if found.get("user") == username and str(found.get("domain", "")).lower() == domain:
         return True
     raise PermanentIntegrationError(
         "whm_account_conflict",
-        f"WHM has {found.get('user')!r} with domain {found.get('domain')!r}, expected {username!r} with {domain!r}: "
-        "an operator must look before this job is retried")
+        f"WHM has an account of username {username!r} or domain {domain!r} that is not this service's ({username!r} "
+        f"with {domain!r}): an operator must look before this job is retried",
+        detail=f"WHM's account: {found.get('user')!r} with domain {found.get('domain')!r}")
 
 
 # The service with what creating its account needs: its server, its plan's WHM package, the contact email.
@@ -274,7 +276,8 @@ async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, service_i
     if chosen_here:
         await db.execute(_GIVE_BACK, service_id, username, *turn_args(ticket))
         return PermanentIntegrationError(
-            exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again{remains})")
+            exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again{remains})",
+            detail=exc.detail)
     if kept:
         await db.execute(_FORGET_ATTEMPT, service_id, username, *turn_args(ticket))
     if left:
@@ -296,18 +299,17 @@ async def _create(whm: WhmPort, username: str, domain: str, package: str, email:
         found = await whm.accountsummary(user=username)
         if found is not None:
             return _adopt_or_conflict(found, username, domain)
-        said = exc.message.rstrip(".")  # WHM's own words first
+        said = exc.message.rstrip(".")  # WHM's own words first (when they may name another account: in the detail)
         if (owner := await whm.accountsummary(domain=domain)) is not None:
-            raise PermanentIntegrationError(
-                "whm_domain_taken", f"{said}: domain {domain!r} belongs to WHM user {owner.get('user')!r}: "
-                "an operator must look") from None
+            raise _domain_of_another(domain, owner, said) from None
         if (holder := _domain_holder(exc.message, domain)) is not None and holder != username:
             # WHM named the domain, not the name: an addon or parked domain, a DNS zone, an account this token
             # cannot see. Not ours when it names another user (ours in the making would hold our name); when it
             # names nobody, a createacct of ours still running may be what holds it (create_account decides).
-            raise DomainHeld(holder, f"{said}: no WHM account has {domain!r} as its main domain, but WHM holds it"
-                             f"{f' for user {holder!r}' if holder else ''} (an addon or parked domain, a DNS zone, or "
-                             "an account hostq's token cannot see): an operator must look") from None
+            raise DomainHeld(holder, f"no WHM account has {domain!r} as its main domain, but WHM holds it"
+                             f"{' for another user' if holder else ''} (an addon or parked domain, a DNS zone, or "
+                             "an account hostq's token cannot see): an operator must look",
+                             detail=f"WHM: {said}") from None
         # Neither an account of that name nor of that domain: the name is held outside WHM's accounts (a system
         # user a failed createacct left behind). Never a second account under another name.
         raise PermanentIntegrationError(
@@ -321,9 +323,16 @@ class DomainHeld(PermanentIntegrationError):
     """createacct refused the domain as held on WHM, though no account has it as its main domain; `holder`: the
     user WHM named ("" if none)."""
 
-    def __init__(self, holder: str, message: str) -> None:
-        super().__init__("whm_domain_taken", message)
+    def __init__(self, holder: str, message: str, *, detail: str | None = None) -> None:
+        super().__init__("whm_domain_taken", message, detail=detail)
         self.holder = holder
+
+
+def _domain_of_another(domain: str, owner: dict, said: str | None = None) -> PermanentIntegrationError:
+    """whm_domain_taken: another WHM account has `domain` (which, and WHM's words, only in the detail)."""
+    return PermanentIntegrationError(
+        "whm_domain_taken", f"domain {domain!r} belongs to another WHM account: an operator must look",
+        detail=(f"WHM: {said}; " if said else "") + f"its account: {owner.get('user')!r}")
 
 
 #: WHM's "... already exists in the userdata for the user “bob”." (cPanel's own text has curly quotes; the
@@ -353,7 +362,8 @@ async def _ask_after_create_in_doubt(whm: WhmPort, username: str, domain: str) -
             raise
         raise PermanentIntegrationError(
             exc.code, f"{exc.message} (an earlier createacct under {username!r} may have created the account: "
-            "once WHM answers accountsummary again, retry the job and an account of ours is adopted)") from exc
+            "once WHM answers accountsummary again, retry the job and an account of ours is adopted)",
+            detail=exc.detail) from exc
 
 
 async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempted: bool) -> bool:
@@ -366,6 +376,5 @@ async def _existing_is_ours(whm: WhmPort, username: str, domain: str, *, attempt
         return _adopt_or_conflict(found, username, domain)
     owner = await whm.accountsummary(domain=domain)
     if owner is not None:
-        raise PermanentIntegrationError(
-            "whm_domain_taken", f"domain {domain!r} already belongs to WHM user {owner.get('user')!r}: an operator must look")
+        raise _domain_of_another(domain, owner)
     return False

@@ -37,8 +37,9 @@ async def _account(whm: WhmPort, service: Service) -> dict | None:
     """Our account on WHM, None if absent; a conflict if the username now holds another domain."""
     found = await whm.accountsummary(user=service.username)
     if found is not None and str(found.get("domain", "")).lower() != service.domain:
-        raise PermanentIntegrationError("whm_account_conflict", f"WHM user {service.username!r} has domain "
-                                        f"{found.get('domain')!r}, not {service.domain!r}: an operator must look")
+        raise PermanentIntegrationError("whm_account_conflict", f"WHM's account {service.username!r} has another "
+                                        f"domain, not {service.domain!r}: an operator must look",
+                                        detail=f"its domain: {found.get('domain')!r}")
     return found
 
 

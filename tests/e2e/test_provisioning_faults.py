@@ -11,6 +11,7 @@ messages out of Redis by hand.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -294,6 +295,23 @@ def test_a_create_that_left_its_unix_user_behind_is_retried_under_the_next_name(
     service = stack.service(order["service"]["id"])
     assert service["status"] == "active" and service["username"] != left
     assert [(a["user"], a["domain"]) for a in accounts(stack.fake_a, domain)] == [(service["username"], domain)]
+
+
+def test_a_domain_another_account_holds_fails_without_naming_that_account_to_the_reseller(stack):
+    """Another WHM account (another reseller's, maybe) has the domain: the job fails whm_domain_taken; which account
+    is for ops alone, in the attempt history of `hostq jobs show` and the worker's log, never in the API."""
+    domain, other = _domain("taken"), f"zo{uuid.uuid4().hex[:6]}"
+    made = stack.fake_a.get("/json-api/createacct", params={
+        "api.version": 1, "username": other, "domain": domain, "plan": "basic", "password": "Xx1-long-pass",
+        "contactemail": "x@example.com"}, headers={"Authorization": "whm root:sandbox"})
+    assert made.json()["metadata"]["result"] == 1, made.text
+    job = poll_job(stack.api, stack.order(domain)["job"]["id"])
+
+    assert job["status"] == "failed" and job["error"]["code"] == "whm_domain_taken", job
+    assert other not in json.dumps(job), job
+    [attempt] = stack.procs.run("jobs", "show", job["id"])["history"]
+    assert other in attempt["error"]["message"], attempt
+    assert other in stack.procs.log("worker_a")
 
 
 # 4 -------------------------------------------------------------------------------------------------------------

@@ -344,7 +344,9 @@ async def test_a_domain_whm_holds_outside_any_main_domain_is_a_domain_conflict(
     with pytest.raises(PermanentIntegrationError) as conflict:
         await _create_refused(db, control, whm, ordered, reason)
     assert conflict.value.code == "whm_domain_taken", conflict.value.message
-    assert "for user 'bob'" in conflict.value.message and "system user" not in conflict.value.message
+    assert "for another user" in conflict.value.message and "system user" not in conflict.value.message
+    # who holds it is for ops (another reseller's account, maybe): in the detail, never in the reseller's message
+    assert "bob" not in conflict.value.message and "“bob”" in conflict.value.detail
     assert await _accounts_for(control, ordered["domain"]) == []
 
 
