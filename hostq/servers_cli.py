@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
 
 from domain.settings import Settings
@@ -20,7 +21,8 @@ def _token(value: str | None) -> str | None:
     """--token's value: `-` reads the first line of stdin, so the token shows in no process list or shell history."""
     if value != "-":
         return value
-    token = sys.stdin.readline().strip()
+    # at a terminal, asked for without echo; else the first line of what is piped in
+    token = (getpass.getpass("WHM token: ") if sys.stdin.isatty() else sys.stdin.readline()).strip()
     if not token:
         raise ValueError("--token -: no token on stdin (give it as the first line)")
     return token

@@ -187,7 +187,12 @@ async def mark_relayed(session: AsyncSession, sent: list[tuple[uuid.UUID, int]])
     """The relay sent these (job id, round) messages: queued jobs are dispatched (mark_dispatched), and a retrying
     one's message is with the broker again, as after any resend (mark_resent)."""
     await mark_dispatched(session, sent)
-    await _resent_retrying(session, tuple_(Job.id, Job.round).in_(sent), datetime.now(timezone.utc))
+    now, sent_now = datetime.now(timezone.utc), tuple_(Job.id, Job.round).in_(sent)
+    # a retrying job's first send since it was handed over: its backoff counts from now, as a queued job's from its
+    # first send (stalled_jobs), not from a due time long past (the broker away for an hour)
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RETRYING).values(
+        next_attempt_at=func.greatest(Job.next_attempt_at, now)))
+    await _resent_retrying(session, sent_now, now)
 
 
 def check_filter(status: str | None, kind: str | None = None) -> None:

@@ -222,9 +222,8 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])
         except PermanentIntegrationError as exc:
             if exc.code in _CREATE_REFUSED and service["create_attempted_at"] is None:
-                left = exc.code == "whm_rejected" and await _left_behind(whm, username)
-                given_back = await _refused_first_create(db, service_id, username, exc, ticket,
-                                                         chosen_here=chosen_here, kept=not verified, left=left)
+                given_back = await _refused_first_create(db, whm, service_id, username, exc, ticket,
+                                                         chosen_here=chosen_here, kept=not verified)
                 if given_back is not None:
                     raise given_back from exc
             elif exc.code in _CREATE_REFUSED:  # refused at once: it moves no window (else each retry would)
@@ -264,22 +263,25 @@ async def _left_behind(whm: WhmPort, username: str) -> bool:
         return False
 
 
-async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, service_id: uuid.UUID, username: str,
-                                exc: PermanentIntegrationError, ticket: Ticket | None, *, chosen_here: bool,
-                                kept: bool, left: bool) -> PermanentIntegrationError | None:
+async def _refused_first_create(db: asyncpg.Connection | asyncpg.Pool, whm: WhmPort, service_id: uuid.UUID,
+                                username: str, exc: PermanentIntegrationError, ticket: Ticket | None, *,
+                                chosen_here: bool, kept: bool) -> PermanentIntegrationError | None:
     """WHM refused the service's first createacct, so nothing of ours exists: unmark the attempt, and give back a
     name hostq chose in this attempt (the error to raise instead, saying so). `kept`: the reseller's name, or one
-    an earlier attempt fixed; `left`: the refused create left a system user holding the name (_left_behind), said
-    in the error, which for a kept name is whm_username_taken at once (its retry would only find it so)."""
+    an earlier attempt fixed. Then, the row settled (a time limit cutting the question short loses nothing), ask
+    whether the refused create left a system user holding the name (_left_behind): said in the error, which for a
+    kept name is whm_username_taken at once (its retry would only find it so)."""
+    if chosen_here:
+        await db.execute(_GIVE_BACK, service_id, username, *turn_args(ticket))
+    elif kept:
+        await db.execute(_FORGET_ATTEMPT, service_id, username, *turn_args(ticket))
+    left = exc.code == "whm_rejected" and await _left_behind(whm, username)
     remains = (f"; WHM now holds {username!r} with no account, most likely a system user the failed createacct "
                "left behind: remove it on the server") if left else ""
     if chosen_here:
-        await db.execute(_GIVE_BACK, service_id, username, *turn_args(ticket))
         return PermanentIntegrationError(
             exc.code, f"{exc.message} (username {username!r} given back: a retry chooses one again{remains})",
             detail=exc.detail)
-    if kept:
-        await db.execute(_FORGET_ATTEMPT, service_id, username, *turn_args(ticket))
     if left:
         return PermanentIntegrationError(
             "whm_username_taken", f"{exc.message}{remains}, then retry the job: the account is then created under "

@@ -360,9 +360,11 @@ async def test_a_queued_job_sent_again_waits_longer_each_time(client, sessions, 
     ]) == [True, True, False, False, True]
 
 
-async def test_a_job_first_sent_late_is_sent_again_after_the_window(client, sessions, settings):
-    """A job the relay sent an hour after it was queued (the broker was away) and whose message was then lost: the
-    backoff counts from that first send, so the sweep sends it again after 10 min, not after another hour."""
+@pytest.mark.parametrize("status", ["queued", "retrying"])
+async def test_a_job_first_sent_late_is_sent_again_after_the_window(client, sessions, settings, status):
+    """A job the relay sent an hour after it was queued, or after its retry was due (the broker was away), and
+    whose message was then lost: the backoff counts from that send, so the sweep sends it again after 10 min, not
+    after another hour."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
     job_id = uuid.UUID((await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
@@ -373,9 +375,12 @@ async def test_a_job_first_sent_late_is_sent_again_after_the_window(client, sess
                 break
         await asyncio.sleep(0.02)
     hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
-    async with session_scope(sessions) as session:  # as if queued an hour ago and never sent
+    async with session_scope(sessions) as session:  # as if queued (or due) an hour ago and never sent
         await session.execute(update(Job).where(Job.id == job_id).values(
             created_at=hour_ago, updated_at=hour_ago, dispatched_at=None))
+        if status == "retrying":  # its retry handed to the relay (tracking.hand_to_relay)
+            await session.execute(update(Job).where(Job.id == job_id).values(
+                status="retrying", attempts=1, next_attempt_at=hour_ago))
     broker = make_broker(settings)
     try:
         assert await relay_once(sessions, broker, grace_s=5) >= 1
@@ -385,7 +390,7 @@ async def test_a_job_first_sent_late_is_sent_again_after_the_window(client, sess
     async with session_scope(sessions) as session:  # 11 minutes pass, its message lost
         await session.execute(update(Job).where(Job.id == job_id).values(
             created_at=Job.created_at - later, updated_at=Job.updated_at - later,
-            dispatched_at=Job.dispatched_at - later))
+            dispatched_at=Job.dispatched_at - later, next_attempt_at=Job.next_attempt_at - later))
         assert job_id in {job.id for job in await stalled_jobs(session, 600, limit=100_000)}
 
 
