@@ -50,7 +50,7 @@ async def register_server(settings: Settings, *, region: str, url: str, username
     """`hostq servers add` (a URL already registered is refused: one server, one row)."""
     async def work(session):
         server = await add_server(session, settings.require_kek(), region=region, url=url, username=username,
-                                  token=token, name=name, capacity=capacity)
+                                  token=token, name=name, capacity=capacity, production=settings.production)
         return {"server_id": str(server.id), "region": server.region}
     return await in_transaction(settings, work)
 
@@ -136,7 +136,8 @@ async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> tuple[
 async def change_server(settings: Settings, server_id: str, **changes) -> dict:
     """`hostq servers update`: the server as `servers list` shows it, after the change."""
     async def work(session):
-        server = await update_server(session, settings.require_kek(), server_id, **changes)
+        server = await update_server(session, settings.require_kek(), server_id, production=settings.production,
+                                     **changes)
         return _server_line(server)
     return await in_transaction(settings, work)
 

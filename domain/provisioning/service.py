@@ -21,8 +21,13 @@ if TYPE_CHECKING:
     from domain.services.models import Service
 
 
-def _check_url(url: str) -> str:
-    """A WHM server's base URL: http(s)://host[:port][/path of a proxy] (the client adds /json-api/...)."""
+#: The hosts a plain-http WHM URL may name in production: the token never leaves the machine.
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _check_url(url: str, production: bool = False) -> str:
+    """A WHM server's base URL: http(s)://host[:port][/path of a proxy] (the client adds /json-api/...). In
+    production, https unless the WHM is on this machine: the token goes with every call."""
     if not url.startswith(("http://", "https://")):
         raise ValidationFailed(f"url {url!r} must start with http:// or https://")
     try:
@@ -38,6 +43,9 @@ def _check_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise ValidationFailed(f"url {url!r} must be a base URL without a query or fragment, e.g. "
                                "https://whm1.example:2087")
+    if production and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise ValidationFailed(f"url {url!r} is plain http: with HOSTQ_ENV=production the WHM token goes over https "
+                               "only (WHM's port 2087), or over http to a WHM on this machine (127.0.0.1, ::1)")
     return url.rstrip("/")
 
 
@@ -67,12 +75,14 @@ async def _refuse_taken_url(session: AsyncSession, url: str, server_id: uuid.UUI
 
 
 async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str, username: str, token: str,
-                     name: str | None = None, capacity: int = 500, unique_url: bool = True) -> WhmServer:
+                     name: str | None = None, capacity: int = 500, unique_url: bool = True,
+                     production: bool = False) -> WhmServer:
     """Register a WHM server in a region, its token sealed with the KEK; a URL already registered is a
-    Conflict (`unique_url=False`: `hostq dev`, whose fakes of earlier runs may have held the port)."""
+    Conflict (`unique_url=False`: `hostq dev`, whose fakes of earlier runs may have held the port). `production`
+    (HOSTQ_ENV): no plain-http URL to another machine."""
     if not rules.REGION.match(region):
         raise ValidationFailed(f"region {region!r} must be lower-case letters, digits and '-'")
-    url, capacity = _check_url(url), _check_capacity(capacity)
+    url, capacity = _check_url(url, production), _check_capacity(capacity)
     username, token = _not_blank("username", username), _not_blank("token", token)
     name = url if name is None else _not_blank("name", name)
     if unique_url:
@@ -88,16 +98,16 @@ async def add_server(session: AsyncSession, kek: bytes, *, region: str, url: str
 async def update_server(session: AsyncSession, kek: bytes, server_id: str | uuid.UUID, *, url: str | None = None,
                         username: str | None = None, token: str | None = None, name: str | None = None,
                         capacity: int | None = None, enabled: bool | None = None,
-                        unique_url: bool = True) -> WhmServer:
+                        unique_url: bool = True, production: bool = False) -> WhmServer:
     """Change a server's connection, capacity or whether it takes new orders (None: unchanged). Its region
     stays: its services live there. A capacity below its live services only stops new orders reaching it.
-    `unique_url` as in add_server."""
+    `unique_url` and `production` as in add_server."""
     parsed = server_id if isinstance(server_id, uuid.UUID) else parse_id(server_id)
     server = await session.get(WhmServer, parsed, with_for_update=True) if parsed else None
     if server is None:
         raise NotFound(f"no such server: {server_id}")
     if url is not None:
-        server.url = _check_url(url)
+        server.url = _check_url(url, production)
         if unique_url:
             await _refuse_taken_url(session, server.url, server.id)
     if username is not None:

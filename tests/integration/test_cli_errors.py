@@ -199,3 +199,17 @@ async def test_a_server_token_can_come_from_stdin_and_stays_out_of_the_process_l
     async with sessions() as session:
         assert server_token(settings.require_kek(), await session.get(WhmServer, uuid.UUID(server_id))) == \
             "from-stdin-2"
+
+
+def test_production_refuses_a_whm_reached_over_plain_http_from_another_machine(hostq_cmd, test_env, settings):
+    production = {**test_env, "HOSTQ_ENV": "production", "HOSTQ_PSP_WEBHOOK_SECRET": "a-real-secret"}
+    region = f"plain-{uuid.uuid4().hex[:6]}"
+    refused = _hostq(hostq_cmd, production, "servers", "add", "--region", region, "--url",
+                     f"http://whm-{region}.example:2086", "--username", "root", "--token", "t")
+    assert "is plain http" in _one_line(refused)
+    added = _hostq(hostq_cmd, production, "servers", "add", "--region", region, "--url",
+                   f"https://whm-{region}.example:2087", "--username", "root", "--token", "t")
+    assert added.returncode == 0, added.stderr
+    moved = _hostq(hostq_cmd, production, "servers", "update", "--server", json.loads(added.stdout)["server_id"],
+                   "--url", f"http://whm-{region}.example:2086")
+    assert "is plain http" in _one_line(moved)
