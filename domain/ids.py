@@ -22,8 +22,9 @@ def parse_id(value: str) -> uuid.UUID | None:
 
 def filter_id(value: str | None, field: str) -> uuid.UUID | None:
     """A list filter's id: None when not given; ValidationFailed naming `field` when it is not a UUID (a typo
-    answered with an empty list would read as "none exist")."""
-    if not value:
+    answered with an empty list would read as "none exist"), empty too (`?resource_id=`, an unset variable in the
+    caller's code: every row would read as that one's)."""
+    if value is None:
         return None
     if (found := parse_id(value)) is None:
         raise ValidationFailed(f"{field}: not an id", errors=[{"field": field, "message": "not an id (a UUID)"}])

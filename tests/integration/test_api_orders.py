@@ -199,9 +199,10 @@ async def test_a_customer_filter_that_is_not_an_id_matches_nothing(client, sessi
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
     await client.post("/v1/services", json=order_body(customer_id, plan, region))
-    refused = await client.get("/v1/services?customer_id=abc")  # a typo is not "this customer has none"
-    assert refused.status_code == 400 and refused.json()["errors"] == [
-        {"field": "customer_id", "message": "not an id (a UUID)"}], refused.text
+    for typo in ("abc", ""):  # a typo, or an unset variable, is not "this customer has none" nor "all of them"
+        refused = await client.get(f"/v1/services?customer_id={typo}")
+        assert refused.status_code == 400 and refused.json()["errors"] == [
+            {"field": "customer_id", "message": "not an id (a UUID)"}], refused.text
     assert len((await client.get(f"/v1/services?customer_id={customer_id}")).json()["data"]) == 1
 
 

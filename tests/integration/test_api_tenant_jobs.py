@@ -32,7 +32,8 @@ async def test_job_list_filters(client, sessions, settings):
     assert [j["id"] for j in one["data"]] == [orders[1]["job"]["id"]]
     assert (await client.get("/v1/jobs?status=succeeded")).json()["data"] == []
     for query, field in (("status=bogus", "status"), ("kind=provison.create", "kind"),
-                         ("resource_id=notauuid", "resource_id")):
+                         ("resource_id=notauuid", "resource_id"), ("resource_id=", "resource_id"),
+                         ("status=", "status")):
         refused = await client.get(f"/v1/jobs?{query}")
         assert refused.status_code == 400 and refused.json()["errors"][0]["field"] == field, refused.text
     page = (await client.get("/v1/jobs?limit=2")).json()
