@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import literal, select
+from sqlalchemy import literal, or_, select
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.provisioning.models import WhmServer
@@ -56,9 +56,9 @@ async def register_server(settings: Settings, *, region: str, url: str, username
 
 
 async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str, int]:
-    """How many live API keys and enabled WHM servers hold a secret this HOSTQ_KEK cannot open (sealed under
-    another: an earlier `hostq dev` started from another directory, say), of how many looked at (`checked`: up to
-    `limit` of each)."""
+    """How many live API keys and WHM servers in use (enabled, or disabled with services whose actions still run
+    there) hold a secret this HOSTQ_KEK cannot open (sealed under another: an earlier `hostq dev` started from
+    another directory, say), of how many looked at (`checked`: up to `limit` of each)."""
     from cryptography.exceptions import InvalidTag
 
     from domain.crypto import unseal
@@ -79,7 +79,8 @@ async def sealed_elsewhere(settings: Settings, limit: int = 10_000) -> dict[str,
         keys = (await session.execute(select(ApiKey.id, ApiKey.secret_encrypted)
                                       .where(ApiKey.revoked_at.is_(None)).limit(limit))).all()
         servers = (await session.execute(select(WhmServer.id, WhmServer.token_encrypted)
-                                         .where(WhmServer.enabled.is_(True)).limit(limit))).all()
+                                         .where(or_(WhmServer.enabled.is_(True), WhmServer.used > 0))
+                                         .limit(limit))).all()
         return {"keys": foreign(keys), "servers": foreign(servers), "checked": len(keys) + len(servers)}
     return await in_transaction(settings, work)
 

@@ -43,7 +43,15 @@ async def test_sealed_elsewhere_counts_the_secrets_another_kek_sealed(sessions, 
         await create_key(session, other_kek, tenant_id=tenant["tenant_id"], scopes=["jobs:read"])
         await add_server(session, other_kek, region=f"k{uuid.uuid4().hex[:6]}",
                          url=f"http://127.0.0.1:{free_port()}", username="root", token="t")
+        # disabled: no new orders, but its services' actions still call it
+        holding = await add_server(session, other_kek, region=f"k{uuid.uuid4().hex[:6]}",
+                                   url=f"http://127.0.0.1:{free_port()}", username="root", token="t")
+        holding.enabled, holding.used = False, 2
+        # disabled and empty: nothing will ever call it
+        idle = await add_server(session, other_kek, region=f"k{uuid.uuid4().hex[:6]}",
+                                url=f"http://127.0.0.1:{free_port()}", username="root", token="t")
+        idle.enabled = False
 
     after = await sealed_elsewhere(settings)
 
-    assert after == {"keys": before["keys"] + 1, "servers": before["servers"] + 1, "checked": before["checked"] + 3}
+    assert after == {"keys": before["keys"] + 1, "servers": before["servers"] + 2, "checked": before["checked"] + 4}
