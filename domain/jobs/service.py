@@ -89,7 +89,7 @@ async def undispatched_jobs(session: AsyncSession, grace_s: float, limit: int = 
 # A retrying job's message was due at next_attempt_at, or sent again at updated_at if later (mark_resent).
 _LAST_SENT = case((Job.status == rules.QUEUED, Job.dispatched_at),
                   (Job.status == rules.RETRYING, func.greatest(Job.next_attempt_at, Job.updated_at)),
-                  else_=Job.updated_at)
+                  else_=func.greatest(Job.updated_at, Job.dispatched_at))  # running: started, or sent again
 
 
 def _not_in(queues: Sequence[str]) -> list:
@@ -110,7 +110,8 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     unchanged for `running_after_s` (default `after_s`), which no attempt can legitimately take.
 
     A job sent again waits longer each time: `after_s`, or as long as it had already waited when last sent (since
-    first sent, or past its next attempt's due time), if longer (at most STALLED_BACKOFF_CAP). A region without a worker for
+    first sent, past its next attempt's due time, or since its attempt started), if longer (at most
+    STALLED_BACKOFF_CAP). A region without a worker for
     hours thus gets a few duplicates of each job, not one per job every `after_s` (a broker's memory filling with
     them).
 
@@ -129,6 +130,9 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     resent = func.coalesce(Job.updated_at, Job.created_at)
     overdue_for = resent - Job.next_attempt_at
     running_cutoff = now - timedelta(seconds=after_s if running_after_s is None else running_after_s)
+    # a running job: when last sent (mark_resent), and how long its attempt had run then (negative if never since)
+    sent = func.coalesce(Job.dispatched_at, Job.created_at)
+    running_for = sent - Job.updated_at
     # The IN is implied by the OR, but lets Postgres use the partial index of unfinished jobs (ix_jobs_unfinished).
     stalled = (Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
                or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff,
@@ -137,7 +141,8 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
                         resent < now - func.greatest(after, func.least(overdue_for, STALLED_BACKOFF_CAP))),
                    # its worker died between recording the failure and scheduling the retry
                    and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None), Job.updated_at < cutoff),
-                   and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff)),
+                   and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff,
+                        sent < now - func.greatest(after, func.least(running_for, STALLED_BACKOFF_CAP)))),
                *_not_in(skip_queues))
     # Each queue's longest-waiting first, the queues in turn: a region whose backlog fills more than a batch (no
     # worker for hours) takes no place from another region's lost message.
@@ -172,7 +177,8 @@ async def mark_resent(session: AsyncSession, sent: list[tuple[uuid.UUID, int]]) 
     sent_now = tuple_(Job.id, Job.round).in_(sent)
     await session.execute(update(Job).where(sent_now, Job.status == rules.QUEUED).values(dispatched_at=now))
     await _resent_retrying(session, sent_now, now)
-    await session.execute(update(Job).where(sent_now, Job.status == rules.RUNNING).values(updated_at=now))
+    # a running job keeps its attempt's start (updated_at): the backoff counts from it
+    await session.execute(update(Job).where(sent_now, Job.status == rules.RUNNING).values(dispatched_at=now))
 
 
 async def _resent_retrying(session: AsyncSession, sent_now, now: datetime) -> None:

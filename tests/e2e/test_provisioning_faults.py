@@ -536,7 +536,8 @@ def test_a_running_job_whose_worker_and_message_were_both_lost_is_sent_again(sta
         client.close()
     crash.start_worker()
     # Nothing can deliver it now; the row says running, unchanged for longer than an attempt may take.
-    _sql(settings, "UPDATE jobs SET updated_at = now() - interval '1 hour' WHERE id = $1", uuid.UUID(job_id))
+    _sql(settings, "UPDATE jobs SET updated_at = now() - interval '1 hour', dispatched_at = dispatched_at - interval "
+         "'1 hour' WHERE id = $1", uuid.UUID(job_id))  # (sent, then started, an hour ago)
     relay = GroupProcesses(stack.procs.hostq, stack.procs.env, stack.procs.logs)
     try:
         relay.start("relay", "relay")

@@ -181,10 +181,12 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
             status="retrying", attempts=1, next_attempt_at=long_ago, updated_at=long_ago - timedelta(seconds=30)))
         # Its worker and its message lost together: running, unchanged for longer than an attempt can run.
         await session.execute(update(Job).where(Job.id == running_id).values(
-            status="running", attempts=1, updated_at=now - timedelta(minutes=40)))
+            status="running", attempts=1, updated_at=now - timedelta(minutes=40),
+            dispatched_at=now - timedelta(minutes=41)))
         # Running for 15 min: past the 10 min window, not past the (here 30 min) longest attempt.
         await session.execute(update(Job).where(Job.id == busy_id).values(
-            status="running", attempts=1, updated_at=now - timedelta(minutes=15)))
+            status="running", attempts=1, updated_at=now - timedelta(minutes=15),
+            dispatched_at=now - timedelta(minutes=16)))
         # Its worker died after recording the failure, before the retry's time was written: no next_attempt_at.
         await session.execute(update(Job).where(Job.id == unscheduled_id).values(
             status="retrying", attempts=1, next_attempt_at=None, updated_at=long_ago))
@@ -203,8 +205,9 @@ async def test_jobs_whose_message_was_lost_are_sent_again_once_per_window(client
     assert queued.status == "queued" and queued.dispatched_at > long_ago + timedelta(minutes=19)
     # sent again now, for the attempt due 20 min ago (which the job still says)
     assert retrying.status == "retrying" and retrying.next_attempt_at == long_ago and retrying.updated_at > now
-    assert running.status == "running" and running.updated_at > now
-    assert busy.status == "running" and busy.updated_at > now
+    # sent again now; the attempt's start stays (the next send waits as long as it had run, at most an hour)
+    assert running.status == "running" and running.dispatched_at > now and running.updated_at < now
+    assert busy.status == "running" and busy.dispatched_at > now and busy.updated_at < now
 
 
 async def test_a_broker_that_lost_its_data_gets_its_queued_jobs_at_once_and_its_retrying_ones_when_due(
@@ -334,7 +337,8 @@ def _ago(minutes: float) -> datetime:
     return datetime.now(timezone.utc) - timedelta(minutes=minutes)
 
 
-async def _found_stalled(client, sessions, settings, rows: list[dict]) -> list[bool]:
+async def _found_stalled(client, sessions, settings, rows: list[dict], running_after_s: float | None = None
+                         ) -> list[bool]:
     """One order per row, its job's columns set to the row's values: which the stalled sweep (10 min) finds."""
     region, _ = await add_region(sessions, settings)
     customer_id, plan = await customer_and_plan(client)
@@ -344,7 +348,7 @@ async def _found_stalled(client, sessions, settings, rows: list[dict]) -> list[b
         for job_id, values in zip(ids, rows, strict=True):
             await session.execute(update(Job).where(Job.id == job_id).values(**values))
     async with session_scope(sessions) as session:
-        found = {job.id for job in await stalled_jobs(session, 600, limit=100_000)}
+        found = {job.id for job in await stalled_jobs(session, 600, running_after_s, limit=100_000)}
     return [job_id in found for job_id in ids]
 
 
@@ -404,6 +408,18 @@ async def test_a_retrying_job_sent_again_waits_longer_each_time(client, sessions
         {"status": "retrying", "attempts": 1, "next_attempt_at": _ago(due), "updated_at": _ago(sent),
          "dispatched_at": _ago(300)}  # (set, or the API marking it sent would lock it as the sweep looks)
         for due, sent in rows]) == [True, True, False, False, True, False]
+
+
+async def test_a_running_job_sent_again_waits_longer_each_time(client, sessions, settings):
+    """A job left running by a dead worker in a region with no other worker: sent again once its attempt is older
+    than the longest one can run (here 30 min), then after as long as it had run when last sent (at most an
+    hour)."""
+    # (attempt started, last sent): before it started; 1 min ago, after 40 min; 55 min ago, after 45 min; 30 min
+    # ago, after 70 min; an attempt of 20 min only
+    rows = [(40, 45), (41, 1), (100, 55), (100, 30), (20, 25)]
+    assert await _found_stalled(client, sessions, settings, [
+        {"status": "running", "attempts": 1, "updated_at": _ago(started), "dispatched_at": _ago(sent)}
+        for started, sent in rows], running_after_s=1800) == [True, False, True, False, False]
 
 
 @pytest.mark.parametrize("first", ["relay", "resend_lost"])
