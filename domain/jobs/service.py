@@ -102,6 +102,12 @@ def _not_in(queues: Sequence[str]) -> list:
 STALLED_BACKOFF_CAP = timedelta(hours=1)
 
 
+def _due_again(now: datetime, after: timedelta, last_sent, waited):
+    """The condition that a job last sent at `last_sent`, having waited `waited` by then, waited long enough since:
+    `after`, or as long as `waited` if longer (at most STALLED_BACKOFF_CAP)."""
+    return last_sent < now - func.greatest(after, func.least(waited, STALLED_BACKOFF_CAP))
+
+
 async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: float | None = None,
                        limit: int = 500, skip_queues: Sequence[str] = ()) -> list[Job]:
     """Jobs the broker should have delivered more than `after_s` ago and has not: `queued` and sent, with no
@@ -111,9 +117,8 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
 
     A job sent again waits longer each time: `after_s`, or as long as it had already waited when last sent (since
     first sent, past its next attempt's due time, or since its attempt started), if longer (at most
-    STALLED_BACKOFF_CAP). A region without a worker for
-    hours thus gets a few duplicates of each job, not one per job every `after_s` (a broker's memory filling with
-    them).
+    STALLED_BACKOFF_CAP). A region without a worker for hours thus gets a few duplicates of each job, not one per
+    job every `after_s` (a broker's memory filling with them).
 
     Their message was lost (a broker that restarted without its data, a re-send that failed, a running
     attempt's worker and its message lost together, its outcome never recorded), or they wait behind a long
@@ -124,25 +129,24 @@ async def stalled_jobs(session: AsyncSession, after_s: float, running_after_s: f
     now = datetime.now(timezone.utc)
     after = timedelta(seconds=after_s)
     cutoff = now - after
-    # how long the job had been waiting since its first send (mark_dispatched) when last sent
-    queued_for = Job.dispatched_at - func.coalesce(Job.updated_at, Job.created_at)
-    # a retrying job: when last sent again (mark_resent), and how far past due it was then (negative if never)
-    resent = func.coalesce(Job.updated_at, Job.created_at)
-    overdue_for = resent - Job.next_attempt_at
     running_cutoff = now - timedelta(seconds=after_s if running_after_s is None else running_after_s)
-    # a running job: when last sent (mark_resent), and how long its attempt had run then (negative if never since)
+    # When each was last sent, and how long it had waited by then (negative: not since that wait began):
+    # a queued job, since its first send (mark_dispatched, which sets its updated_at)
+    queued = (Job.dispatched_at, Job.dispatched_at - func.coalesce(Job.updated_at, Job.created_at))
+    # a retrying one, when sent again (mark_resent, which sets its updated_at) past its due time
+    resent = func.coalesce(Job.updated_at, Job.created_at)
+    retrying = (resent, resent - Job.next_attempt_at)
+    # a running one, when sent again (mark_resent, which sets its dispatched_at) since its attempt started
     sent = func.coalesce(Job.dispatched_at, Job.created_at)
-    running_for = sent - Job.updated_at
+    running = (sent, sent - Job.updated_at)
     # The IN is implied by the OR, but lets Postgres use the partial index of unfinished jobs (ix_jobs_unfinished).
     stalled = (Job.status.in_((rules.QUEUED, rules.RETRYING, rules.RUNNING)),
-               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff,
-                        Job.dispatched_at < now - func.greatest(after, func.least(queued_for, STALLED_BACKOFF_CAP))),
-                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff,
-                        resent < now - func.greatest(after, func.least(overdue_for, STALLED_BACKOFF_CAP))),
+               or_(and_(Job.status == rules.QUEUED, Job.dispatched_at < cutoff, _due_again(now, after, *queued)),
+                   and_(Job.status == rules.RETRYING, Job.next_attempt_at < cutoff, _due_again(now, after, *retrying)),
                    # its worker died between recording the failure and scheduling the retry
                    and_(Job.status == rules.RETRYING, Job.next_attempt_at.is_(None), Job.updated_at < cutoff),
                    and_(Job.status == rules.RUNNING, Job.updated_at < running_cutoff,
-                        sent < now - func.greatest(after, func.least(running_for, STALLED_BACKOFF_CAP)))),
+                        _due_again(now, after, *running))),
                *_not_in(skip_queues))
     # Each queue's longest-waiting first, the queues in turn: a region whose backlog fills more than a batch (no
     # worker for hours) takes no place from another region's lost message.
