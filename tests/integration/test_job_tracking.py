@@ -476,13 +476,22 @@ async def test_an_outcome_that_cannot_be_recorded_is_retried_not_lost(worker_bro
     assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "succeeded", None)]
 
 
-async def test_an_unrecorded_outcome_of_a_locked_service_is_retried_at_once(worker_broker, sessions, monkeypatch):
+async def test_an_unrecorded_outcome_of_a_locked_service_is_retried_at_once(worker_broker, sessions, settings,
+                                                                             monkeypatch):
     """As above, for a job holding its service's lock: its worker is alive and the attempt young, yet the next
-    delivery must not wait for it as one still running (the worker said in Redis that it ended)."""
+    delivery must not wait for it as one still running: the worker said in Redis that it ended, for a delivery on
+    any worker (this one also knows it runs it no more)."""
     _cut_the_first_success_of_each_job(monkeypatch)
-    job = await _run(sessions, worker_broker, ["ok"], max_attempts=3, resource_id=uuid.uuid4())
+    resource_id = uuid.uuid4()
+    job = await _run(sessions, worker_broker, ["ok"], max_attempts=3, resource_id=resource_id)
     assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"done": 2}), job.error_message
     assert await _attempts(sessions, job.id) == [(1, "retrying", "worker_lost"), (2, "succeeded", None)]
+    redis = PipelinedRedis(settings.redis_url)
+    try:
+        ended = f"{settings.namespace}-tracking:lock:service:{resource_id}:ended:{job.id}:1:1"
+        assert await redis.call("EXISTS", ended) == 1
+    finally:
+        await redis.aclose()
 
 
 async def test_a_duplicate_delivered_while_the_lock_is_lost_waits_for_the_live_attempt(
