@@ -154,36 +154,45 @@ class JobStateMiddleware(dramatiq.Middleware):
                          "service's lock was lost): sent again for later", job_id, started.worker)
                 return BUSY
             ticket, row = started
-            recorded = False
             self._live.add(ticket)
             try:
-                try:
-                    result = await work(Attempt(db, job_id, resource_id, row or None, ticket))
-                except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-                    failed = await self._failed(ticket, exc)
-                    recorded = True
-                    self._note_outcome(str(job_id), failed)
-                    if failed is not None and failed.status == rules.RETRYING and (wait := rules.last_attempt_waits(
-                            failed.attempt, failed.max_attempts, failed.error.settles_at, datetime.now(timezone.utc))):
-                        # the last attempt waits for the doubt to settle: Retries takes a Retry's delay over its
-                        # backoff
-                        raise dramatiq.Retry(str(exc), delay=int(wait.total_seconds() * 1000)) from exc
-                    raise
-                finish, args = sql.finish, ()
-                if isinstance(result, tracking.Outcome):
-                    finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
-                await tracking.finish_success(db, ticket, result if isinstance(result, dict) else None,
-                                              sql=finish, resource_id=resource_id, args=args)
-                return result
-            except BaseException:
-                if not recorded and isinstance(held, RedisLock):  # the job row still says running: say it ended
-                    await _say_ended(held, ticket, self._longest_attempt)
-                raise
+                return await self._run(Attempt(db, job_id, resource_id, row or None, ticket), work, sql, held)
             finally:
                 self._live.discard(ticket)
         finally:
             if held is not True:
                 self._keeper.let_go(held)
+
+    async def _run(self, attempt: Attempt, work: Work, sql: Statements, held: RedisLock | bool) -> object:
+        """The started attempt's work, and its outcome recorded in the job row."""
+        ticket = attempt.ticket
+        try:
+            result = await work(attempt)
+        except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
+            failed = await self._recorded(self._failed(ticket, exc), ticket, held)
+            self._note_outcome(str(attempt.job_id), failed)
+            if failed is not None and failed.status == rules.RETRYING and (wait := rules.last_attempt_waits(
+                    failed.attempt, failed.max_attempts, failed.error.settles_at, datetime.now(timezone.utc))):
+                # the last attempt waits for the doubt to settle: Retries takes a Retry's delay over its backoff
+                raise dramatiq.Retry(str(exc), delay=int(wait.total_seconds() * 1000)) from exc
+            raise
+        finish, args = sql.finish, ()
+        if isinstance(result, tracking.Outcome):
+            finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
+        await self._recorded(tracking.finish_success(attempt.db, ticket, result if isinstance(result, dict) else None,
+                                                     sql=finish, resource_id=attempt.resource_id, args=args),
+                             ticket, held)
+        return result
+
+    async def _recorded(self, recording: Awaitable, ticket: tracking.Ticket, held: RedisLock | bool):
+        """What recording the attempt's outcome gives; when it fails (the database unreachable as the attempt
+        ended), the job row still says running: say in Redis that the attempt ended (_say_ended), then raise."""
+        try:
+            return await recording
+        except BaseException:
+            if isinstance(held, RedisLock):
+                await _say_ended(held, ticket, self._longest_attempt)
+            raise
 
     def _note_outcome(self, job_id: str, outcome: tracking.FailedAttempt | None) -> None:
         self._outcomes.pop(job_id, None)  # re-inserted last: the dict's order is the age of its entries
