@@ -140,11 +140,12 @@ class JobStateMiddleware(dramatiq.Middleware):
         db = await self._db().get()
         if resource_id is None:  # a message sent before resource ids travelled as an argument
             resource_id = await db.fetchval("SELECT resource_id FROM jobs WHERE id = $1", job_id)
-        held = await self._lock(broker, resource_id)
+        holder = self._holder(broker)
+        held = await self._lock(holder, resource_id)
         if held is None:
             return BUSY
         try:
-            started = await self._start(broker, db, job_id, resource_id, sql, held)
+            started = await self._start(holder, db, job_id, resource_id, sql, held)
             if started is None:
                 return SKIPPED
             if isinstance(started, tracking.NotDue):
@@ -169,7 +170,7 @@ class JobStateMiddleware(dramatiq.Middleware):
         try:
             result = await work(attempt)
         except BaseException as exc:  # CancelledError too: a time limit or shutdown interrupted it
-            failed = await self._recorded(self._failed(ticket, exc), ticket, held)
+            failed = await self._or_say_ended(self._failed(ticket, exc), ticket, held)
             self._note_outcome(str(attempt.job_id), failed)
             if failed is not None and failed.status == rules.RETRYING and (wait := rules.last_attempt_waits(
                     failed.attempt, failed.max_attempts, failed.error.settles_at, datetime.now(timezone.utc))):
@@ -179,16 +180,17 @@ class JobStateMiddleware(dramatiq.Middleware):
         finish, args = sql.finish, ()
         if isinstance(result, tracking.Outcome):
             finish, args, result = tracking.finish_sql(result.completes), result.args, result.result
-        await self._recorded(tracking.finish_success(attempt.db, ticket, result if isinstance(result, dict) else None,
-                                                     sql=finish, resource_id=attempt.resource_id, args=args),
-                             ticket, held)
+        await self._or_say_ended(tracking.finish_success(
+            attempt.db, ticket, result if isinstance(result, dict) else None, sql=finish,
+            resource_id=attempt.resource_id, args=args), ticket, held)
         return result
 
-    async def _recorded(self, recording: Awaitable, ticket: tracking.Ticket, held: RedisLock | bool):
-        """What recording the attempt's outcome gives; when it fails (the database unreachable as the attempt
-        ended), the job row still says running: say in Redis that the attempt ended (_say_ended), then raise."""
+    async def _or_say_ended(self, step: Awaitable, ticket: tracking.Ticket, held: RedisLock | bool):
+        """What `step` gives, a step taken while the attempt is open in the job row (loading its resource,
+        recording its outcome); when it fails (the database unreachable), the job row still says running: say in
+        Redis that the attempt ended (_say_ended), then raise."""
         try:
-            return await recording
+            return await step
         except BaseException:
             if isinstance(held, RedisLock):
                 await _say_ended(held, ticket, self._longest_attempt)
@@ -200,11 +202,10 @@ class JobStateMiddleware(dramatiq.Middleware):
         while len(self._outcomes) > OUTCOMES_KEPT:
             del self._outcomes[next(iter(self._outcomes))]
 
-    async def _lock(self, broker, resource_id: uuid.UUID | None) -> RedisLock | bool | None:
+    async def _lock(self, holder: Holder, resource_id: uuid.UUID | None) -> RedisLock | bool | None:
         """Take the resource's lock and keep it renewed; None while a live worker holds it, True if none is needed."""
         if self._locks is None or resource_id is None:
             return True
-        holder = self._holder(broker)
         lock = self._locks(str(resource_id), holder.owner)
         dead_before = int(time.time() * 1000) - holder.timeout_ms
         try:
@@ -219,14 +220,13 @@ class JobStateMiddleware(dramatiq.Middleware):
         self._keeper.hold(lock)
         return lock
 
-    async def _start(self, broker, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None,
+    async def _start(self, holder: Holder, db: asyncpg.Pool, job_id: uuid.UUID, resource_id: uuid.UUID | None,
                      sql: Statements, held: RedisLock | bool) -> Started:
         """Start the attempt: its Ticket and the row it loads (`()` if none); None when the job should not run,
         NotDue or StillRunning when it should later.
 
         The common case is one statement that also loads the resource; every other state goes through the ORM.
         """
-        holder = self._holder(broker)
         row = await tracking.start_fresh(db, job_id, sql=sql.start, resource_id=resource_id, worker=holder.owner)
         if row is None:
             still_running = self._still_running(holder, held) if isinstance(held, RedisLock) else None
@@ -235,12 +235,9 @@ class JobStateMiddleware(dramatiq.Middleware):
                 if started is None or isinstance(started, (tracking.NotDue, tracking.StillRunning)):
                     return started
                 ticket = tracking.Ticket(job_id, started.round, started.attempts)
-            try:
-                return ticket, (await db.fetchrow(sql.loads, resource_id) or () if sql.loads else ())
-            except BaseException:  # the attempt is open in the job row: say it ended, as one whose outcome was lost
-                if isinstance(held, RedisLock):
-                    await _say_ended(held, ticket, self._longest_attempt)
-                raise
+            if not sql.loads:
+                return ticket, ()
+            return ticket, (await self._or_say_ended(db.fetchrow(sql.loads, resource_id), ticket, held) or ())
         ticket = tracking.Ticket(job_id, row["hostq_round"], row["hostq_attempt"])
         return ticket, (row if sql.loads and row["id"] is not None else ())  # id NULL: the resource is gone
 

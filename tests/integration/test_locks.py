@@ -128,7 +128,7 @@ async def test_a_lock_whose_answer_was_lost_is_let_go_not_left_held(redis, key):
     middleware = JobStateMiddleware(sessions=None, db=None, locks=lambda _resource, owner: AnswerLost(
         redis, key, 60_000, owner), holder=lambda _broker: Holder("worker-1", f"{key}:beats", 30_000))
     with pytest.raises(TimeoutError):
-        await middleware._lock(None, uuid.uuid4())
+        await middleware._lock(middleware._holder(None), uuid.uuid4())
     await middleware._keeper.drain()
     assert await redis.call("GET", key) is None
 
