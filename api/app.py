@@ -29,7 +29,7 @@ from domain.settings import Settings
 DESCRIPTION = """\
 The hostq reseller API: your customers, your plans, the hosting services you sell them, and the jobs that do
 the slow work (WHM provisioning). JSON in and out (`application/json`, UTF-8); ids are UUIDs, times RFC 3339
-in UTC, money integer cents with an ISO 4217 `currency`.
+in UTC to the whole second (`2026-11-22T15:04:05Z`), money integer cents with an ISO 4217 `currency`.
 
 ## Authentication
 

@@ -7,10 +7,16 @@ from datetime import datetime, timezone
 import msgspec
 
 
-def rfc3339(value: datetime | None) -> str | None:
-    """`value` in UTC as the API's JSON has it (`2026-11-22T15:04:05.123456Z`); None stays None.
+def to_second(value: datetime | None) -> datetime | None:
+    """`value` without its fraction of a second: the API shows whole seconds, as api-v1.md's example
+    (`2026-11-22T15:04:05Z`) and Stripe's timestamps do; a client that parses exactly that form must not fail."""
+    return value.replace(microsecond=0) if value is not None else None
 
-    The API's bodies are msgspec Structs whose datetimes msgspec encodes: its own conversion is used here, so the
-    command line and the logs cannot drift from the API's form.
+
+def rfc3339(value: datetime | None) -> str | None:
+    """`value` in UTC as the API's JSON has it (`2026-11-22T15:04:05Z`); None stays None.
+
+    The API's bodies are msgspec Structs whose datetimes (each passed through to_second) msgspec encodes: its own
+    conversion is used here, so the command line and the logs cannot drift from the API's form.
     """
-    return msgspec.to_builtins(value.astimezone(timezone.utc)) if value is not None else None
+    return msgspec.to_builtins(to_second(value.astimezone(timezone.utc))) if value is not None else None

@@ -10,6 +10,7 @@ import msgspec
 
 from domain.catalog.models import Plan as PlanRow
 from domain.catalog.service import MAX_CENTS
+from domain.times import to_second
 
 
 class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,7 +40,7 @@ class Plan(msgspec.Struct):
     @classmethod
     def of(cls, row: PlanRow) -> "Plan":
         return cls(id=row.id, code=row.code, name=row.name, whm_package=row.whm_package, currency=row.currency,
-                   prices=dict(row.prices), created_at=row.created_at)
+                   prices=dict(row.prices), created_at=to_second(row.created_at))
 
 
 class PlanList(msgspec.Struct):

@@ -9,6 +9,7 @@ from typing import Annotated
 import msgspec
 
 from domain.customers.models import Customer as CustomerRow
+from domain.times import to_second
 
 
 class CustomerCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -43,8 +44,8 @@ class Customer(msgspec.Struct):
     @classmethod
     def of(cls, row: CustomerRow) -> "Customer":
         return cls(id=row.id, name=row.name, email=row.email, phone=row.phone, document=row.document,
-                   channels=list(row.channels), external_id=row.external_id, created_at=row.created_at,
-                   erased_at=row.erased_at)
+                   channels=list(row.channels), external_id=row.external_id, created_at=to_second(row.created_at),
+                   erased_at=to_second(row.erased_at))
 
 
 class CustomerList(msgspec.Struct):

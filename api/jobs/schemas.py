@@ -9,6 +9,7 @@ from typing import Annotated
 import msgspec
 
 from domain.jobs.models import Job as JobRow
+from domain.times import to_second
 
 
 class JobError(msgspec.Struct):
@@ -64,8 +65,9 @@ class Job(msgspec.Struct):
     def of(cls, row: JobRow) -> "Job":
         return cls(
             id=row.id, kind=row.kind, status=row.status, attempts=row.attempts, max_attempts=row.max_attempts,
-            created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at,
-            next_attempt_at=row.next_attempt_at,
+            created_at=to_second(row.created_at), started_at=to_second(row.started_at),
+            finished_at=to_second(row.finished_at),
+            next_attempt_at=to_second(row.next_attempt_at),
             resource=JobResource(type=row.resource_type, id=row.resource_id) if row.resource_id else None,
             error=JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None,
             result=row.result, request_id=row.request_id)

@@ -10,6 +10,7 @@ import msgspec
 
 from api.jobs.schemas import Job
 from domain.services.models import Service as ServiceRow
+from domain.times import to_second
 
 
 class ServiceOrder(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,7 +55,7 @@ class Service(msgspec.Struct):
         return cls(id=row.id, customer_id=row.customer_id, plan=row.plan_code, domain=row.domain, region=row.region,
                    billing_cycle=row.billing_cycle, status=row.status, username=row.username,
                    server_id=row.server_id, next_due_date=row.next_due_date, suspended_reason=row.suspended_reason,
-                   last_job_id=row.last_job_id, created_at=row.created_at)
+                   last_job_id=row.last_job_id, created_at=to_second(row.created_at))
 
 
 class Accepted(msgspec.Struct):

@@ -240,7 +240,10 @@ async def rotate_key(session: AsyncSession, kek: bytes, key_id: uuid.UUID, *,
     if key.revoked_at is not None:
         raise InvalidState(f"API key {key_id} is revoked")
     signing_secret = "hqs_" + secrets.token_urlsafe(32)
-    valid_until = datetime.now(timezone.utc) + grace if grace else None
+    valid_until = None
+    if grace:  # to the next whole second: the time shown (domain/times.py) is then exactly the one kept
+        valid_until = datetime.now(timezone.utc) + grace
+        valid_until = valid_until.replace(microsecond=0) + timedelta(seconds=1 if valid_until.microsecond else 0)
     key.previous_secret_encrypted = key.secret_encrypted if valid_until else None
     key.previous_expires_at = valid_until
     key.secret_encrypted = seal(kek, signing_secret, context=key.id.bytes)

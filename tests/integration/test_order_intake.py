@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
@@ -194,9 +195,11 @@ async def test_an_order_records_the_rows_the_orm_path_recorded(client, tenant, s
         tenant["tenant_id"], "service", service.id, {}, "order-rows")
     assert (job.result, job.error_code, job.error_message, job.started_at, job.finished_at, job.next_attempt_at,
             job.updated_at) == (None,) * 7
-    # The answer is what was stored.
-    assert _instant(answer["service"]["created_at"]) == service.created_at
-    assert _instant(answer["job"]["created_at"]) == job.created_at
+    # The answer is what was stored, to the whole second as api-v1.md writes times (`2026-11-22T15:04:05Z`).
+    for shown, stored in ((answer["service"]["created_at"], service.created_at),
+                          (answer["job"]["created_at"], job.created_at)):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", shown), shown
+        assert _instant(shown) == stored.replace(microsecond=0)
     assert answer["service"]["next_due_date"] == service.next_due_date.isoformat()
 
 
