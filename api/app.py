@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.types import Message, Scope
 
-from api import deps, openapi, problems
+from api import deps, openapi, problems, strict_body
 from api.access_log import STATUS_KEY
 from api.auth import MAX_BODY, RATE_LIMIT_HEADERS
 from api.catalog.controller import PlanController
@@ -53,9 +53,11 @@ The key decides the tenant, and a tenant sees only its own rows. An id that belo
 
 ## Requests, answers and jobs
 
-Request bodies are strict: an unknown field, a wrong type or a value outside its rule is 400
-`validation_error`, and so is a body sent with a GET or DELETE (none takes one). Slow work answers `202 Accepted` with the job and `Location: /v1/jobs/<id>`; poll the job
-until it is `succeeded`, `failed` or `cancelled`. Asking for an action on a service while the same kind of
+Request bodies are strict: an unknown field, a wrong type (a number sent as a string too) or a value outside its
+rule is 400 `validation_error`, and so is a body sent with a GET or DELETE (none takes one), a query parameter
+the route does not take (a misspelt filter never widens a list) or one given twice. Slow work answers
+`202 Accepted` with the job and `Location: /v1/jobs/<id>`; poll the job until it is `succeeded`, `failed` or
+`cancelled`. Asking for an action on a service while the same kind of
 job is in flight for it returns that job (202, same id), never a second one.
 
 Every response carries `X-Request-Id`: yours when you send one of 1..128 printable ASCII characters, else
@@ -149,7 +151,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
 
     v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
                                     JobController, TenantController],
-                middleware=[V1Edge()], security=[{"signedRequest": []}])
+                middleware=[V1Edge()], security=[{"signedRequest": []}], before_request=strict_body.check)
     add_fallbacks(v1)  # unknown /v1 paths and methods are authenticated too (401 before their 404 or 405)
     app = Litestar(
         route_handlers=[v1, live, ready],

@@ -341,3 +341,46 @@ async def test_an_action_without_fields_refuses_a_body_with_some(client, session
             Job.resource_id == uuid.UUID(service_id))) == 1  # only the order's create
     same = await client.post(f"/v1/provision/{service_id}", json={})  # `{}` is no fields: the create in flight
     assert same.status_code == 202 and same.json()["job"]["id"] == order["job"]["id"], same.text
+
+
+async def test_a_value_of_another_json_type_is_refused_not_converted(client):
+    """Bodies are strict JSON: a number sent as a string (or as a float) is a 400 naming the field, and creates
+    nothing, rather than being read as the number it spells."""
+    body = {"code": "strict", "name": "Strict", "whm_package": "basic"}
+    for price in ("100", "1e3", 100.0, True):
+        refused = await client.post("/v1/plans", json={**body, "prices": {"monthly": price}})
+        assert refused.status_code == 400 and refused.json()["code"] == "validation_error", (price, refused.text)
+        assert [e["field"] for e in refused.json()["errors"]] == ["prices"], refused.json()
+    assert (await client.get("/v1/plans")).json()["data"] == []
+    before = (await client.get("/v1/tenant")).json()
+    refused = await client.patch("/v1/tenant", json={"lead_days": "5"})
+    assert refused.status_code == 400 and refused.json()["errors"] == [
+        {"field": "lead_days", "message": "Expected `int`, got `str`"}], refused.text
+    assert (await client.get("/v1/tenant")).json() == before
+    created = await client.post("/v1/plans", json={**body, "prices": {"monthly": 100}})
+    assert created.status_code == 201 and created.json()["prices"] == {"monthly": 100}, created.text
+
+
+async def test_a_query_parameter_a_list_does_not_take_or_given_twice_is_refused(client, sessions, settings):
+    """A typo of a filter must not answer with every row (Stripe: "Received unknown parameter"), nor a filter given
+    twice with the rows of one of its values."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    assert (await client.post("/v1/services", json=order_body(customer_id, plan, region))).status_code == 202
+    typo = await client.get(f"/v1/services?customer={uuid.uuid4()}")
+    assert typo.status_code == 400 and typo.json()["errors"] == [
+        {"field": "customer", "message": "not a parameter of this request"}], typo.text
+    twice = await client.get("/v1/jobs?status=queued&status=failed")
+    assert twice.status_code == 400 and twice.json()["errors"] == [
+        {"field": "status", "message": "given more than once"}], twice.text
+    job_id = (await client.get("/v1/jobs")).json()["data"][0]["id"]
+    for path in (f"/v1/jobs/{job_id}?expand=resource", f"/v1/jobs/{job_id}?job_id={job_id}"):
+        refused = await client.get(path)
+        assert refused.status_code == 400 and refused.json()["code"] == "validation_error", (path, refused.text)
+    assert (await client.get("/v1/nothing?x=1")).status_code == 404  # an unknown route stays a 404
+    assert (await client.post(f"/v1/jobs/{job_id}?x=1")).status_code == 405
+    # what each route takes still works
+    listed = await client.get(f"/v1/services?customer_id={customer_id}&status=provisioning&limit=1")
+    assert listed.status_code == 200 and len(listed.json()["data"]) == 1, listed.text
+    assert (await client.get("/v1/jobs?status=queued&kind=provision.create&limit=5")).status_code == 200
+    assert (await client.get("/v1/customers?limit=5")).status_code == 200
