@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
+import pycountry
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,7 +30,7 @@ def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: d
         errors.append({"field": "name", "message": "must not be empty"})
     if not whm_package.strip():
         errors.append({"field": "whm_package", "message": "must not be empty"})
-    if not re.fullmatch(r"[A-Z]{3}", currency):
+    if not re.fullmatch(r"[A-Z]{3}", currency) or pycountry.currencies.get(alpha_3=currency) is None:
         errors.append({"field": "currency", "message": "an ISO 4217 code such as BRL"})
     unknown = sorted(set(prices) - set(BILLING_CYCLES))
     if unknown or not prices:

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.catalog.models import Plan
 from domain.catalog.service import plan_by_code
 from domain.customers.service import customer_erased
 from domain.errors import Conflict, InvalidState, NoCapacity, NotFound, ValidationFailed
@@ -31,6 +32,11 @@ async def _plan(session: AsyncSession, service: Service, code: str | None):
         raise ValidationFailed("plan: no such plan", errors=[{"field": "plan", "message": "no such plan"}])
     if service.billing_cycle not in (target.prices or {}):  # as an order in that cycle would be refused
         message = f"plan {target.code!r} is not sold {service.billing_cycle}, the service's billing cycle"
+        raise ValidationFailed(f"plan: {message}", errors=[{"field": "plan", "message": message}])
+    current = await session.get(Plan, service.plan_id) if service.plan_id else None
+    if current is not None and current.currency != target.currency:  # its invoices would change currency
+        message = (f"plan {target.code!r} is priced in {target.currency}; the service is billed in "
+                   f"{current.currency}, its plan's currency")
         raise ValidationFailed(f"plan: {message}", errors=[{"field": "plan", "message": message}])
     return target
 

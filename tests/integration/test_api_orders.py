@@ -167,8 +167,16 @@ async def test_plans(client):
             {"field": "prices", "message": "prices are integer cents from 0 to 99999999"}], huge.text
     most = await client.post("/v1/plans", json={**body, "code": "y", "prices": {"monthly": 99_999_999}})
     assert most.status_code == 201, most.text
+    usd = await client.post("/v1/plans", json={**body, "code": "usd", "currency": "USD"})
+    assert usd.status_code == 201 and usd.json()["currency"] == "USD", usd.text
+    for currency in ("XYZ", "brl", "BR"):  # shaped like a code but not one of ISO 4217's, or not shaped like one
+        odd = await client.post("/v1/plans", json={**body, "code": "odd", "currency": currency})
+        assert odd.status_code == 400 and [e["field"] for e in odd.json()["errors"]] == ["currency"], odd.text
+    assert odd.json()["errors"][0]["message"] == "Expected `str` matching regex '^[A-Z]{3}$'"  # the schema's rule
+    unknown = await client.post("/v1/plans", json={**body, "code": "odd", "currency": "XYZ"})
+    assert unknown.json()["errors"] == [{"field": "currency", "message": "an ISO 4217 code such as BRL"}], unknown.text
     listed = (await client.get("/v1/plans")).json()["data"]
-    assert [p["code"] for p in listed] == ["y", "pro"]
+    assert [p["code"] for p in listed] == ["usd", "y", "pro"]
 
 
 async def test_jobs_of_another_tenant_are_404(app, client, sessions, settings):
@@ -321,6 +329,12 @@ async def test_asking_for_another_plan_while_a_plan_change_is_in_flight_is_a_con
     unsold = await client.post(path, json={"plan": annual["code"]})  # the service is monthly
     assert unsold.status_code == 400 and unsold.json()["errors"] == [
         {"field": "plan", "message": f"plan {annual['code']!r} is not sold monthly, the service's billing cycle"}]
+    dollars = (await client.post("/v1/plans", json={"code": f"d{uuid.uuid4().hex[:6]}", "name": "D", "currency": "USD",
+                                                    "whm_package": "pro", "prices": {"monthly": 500}})).json()
+    other_currency = await client.post(path, json={"plan": dollars["code"]})  # the service is billed in BRL
+    assert other_currency.status_code == 400 and other_currency.json()["errors"] == [
+        {"field": "plan", "message": f"plan {dollars['code']!r} is priced in USD; the service is billed in BRL, its "
+                                     "plan's currency"}], other_currency.text
     assert (await client.post(path, json={"plan": third})).status_code == 409
 
 
