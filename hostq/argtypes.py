@@ -26,3 +26,15 @@ def region(value: str) -> str:
     if not REGION.match(value):
         raise argparse.ArgumentTypeError(f"must be lower-case letters, digits and '-', got {value!r}")
     return value
+
+
+def regions(value: str) -> list[str]:
+    """One or more region names, comma-separated, each once (`hostq dev --regions us,eu`)."""
+    names = [name.strip() for name in value.split(",")]
+    for name in names:
+        if not REGION.match(name):
+            raise argparse.ArgumentTypeError(f"each region must be lower-case letters, digits and '-', got {name!r}")
+    if len(set(names)) < len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise argparse.ArgumentTypeError(f"region {twice!r} is given more than once")
+    return names

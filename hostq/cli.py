@@ -168,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="the fake mail server's SMTP port (default: 1025); HOSTQ_SMTP_URL is set to it")
     dev.add_argument("--mail-port", type=argtypes.port, default=8025,
                      help="the fake mail server's HTTP port, for its messages (default: 8025)")
-    dev.add_argument("--regions", default="us",
+    dev.add_argument("--regions", type=argtypes.regions, default=["us"],
                      help="comma-separated regions, each with its own fake WHM and worker (default: us)")
     dev.set_defaults(run=_dev)
 

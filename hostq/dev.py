@@ -245,7 +245,7 @@ def run_dev(args) -> None:
     the others (the fake WHM and its accounts among them) go on."""
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
-    regions = [r.strip() for r in args.regions.split(",") if r.strip()]
+    regions = args.regions  # argtypes.regions: one or more, each once
     whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
     # The API and workers talk to this run's fakes, whatever HOSTQ_PSP_URL and HOSTQ_SMTP_URL said.
     os.environ["HOSTQ_PSP_URL"] = f"http://127.0.0.1:{args.psp_port}"
