@@ -77,7 +77,7 @@ async def drop_connection(send: Callable) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"1024")]})
         return
     sock = transport.get_extra_info("socket")
-    if sock is not None:
+    if sock is not None and sock.fileno() >= 0:  # -1: the client has gone already, nothing to reset
         # SO_LINGER 0 makes close() send RST instead of FIN: a reset, not a clean close.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()

@@ -195,10 +195,14 @@ _CONTROL_KEYS = {"faults": frozenset({"function", "mode", "times", "hold_s", "re
                  "latency": frozenset({"function", "seconds"})}
 
 
+#: The longest latency or hold a control request may set (a day): 1e308 s would hold a call, and its name, for good.
+LONGEST_S = 86_400
+
+
 def _at_least(value: Any, least: float, name: str) -> float:
-    """A control request's number, refused (400) when it is not one or is below `least`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-        raise ValueError(f'"{name}" must be a number, {least:g} or more, got {value!r}')
+    """A control request's number, refused (400) when it is not one, is below `least` or above a day."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value <= LONGEST_S:
+        raise ValueError(f'"{name}" must be a number from {least:g} to {LONGEST_S}, got {value!r}')
     if name == "times" and value != int(value):
         raise ValueError(f'"times" must be a whole number, got {value!r}')
     return float(value)

@@ -208,6 +208,8 @@ async def test_the_control_api_refuses_what_it_cannot_do(fake):
                        ("faults", {"function": "createacct", "mode": "timeout", "hold_s": -5}),
                        ("faults", {"function": "createacct", "mode": "boom"}),
                        ("latency", {"function": "createacct", "seconds": -1}),
+                       ("latency", {"function": "createacct", "seconds": 1e308}),  # a call, and its name, held for good
+                       ("faults", {"function": "createacct", "mode": "timeout", "hold_s": 86_401}),
                        ("latency", {"function": "createacct"}),
                        ("latency", {"function": "nope", "seconds": 1}),
                        ("faults", {"function": "createacct", "mode": "http_500", "tiems": 3}),
