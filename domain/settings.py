@@ -122,15 +122,22 @@ PG_OPTIONS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassw
                         "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs", "passfile"})
 
 
+#: libpq's sslmode values (asyncpg takes the same).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
 def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
     value = env.get(name, default).strip()
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in schemes or not parts.netloc:
         raise SettingsError(f"{name} must be a URL with scheme {' or '.join(schemes)}, got {redacted(value)!r}")
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError:
+        raise SettingsError(f"{name}: the port must be a number from 0 to 65535, got {redacted(value)!r}") from None
     if parts.scheme in ("redis", "rediss") and not re.fullmatch(r"/?|/\d+", parts.path):
         # redis-py would quietly use database 0 for a path that is not a number
         raise SettingsError(f"{name}: the path must be a Redis database number (/0, /1, ...), got {parts.path!r}")
@@ -139,6 +146,10 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
         # server as a setting, refused there only at the first connection
         raise SettingsError(f"{name}: unsupported connection option(s) {', '.join(sorted(unknown))}: "
                             f"use {', '.join(sorted(PG_OPTIONS))}")
+    if parts.scheme.startswith("postgresql"):
+        modes = parse_qs(parts.query).get("sslmode", [])
+        if any(mode not in SSL_MODES for mode in modes):
+            raise SettingsError(f"{name}: sslmode must be one of {', '.join(SSL_MODES)}, got {', '.join(modes)}")
     return value
 
 

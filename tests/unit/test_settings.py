@@ -128,6 +128,14 @@ def test_database_url_takes_libpq_connection_options_and_nothing_else():
     assert load_settings({"DATABASE_URL": tls}).database_url == tls
     with pytest.raises(SettingsError, match="unsupported connection option"):
         load_settings({"DATABASE_URL": f"{url}?ssl=require"})  # asyncpg.connect's argument, not a libpq option
+    with pytest.raises(SettingsError, match="DATABASE_URL: sslmode must be one of disable, .*, got bogus"):
+        load_settings({"DATABASE_URL": f"{url}?sslmode=bogus"})  # asyncpg would refuse it only at connect
+
+
+@pytest.mark.parametrize("port", ["abc", "99999"])
+def test_a_url_whose_port_is_not_one_is_named_as_such(port):
+    with pytest.raises(SettingsError, match=f"DATABASE_URL: the port must be a number from 0 to 65535, got .*:{port}/"):
+        load_settings({"DATABASE_URL": f"postgresql+asyncpg://hostq@db:{port}/hostq"})
 
 
 def test_the_repr_shows_no_secret():
