@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.types import Message, Scope
 
-from api import deps, openapi, problems, strict_body
+from api import deps, openapi, problems, strict_request
 from api.access_log import STATUS_KEY
 from api.auth import MAX_BODY, RATE_LIMIT_HEADERS
 from api.catalog.controller import PlanController
@@ -151,7 +151,7 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
 
     v1 = Router(path="/", route_handlers=[CustomerController, PlanController, ServiceController, ProvisionController,
                                     JobController, TenantController],
-                middleware=[V1Edge()], security=[{"signedRequest": []}], before_request=strict_body.check)
+                middleware=[V1Edge()], security=[{"signedRequest": []}], before_request=strict_request.check)
     add_fallbacks(v1)  # unknown /v1 paths and methods are authenticated too (401 before their 404 or 405)
     app = Litestar(
         route_handlers=[v1, live, ready],
@@ -171,4 +171,5 @@ def create_app(settings: Settings, resources: Resources | None = None) -> Litest
         debug=False,
     )
     openapi.note_scopes(app)
+    strict_request.prepare(app)
     return app

@@ -75,8 +75,9 @@ def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> E
 # Every problem an operation may answer: (status, code) -> (when, example).
 _PROBLEMS: dict[tuple[int, str], tuple[str, Example]] = {
     (400, "validation_error"): (
-        "`validation_error`: a body field, query parameter or header (such as Idempotency-Key) is invalid; "
-        "`errors` names each one",
+        "`validation_error`: a body field, query parameter or header (such as Idempotency-Key) is invalid, a query "
+        "parameter is one the operation does not take or is given twice, or a GET or DELETE came with a body; "
+        "`errors` names the input at fault",
         _example(400, "validation_error", "Validation failed", "domain: not a valid domain",
                  errors=[{"field": "domain", "message": "not a valid domain"}])),
     (401, "unauthenticated"): (
@@ -134,18 +135,17 @@ def _problem_responses(codes: list[tuple[int, str]]) -> dict[int, ResponseSpec]:
             for status, names in sorted(by_status.items())}
 
 
-def documented(method: str, *, invalid: bool = True, scoped: bool = True, by_id: bool = False,
-               conflict: bool = False, states: bool = False, capacity: bool = False) -> dict[str, Any]:
+def documented(method: str, *, scoped: bool = True, by_id: bool = False, conflict: bool = False,
+               states: bool = False, capacity: bool = False) -> dict[str, Any]:
     """`responses=` and `operation_class=` for a /v1 route decorator.
 
-    `invalid`: it has input that can be refused (400; always for a POST, whose Idempotency-Key is checked);
-    `scoped`: the route needs a scope of the key (403); `by_id`: an id in the path (404); `conflict`: 409 conflict;
-    `states`: 422 invalid_state; `capacity`: 422 no_capacity.
+    Every operation may answer 400 (a query parameter it does not take, api/strict_request.py; a body on a GET or
+    DELETE, api/auth.py). `scoped`: the route needs a scope of the key (403); `by_id`: an id in the path (404);
+    `conflict`: 409 conflict; `states`: 422 invalid_state; `capacity`: 422 no_capacity.
     """
     post = method.upper() == "POST"
     has_body = method.upper() in ("POST", "PATCH", "PUT")
-    wanted = [(400, "validation_error")] if invalid or post else []
-    wanted.append((401, "unauthenticated"))
+    wanted = [(400, "validation_error"), (401, "unauthenticated")]
     wanted += [(403, "forbidden")] if scoped else []
     wanted += [(404, "not_found")] if by_id else []
     wanted += [(409, "conflict")] if conflict else []

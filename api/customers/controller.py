@@ -38,7 +38,7 @@ class CustomerController(Controller):
         return Customer.of(row)
 
     @get("/{customer_id:str}", opt=requires("customers:read"), summary="Get a customer",
-         **documented("GET", invalid=False, by_id=True))
+         **documented("GET", by_id=True))
     async def read(self, customer_id: CustomerId, session: AsyncSession, caller: Principal) -> Customer:
         return Customer.of(await service.get_customer(session, caller.tenant_id, parse_id(customer_id)))
 
@@ -51,7 +51,7 @@ class CustomerController(Controller):
 
     @get("/{customer_id:str}/export", opt=requires("customers:read"), summary="Export a customer's data (LGPD)",
          description="The customer, their services and the jobs that worked on those services.",
-         **documented("GET", invalid=False, by_id=True))
+         **documented("GET", by_id=True))
     async def export(self, customer_id: CustomerId, session: AsyncSession, caller: Principal) -> CustomerExport:
         held = await privacy.export_customer(session, caller.tenant_id, parse_id(customer_id))
         return CustomerExport(customer=Customer.of(held["customer"]), services=[Service.of(s) for s in held["services"]],
@@ -63,6 +63,6 @@ class CustomerController(Controller):
                         "exists, invoices and payments) stays for fiscal retention. 422 invalid_state while the "
                         "customer has pending, provisioning, active or suspended services, or a failed one whose "
                         "createacct may have made its WHM account (terminate it first).",
-            **documented("DELETE", invalid=False, by_id=True, states=True))
+            **documented("DELETE", by_id=True, states=True))
     async def erase(self, customer_id: CustomerId, session: AsyncSession, caller: Principal) -> None:
         await privacy.erase_customer(session, caller.tenant_id, parse_id(customer_id))

@@ -26,14 +26,14 @@ class JobController(Controller):
     tags = ["jobs"]
     opt = requires("jobs:read")
 
-    @get("/jobs/{job_id:str}", summary="Get a job", **documented("GET", invalid=False, by_id=True))
+    @get("/jobs/{job_id:str}", summary="Get a job", **documented("GET", by_id=True))
     async def read(self, job_id: JobId, request: Request) -> Job:
         # No dependencies (the hot path): the request gives the caller and the connection.
         async with db_for(request) as db:
             return Job.of(await get_job(db, parse_id(job_id), principal(request).tenant_id))
 
     @get("/provision/{job_id:str}/status", summary="Get a provisioning job (alias of GET /v1/jobs/{id})",
-         **documented("GET", invalid=False, by_id=True))
+         **documented("GET", by_id=True))
     async def status(self, job_id: JobId, request: Request) -> Job:
         async with db_for(request) as db:
             return Job.of(await get_job(db, parse_id(job_id), principal(request).tenant_id))

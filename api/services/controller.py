@@ -72,7 +72,7 @@ class ServiceController(Controller):
         return accepted(Accepted(job=Job.of(job), service=Service.of(row)))
 
     @get("/{service_id:str}", opt=requires("services:read"), summary="Get a service",
-         **documented("GET", invalid=False, by_id=True))
+         **documented("GET", by_id=True))
     async def read(self, service_id: ServiceId, session: AsyncSession, caller: Principal) -> Service:
         return Service.of(await service.get_service(session, caller.tenant_id, parse_id(service_id)))
 
@@ -115,8 +115,9 @@ class ServiceController(Controller):
     @post("/{service_id:str}/change-plan", opt=requires("services:write"), status_code=202,
           response_headers=[LOCATION], summary="Move a service to another plan (WHM changepackage)",
           description=IN_FLIGHT_NOTE + " A plan code this tenant does not have, or a plan not sold in the "
-          "service's billing cycle or priced in another currency than the service's plan, is 400; the plan the service is already on, 422 invalid_state; asking for "
-          "another plan while a plan change is in flight, 409 conflict (naming the job).",
+          "service's billing cycle or priced in another currency than the service's plan, is 400; the plan the "
+          "service is already on, 422 invalid_state; asking for another plan while a plan change is in flight, "
+          "409 conflict (naming the job).",
           response_description=ACCEPTED, **documented("POST", by_id=True, conflict=True, states=True))
     async def change_plan(self, service_id: ServiceId, data: ChangePlanRequest, session: AsyncSession,
                           caller: Principal, request_id: str, settings: Settings) -> Response[Accepted]:

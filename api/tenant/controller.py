@@ -20,7 +20,7 @@ class TenantController(Controller):
     tags = ["tenant"]
 
     @get("/", summary="The tenant's brand and settings (any key)",
-         **documented("GET", invalid=False, scoped=False))
+         **documented("GET", scoped=False))
     async def read(self, session: AsyncSession, caller: Principal) -> TenantProfile:
         return TenantProfile.of(await get_tenant(session, caller.tenant_id))
 

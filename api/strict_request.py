@@ -12,60 +12,63 @@ customer's services, nor `?status=active&status=suspended` with only one of the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
-from litestar import Request
+from litestar import Litestar, Request
 from litestar.exceptions import SerializationException, ValidationException
+from litestar.routes import HTTPRoute
 
-_NOT_YET = object()
-#: Each route handler's body type (None: it takes no body), looked up once.
-_TYPES: dict[int, Any] = {}
-#: Each route handler's parameters that may come from the query (its path's are told apart per request).
-_QUERY: dict[int, frozenset[str]] = {}
-#: Names a handler takes that Litestar fills from elsewhere than the query.
-_NOT_QUERY = frozenset({"request", "data", "state", "scope", "headers", "cookies", "query", "body", "socket"})
+#: Where the app keeps each route handler's Rules (see `prepare`).
+STATE_KEY = "strict_request_rules"
 
 
-def _body_type(handler: Any) -> Any:
-    found = _TYPES.get(id(handler), _NOT_YET)
-    if found is _NOT_YET:
-        field = handler.parsed_fn_signature.parameters.get("data")
-        found = _TYPES[id(handler)] = field.annotation if field is not None else None
-    return found
+class Rules(NamedTuple):
+    """What one route handler takes: the query parameters' names as Litestar reads them, and the body's type."""
+
+    query: frozenset[str]
+    body: Any  # None: the handler takes no body
+    checked: bool  # False for api/fallbacks.py's 404 and 405 handlers: their answer stands whatever the query
 
 
-def _query_names(handler: Any) -> frozenset[str]:
-    names = _QUERY.get(id(handler))
-    if names is None:
-        filled = _NOT_QUERY | set(handler.resolve_dependencies())
-        names = _QUERY[id(handler)] = frozenset(set(handler.parsed_fn_signature.parameters) - filled)
-    return names
+def prepare(app: Litestar) -> None:
+    """Read every route handler's rules once, from the model Litestar itself fills the handler's arguments with.
+
+    Kept on the app (by handler id, alive as long as the app): a process, or a test, that builds several apps
+    never applies one app's rules to another's handlers.
+    """
+    rules: dict[int, Rules] = {}
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler, kwargs_model in route.route_handler_map.values():
+            data = handler.parsed_fn_signature.parameters.get("data")
+            rules[id(handler)] = Rules(frozenset(p.field_alias for p in kwargs_model.expected_query_params),
+                                       data.annotation if data is not None else None, handler.include_in_schema)
+    setattr(app.state, STATE_KEY, rules)
 
 
-def _check_query(request: Request) -> None:
-    taken = _query_names(request.route_handler)
+def _check_query(request: Request, taken: frozenset[str]) -> None:
     params = request.query_params
     for name in params:
-        if name not in taken or name in request.path_params:
+        if name not in taken:
             why = "not a parameter of this request"
         elif len(params.getall(name)) > 1:
             why = "given more than once"
         else:
             continue
-        raise ValidationException(detail=f"{name}: {why}", extra=[{"message": why, "key": name, "source": "query"}])
+        raise ValidationException(detail=f"query parameter {name!r}: {why}",
+                                  extra=[{"message": why, "key": name or "query", "source": "query"}])
 
 
 async def check(request: Request) -> None:
     """Refuse a query parameter the route does not take or one given twice, and a JSON body whose values are not of
     their field's type (a `before_request` hook: None goes on)."""
-    if request.scope["query_string"] and request.route_handler.include_in_schema:  # not api/fallbacks.py's 404s
-        _check_query(request)
-    body_type = _body_type(request.route_handler)
-    if body_type is None:
-        return None
-    if not await request.body():
-        return None  # no body: Litestar says what is missing
+    rules: Rules = getattr(request.app.state, STATE_KEY)[id(request.route_handler)]
+    if request.scope["query_string"] and rules.checked:
+        _check_query(request, rules.query)
+    if rules.body is None or not await request.body():
+        return None  # no body taken, or none sent: Litestar says what is missing
     try:
         # Litestar's decoding, which keeps the result for the handler; a body nested too deeply raises from it,
         # as api/problems.py expects
@@ -73,7 +76,7 @@ async def check(request: Request) -> None:
     except SerializationException:
         return None  # not JSON at all: Litestar answers it when it converts the body
     try:
-        msgspec.convert(value, type=body_type, strict=True)
+        msgspec.convert(value, type=rules.body, strict=True)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `")
         key = where.rstrip("`").removeprefix("$").removeprefix(".")
