@@ -188,7 +188,7 @@ def job_line(job: Job) -> dict:
             "resource": {"type": job.resource_type, "id": str(job.resource_id)} if job.resource_id else None,
             "error": {"code": job.error_code, "message": job.error_message or ""} if job.error_code else None,
             "result": job.result, "created_at": rfc3339(job.created_at), "started_at": rfc3339(job.started_at),
-            "finished_at": rfc3339(job.finished_at), "next_attempt_at": rfc3339(job.next_attempt_at),
+            "finished_at": rfc3339(job.finished_at), "next_attempt_at": rfc3339(job.next_attempt_at, up=True),
             "request_id": job.request_id}
 
 

@@ -345,7 +345,7 @@ class JobStateMiddleware(dramatiq.Middleware):
         job_id = message.options["job_id"]
         self._retry_sends[message.message_id] = job_id
         get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), retry[1], delay))
-        due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay))
+        due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay), up=True)
         log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
 
     def after_enqueue(self, broker, message, delay):

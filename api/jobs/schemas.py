@@ -67,7 +67,7 @@ class Job(msgspec.Struct):
             id=row.id, kind=row.kind, status=row.status, attempts=row.attempts, max_attempts=row.max_attempts,
             created_at=to_second(row.created_at), started_at=to_second(row.started_at),
             finished_at=to_second(row.finished_at),
-            next_attempt_at=to_second(row.next_attempt_at),
+            next_attempt_at=to_second(row.next_attempt_at, up=True),
             resource=JobResource(type=row.resource_type, id=row.resource_id) if row.resource_id else None,
             error=JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None,
             result=row.result, request_id=row.request_id)

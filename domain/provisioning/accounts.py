@@ -239,7 +239,7 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
                 raise TransientIntegrationError(
                     "whm_create_in_doubt", f"WHM says {held} is in use but has no account of it yet: the "
                     f"createacct sent at {rfc3339(service['create_attempted_at'])} is most likely still running; "
-                    f"asking WHM again (until {rfc3339(settles)}; after that, {after} is what remains)",
+                    f"asking WHM again (until {rfc3339(settles, up=True)}; after that, {after} is what remains)",
                     settles_at=settles) from exc
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),

@@ -123,8 +123,8 @@ async def _terminate(sessions, job: Job, service: Service, whm: WhmPort | None, 
                 raise TransientIntegrationError(
                     "whm_create_in_doubt", f"a createacct for {service.username!r} was sent at "
                     f"{rfc3339(service.create_attempted_at)} and WHM may still create the account: the terminate asks "
-                    f"WHM again until {rfc3339(settled)}, when nothing more can appear (retry the job after that if it "
-                    "failed)", settles_at=settled)
+                    f"WHM again until {rfc3339(settled, up=True)}, when nothing more can appear (retry the job after "
+                    "that if it failed)", settles_at=settled)
             elif await _earlier_attempt_may_have_removed(sessions, job):
                 # An earlier attempt of this job got as far as WHM, most likely its removeacct went through and
                 # its answer was lost (a timeout, a crash): not "nothing to remove".
