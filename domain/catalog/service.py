@@ -19,6 +19,10 @@ _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: The highest price, in cents (Stripe's bound for an amount: 999,999.99): well inside a 64-bit integer and a
 #: JavaScript number, so every client reads it exactly, and invoice totals built from it do not overflow.
 MAX_CENTS = 99_999_999
+#: ISO 4217 codes that are not a currency a plan can be priced in: precious metals, bond-market and other units of
+#: account, fund codes, and the codes for testing (XTS) and for no currency (XXX).
+NOT_MONEY = frozenset({"XAU", "XAG", "XPT", "XPD", "XBA", "XBB", "XBC", "XBD", "XDR", "XSU", "XUA", "XTS", "XXX",
+                       "BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "UYI", "UYW"})
 
 
 def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: dict[str, int]) -> list[dict]:
@@ -30,7 +34,8 @@ def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: d
         errors.append({"field": "name", "message": "must not be empty"})
     if not whm_package.strip():
         errors.append({"field": "whm_package", "message": "must not be empty"})
-    if not re.fullmatch(r"[A-Z]{3}", currency) or pycountry.currencies.get(alpha_3=currency) is None:
+    if (not re.fullmatch(r"[A-Z]{3}", currency) or currency in NOT_MONEY
+            or pycountry.currencies.get(alpha_3=currency) is None):
         errors.append({"field": "currency", "message": "an ISO 4217 code such as BRL"})
     unknown = sorted(set(prices) - set(BILLING_CYCLES))
     if unknown or not prices:

@@ -173,8 +173,10 @@ async def test_plans(client):
         odd = await client.post("/v1/plans", json={**body, "code": "odd", "currency": currency})
         assert odd.status_code == 400 and [e["field"] for e in odd.json()["errors"]] == ["currency"], odd.text
     assert odd.json()["errors"][0]["message"] == "Expected `str` matching regex '^[A-Z]{3}$'"  # the schema's rule
-    unknown = await client.post("/v1/plans", json={**body, "code": "odd", "currency": "XYZ"})
-    assert unknown.json()["errors"] == [{"field": "currency", "message": "an ISO 4217 code such as BRL"}], unknown.text
+    for currency in ("XYZ", "XAU", "XTS", "XXX"):  # not in ISO 4217; gold, testing and "no currency" are not money
+        unknown = await client.post("/v1/plans", json={**body, "code": "odd", "currency": currency})
+        assert unknown.json()["errors"] == [{"field": "currency", "message": "an ISO 4217 code such as BRL"}], (
+            currency, unknown.text)
     listed = (await client.get("/v1/plans")).json()["data"]
     assert [p["code"] for p in listed] == ["usd", "y", "pro"]
 
