@@ -243,9 +243,12 @@ def run_dev(args) -> None:
     """Migrate, start the fakes, register the fake WHMs, start API, workers and scheduler, print credentials;
     then keep them running: a process that exits (a worker killed with `kill -9`, say) is started again, and
     the others (the fake WHM and its accounts among them) go on."""
+    regions = args.regions  # argtypes.regions: one or more, each once
+    if args.whm_port + len(regions) - 1 > 65535:
+        raise ValueError(f"--whm-port {args.whm_port} leaves no port for the fake WHM of region {regions[-1]}: each "
+                         f"region takes the next port, so use {65536 - len(regions)} or lower")
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
-    regions = args.regions  # argtypes.regions: one or more, each once
     whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
     # The API and workers talk to this run's fakes, whatever HOSTQ_PSP_URL and HOSTQ_SMTP_URL said.
     os.environ["HOSTQ_PSP_URL"] = f"http://127.0.0.1:{args.psp_port}"

@@ -213,3 +213,16 @@ def test_production_refuses_a_whm_reached_over_plain_http_from_another_machine(h
     moved = _hostq(hostq_cmd, production, "servers", "update", "--server", json.loads(added.stdout)["server_id"],
                    "--url", f"http://whm-{region}.example:2086")
     assert "is plain http" in _one_line(moved)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--regions", ""], "argument --regions: each region must be"),
+    (["--regions", "us,us"], "region 'us' is given more than once"),
+    (["--whm-port", "65535", "--regions", "us,eu"], "leaves no port for the fake WHM of region eu"),
+])
+def test_hostq_dev_refuses_bad_regions_before_it_starts_anything(hostq_cmd, test_env, argv, said):
+    """`--regions ""` used to disable the fake servers of earlier runs, start processes, and end in a traceback."""
+    done = _hostq(hostq_cmd, {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_never_made"},
+                  "dev", "--port", str(free_port()), *argv)
+    assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
+    assert done.stdout == "" and said in done.stderr.strip().splitlines()[-1], done.stderr  # after argparse's usage
