@@ -60,12 +60,19 @@ def username_base(domain: str) -> str:
 
 
 def username_candidates(domain: str) -> Iterable[str]:
-    """Usernames to try in order: the domain's stem, then the stem with a counter in its first 8."""
+    """Usernames to try in order: the domain's stem, then the stem with a counter in its first 8; each once.
+
+    A stem that ends in digits can spell the same name twice (`a0001` + `100` and `a000` + `1100`): the repeat is
+    skipped, or a job would ask WHM again about a name it was refused."""
     base = username_base(domain)
+    seen = {base}
     yield base
     for n in range(1, 10_000):
         suffix = str(n)
-        yield (base[: UNIQUE_PREFIX - len(suffix)] if len(base) + len(suffix) > UNIQUE_PREFIX else base) + suffix
+        name = (base[: UNIQUE_PREFIX - len(suffix)] if len(base) + len(suffix) > UNIQUE_PREFIX else base) + suffix
+        if name not in seen:
+            seen.add(name)
+            yield name
 
 
 def username_family(domain: str) -> str:
