@@ -342,6 +342,24 @@ async def test_until_whm_accepts_the_credentials_calls_go_one_at_a_time(whm):
     assert len(whm.seen) == 1
 
 
+async def test_behind_a_whm_that_does_not_answer_calls_waiting_their_turn_keep_to_their_timeout(whm):
+    """Until WHM has answered once, calls go one at a time; the wait for a turn counts in a call's timeout, or the
+    last of a burst of jobs behind a hung WHM would wait one timeout per call ahead of it."""
+    async def hung(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    whm.script = [hung]
+    async with whm.client(read_timeout=0.3) as client:
+        started = time.monotonic()
+        failed = await asyncio.gather(*(client.verify_new_username(f"user{n}") for n in range(4)),
+                                      return_exceptions=True)
+        took = time.monotonic() - started
+    assert all(isinstance(e, TransientIntegrationError) and e.code == "whm_timeout" for e in failed), failed
+    assert took < 0.55, took  # one timeout for them all, not 0.3 s more for each call in line
+    assert len(whm.seen) == 1 and sum("not sent" in e.message for e in failed) == 3, failed
+
+
 async def test_once_whm_accepted_the_credentials_calls_go_together(whm):
     slow = 0.2
 

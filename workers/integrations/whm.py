@@ -254,10 +254,25 @@ class WhmClient:
         loop = asyncio.get_running_loop()
         if self._one_at_a_time is None or self._one_at_a_time[0] is not loop:
             self._one_at_a_time = (loop, asyncio.Lock())
-        async with self._one_at_a_time[1]:
+        turn = self._one_at_a_time[1]
+        # The wait for its turn counts in the call's timeout: behind a WHM that does not answer, the calls in line
+        # would otherwise take one timeout each in turn, the last of a burst many times its own.
+        budget = timeout or self._read_timeout
+        deadline = time.monotonic() + budget
+        try:
+            async with asyncio.timeout(budget):
+                await turn.acquire()
+        except TimeoutError:
+            raise TransientIntegrationError(
+                "whm_timeout", f"{function}: not sent: no answer from WHM to an earlier call within {budget:g} s "
+                "(until WHM has accepted hostq's credentials, calls to a server go one at a time)") from None
+        try:
+            left = max(deadline - time.monotonic(), 0.001)
             if not self._accepted:
-                return await self._send(function, params, timeout, secret)
-        return await self._send(function, params, timeout, secret)  # accepted while this call waited: go along
+                return await self._send(function, params, left, secret)
+        finally:
+            turn.release()
+        return await self._send(function, params, left, secret)  # accepted while this call waited: go along
 
     async def _send(self, function: str, params: dict[str, Any], timeout: float | None,
                     secret: dict[str, Any] | None) -> dict:
