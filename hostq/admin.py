@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import literal, or_, select
+from sqlalchemy import func, literal, or_, select
 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.provisioning.models import WhmServer
 from domain.provisioning.service import add_server, update_server
+from domain.services.models import Service
+from domain.services.rules import TERMINATED
 from domain.settings import Settings, SettingsError
 from domain.tenants import service as tenants
 from domain.tenants.scopes import parse_scopes
@@ -117,8 +119,10 @@ async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> tuple[
     async def work(session):
         ours = (select(WhmServer).where(WhmServer.name == literal(SANDBOX_PREFIX) + WhmServer.region)
                 .order_by(WhmServer.id))
+        servers = (await session.scalars(ours)).all()
+        await _refuse_a_port_another_regions_services_use(session, servers, urls)
         kept, retired = {}, set()
-        for server in (await session.scalars(ours)).all():
+        for server in servers:
             if server.region in urls and server.region not in kept:
                 kept[server.region] = str(server.id)
                 await update_server(session, kek, server.id, url=urls[server.region], token="sandbox", enabled=True,
@@ -132,6 +136,28 @@ async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> tuple[
             kept[region] = str(added.id)
         return sorted(retired), kept
     return await in_transaction(settings, work)
+
+
+async def _refuse_a_port_another_regions_services_use(session, servers, urls: dict[str, str]) -> None:
+    """ValueError when this run's fake of one region would listen where an earlier run's fake of a region this run
+    does not start did, and services not terminated are still on that region's server: their actions (a worker of
+    that region, a retry) would reach the wrong fake and, say, terminate nothing there and call it done."""
+    first = {}
+    for server in servers:
+        first.setdefault(server.region, server.id)
+    for server in servers:
+        if server.region in urls and first[server.region] == server.id:
+            continue  # pointed at this run's fake of its own region
+        region = next((r for r, url in urls.items() if url == server.url and r != server.region), None)
+        if region is None:
+            continue
+        live = await session.scalar(select(func.count()).select_from(Service).where(
+            Service.server_id == server.id, Service.status != TERMINATED))
+        if live:
+            raise ValueError(
+                f"{server.url} was the fake WHM of region {server.region} in an earlier run, and {live} service(s) "
+                f"not terminated are on it: this run's fake of region {region} there would receive their actions. "
+                f"Start region {server.region} too (--regions), or choose another --whm-port")
 
 
 async def change_server(settings: Settings, server_id: str, **changes) -> dict:
