@@ -7,11 +7,13 @@ import json
 import base64
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -116,8 +118,16 @@ def _demo_credentials(settings) -> dict:
         return {"slug": "demo", **asyncio.run(create_key(settings, tenant_slug="demo", scopes=",".join(ALL_SCOPES)))}
 
 
+def _hostq_command() -> str:
+    """How to run this hostq from a shell, wherever `hostq dev` was started: the script beside this Python, or
+    the module."""
+    script = Path(sys.executable).with_name("hostq")
+    return shlex.quote(str(script)) if script.exists() else f"{shlex.quote(sys.executable)} -m hostq"
+
+
 def _banner(creds: dict, port: int, whm_ports: dict[str, int], psp_port: int, mail_port: int) -> str:
     base = f"http://127.0.0.1:{port}"
+    hostq = _hostq_command()
     fakes = "\n".join(f"  fake WHM     region {region}: http://127.0.0.1:{p}   (accounts: http://127.0.0.1:{p}/__sandbox/accounts)"
                       for region, p in whm_ports.items())
     psp = f"http://127.0.0.1:{psp_port}"
@@ -134,10 +144,10 @@ Demo tenant credentials (shown once):
 
 Try a signed request (in another terminal, from this directory):
   export HOSTQ_API_URL={base} HOSTQ_API_KEY={creds['api_key']} HOSTQ_SIGNING_SECRET={creds['signing_secret']}
-  .venv/bin/hostq call POST /v1/customers --data '{{"name": "Ana", "email": "ana@example.com"}}'
-  .venv/bin/hostq call POST /v1/plans --data '{{"code": "basic", "name": "Basic", "whm_package": "basic", "prices": {{"monthly": 6990}}}}'
-  .venv/bin/hostq call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "{next(iter(whm_ports))}", "billing_cycle": "monthly", "provision": "now"}}'
-  .venv/bin/hostq call GET /v1/jobs/<job id>
+  {hostq} call POST /v1/customers --data '{{"name": "Ana", "email": "ana@example.com"}}'
+  {hostq} call POST /v1/plans --data '{{"code": "basic", "name": "Basic", "whm_package": "basic", "prices": {{"monthly": 6990}}}}'
+  {hostq} call POST /v1/services --data '{{"customer_id": "<id>", "plan": "basic", "domain": "ana.example.com", "region": "{next(iter(whm_ports))}", "billing_cycle": "monthly", "provision": "now"}}'
+  {hostq} call GET /v1/jobs/<job id>
   (On a database an earlier run used, the plan and the domain may exist already: a 409 says so; skip the plan,
   pick another domain.)
 
