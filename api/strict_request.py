@@ -64,7 +64,9 @@ def _check_query(request: Request, taken: frozenset[str]) -> None:
 async def check(request: Request) -> None:
     """Refuse a query parameter the route does not take or one given twice, and a JSON body whose values are not of
     their field's type (a `before_request` hook: None goes on)."""
-    rules: Rules = getattr(request.app.state, STATE_KEY)[id(request.route_handler)]
+    rules = getattr(request.app.state, STATE_KEY).get(id(request.route_handler))
+    if rules is None:  # a handler registered after the app was built (none is): unchecked rather than a 500
+        return None
     if request.scope["query_string"] and rules.checked:
         _check_query(request, rules.query)
     if rules.body is None or not await request.body():
