@@ -120,10 +120,15 @@ async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> tuple[
         ours = (select(WhmServer).where(WhmServer.name == literal(SANDBOX_PREFIX) + WhmServer.region)
                 .order_by(WhmServer.id))
         servers = (await session.scalars(ours)).all()
-        await _refuse_a_port_another_regions_services_use(session, servers, urls)
+        # each started region's first server takes this run's fake; every other one is set aside
+        first = {}
+        for server in servers:
+            first.setdefault(server.region, server)
+        aside = [server for server in servers if server.region not in urls or first[server.region] is not server]
+        await _refuse_a_port_another_regions_services_use(session, aside, urls)
         kept, retired = {}, set()
         for server in servers:
-            if server.region in urls and server.region not in kept:
+            if server not in aside:
                 kept[server.region] = str(server.id)
                 await update_server(session, kek, server.id, url=urls[server.region], token="sandbox", enabled=True,
                                     unique_url=False)
@@ -138,16 +143,12 @@ async def register_sandboxes(settings: Settings, urls: dict[str, str]) -> tuple[
     return await in_transaction(settings, work)
 
 
-async def _refuse_a_port_another_regions_services_use(session, servers, urls: dict[str, str]) -> None:
+async def _refuse_a_port_another_regions_services_use(session, aside, urls: dict[str, str]) -> None:
     """ValueError when this run's fake of one region would listen where an earlier run's fake of a region this run
-    does not start did, and services not terminated are still on that region's server: their actions (a worker of
-    that region, a retry) would reach the wrong fake and, say, terminate nothing there and call it done."""
-    first = {}
-    for server in servers:
-        first.setdefault(server.region, server.id)
-    for server in servers:
-        if server.region in urls and first[server.region] == server.id:
-            continue  # pointed at this run's fake of its own region
+    does not start did (a server set `aside`), and services not terminated are still on that server: their actions
+    (a worker of that region, a retry) would reach the wrong fake and, say, terminate nothing there and call it
+    done."""
+    for server in aside:
         region = next((r for r, url in urls.items() if url == server.url and r != server.region), None)
         if region is None:
             continue
