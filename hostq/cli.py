@@ -112,7 +112,7 @@ def _relay(args, settings: Settings) -> None:
 
 def _dev(args, settings: Settings) -> None:
     from hostq.dev import run_dev
-    run_dev(args)
+    sys.exit(run_dev(args))
 
 
 def _call(args, settings: Settings) -> None:

@@ -170,17 +170,29 @@ def _signal_group(child: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def _stop(children: list[subprocess.Popen]) -> None:
+#: How long `hostq dev` waits for hostq's own processes to stop (workers finish their messages), then for the
+#: fakes, before it kills what is left.
+STOP_GRACE_S, FAKES_STOP_GRACE_S = 20.0, 5.0
+
+
+def _stop(children: list[subprocess.Popen], grace_s: float) -> None:
     """SIGTERM every child's process group, wait, then SIGKILL what is left of each group."""
     for child in children:
         _signal_group(child, signal.SIGTERM)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + grace_s
     for child in children:
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
         _signal_group(child, signal.SIGKILL)  # also reaps forked workers whose parent already exited
+
+
+def _stop_all(children: list[_Child]) -> None:
+    """Stop hostq's processes first, then the fakes: a worker finishing its messages on SIGTERM still has the fake
+    WHM to answer its calls."""
+    _stop([child.proc for child in children if not child.fake], STOP_GRACE_S)
+    _stop([child.proc for child in children if child.fake], FAKES_STOP_GRACE_S)
 
 
 def _interrupt(*_) -> None:
@@ -197,8 +209,8 @@ class _Child:
     """One supervised process of `hostq dev` (in its own process group: a worker forks, and stopping it must
     reach all of its processes)."""
 
-    def __init__(self, name: str, argv: list[str]) -> None:
-        self.name, self.argv = name, argv
+    def __init__(self, name: str, argv: list[str], *, fake: bool = False) -> None:
+        self.name, self.argv, self.fake = name, argv, fake
         self.exits: list[float] = []
         self.proc = self._spawn()
 
@@ -237,22 +249,23 @@ def _start_fakes(args, settings, whm_ports: dict[str, int], children: list[_Chil
         # new database (a new server row) starts with an empty fake, as its services are none.
         state = SANDBOX_STATE_DIR.resolve() / f"whm-{server_ids[region]}.json"
         children.append(_Child(f"the fake WHM of region {region}",
-                               ["sandbox", "whm", "--port", str(port), "--state", str(state)]))
+                               ["sandbox", "whm", "--port", str(port), "--state", str(state)], fake=True))
         _wait_http(f"http://127.0.0.1:{port}/__sandbox/accounts")
     children.append(_Child("the fake PSP", ["sandbox", "psp", "--port", str(args.psp_port),
                                             "--webhook-url", _pix_webhook_url(args.port),
-                                            "--state", str(SANDBOX_STATE_DIR.resolve() / "psp.json")]))
+                                            "--state", str(SANDBOX_STATE_DIR.resolve() / "psp.json")], fake=True))
     _wait_http(f"http://127.0.0.1:{args.psp_port}/__sandbox/charges")
     children.append(_Child("the fake mail server", ["sandbox", "mail", "--smtp-port", str(args.smtp_port),
-                                                    "--port", str(args.mail_port)]))
+                                                    "--port", str(args.mail_port)], fake=True))
     _wait_http(f"http://127.0.0.1:{args.mail_port}/__sandbox/messages")
     return retired
 
 
-def run_dev(args) -> None:
+def run_dev(args) -> int:
     """Migrate, start the fakes, register the fake WHMs, start API, workers and scheduler, print credentials;
     then keep them running: a process that exits (a worker killed with `kill -9`, say) is started again, and
-    the others (the fake WHM and its accounts among them) go on."""
+    the others (the fake WHM and its accounts among them) go on. The exit status: 0 when stopped by a signal
+    (SIGINT, SIGTERM, or SIGHUP: a closed terminal), 1 when a process kept exiting."""
     regions = args.regions  # argtypes.regions: one or more, each once
     if args.whm_port + len(regions) - 1 > 65535:
         raise ValueError(f"--whm-port {args.whm_port} leaves no port for the fake WHM of region {regions[-1]}: each "
@@ -269,6 +282,8 @@ def run_dev(args) -> None:
                                "--psp-port, --smtp-port or --mail-port")
     upgrade(settings.database_url)
     children: list[_Child] = []
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # before any child starts: none is left behind unstopped
+        signal.signal(signum, _interrupt)
     try:
         retired = _start_fakes(args, settings, whm_ports, children)
         if retired:
@@ -284,12 +299,12 @@ def run_dev(args) -> None:
         _wait_http(f"http://127.0.0.1:{args.port}/health/ready")
         print(_banner(_demo_credentials(settings), args.port, whm_ports, args.psp_port, args.mail_port),
               flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
         while all(child.restart_if_exited() for child in children):
             time.sleep(0.5)
+        return 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the shutdown short
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _stop([child.proc for child in children])
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a second signal must not cut it short
+            signal.signal(signum, signal.SIG_IGN)
+        _stop_all(children)

@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from domain.migrate import drop_database, upgrade
+from domain.pg import connect
 from domain.settings import load_settings
 from domain.provisioning.service import add_server
 from domain.tenants.service import create_tenant
@@ -59,9 +60,18 @@ def _wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"{what} not within {timeout} s")
 
 
+async def _job_status(database_url: str, job_id: str) -> str:
+    conn = await connect(database_url)
+    try:
+        return await conn.fetchval("SELECT status FROM jobs WHERE id = $1", uuid.UUID(job_id))
+    finally:
+        await conn.close()
+
+
 def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env, tmp_path):
     env = {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_dev",
-           "HOSTQ_NAMESPACE": f"{test_env['HOSTQ_NAMESPACE']}-dev", "HOSTQ_BROKER_HEARTBEAT_S": "3"}
+           "HOSTQ_NAMESPACE": f"{test_env['HOSTQ_NAMESPACE']}-dev", "HOSTQ_BROKER_HEARTBEAT_S": "3",
+           "HOSTQ_WHM_CREATE_TIMEOUT": "10"}  # longer than the createacct latency of the stop below
     port_api, port_whm, port_psp, port_smtp, port_mail = (free_port() for _ in range(5))
     whm = f"http://127.0.0.1:{port_whm}"
     log = tmp_path / "dev.log"
@@ -156,8 +166,19 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
             messages = httpx.get(f"http://127.0.0.1:{port_mail}/__sandbox/messages", timeout=5).json()["messages"]
             assert [(m["subject"], m["to"]) for m in messages] == [("hello", ["ana@example.com"])]
             assert f"fake mail    smtp://127.0.0.1:{port_smtp}" in log.read_text()
+
+            # A hangup (the terminal closed) stops everything as SIGTERM does, hostq's processes before the
+            # fakes: a createacct in flight is answered, and its job ends before the worker does.
+            assert fake.post("/__sandbox/latency", json={"function": "createacct", "seconds": 4}).status_code == 200
+            last = order(f"last-{uuid.uuid4().hex[:6]}.example.com")
+            poll_job(api, last["id"], until=("running",))
+            groups = _children(dev.pid, "hostq")
+            dev.send_signal(signal.SIGHUP)
+            assert dev.wait(timeout=60) == 0, log.read_text()
+            assert [pgid for pgid in groups if group_alive(pgid)] == []
+            assert asyncio.run(_job_status(env["DATABASE_URL"], last["id"])) == "succeeded"
     finally:
-        if dev is not None:
+        if dev is not None and dev.poll() is None:
             dev.send_signal(signal.SIGTERM)
             dev.wait(timeout=60)
             assert not group_alive(dev.pid)
