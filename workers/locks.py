@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
+import time
 
 from domain.redis_pipe import PipelinedRedis
 
@@ -80,7 +80,9 @@ class LockKeeper:
     A provisioning job holds its service's lock for a few milliseconds; a renewing task per lock, and
     waiting for the release before the job's message is acknowledged, cost the worker more than the job's
     own Redis commands. Renewals run every `every_s` seconds (a third of the TTL or less); a release is
-    sent at once on the pipelined connection, in order after the commands before it.
+    sent at once on the pipelined connection, in order after the commands before it. A release that does not
+    reach Redis (down for a moment) is sent again on the following turns until it does or the lock's TTL has run
+    out: the lock's holder lives on and beats, so nothing else would free it before its TTL (minutes).
     """
 
     def __init__(self, every_s: float) -> None:
@@ -88,12 +90,16 @@ class LockKeeper:
         self._held: set[RedisLock] = set()
         self._task: asyncio.Task | None = None
         self._releasing: set[asyncio.Task] = set()  # strong references until each release is done
+        self._unreleased: dict[RedisLock, float] = {}  # a release that failed -> when its TTL ends (monotonic)
 
     def hold(self, lock: RedisLock) -> None:
         """Keep `lock` renewed until it is let go."""
         self._held.add(lock)
+        self._keep_turning()
+
+    def _keep_turning(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._renew_all())
+            self._task = asyncio.ensure_future(self._turns())
 
     def let_go(self, lock: RedisLock) -> None:
         """Stop renewing `lock` and release it without waiting for Redis to answer."""
@@ -107,27 +113,44 @@ class LockKeeper:
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
 
-    @staticmethod
-    async def _release(lock: RedisLock) -> None:
-        with contextlib.suppress(Exception):  # Redis unreachable: the TTL (or the dead holder's heartbeat) frees it
+    async def _release(self, lock: RedisLock) -> None:
+        try:
             await lock.release()
+        except Exception:  # Redis unreachable: again on the next turns, until the TTL frees it anyway
+            self._unreleased[lock] = time.monotonic() + lock.ttl_ms / 1000
+            self._keep_turning()
+
+    async def _turns(self) -> None:
+        while self._held or self._unreleased:
+            await asyncio.sleep(self.every_s)
+            if self._held:
+                await self._renew_all()
+            if self._unreleased:
+                await self._release_again()
+
+    async def _release_again(self) -> None:
+        now = time.monotonic()
+        due = [lock for lock, lapses in self._unreleased.items() if lapses > now]
+        released = await asyncio.gather(*(lock.release() for lock in due), return_exceptions=True)
+        self._unreleased = {lock: lapses for lock, lapses in self._unreleased.items() if lapses > now}
+        for lock, outcome in zip(due, released):
+            if not isinstance(outcome, BaseException):
+                self._unreleased.pop(lock, None)
 
     async def _renew_all(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.every_s)
-            held = list(self._held)
-            # One turn of the loop: the pipelined client sends them in one write.
-            renewed = await asyncio.gather(*(lock.renew() for lock in held), return_exceptions=True)
-            failed = [outcome for outcome in renewed if isinstance(outcome, BaseException)]
-            if failed:  # each lapses at its TTL unless a later turn renews it
-                log.warning("could not renew %d of %d held lock(s): %s; each lapses at its TTL unless renewed",
-                            len(failed), len(held), failed[0] or type(failed[0]).__name__)
-            for lock, outcome in zip(held, renewed):
-                if lock not in self._held:
-                    continue
-                if outcome == 0:  # taken over (this worker looked dead), or lapsed and taken by another
-                    log.warning("lock %s is no longer held by this attempt: another delivery may act on its "
-                                "resource meanwhile", lock.key)
-                elif outcome == RETAKEN:
-                    log.warning("lock %s had vanished (Redis restarted, or a renewal came after its TTL) and was "
-                                "taken again: another delivery may have acted on its resource meanwhile", lock.key)
+        held = list(self._held)
+        # One turn of the loop: the pipelined client sends them in one write.
+        renewed = await asyncio.gather(*(lock.renew() for lock in held), return_exceptions=True)
+        failed = [outcome for outcome in renewed if isinstance(outcome, BaseException)]
+        if failed:  # each lapses at its TTL unless a later turn renews it
+            log.warning("could not renew %d of %d held lock(s): %s; each lapses at its TTL unless renewed",
+                        len(failed), len(held), failed[0] or type(failed[0]).__name__)
+        for lock, outcome in zip(held, renewed):
+            if lock not in self._held:
+                continue
+            if outcome == 0:  # taken over (this worker looked dead), or lapsed and taken by another
+                log.warning("lock %s is no longer held by this attempt: another delivery may act on its "
+                            "resource meanwhile", lock.key)
+            elif outcome == RETAKEN:
+                log.warning("lock %s had vanished (Redis restarted, or a renewal came after its TTL) and was "
+                            "taken again: another delivery may have acted on its resource meanwhile", lock.key)

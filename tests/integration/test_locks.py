@@ -163,3 +163,39 @@ async def test_a_renewal_that_cannot_reach_redis_is_logged(caplog):
     await asyncio.sleep(0.12)
     keeper._held.discard(lock)  # stop renewing without a release (which would fail the same way, silently)
     assert "could not renew 1 of 1 held lock(s): Connection refused" in caplog.text
+
+
+class _Flaky:
+    """A Redis client that fails every command while `down`, as when Redis is away for a moment."""
+
+    def __init__(self, real: PipelinedRedis) -> None:
+        self.real, self.down = real, False
+
+    async def call(self, *args):
+        if self.down:
+            raise ConnectionError("Connection refused")
+        return await self.real.call(*args)
+
+
+async def test_a_release_that_did_not_reach_redis_is_sent_again_once_redis_is_back(redis, key):
+    """The holder lives on and beats, so nothing else would free its lock before the TTL: the actions waiting
+    on the service would wait minutes after a Redis outage of seconds."""
+    flaky = _Flaky(redis)
+    lock, keeper = RedisLock(flaky, key, ttl_ms=60_000), LockKeeper(every_s=0.05)
+    assert await lock.acquire_new()
+    keeper.hold(lock)
+    flaky.down = True
+    keeper.let_go(lock)
+    await keeper.drain()
+    await asyncio.sleep(0.12)  # two turns: still down
+    flaky.down = False
+    await asyncio.sleep(0.12)
+    assert await redis.call("GET", key) is None
+
+    # One that never gets through is given up once its TTL would have freed it: the keeper's turns end.
+    short = RedisLock(flaky, key, ttl_ms=200)
+    assert await short.acquire_new()
+    flaky.down = True
+    keeper.let_go(short)
+    await asyncio.sleep(0.4)
+    assert keeper._task.done() and not keeper._unreleased
