@@ -48,6 +48,10 @@ class SignatureAuthMiddleware(ASGIMiddleware):
         resources = scope["litestar_app"].state.resources
         limiter = resources.limiter
         decision = await limiter.hit(caller.tenant_id, caller.rate_limit, caller.key_id)
+        if decision is None:
+            # Redis cannot say what changed, now or (when it keeps its data) once it is back, since a change made
+            # meanwhile could not bump its counter: trust no cached key from before.
+            resources.principals.clear()
         if cached is not None and (decision is None or decision.generation != cached.generation):
             # The key or its tenant changed (or Redis cannot tell us): look it up again, and decide the
             # rate limit again under the fresh settings (this rare path takes a second token).

@@ -3,7 +3,9 @@
 An entry remembers the key's and tenant's generation (Redis counters bumped by `hostq keys rotate|revoke`,
 `hostq tenants update` and `PATCH /v1/tenant`). The rate limiter's single Redis round trip returns the
 current generation; a mismatch drops the entry and the key is looked up again, so a revocation takes
-effect on the next request. Without Redis the cache is not trusted at all. Entries also expire after
+effect on the next request. The generation includes the Redis's epoch (see api/ratelimit.py), so a Redis that
+lost its data, and with it the counters, invalidates every entry. Without Redis the cache is not trusted at all,
+and is emptied: a change made meanwhile could not bump its counter. Entries also expire after
 TTL_S, which bounds staleness in the one race left: a lookup that reads the database just before a
 revocation commits and the generation just after it is bumped.
 """
@@ -58,3 +60,7 @@ class PrincipalCache:
     def drop(self, key_hash: str) -> None:
         """Forget a key (its generation moved on)."""
         self._entries.pop(key_hash, None)
+
+    def clear(self) -> None:
+        """Forget every key (Redis, which tells of changes, is unreachable)."""
+        self._entries.clear()

@@ -47,11 +47,19 @@ PERIOD_S = 60
 _US = 1_000_000
 
 # KEYS[1]: the bucket; KEYS[2], KEYS[3]: the calling key's and tenant's generations (bumped when a key is
-# rotated or revoked, or the tenant's settings change: api/auth.py's cache of principals checks them).
+# rotated or revoked, or the tenant's settings change: api/auth.py's cache of principals checks them); KEYS[4]:
+# this Redis's epoch, set when first missing. A Redis that lost its data (a restart that kept nothing) has lost
+# the counters too, and a change made meanwhile could not bump them: the new epoch is what tells the cache.
 # ARGV: limit, period in microseconds, now in microseconds ('' = Redis's clock).
 # Returns {allowed (1|0), remaining, reset (unix s, rounded up), wait until one more passes (us), generation}.
 GCRA_LUA = """
-local generation = (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[3]) or '0')
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = t[1] .. '.' .. t[2]
+  redis.call('SET', KEYS[4], epoch)
+end
+local generation = epoch .. ':' .. (redis.call('GET', KEYS[2]) or '0') .. ':' .. (redis.call('GET', KEYS[3]) or '0')
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local now
@@ -125,8 +133,9 @@ class RateLimiter:
             return None
         limit = max(1, int(limit))
         now = "" if self._clock is None else str(int(self._clock() * _US))
-        keys_and_args = (3, self.key(tenant_id), key_generation_key(self._namespace, key_id),
-                         tenant_generation_key(self._namespace, tenant_id), limit, self._period_us, now)
+        keys_and_args = (4, self.key(tenant_id), key_generation_key(self._namespace, key_id),
+                         tenant_generation_key(self._namespace, tenant_id), f"{self._namespace}:auth-epoch", limit,
+                         self._period_us, now)
         try:  # bounded by the client's timeout (domain/redis_pipe.py, 1 s)
             try:
                 reply = await self._client.call("EVALSHA", _GCRA_SHA, *keys_and_args)

@@ -188,8 +188,10 @@ async def list_servers(settings: Settings, *, region: str | None = None) -> list
 def announce_change(settings: Settings, redis_key: str) -> None:
     """Bump a generation counter the API's key cache checks (api/principals.py), after the change committed.
 
-    If Redis cannot be reached the API does not trust its cache either (it looks keys up in Postgres),
-    so the change still holds; a warning says so.
+    If Redis cannot be reached the API does not trust its cache either (it looks keys up in Postgres, and
+    forgets what it had cached), so the change still holds; a warning says so. An API process that made no
+    request while Redis was away may serve a key it cached just before for the rest of that entry's life
+    (api/principals.py TTL_S, 10 s), unless Redis came back without its data (a new epoch).
     """
     import sys
 
@@ -201,4 +203,5 @@ def announce_change(settings: Settings, redis_key: str) -> None:
         client.close()
     except (redis.RedisError, OSError) as exc:
         print(f"hostq: warning: could not tell running API processes through Redis ({exc}); "
-              "they look keys up in Postgres while Redis is unreachable", file=sys.stderr)
+              "they look keys up in Postgres while Redis is unreachable, and the change reaches every one of them "
+              "within 10 s", file=sys.stderr)

@@ -191,6 +191,48 @@ async def test_resolved_keys_are_cached_until_a_change_is_announced(app, session
         assert (await c.get("/v1/customers")).status_code == 401  # the very next request
 
 
+async def test_a_key_revoked_while_redis_lost_its_data_is_not_served_from_the_cache(app, sessions, settings):
+    """`hostq keys revoke` could not bump the key's counter (Redis down), and Redis came back without its data:
+    the counters read as they did before any change, so only the Redis's new epoch can tell the cache."""
+    from redis.asyncio import Redis
+    from sqlalchemy import func, update
+
+    from domain.db import session_scope
+    from domain.tenants.models import ApiKey
+    creds = await make_tenant(sessions, settings)
+    async with signed_client(app, creds) as c:
+        assert (await c.get("/v1/customers")).status_code == 200  # cached
+        async with session_scope(sessions) as session:
+            await session.execute(update(ApiKey).where(ApiKey.id == creds["key_id"]).values(revoked_at=func.now()))
+        redis = Redis.from_url(settings.redis_url)
+        try:  # what a restart of a Redis that keeps nothing did to the keys the cache is checked against
+            await redis.delete(f"{settings.namespace}:auth-epoch")
+        finally:
+            await redis.aclose()
+        assert (await c.get("/v1/customers")).status_code == 401
+
+
+async def test_a_key_revoked_while_redis_was_away_is_not_served_from_the_cache_once_it_is_back(
+        app, sessions, settings):
+    """Redis kept its data but missed the revocation's bump: a process that saw Redis away forgets every key."""
+    from sqlalchemy import func, update
+
+    from domain.db import session_scope
+    from domain.tenants.models import ApiKey
+    revoked, other = await make_tenant(sessions, settings), await make_tenant(sessions, settings)
+    limiter = app.state.resources.limiter
+    async with signed_client(app, revoked) as c, signed_client(app, other) as o:
+        assert (await c.get("/v1/customers")).status_code == 200  # cached
+        async with session_scope(sessions) as session:
+            await session.execute(update(ApiKey).where(ApiKey.id == revoked["key_id"]).values(revoked_at=func.now()))
+        limiter._skip_until = time.monotonic() + 60  # Redis unreachable: what the limiter does after a failure
+        try:
+            assert (await o.get("/v1/customers")).status_code == 200  # another key's request meanwhile
+        finally:
+            limiter._skip_until = 0.0  # Redis is back, its counters as they were
+        assert (await c.get("/v1/customers")).status_code == 401
+
+
 async def test_keys_create_names_the_tenant_and_the_key_signs_for_it(app, tenant, settings, capsys):
     out = await _run(capsys, settings, "keys", "create", "--tenant", tenant["slug"], "--scopes", "customers:read")
     assert out["tenant_id"] == str(tenant["tenant_id"])  # `hostq dev` shows it on a second run from this
