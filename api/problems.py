@@ -6,17 +6,13 @@ import json
 import logging
 import re
 
-import asyncpg
-
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError, IntegrityError
 
 from api.request_ids import request_id
 from domain import errors
+from domain.outages import describe, is_outage
 
 log = logging.getLogger("hostq.api")
 
@@ -36,12 +32,7 @@ _HTTP = {
     413: ("payload_too_large", "Payload too large"), 415: ("unsupported_media_type", "Unsupported media type"),
     429: ("rate_limited", "Too many requests"), 503: ("unavailable", "Service unavailable"),
 }
-_DOWN = (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, RedisTimeoutError, OSError,
-         TimeoutError,
-         # The plain asyncpg pool of the hot paths (domain/pg.py): lost connection, server shutting down.
-         asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
-         asyncpg.exceptions.OperatorInterventionError,
-         asyncpg.exceptions.InsufficientResourcesError)  # e.g. Postgres's max_connections reached
+
 
 
 def problem_type(code: str) -> str:
@@ -135,28 +126,6 @@ def _frames(tb):
         tb = tb.tb_next
 
 
-#: What, wrapped in another error (SQLAlchemy wraps asyncpg's in its own), still says Postgres is out of reach: not
-#: a statement cancelled by a timeout (a slow query is a bug to see, not a dependency down).
-_DOWN_WRAPPED = (OSError, asyncpg.PostgresConnectionError, asyncpg.exceptions.ConnectionDoesNotExistError,
-                 asyncpg.exceptions.TooManyConnectionsError, asyncpg.exceptions.CannotConnectNowError,
-                 asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError)
-
-
-def _down(exc: BaseException) -> bool:
-    """Whether `exc`, or what it wraps (Postgres refusing a connection at max_connections, say), says a dependency
-    is down."""
-    if isinstance(exc, _DOWN):
-        return True
-    seen = getattr(exc, "orig", None) or exc.__cause__
-    for _ in range(3):
-        if seen is None:
-            return False
-        if isinstance(seen, _DOWN_WRAPPED):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
-
-
 def handle(request: Request, exc: Exception) -> Response:
     """Map any exception to its problem; a 500 never carries a trace."""
     if isinstance(exc, errors.Misconfigured):
@@ -199,8 +168,8 @@ def handle(request: Request, exc: Exception) -> Response:
                        "capacity or terminate a service there")
     if isinstance(exc, IntegrityError) or sqlstate.startswith("23"):
         return problem(request, 409, "conflict", "Conflict", "the request conflicts with existing data")
-    if _down(exc) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-        log.warning("dependency down: %s (request_id=%s)", type(exc).__name__, request_id(request.scope))
+    if is_outage(exc):
+        log.warning("dependency down: %s (request_id=%s)", describe(exc), request_id(request.scope))
         return problem(request, 503, "unavailable", "Service unavailable", "a dependency is unavailable",
                        headers={"Retry-After": "5"})
     log.exception("unhandled error (request_id=%s)", request_id(request.scope))

@@ -23,7 +23,9 @@ max_retries before Retries reads it.
 It also writes the worker's one line about each failed attempt (`hostq.worker`): a WARNING with when the next
 attempt is due, or an ERROR when the job is failed. For a failure hostq classified on purpose (an integration or
 domain error) Dramatiq's own "Failed to process message ... with unhandled exception" and its traceback are
-dropped: the failure is expected, and the line says all of it. A bug keeps Dramatiq's traceback.
+dropped: the failure is expected, and the line says all of it. So they are for Postgres or Redis out of reach
+and for an attempt stopped by its time limit (domain/outages.py; an outage meets every delivery of every job, and
+a traceback each flooded the log). A bug keeps Dramatiq's traceback.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import Interrupt
 
 from domain.db import session_scope
 from domain.jobs import rules, tracking
+from domain.outages import describe, is_outage
 from domain.times import rfc3339
 from workers.heartbeat import Holder
 from workers.locks import LockKeeper, RedisLock
@@ -258,7 +262,7 @@ class JobStateMiddleware(dramatiq.Middleware):
 
     async def _failed(self, ticket: tracking.Ticket, exc: BaseException) -> tracking.FailedAttempt | None:
         """Record the failed attempt; what the job row got (None when it was no longer running this attempt)."""
-        error = tracking.describe_error(exc)
+        error = _describe(exc)
         async with session_scope(self._sessions()) as session:
             return await tracking.finish_error(session, ticket, error)
 
@@ -277,10 +281,16 @@ class JobStateMiddleware(dramatiq.Middleware):
         self._retrying.next = None
         outcome = self._outcomes.pop(job_id, _UNRECORDED)
         if outcome is _UNRECORDED:
-            # Recording failed too (the database is down?): Dramatiq's retry brings the message back, and
-            # the job row, still `running`, closes this attempt as lost when it does. The limit an earlier
-            # delivery set (one more retry than it had) would make Retries drop it: the backstop decides again.
+            # The attempt failed before its job row knew of it (the service's lock), or recording failed too
+            # (the database is down?): Dramatiq's retry brings the message back, and a job row still `running`
+            # closes this attempt as lost when it does. The limit an earlier delivery set (one more retry than it
+            # had) would make Retries drop it: the backstop decides again. If that retry cannot be sent (Redis
+            # away), the job is handed to the relay (before_ack).
             message.options.pop("max_retries", None)
+            self._retrying.next = (message.message_id, None)
+            if _quiet(exception):  # Dramatiq's traceback was dropped (_keeps): this line says it
+                log.warning("job %s: its attempt could not start or be recorded: %s; the message is sent again",
+                            job_id, describe(exception))
             return
         retries = message.options.get("retries", 0)
         retrying = outcome is not None and outcome.status == rules.RETRYING
@@ -330,10 +340,12 @@ class JobStateMiddleware(dramatiq.Middleware):
         Dramatiq logs it before after_process_message runs, while the outcome is still noted.
         """
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is None or not tracking.is_expected(exc) or not isinstance(record.args, tuple) or not record.args:
+        if exc is None or not isinstance(record.args, tuple) or not record.args:
             return True
         job_id = getattr(record.args[0], "options", {}).get("job_id")  # the MessageProxy of "message %s"
-        return job_id is None or job_id not in self._outcomes
+        if job_id is None:
+            return True
+        return not (_quiet(exc) or (tracking.is_expected(exc) and job_id in self._outcomes))
 
     def before_enqueue(self, broker, message, delay):
         # Only Retries' send of a failed attempt's message sets when the next attempt is due: a BUSY or NotDue
@@ -344,6 +356,8 @@ class JobStateMiddleware(dramatiq.Middleware):
         self._retrying.next = None
         job_id = message.options["job_id"]
         self._retry_sends[message.message_id] = job_id
+        if retry[1] is None:  # an unrecorded attempt's: the job row has nothing to note
+            return
         get_event_loop_thread().run_coroutine(self._noted(uuid.UUID(job_id), retry[1], delay))
         due = rfc3339(datetime.now(timezone.utc) + timedelta(milliseconds=delay), up=True)
         log.warning("%s; next attempt in %.1f s, at %s", _failed_attempt(job_id, retry[1]), delay / 1000, due)
@@ -375,6 +389,16 @@ async def _say_ended(lock: RedisLock, ticket: tracking.Ticket, longest: timedelt
                     ticket.attempt, type(exc).__name__, exc)
 
 
+def _quiet(exc: BaseException) -> bool:
+    """A failure that is nobody's bug, whatever became of the attempt: Postgres or Redis out of reach, or the
+    attempt stopped from outside (its time limit, a shutdown). Its one line says all of it, without a traceback."""
+    return is_outage(exc) or isinstance(exc, Interrupt)
+
+
+def _describe(exc: BaseException) -> tracking.JobError:
+    return tracking.INTERRUPTED if isinstance(exc, Interrupt) else tracking.describe_error(exc)
+
+
 def _failed_attempt(job_id: str, outcome: tracking.FailedAttempt) -> str:
     return (f"job {job_id} ({outcome.kind}): attempt {outcome.attempt} of {outcome.max_attempts} failed: "
             f"{outcome.error.code}: {outcome.error.for_ops}")
@@ -383,7 +407,7 @@ def _failed_attempt(job_id: str, outcome: tracking.FailedAttempt) -> str:
 def _log_final(job_id: str, outcome: tracking.FailedAttempt | None, exception: BaseException) -> None:
     """The one line about an attempt after which the job is not retried."""
     if outcome is None:
-        error = tracking.describe_error(exception)
+        error = _describe(exception)
         log.warning("job %s: an attempt failed after the job had moved on (not retried): %s: %s", job_id,
                     error.code, error.for_ops)
     else:

@@ -24,6 +24,7 @@ from domain.errors import DomainError, IntegrationError, OutOfTurn
 from domain.ids import new_id
 from domain.jobs import effects, rules
 from domain.jobs.models import Job, JobAttempt
+from domain.outages import describe, is_outage
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,10 @@ class FailedAttempt:
     round: int
 
 
+#: An attempt stopped from outside: by its time limit, or by the worker shutting down.
+INTERRUPTED = JobError("interrupted", "the attempt was interrupted (time limit or worker shutdown)", True)
+
+
 def is_expected(exc: BaseException) -> bool:
     """Whether `exc` is a failure hostq classifies on purpose (a remote system's, a business rule's), not a bug."""
     return isinstance(exc, (IntegrationError, DomainError))
@@ -124,7 +129,9 @@ def describe_error(exc: BaseException) -> JobError:
     if isinstance(exc, DomainError):
         return JobError(exc.code, exc.detail or exc.code, False)
     if isinstance(exc, asyncio.CancelledError):  # Dramatiq's time limit, or the worker shutting down
-        return JobError("interrupted", "the attempt was interrupted (time limit or worker shutdown)", True)
+        return INTERRUPTED
+    if is_outage(exc):
+        return JobError("dependency_unavailable", f"Postgres or Redis could not be reached ({describe(exc)})", True)
     # Unknown failures are retried; the message names the type only, never a trace.
     return JobError("internal_error", f"unexpected {type(exc).__name__}", True)
 

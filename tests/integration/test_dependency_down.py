@@ -97,7 +97,7 @@ def test_a_statement_cancelled_by_a_timeout_is_not_a_dependency_down():
     to look at (500, with its trace), not a reason for clients to retry."""
     from sqlalchemy.exc import DBAPIError
 
-    from api.problems import _down
+    from domain.outages import is_outage as _down
 
     def wrapped(error: Exception) -> DBAPIError:
         adapter = RuntimeError(str(error))

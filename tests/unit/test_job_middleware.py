@@ -59,3 +59,39 @@ def test_only_an_expected_failure_this_middleware_logs_loses_dramatiq_s_tracebac
     assert tracker._keeps(_dramatiq_record(_message("a"), KeyError("a bug"))) is True  # a bug keeps its traceback
     assert tracker._keeps(_dramatiq_record(_message("b"), transient)) is True  # not recorded: nothing else says it
     assert tracker._keeps(_dramatiq_record(SimpleNamespace(options={}), transient)) is True  # not a job's message
+
+
+def test_postgres_or_redis_out_of_reach_and_a_time_limit_lose_dramatiq_s_traceback_recorded_or_not():
+    """Every delivery of every job meets the outage: a traceback each would flood the log (about 75 lines each)."""
+    from dramatiq.middleware import TimeLimitExceeded
+    tracker = JobStateMiddleware(sessions=None, db=None)
+    assert tracker._keeps(_dramatiq_record(_message("b"), ConnectionRefusedError(111, "Connect call failed"))) is False
+    assert tracker._keeps(_dramatiq_record(_message("b"), TimeLimitExceeded())) is False
+    assert tracker._keeps(_dramatiq_record(_message("b"), ValueError("a bug"))) is True
+
+
+def test_an_unrecorded_attempt_s_outage_is_one_line_and_its_retry_is_watched_for_the_relay(caplog):
+    """The attempt failed before the job row knew of it (Redis timed out taking the service's lock): if Retries
+    cannot send the message back either, before_ack must hand the job to the relay, or it waits for the stalled
+    sweep (10 minutes) in `queued`."""
+    tracker = JobStateMiddleware(sessions=None, db=None)
+    message = _message("c")
+    with caplog.at_level(logging.WARNING, logger="hostq.worker"):
+        tracker.after_process_message(None, message, exception=TimeoutError())
+    assert [r.getMessage() for r in caplog.records] == [
+        "job c: its attempt could not start or be recorded: TimeoutError; the message is sent again"]
+    tracker.before_enqueue(None, message, 1000)  # Retries' send of its retry
+    assert tracker._retry_sends == {"m-c": "c"}  # before_ack hands it to the relay unless after_enqueue clears it
+    tracker.after_enqueue(None, message, 1000)
+    assert tracker._retry_sends == {}
+
+
+def test_errors_are_named_for_the_job_row():
+    from dramatiq.middleware import TimeLimitExceeded
+
+    from domain.jobs.tracking import describe_error
+    assert middleware._describe(TimeLimitExceeded()).code == "interrupted"
+    down = describe_error(ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)"))
+    assert (down.code, down.retryable) == ("dependency_unavailable", True)
+    assert "5432" in down.message
+    assert describe_error(KeyError("x")).code == "internal_error"
