@@ -21,6 +21,7 @@ class JobError(msgspec.Struct):
                     "whm_username_taken, whm_domain_taken, whm_account_conflict (an operator must look), "
                     "whm_create_in_doubt (waiting for a timed-out createacct that may still be running on WHM), "
                     "username_unavailable (no free username found), kek_mismatch, worker_lost, interrupted, "
+                    "dependency_unavailable (hostq's own database or Redis out of reach; retried), "
                     "invalid_state, not_found (the job's service no longer exists), internal_error",
         examples=["whm_unavailable"])]
     message: str
