@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 
@@ -98,15 +99,21 @@ def _worker(args, settings: Settings) -> None:
     os.execvpe(sys.executable, argv, env)
 
 
+#: The scheduler's and relay's log lines, in the form of the workers' (Dramatiq's) without the thread.
+CLOCK_LOG_FORMAT = "[%(asctime)s] [PID %(process)d] [%(name)s] [%(levelname)s] %(message)s"
+
+
 def _scheduler(args, settings: Settings) -> None:
     from schedules.clock import run
     _check_database(settings)
+    logging.basicConfig(level=logging.INFO, format=CLOCK_LOG_FORMAT)
     asyncio.run(run(settings, leader=True))
 
 
 def _relay(args, settings: Settings) -> None:
     from schedules.clock import run
     _check_database(settings)
+    logging.basicConfig(level=logging.INFO, format=CLOCK_LOG_FORMAT)
     asyncio.run(run(settings, leader=False))
 
 

@@ -15,6 +15,7 @@ import domain.models  # noqa: F401  (every table known, so foreign keys resolve 
 from domain.db import make_engine, make_sessionmaker, session_scope
 from domain.idempotency.service import delete_expired
 from domain.jobs.service import lost_with_broker, mark_relayed, mark_resent, stalled_jobs, undispatched_jobs
+from domain.outages import describe
 from domain.pg import LazyPool
 from domain.redis_pipe import PipelinedRedis
 from domain.settings import Settings
@@ -125,6 +126,18 @@ async def expire_keys_once(pool: LazyPool) -> int:
     return deleted
 
 
+def _said_leading(leads: bool, was: bool | None) -> bool:
+    """Whether this scheduler leads now; a line when that changes (or is first known)."""
+    if leads and not was:
+        log.info("leading: this scheduler runs the clock")
+    elif not leads and was:
+        log.warning("no longer leading: another scheduler took the clock's lock (this one looked stopped for "
+                    "%d s?)", LEADER_TTL_MS // 1000)
+    elif not leads and was is None:
+        log.info("another scheduler leads: this one takes over if it stops (within %d s)", LEADER_TTL_MS // 1000)
+    return leads
+
+
 def _stopper() -> asyncio.Event:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -143,10 +156,13 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
     marker = f"{settings.namespace}:dramatiq:__marker__"  # with the broker's keys: a flush of them takes it too
     lost_at: datetime | None = None  # when the broker's loss of its data was found, until all is sent again
     stop = _stopper()
+    leading: bool | None = None  # unknown until the lock first answers
     try:
         while not stop.is_set():
             try:
-                if not leader or await lock.acquire():
+                if leader:
+                    leading = _said_leading(await lock.acquire(), leading)
+                if not leader or leading:
                     lost_at = await resend_if_lost(sessions, broker, marker, lost_at)
                     await relay_once(sessions, broker, settings.relay_grace_s)
                     if time.monotonic() >= resend_at:
@@ -157,7 +173,7 @@ async def run(settings: Settings, *, leader: bool = True) -> None:
                         await expire_keys_once(keys_pool)
                         expire_at = time.monotonic() + EXPIRE_KEYS_EVERY_S
             except Exception as exc:  # a dependency is down: say so and keep ticking
-                log.warning("scheduler tick failed: %s", exc)
+                log.warning("scheduler tick failed: %s", describe(exc))
             try:
                 await asyncio.wait_for(stop.wait(), TICK_S)
             except asyncio.TimeoutError:

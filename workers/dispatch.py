@@ -17,6 +17,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from domain.jobs.models import Job
 from domain.jobs.rules import RETRYING
+from domain.outages import describe
 from domain.settings import Settings, SettingsError, redacted
 
 log = logging.getLogger("hostq.dispatch")
@@ -155,12 +156,13 @@ def send_messages(broker: dramatiq.Broker, messages: Iterable[tuple[uuid.UUID, i
         except Exception as exc:  # the job rows stay undispatched for the relay
             if _broker_wide(exc):
                 _down_until[broker] = time.monotonic() + RESEND_AFTER_S
-                log.warning("the broker refused a job (%s: %s): it and the rest of its batch wait for the relay",
-                            type(exc).__name__, exc)
+                log.warning("the broker refused job %s (%s): it and the rest of its batch wait for the relay "
+                            "request_id=%s", job_id, describe(exc), message.options.get("request_id"))
                 break
             queues_down[queue] = time.monotonic() + RESEND_AFTER_S
-            log.warning("the broker refused a job of queue %s (%s: %s): that queue's jobs wait for the relay, the "
-                        "other queues' go on", queue, type(exc).__name__, exc)
+            log.warning("the broker refused job %s of queue %s (%s): that queue's jobs wait for the relay, the "
+                        "other queues' go on request_id=%s", job_id, queue, describe(exc),
+                        message.options.get("request_id"))
             continue
         sent.append((job_id, job_round))
     return sent
