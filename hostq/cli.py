@@ -28,6 +28,7 @@ def _check_database(settings: Settings, *, secrets: bool = False, region: str | 
     starts and waits for it, as for any outage."""
     from domain.migrate import check_schema
     _check_redis(settings)
+    _check_rabbitmq(settings)
     if (unreachable := check_schema(settings.database_url)) is not None:
         print(f"hostq: warning: Postgres cannot be reached ({unreachable}): starting anyway, and waiting for it "
               "(check DATABASE_URL if it is not just down)", file=sys.stderr)
@@ -49,13 +50,34 @@ def _check_redis(settings: Settings) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
-        except redis.ResponseError as exc:
+        except (redis.ResponseError, redis.AuthenticationError) as exc:
             raise SettingsError(f"{name}: Redis refuses it: {exc}") from None
         except redis.RedisError as exc:
             print(f"hostq: warning: Redis cannot be reached ({exc}): starting anyway, and waiting for it (check "
                   f"{name} if it is not just down)", file=sys.stderr)
         finally:
             client.close()
+
+
+def _check_rabbitmq(settings: Settings) -> None:
+    """Refuse (one line) a RabbitMQ that answers but refuses HOSTQ_BROKER_URL's user, password or virtual host: a
+    process would start and fail every send or consume, for ever. One warning line for a RabbitMQ that cannot be
+    reached: the process starts and waits for it."""
+    if not settings.broker_url.startswith(("amqp://", "amqps://")):
+        return
+    import pika
+    from workers.dispatch import amqp_url
+    try:
+        pika.BlockingConnection(pika.URLParameters(amqp_url(settings.broker_url))).close()
+    except (pika.exceptions.ProbableAuthenticationError, pika.exceptions.ProbableAccessDeniedError,
+            pika.exceptions.AuthenticationError) as exc:
+        closed = exc.args[0] if exc.args else None
+        said = getattr(closed, "reply_text", None) or str(exc)
+        raise SettingsError(f"HOSTQ_BROKER_URL: RabbitMQ refuses it: {said} (check its user, password and "
+                            "virtual host)") from None
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        print(f"hostq: warning: RabbitMQ cannot be reached ({exc!r}): starting anyway, and "
+              "waiting for it (check HOSTQ_BROKER_URL if it is not just down)", file=sys.stderr)
 
 
 def _check_region(settings: Settings, region: str) -> None:

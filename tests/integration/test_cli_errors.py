@@ -98,11 +98,18 @@ async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_
 @pytest.mark.parametrize("variable, value, says", [
     ("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL: the path must be a Redis database number"),
     ("REDIS_URL", "redis://127.0.0.1:6379/99", "REDIS_URL: Redis refuses it: DB index is out of range"),
-    ("DATABASE_URL", f"{BASE_DB}/x?foo=bar", "DATABASE_URL: unsupported connection option(s) foo: use passfile")])
+    ("DATABASE_URL", f"{BASE_DB}/x?foo=bar", "DATABASE_URL: unsupported connection option(s) foo: use passfile"),
+    ("HOSTQ_BROKER_URL", "amqp://guest:not-the-password@127.0.0.1:5672/%2F",
+     "HOSTQ_BROKER_URL: RabbitMQ refuses it: ConnectionClosedByBroker: (403) 'ACCESS_REFUSED"),
+    ("HOSTQ_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/hostq-no-such-vhost",
+     "HOSTQ_BROKER_URL: RabbitMQ refuses it: ConnectionClosedByBroker: (530) 'NOT_ALLOWED - vhost "
+     "hostq-no-such-vhost not found'")])
 def test_a_redis_database_or_a_database_url_hostq_cannot_use_stops_the_process_at_start(hostq_cmd, test_env, argv,
                                                                                        variable, value, says):
     """redis-py would use database 0 for /abc, and /99 fails later on every command; asyncpg would send `foo` to
-    Postgres as a setting: each is one line at start, never a traceback or a process on the wrong database."""
+    Postgres as a setting; a RabbitMQ that refuses the user or has no such virtual host would leave a worker
+    logging two CRITICAL lines every 3 s for ever: each is one line at start, never a traceback or a process on
+    the wrong database."""
     done = _hostq(hostq_cmd, {**test_env, variable: value}, *argv)
     assert done.returncode == 2 and done.stdout == "" and "Traceback" not in done.stderr, done
     [line] = done.stderr.strip().splitlines()
