@@ -12,7 +12,7 @@ from domain.settings import load_settings
 from workers.broker import setup_broker
 from workers.logcontext import install_filter
 from workers.runtime import runtime
-from workers.signals import stop_once_per_burst
+from workers.signals import stop_once_per_burst, stop_with_parent
 
 # The AsyncIO middleware's loop runs every job's I/O on one thread; uvloop's transports and asyncpg's
 # protocol cost less CPU on it than the default loop's. Set before the worker boots and makes its loop.
@@ -23,6 +23,7 @@ _queues = filter(None, os.environ.get("HOSTQ_WORKER_QUEUES", "").split(","))
 broker = setup_broker(load_settings(), lambda: runtime().sessions, lambda: runtime().db, _queues,
                       redis=lambda: runtime().redis)
 dramatiq.set_broker(broker)
+stop_with_parent()  # orphaned by a `kill -9` of `hostq worker`, stop (workers/signals.py)
 stop_once_per_burst()  # a group's SIGTERM arrives twice: stop once (workers/signals.py)
 install_filter()  # the request id in the log lines about a job's message (workers/logcontext.py)
 

@@ -10,9 +10,11 @@ arrive within REPEAT_WINDOW_S of the first are the same stop; a SIGTERM after th
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 
 from dramatiq.cli import RET_KILLED
@@ -21,14 +23,36 @@ log = logging.getLogger("hostq.worker")
 REPEAT_WINDOW_S = 2.0
 
 
+#: prctl(2)'s option: the signal this process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
+
+
+def _dramatiq_worker_process() -> bool:
+    """Whether this is a Dramatiq worker process (its SIGTERM handler is Dramatiq's), not its parent or another."""
+    return getattr(signal.getsignal(signal.SIGTERM), "__module__", None) == "dramatiq.cli"
+
+
+def stop_with_parent() -> None:
+    """Have this worker process sent SIGTERM when Dramatiq's parent process dies (`kill -9` of `hostq worker`).
+
+    Orphaned, it would go on consuming, unseen by whatever supervises `hostq worker`, beside the worker that the
+    supervisor starts again. SIGTERM stops it as any stop does: it finishes or gives back its messages. Linux only
+    (prctl); elsewhere nothing changes."""
+    if not _dramatiq_worker_process() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("could not ask to be stopped with the worker's parent process: %s", os.strerror(ctypes.get_errno()))
+
+
 def stop_once_per_burst() -> None:
     """Wrap Dramatiq's SIGTERM handler of this worker process (called where the worker imports its broker).
 
     Does nothing in any other process (the handler in place is not Dramatiq's worker-process one).
     """
-    dramatiq_handler = signal.getsignal(signal.SIGTERM)
-    if getattr(dramatiq_handler, "__module__", None) != "dramatiq.cli":
+    if not _dramatiq_worker_process():
         return
+    dramatiq_handler = signal.getsignal(signal.SIGTERM)
     first_at: float | None = None
 
     def on_sigterm(signum, frame) -> None:

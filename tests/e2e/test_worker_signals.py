@@ -74,3 +74,42 @@ def test_a_fake_whm_stopping_drops_a_held_call_without_a_traceback(procs, ports,
             held.result(timeout=30)
     assert process.wait(timeout=40) == 0, procs.log("whm")
     assert "Traceback" not in procs.log("whm"), procs.log("whm")
+
+
+def test_a_worker_process_stops_when_hostq_worker_is_killed(hostq_cmd, test_env, settings, tmp_path):
+    """`kill -9` of the `hostq worker` process (Dramatiq's parent): its worker process must not live on, orphaned,
+    consuming beside the worker a supervisor starts again."""
+    procs = GroupProcesses(hostq_cmd, test_env, tmp_path)
+    worker = procs.start("worker", "worker", "--region", f"pd{uuid.uuid4().hex[:6]}")
+    try:
+        deadline = time.monotonic() + 30
+        while "ready for action" not in procs.log("worker"):
+            assert worker.poll() is None and time.monotonic() < deadline, procs.log("worker")
+            time.sleep(0.1)
+        [child] = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == worker.pid]
+        worker.send_signal(signal.SIGKILL)  # the parent only, not its group
+        worker.wait(timeout=10)
+        started = time.monotonic()
+        while _alive(child) and time.monotonic() - started < 20:
+            time.sleep(0.1)
+        assert not _alive(child), procs.log("worker")  # (its log lines went through the dead parent: none)
+    finally:
+        if group_alive(worker.pid):
+            os.killpg(worker.pid, signal.SIGKILL)
+        procs.running.pop("worker", None)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
