@@ -20,6 +20,9 @@ from workers.dispatch import make_broker
 
 #: The API's ORM engine: connections kept, and more under bursts (HOSTQ_API_DB_POOL's pool serves the hot paths).
 ORM_POOL, ORM_OVERFLOW = 5, 10
+#: How long one of a request's statements may wait for Postgres before the request is a 503 (workers allow 30 s):
+#: a Postgres that hangs (frozen, not refusing connections) must not hold a reseller's request for half a minute.
+STATEMENT_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -49,7 +52,8 @@ class Resources:
         # The hot paths use `pg` (HOSTQ_API_DB_POOL, default 50, kept open; a keyed POST holds one from its
         # claim to its commit: fewer than the concurrent requests queue them and stretch the p99); the ORM's
         # pool serves the rest (5 kept, 10 more under bursts).
-        engine = make_engine(settings.database_url, pool_size=ORM_POOL, max_overflow=ORM_OVERFLOW, scope="tenant")
+        engine = make_engine(settings.database_url, pool_size=ORM_POOL, max_overflow=ORM_OVERFLOW, scope="tenant",
+                             command_timeout_s=STATEMENT_TIMEOUT_S)
         sessions = make_sessionmaker(engine)
         reads = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False,
                                    autoflush=False)
@@ -58,7 +62,8 @@ class Resources:
         client = aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
         broker, marks = make_broker(settings), DispatchMarks(sessions)
         return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
-                   pg=LazyPool(settings.database_url, max_size=settings.api_db_pool), redis=client,
+                   pg=LazyPool(settings.database_url, max_size=settings.api_db_pool,
+                               command_timeout_s=STATEMENT_TIMEOUT_S), redis=client,
                    broker=broker, marks=marks, principals=PrincipalCache(),
                    limiter=RateLimiter(PipelinedRedis(settings.redis_url), settings.namespace),
                    sender=None if isinstance(broker, RedisBroker) else BackgroundSender(broker, marks))

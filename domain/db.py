@@ -47,7 +47,7 @@ APP_ROLE = "hostq_app"
 
 
 def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system",
-                max_overflow: int | None = None) -> AsyncEngine:
+                max_overflow: int | None = None, command_timeout_s: float = 30.0) -> AsyncEngine:
     """An asyncpg engine whose sessions run as the app role, under row-level security.
 
     `scope="tenant"` (the API): each checkout sees only CURRENT_TENANT's rows, none when unset.
@@ -64,7 +64,7 @@ def make_engine(database_url: str, *, pool_size: int = 10, scope: str = "system"
         pool_pre_ping=False,
         # Through domain.pg.connect, as the plain pools connect: DATABASE_URL's options (sslmode, ...) are libpq's
         # on every path, where SQLAlchemy would hand them to asyncpg.connect as arguments.
-        async_creator=lambda: connect(database_url, timeout=5, command_timeout=30,
+        async_creator=lambda: connect(database_url, timeout=5, command_timeout=command_timeout_s,
                                       server_settings={"application_name": "hostq"}),
     )
 

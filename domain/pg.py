@@ -101,11 +101,12 @@ class LazyPool:
     they open; nothing ever sets a tenant on them.
     """
 
-    def __init__(self, database_url: str, *, max_size: int, scope: str = "tenant") -> None:
+    def __init__(self, database_url: str, *, max_size: int, scope: str = "tenant",
+                 command_timeout_s: float = 30.0) -> None:
         if scope not in ("tenant", "system"):
             raise ValueError(f"unknown scope {scope!r}")
         self._dsn = plain_dsn(database_url)
-        self._max_size = max_size
+        self._max_size, self._command_timeout_s = max_size, command_timeout_s
         self._init = _open_tenant if scope == "tenant" else _open_system
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Future[asyncpg.Pool] | None = None
@@ -117,7 +118,7 @@ class LazyPool:
         if self._opening is None:
             self._opening = asyncio.ensure_future(asyncpg.create_pool(
                 self._dsn, min_size=0, max_size=self._max_size, init=self._init, reset=_keep_session,
-                connection_class=TenantConnection, timeout=5, command_timeout=30,
+                connection_class=TenantConnection, timeout=5, command_timeout=self._command_timeout_s,
                 server_settings={"application_name": "hostq"}))
         self._pool = await asyncio.shield(self._opening)
         return self._pool

@@ -106,3 +106,30 @@ def test_a_statement_cancelled_by_a_timeout_is_not_a_dependency_down():
 
     assert _down(wrapped(asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already")))
     assert not _down(wrapped(asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")))
+
+
+async def test_a_postgres_that_hangs_is_a_503_after_the_api_s_statement_timeout(settings, tenant, monkeypatch):
+    """A frozen Postgres accepts the statement and never answers (here: a lock held elsewhere stands in): the
+    request must end as a 503 after the API's statement timeout, not wait the workers' 30 s."""
+    import api.resources
+
+    monkeypatch.setattr(api.resources, "STATEMENT_TIMEOUT_S", 1.0)
+    holder = await asyncpg.connect(plain_dsn(settings.database_url))
+    resources = Resources.open(settings)
+    try:
+        transaction = holder.transaction()
+        await transaction.start()
+        await holder.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+        app = create_app(settings, resources)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                     auth=HostqSigner(tenant["api_key"], tenant["signing_secret"])) as client:
+            started = time.monotonic()
+            response = await client.get("/v1/customers")
+            elapsed = time.monotonic() - started
+        await transaction.rollback()
+    finally:
+        await resources.close()
+        await holder.close()
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "unavailable" and response.headers["retry-after"]
+    assert elapsed < 5, elapsed
