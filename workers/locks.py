@@ -129,10 +129,10 @@ class LockKeeper:
                 await self._release_again()
 
     async def _release_again(self) -> None:
-        now = time.monotonic()
-        due = [lock for lock, lapses in self._unreleased.items() if lapses > now]
-        released = await asyncio.gather(*(lock.release() for lock in due), return_exceptions=True)
+        now = time.monotonic()  # one whose TTL has run out is free anyway
         self._unreleased = {lock: lapses for lock, lapses in self._unreleased.items() if lapses > now}
+        due = list(self._unreleased)
+        released = await asyncio.gather(*(lock.release() for lock in due), return_exceptions=True)
         for lock, outcome in zip(due, released):
             if not isinstance(outcome, BaseException):
                 self._unreleased.pop(lock, None)
