@@ -171,10 +171,23 @@ async def commit(conn: Any, *, before: str = "") -> None:
         raise asyncpg.InFailedSQLTransactionError("the transaction failed and was rolled back")
 
 
+#: How long a ROLLBACK may take before its connection is closed instead (Postgres drops the transaction with it):
+#: after a statement that timed out, Postgres may not answer the ROLLBACK either, and the request would wait again.
+ROLLBACK_TIMEOUT_S = 2.0
+
+
 async def rollback(conn: Any) -> None:
-    """Roll back the connection's open transaction, if any (nothing to do on a broken connection)."""
-    if not conn.is_closed() and conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+    """Roll back the connection's open transaction, if any; never raises, so the error that led here is the one
+    reported. Nothing to do on a broken connection, or one already back in its pool (which resets it)."""
+    try:
+        if conn.is_closed() or not conn.is_in_transaction():
+            return
+    except asyncpg.InterfaceError:  # released to its pool while the request failed
+        return
+    try:
+        await conn.execute("ROLLBACK", timeout=ROLLBACK_TIMEOUT_S)
+    except Exception:
+        conn.terminate()
 
 
 def literal_uuid(value: uuid.UUID | str) -> str:

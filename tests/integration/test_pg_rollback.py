@@ -1,0 +1,41 @@
+"""domain.pg.rollback after a failure: it never waits long for a Postgres that does not answer, never raises."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import asyncpg
+
+from domain import pg
+from domain.pg import plain_dsn
+
+
+async def test_a_rollback_postgres_does_not_answer_closes_the_connection_instead(settings):
+    """A frozen Postgres: the statement timed out, and the ROLLBACK would wait as long again (a keyed POST took
+    20 s to answer 503). Here the connection's own backend is stopped (SIGSTOP) to stand in for it."""
+    conn = await asyncpg.connect(plain_dsn(settings.database_url))
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    await conn.execute("BEGIN")
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        await pg.rollback(conn)
+        took = time.monotonic() - started
+    finally:
+        os.kill(backend, signal.SIGCONT)  # it then finds its client gone and ends, its transaction with it
+    assert conn.is_closed()
+    assert took < pg.ROLLBACK_TIMEOUT_S + 1, took
+
+
+async def test_a_rollback_on_a_connection_back_in_its_pool_does_nothing(settings):
+    pool = await asyncpg.create_pool(plain_dsn(settings.database_url), min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("BEGIN")
+        await pg.rollback(conn)  # released (the pool rolled it back): no InterfaceError
+        async with pool.acquire() as again:
+            assert not again.is_in_transaction()
+    finally:
+        await pool.close()
