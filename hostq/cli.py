@@ -50,6 +50,9 @@ def _check_redis(settings: Settings) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
+            if client.connection_pool.connection_kwargs.get("password") is not None:
+                # redis-py goes on without a password this Redis does not have; hostq's own client does not
+                client.execute_command("AUTH", *_credentials(client))
         except (redis.ResponseError, redis.AuthenticationError) as exc:
             raise SettingsError(f"{name}: Redis refuses it: {exc}") from None
         except redis.RedisError as exc:
@@ -57,6 +60,12 @@ def _check_redis(settings: Settings) -> None:
                   f"{name} if it is not just down)", file=sys.stderr)
         finally:
             client.close()
+
+
+def _credentials(client) -> tuple[str, ...]:
+    """AUTH's arguments for a redis-py client's URL: (user, password), or (password,) for the default user."""
+    options = client.connection_pool.connection_kwargs
+    return (options["username"], options["password"]) if options.get("username") else (options["password"],)
 
 
 def _check_rabbitmq(settings: Settings) -> None:

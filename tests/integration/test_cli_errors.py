@@ -98,6 +98,8 @@ async def test_a_kek_that_opens_none_of_the_databases_secrets_stops_the_process_
 @pytest.mark.parametrize("variable, value, says", [
     ("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL: the path must be a Redis database number"),
     ("REDIS_URL", "redis://127.0.0.1:6379/99", "REDIS_URL: Redis refuses it: DB index is out of range"),
+    ("REDIS_URL", "redis://:a-password@127.0.0.1:6379/0",  # (this machine's Redis has none)
+     "REDIS_URL: Redis refuses it: AUTH <password> called without any password configured"),
     ("DATABASE_URL", f"{BASE_DB}/x?foo=bar", "DATABASE_URL: unsupported connection option(s) foo: use passfile"),
     ("HOSTQ_BROKER_URL", "amqp://guest:not-the-password@127.0.0.1:5672/%2F",
      "HOSTQ_BROKER_URL: RabbitMQ refuses it: ConnectionClosedByBroker: (403) 'ACCESS_REFUSED"),
