@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from domain.outages import describe
 from domain.redis_pipe import PipelinedRedis, RedisReplyError
 
 log = logging.getLogger("hostq.api.ratelimit")
@@ -146,8 +147,8 @@ class RateLimiter:
             allowed, remaining, reset, wait_us, generation = reply
         except (RedisReplyError, OSError, TimeoutError, ValueError) as exc:
             self._skip_until = time.monotonic() + self._pause_s
-            log.warning("rate limiter unavailable, letting requests through for %ss: %s: %s",
-                        self._pause_s, type(exc).__name__, exc)
+            log.warning("rate limiter unavailable, letting requests through for %ss: %s", self._pause_s,
+                        describe(exc))
             return None
         return Decision(allowed=bool(allowed), limit=limit, remaining=int(remaining), reset=int(reset),
                         retry_after=max(1, math.ceil(int(wait_us) / _US)) if not allowed else 0,

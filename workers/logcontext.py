@@ -13,6 +13,8 @@ import logging
 
 import dramatiq
 
+from domain.outages import describe, is_outage
+
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("hostq_request_id", default=None)
 
 
@@ -44,8 +46,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class OutageWithoutTraceback(logging.Filter):
+    """Dramatiq's own lines about an error that is an outage (Redis or Postgres out of reach: domain/outages.py)
+    keep one line, the error named at its end, without the traceback. An outage meets every message, poll and
+    acknowledgement: a traceback each (70 lines) buried everything else in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and record.name.startswith("dramatiq") and (
+                is_outage(exc) or isinstance(exc, dramatiq.errors.BrokerConnectionError)):  # (RabbitMQ's, wrapped)
+            record.msg, record.args = f"{record.getMessage()}: {describe(exc)}", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def install_filter() -> None:
-    """Put RequestIdFilter on the root logger's handlers (where every propagated record passes)."""
+    """Put RequestIdFilter and OutageWithoutTraceback on the root logger's handlers (where every propagated record
+    passes)."""
     for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RequestIdFilter) for f in handler.filters):
-            handler.addFilter(RequestIdFilter())
+        for kind in (OutageWithoutTraceback, RequestIdFilter):
+            if not any(isinstance(f, kind) for f in handler.filters):
+                handler.addFilter(kind())
