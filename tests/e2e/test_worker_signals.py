@@ -15,14 +15,20 @@ from tests.e2e.conftest import wait_until
 from tests.e2e.helpers import GroupProcesses, group_alive
 
 
+def _ready_worker(procs: GroupProcesses, region: str):
+    """`hostq worker --region REGION` started in a process group of its own, once its worker process is ready."""
+    worker = procs.start("worker", "worker", "--region", region)
+    deadline = time.monotonic() + 30
+    while "ready for action" not in procs.log("worker"):
+        assert worker.poll() is None and time.monotonic() < deadline, procs.log("worker")
+        time.sleep(0.1)
+    return worker
+
+
 def test_a_sigterm_to_the_workers_process_group_stops_it_promptly(hostq_cmd, test_env, settings, tmp_path):
     procs = GroupProcesses(hostq_cmd, test_env, tmp_path)
-    worker = procs.start("worker", "worker", "--region", f"sg{uuid.uuid4().hex[:6]}")
+    worker = _ready_worker(procs, f"sg{uuid.uuid4().hex[:6]}")
     try:
-        deadline = time.monotonic() + 30
-        while "ready for action" not in procs.log("worker"):
-            assert worker.poll() is None and time.monotonic() < deadline, procs.log("worker")
-            time.sleep(0.1)
         # The worker process gets the signal twice: from the group kill, and forwarded by Dramatiq's parent.
         os.killpg(worker.pid, signal.SIGTERM)
         started = time.monotonic()
@@ -80,12 +86,8 @@ def test_a_worker_process_stops_when_hostq_worker_is_killed(hostq_cmd, test_env,
     """`kill -9` of the `hostq worker` process (Dramatiq's parent): its worker process must not live on, orphaned,
     consuming beside the worker a supervisor starts again."""
     procs = GroupProcesses(hostq_cmd, test_env, tmp_path)
-    worker = procs.start("worker", "worker", "--region", f"pd{uuid.uuid4().hex[:6]}")
+    worker = _ready_worker(procs, f"pd{uuid.uuid4().hex[:6]}")
     try:
-        deadline = time.monotonic() + 30
-        while "ready for action" not in procs.log("worker"):
-            assert worker.poll() is None and time.monotonic() < deadline, procs.log("worker")
-            time.sleep(0.1)
         [child] = [int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == worker.pid]
         worker.send_signal(signal.SIGKILL)  # the parent only, not its group
         worker.wait(timeout=10)

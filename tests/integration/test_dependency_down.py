@@ -18,16 +18,21 @@ from domain.pg import plain_dsn
 from hostq.client import HostqSigner
 
 
+async def _get_customers(settings, resources: Resources, tenant: dict) -> tuple[httpx.Response, float]:
+    """A signed GET /v1/customers through an app on `resources`: the answer, and how long it took."""
+    app = create_app(settings, resources)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                 auth=HostqSigner(tenant["api_key"], tenant["signing_secret"])) as client:
+        started = time.monotonic()
+        response = await client.get("/v1/customers")
+        return response, time.monotonic() - started
+
+
 async def test_database_down_is_a_quick_503(settings, tenant):
     down = replace(settings, database_url="postgresql+asyncpg://postgres@127.0.0.1:1/hostq")
     resources = Resources.open(down)
     try:
-        app = create_app(down, resources)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                     auth=HostqSigner(tenant["api_key"], tenant["signing_secret"])) as client:
-            started = time.monotonic()
-            response = await client.get("/v1/customers")
-            elapsed = time.monotonic() - started
+        response, elapsed = await _get_customers(down, resources, tenant)
     finally:
         await resources.close()
     assert response.status_code == 503, response.text
@@ -79,10 +84,7 @@ async def test_postgres_refusing_more_connections_is_a_503_not_a_500(settings, t
         full = replace(settings, database_url=settings.database_url.replace("//postgres@", f"//{role}@"))
         resources = Resources.open(full)
         try:
-            app = create_app(full, resources)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                         auth=HostqSigner(tenant["api_key"], tenant["signing_secret"])) as client:
-                response = await client.get("/v1/customers")
+            response, _ = await _get_customers(full, resources, tenant)
         finally:
             await resources.close()
     finally:
@@ -120,12 +122,7 @@ async def test_a_postgres_that_hangs_is_a_503_after_the_api_s_statement_timeout(
         transaction = holder.transaction()
         await transaction.start()
         await holder.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
-        app = create_app(settings, resources)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
-                                     auth=HostqSigner(tenant["api_key"], tenant["signing_secret"])) as client:
-            started = time.monotonic()
-            response = await client.get("/v1/customers")
-            elapsed = time.monotonic() - started
+        response, elapsed = await _get_customers(settings, resources, tenant)
         await transaction.rollback()
     finally:
         await resources.close()
