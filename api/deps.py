@@ -83,11 +83,11 @@ async def db_for(request: Request, *, one_statement: bool = False) -> AsyncItera
         held = request.scope[CONNECTION_KEY]  # type: ignore[literal-required]
         try:
             yield held
-        except BaseException:
+        except BaseException as exc:
             # Undo the effect (and, with it, the claim: the middleware claims again to store this answer).
             request.scope[IN_TRANSACTION] = False  # type: ignore[literal-required]
             dispatch_marks.discard(request.scope)
-            await rollback(held)
+            await rollback(held, exc)
             raise
         return
     scoped = tenant_connection if one_statement else tenant_transaction

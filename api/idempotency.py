@@ -120,8 +120,8 @@ class IdempotencyMiddleware(ASGIMiddleware):
         except asyncpg.LockNotAvailableError:
             await pg.rollback(conn)
             return _BUSY
-        except BaseException:
-            await pg.rollback(conn)
+        except BaseException as exc:
+            await pg.rollback(conn, exc)
             raise
         return claim_id
 
@@ -132,9 +132,9 @@ class IdempotencyMiddleware(ASGIMiddleware):
         captured = _Capture()
         try:
             await next_app(scope, receive, captured)
-        except BaseException:
+        except BaseException as exc:
             dispatch_marks.discard(scope)
-            await pg.rollback(conn)
+            await pg.rollback(conn, exc)
             raise
         if captured.complete and rules.storable(captured.status):  # type: ignore[arg-type]
             answer = service.complete_sql(claim_id, status=captured.status,  # type: ignore[arg-type]
@@ -144,7 +144,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
                     await pg.commit(conn, before=answer)
                 except Exception as exc:  # nothing committed, effect nor answer: a 5xx, not stored
                     dispatch_marks.discard(scope)
-                    await pg.rollback(conn)
+                    await pg.rollback(conn, exc)
                     await _failed(scope, receive, send, exc)
                     return
                 dispatch_marks.send_committed(scope)  # the jobs its handler recorded, committed just now

@@ -17,6 +17,7 @@ one: a process starts even while Postgres is down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import msgspec
+
+from domain.outages import is_outage
 
 APP_ROLE = "hostq_app"
 _ACT_FOR = ("SELECT set_config('hostq.tenant_id', $1, false), set_config('hostq.scope', 'tenant', false)")
@@ -151,8 +154,8 @@ async def tenant_transaction(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncItera
         try:
             yield conn
             await commit(conn)
-        except BaseException:
-            await rollback(conn)
+        except BaseException as exc:
+            await rollback(conn, exc)
             raise
 
 
@@ -176,17 +179,22 @@ async def commit(conn: Any, *, before: str = "") -> None:
 ROLLBACK_TIMEOUT_S = 2.0
 
 
-async def rollback(conn: Any) -> None:
+async def rollback(conn: Any, after: BaseException | None = None) -> None:
     """Roll back the connection's open transaction, if any; never raises, so the error that led here is the one
-    reported. Nothing to do on a broken connection, or one already back in its pool (which resets it)."""
+    reported. Nothing to do on a broken connection, or one asyncpg has already closed (it then detaches it from its
+    pool). `after`, the error that led here: when it says Postgres is out of reach (a statement timed out), the
+    connection is closed at once, its transaction with it, rather than asking a Postgres that does not answer."""
     try:
         if conn.is_closed() or not conn.is_in_transaction():
             return
-    except asyncpg.InterfaceError:  # released to its pool while the request failed
+        if after is None or not is_outage(after):
+            await conn.execute("ROLLBACK", timeout=ROLLBACK_TIMEOUT_S)
+            return
+    except asyncpg.InterfaceError:  # closed (and detached) by asyncpg meanwhile
         return
-    try:
-        await conn.execute("ROLLBACK", timeout=ROLLBACK_TIMEOUT_S)
     except Exception:
+        pass
+    with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()
 
 

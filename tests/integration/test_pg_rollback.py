@@ -39,3 +39,18 @@ async def test_a_rollback_on_a_connection_back_in_its_pool_does_nothing(settings
             assert not again.is_in_transaction()
     finally:
         await pool.close()
+
+
+async def test_after_postgres_timed_out_the_connection_is_closed_without_asking_it_to_roll_back(settings):
+    """The statement that led here timed out: a ROLLBACK would wait for the same Postgres again."""
+    conn = await asyncpg.connect(plain_dsn(settings.database_url))
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    await conn.execute("BEGIN")
+    os.kill(backend, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        await pg.rollback(conn, TimeoutError())
+        took = time.monotonic() - started
+    finally:
+        os.kill(backend, signal.SIGCONT)
+    assert conn.is_closed() and took < 0.5, took
