@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -12,21 +13,39 @@ from domain import pg
 from domain.pg import plain_dsn
 
 
-async def test_a_rollback_postgres_does_not_answer_closes_the_connection_instead(settings):
-    """A frozen Postgres: the statement timed out, and the ROLLBACK would wait as long again (a keyed POST took
-    20 s to answer 503). Here the connection's own backend is stopped (SIGSTOP) to stand in for it."""
+@contextlib.asynccontextmanager
+async def _in_a_transaction_postgres_stopped_answering(settings):
+    """A connection in a transaction whose own backend is stopped (SIGSTOP): a frozen Postgres, for it alone."""
     conn = await asyncpg.connect(plain_dsn(settings.database_url))
     backend = await conn.fetchval("SELECT pg_backend_pid()")
     await conn.execute("BEGIN")
     os.kill(backend, signal.SIGSTOP)
     try:
-        started = time.monotonic()
-        await pg.rollback(conn)
-        took = time.monotonic() - started
+        yield conn
     finally:
         os.kill(backend, signal.SIGCONT)  # it then finds its client gone and ends, its transaction with it
+
+
+async def _timed_rollback(conn, after: BaseException | None = None) -> float:
+    started = time.monotonic()
+    await pg.rollback(conn, after)
+    return time.monotonic() - started
+
+
+async def test_a_rollback_postgres_does_not_answer_closes_the_connection_instead(settings):
+    """A frozen Postgres: the statement timed out, and the ROLLBACK would wait as long again (a keyed POST took
+    20 s to answer 503)."""
+    async with _in_a_transaction_postgres_stopped_answering(settings) as conn:
+        took = await _timed_rollback(conn)
     assert conn.is_closed()
     assert took < pg.ROLLBACK_TIMEOUT_S + 1, took
+
+
+async def test_after_postgres_timed_out_the_connection_is_closed_without_asking_it_to_roll_back(settings):
+    """The statement that led here timed out: a ROLLBACK would wait for the same Postgres again."""
+    async with _in_a_transaction_postgres_stopped_answering(settings) as conn:
+        took = await _timed_rollback(conn, TimeoutError())
+    assert conn.is_closed() and took < 0.5, took
 
 
 async def test_a_rollback_on_a_connection_back_in_its_pool_does_nothing(settings):
@@ -39,18 +58,3 @@ async def test_a_rollback_on_a_connection_back_in_its_pool_does_nothing(settings
             assert not again.is_in_transaction()
     finally:
         await pool.close()
-
-
-async def test_after_postgres_timed_out_the_connection_is_closed_without_asking_it_to_roll_back(settings):
-    """The statement that led here timed out: a ROLLBACK would wait for the same Postgres again."""
-    conn = await asyncpg.connect(plain_dsn(settings.database_url))
-    backend = await conn.fetchval("SELECT pg_backend_pid()")
-    await conn.execute("BEGIN")
-    os.kill(backend, signal.SIGSTOP)
-    try:
-        started = time.monotonic()
-        await pg.rollback(conn, TimeoutError())
-        took = time.monotonic() - started
-    finally:
-        os.kill(backend, signal.SIGCONT)
-    assert conn.is_closed() and took < 0.5, took
