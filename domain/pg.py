@@ -142,8 +142,14 @@ async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterat
     # No acquire timeout (asyncpg would wrap every checkout in a task): opening a connection times out after
     # 5 s and a statement after 30 s, so a waiting request gets a connection or an error.
     async with (await pool.get()).acquire() as conn:
-        await conn.act_for(str(tenant_id))
-        yield conn
+        try:
+            await conn.act_for(str(tenant_id))
+            yield conn
+        except BaseException as exc:
+            if is_outage(exc):  # closed, not handed back to the pool to be reset by a Postgres that does not answer
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            raise
 
 
 @asynccontextmanager

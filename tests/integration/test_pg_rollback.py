@@ -58,3 +58,27 @@ async def test_a_rollback_on_a_connection_back_in_its_pool_does_nothing(settings
             assert not again.is_in_transaction()
     finally:
         await pool.close()
+
+
+async def test_a_connection_whose_statement_found_postgres_frozen_is_closed_not_reset_by_its_pool(settings):
+    """Handed back to its pool, a connection whose statement timed out would be reset there, waiting for the same
+    Postgres again: a keyed POST answered its 503 after two statement timeouts (20 s)."""
+    import uuid
+
+    from domain.pg import LazyPool, tenant_connection
+    pool = LazyPool(settings.database_url, max_size=1, command_timeout_s=1.0)
+    backend, started = None, 0.0
+    try:
+        async with tenant_connection(pool, uuid.uuid4()) as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("BEGIN")
+            os.kill(backend, signal.SIGSTOP)
+            started = time.monotonic()
+            await conn.execute("SELECT 1")  # times out after 1 s
+    except TimeoutError:
+        took = time.monotonic() - started
+    finally:
+        if backend is not None:
+            os.kill(backend, signal.SIGCONT)
+        await pool.close()
+    assert took < 1.6, took  # the statement's 1 s, not a second one for the pool's reset
