@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -17,8 +18,9 @@ FUNCTIONS = frozenset({
     "createacct", "verify_new_username", "accountsummary", "suspendacct", "unsuspendacct",
     "removeacct", "changepackage", "passwd", "listaccts", "listpkgs",
 })
-#: The functions that change accounts: after each, a book with a state file writes it.
-CHANGES = frozenset({"createacct", "suspendacct", "unsuspendacct", "removeacct", "changepackage"})
+#: Changes a book with a state file notes in its journal before it writes the whole file again: as many as the
+#: accounts it holds, and at least this many (so each change costs about the same however many accounts there are).
+JOURNAL_MIN = 1000
 NO_ACCOUNT = "Account does not exist."
 _USERNAME = re.compile(r"[a-z0-9]+")
 #: Names every cPanel server already has as system users, or keeps for itself: never an account's. More than hostq
@@ -65,8 +67,13 @@ class Account:
 
 class AccountBook:
     """One fake server's accounts and the system users failed creates left behind, with the API 1 functions on
-    them; also kept in `state_path` when given (written after every change, read at start), so that a restarted
-    fake still has them, as a real WHM would."""
+    them; also kept in `state_path` when given, so that a restarted fake still has them, as a real WHM would.
+
+    The state file is written whole now and then; each change in between is one line appended to its journal
+    (`<state file>.journal`) before the change is answered, so a fake killed at any moment keeps every change it
+    answered. Writing the whole file after every change cost as much as the file's size, so a fake with thousands
+    of accounts spent more CPU on it than hostq on the jobs it served. At start the journal is replayed onto the
+    file, which is then written whole and the journal emptied."""
 
     def __init__(self, packages: tuple[str, ...], state_path: Path | None = None) -> None:
         self.packages = tuple(packages)
@@ -78,49 +85,114 @@ class AccountBook:
         # Creates under way (a createacct with latency): user -> domain, both taken until the account exists.
         self.creating: dict[str, str] = {}
         self.state_path = state_path
+        self._journal: Any = None  # the open journal, with a state file
+        self._noted = 0  # changes in the journal since the file was last written whole
+        self._room = JOURNAL_MIN  # how many it may hold before the file is written whole again
         if state_path is not None:
             statefile.check_writable(state_path, "fake WHM")
             if state_path.exists():
                 self._load(state_path)
+            self._replay(self._journal_path())
+            self._write_whole()
+
+    def _journal_path(self) -> Path:
+        assert self.state_path is not None
+        return self.state_path.with_name(self.state_path.name + ".journal")
 
     def _load(self, path: Path) -> None:
         def parse(state: dict) -> tuple[list[Account], set[str]]:
-            return ([Account(**{**fields, "created_at": datetime.fromisoformat(fields["created_at"])})
-                     for fields in state["accounts"]], set(state["leftover_users"]))
+            return [_account(fields) for fields in state["accounts"]], set(state["leftover_users"])
 
         accounts, leftover = statefile.read(path, "fake WHM", parse)
         for account in accounts:
             self._keep(account)
         self.leftover_users.update(leftover)
 
+    def _replay(self, path: Path) -> None:
+        """Apply the journal's changes in order. Each sets a state outright, so changes the file already holds
+        (written whole just before a kill, the journal not emptied yet) come out the same. A last line cut short
+        (a kill while it was written) was never answered: it is left out."""
+        try:
+            lines = path.read_text().split("\n")
+        except FileNotFoundError:
+            return
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                change = json.loads(line)
+                if "put" in change:
+                    if (old := self.accounts.get(change["put"]["user"])) is not None:
+                        self._forget(old)
+                    self._keep(_account(change["put"]))
+                elif "drop" in change:
+                    if (old := self.accounts.get(change["drop"])) is not None:
+                        self._forget(old)
+                elif "leave" in change:
+                    self.leftover_users.add(change["leave"])
+                elif "unleave" in change:
+                    self.leftover_users.discard(change["unleave"])
+                elif change.get("clear") is True:
+                    self._clear()
+                else:
+                    raise KeyError(line)
+            except (ValueError, KeyError, TypeError) as exc:
+                if number == len(lines):  # the last line, without its newline: cut short
+                    return
+                raise ValueError(f"the fake WHM's journal {path} is not one it wrote (line {number}: {exc!r}): "
+                                 "move it and the state file away to start empty") from None
+
+    def _write_whole(self) -> None:
+        """Write the state file whole (then renamed into place: a kill never leaves half a file), then start an
+        empty journal."""
+        accounts = [_fields(a) for a in self.accounts.values()]
+        statefile.write(self.state_path, {"accounts": accounts, "leftover_users": sorted(self.leftover_users)})
+        if self._journal is not None:
+            self._journal.close()
+        self._journal = open(self._journal_path(), "w", buffering=1)  # line-buffered: a write(2) per change
+        self._noted, self._room = 0, max(JOURNAL_MIN, len(self.accounts))
+
+    def _note(self, change: dict) -> None:
+        """Keep one change in the journal, if there is a state file. The file is written whole again once the
+        journal holds as many changes as the file held accounts (at least JOURNAL_MIN): the journal stays about as
+        long as the file at most, and writing the file costs each change about the same however many accounts
+        there are."""
+        if self._journal is None:
+            return
+        self._journal.write(json.dumps(change) + "\n")
+        self._noted += 1
+        if self._noted >= self._room:
+            self._write_whole()
+
     def _keep(self, account: Account) -> None:
         self.accounts[account.user], self.by_domain[account.domain] = account, account.user
         self.by_prefix[account.user[:8]] = account.user
 
-    def save(self) -> None:
-        """Write the accounts to the state file, if any (whole, then renamed: a kill never leaves half a file)."""
-        if self.state_path is None:
-            return
-        accounts = [{**asdict(a), "created_at": a.created_at.isoformat()} for a in self.accounts.values()]
-        statefile.write(self.state_path, {"accounts": accounts, "leftover_users": sorted(self.leftover_users)})
+    def _forget(self, account: Account) -> None:
+        del self.accounts[account.user], self.by_domain[account.domain]
+        if self.by_prefix.get(account.user[:8]) == account.user:
+            del self.by_prefix[account.user[:8]]
+
+    def _clear(self) -> None:
+        for store in (self.accounts, self.by_domain, self.by_prefix, self.leftover_users):
+            store.clear()
 
     def clear(self) -> None:
         """Forget every account and leftover system user."""
-        for store in (self.accounts, self.by_domain, self.by_prefix, self.leftover_users):
-            store.clear()
-        self.save()
+        self._clear()
+        self._note({"clear": True})
 
     def leave_user(self, user: str) -> None:
         """A failed createacct left the Unix user `user` behind: the name stays taken."""
         self.leftover_users.add(user)
-        self.save()
+        self._note({"leave": user})
 
     def remove_system_user(self, user: str) -> bool:
         """What an operator does on a real server (userdel) for a user a failed create left; False if none."""
         if user not in self.leftover_users:
             return False
         self.leftover_users.discard(user)
-        self.save()
+        self._note({"unleave": user})
         return True
 
     def run(self, function: str, params: dict[str, str], caller: str) -> bytes:
@@ -133,8 +205,6 @@ class AccountBook:
             reason, data = handler(params, caller)
         except Rejected as exc:
             return envelope(function, 0, str(exc), {})
-        if function in CHANGES:
-            self.save()
         return envelope(function, 1, reason, data)
 
     def check_username(self, user: str) -> None:
@@ -200,6 +270,7 @@ class AccountBook:
         owner = p.get("owner") or caller
         account = Account(user, domain, plan, owner, p.get("contactemail", ""), datetime.now(UTC))
         self._keep(account)
+        self._note({"put": _fields(account)})
         names = {"nameserver": "ns1.sandbox.test", "nameserver2": "ns2.sandbox.test",
                  "nameserver3": None, "nameserver4": None}
         return "Account Creation Ok", {"ip": account.ip, **names, "package": plan}
@@ -223,19 +294,20 @@ class AccountBook:
     def _suspendacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         account = self.account(p)
         account.suspended, account.suspendreason = True, p.get("reason") or "Unknown"
+        self._note({"put": _fields(account)})
         return f"Account “{account.user}” suspended.", {}
 
     def _unsuspendacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         account = self.account(p)
         account.suspended, account.suspendreason = False, "not suspended"
+        self._note({"put": _fields(account)})
         return f"Account “{account.user}” unsuspended.", {}
 
     def _removeacct(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         # `user` is the deprecated name of `username`; WHM still accepts it.
         account = self.account(p, "user" if p.get("user") and not p.get("username") else "username")
-        del self.accounts[account.user], self.by_domain[account.domain]
-        if self.by_prefix.get(account.user[:8]) == account.user:
-            del self.by_prefix[account.user[:8]]
+        self._forget(account)
+        self._note({"drop": account.user})
         return f"{account.user} account removed", {}
 
     def _changepackage(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
@@ -243,6 +315,7 @@ class AccountBook:
         if (pkg := p.get("pkg", "")) not in self.packages:
             raise Rejected(f"Unable to find package “{pkg}”.")
         account.plan = pkg
+        self._note({"put": _fields(account)})
         return f"Account Upgrade/Downgrade Complete for {account.user}", {}
 
     def _passwd(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
@@ -271,6 +344,15 @@ class AccountBook:
 
     def _listpkgs(self, p: dict[str, str], caller: str) -> tuple[str, dict]:
         return "Ok", {"pkg": [{"name": name, "QUOTA": "unlimited", "BWLIMIT": "unlimited"} for name in self.packages]}
+
+
+def _fields(account: Account) -> dict[str, Any]:
+    """The account as the state file and the journal keep it."""
+    return {**asdict(account), "created_at": account.created_at.isoformat()}
+
+
+def _account(fields: dict[str, Any]) -> Account:
+    return Account(**{**fields, "created_at": datetime.fromisoformat(fields["created_at"])})
 
 
 def envelope(function: str, result: int, reason: str, data: dict) -> bytes:
