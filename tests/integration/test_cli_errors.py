@@ -147,6 +147,40 @@ def test_an_api_whose_postgres_cannot_be_reached_says_so_and_waits_for_it(hostq_
         "starting anyway, and waiting for it (check DATABASE_URL if it is not just down)"), first
 
 
+def test_a_worker_whose_postgres_is_full_says_so_and_waits_for_it(hostq_cmd, test_env, settings):  # settings: run db
+    """Postgres at its connection limit refuses with "too many clients": an outage, as for a Postgres that is down.
+    Before, the process exited 1 with a database error, and `hostq dev` restarting it into a full Postgres counted
+    five exits in a minute and stopped the whole stack."""
+    import asyncpg
+
+    from domain.pg import plain_dsn
+    role = f"hostq_test_full_{RUN}"
+    admin = plain_dsn(test_env["DATABASE_URL"])
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))  # as full as can be, for this role
+    env = {**os.environ, **test_env, "DATABASE_URL": test_env["DATABASE_URL"].replace("://postgres@", f"://{role}@")}
+    try:
+        worker = subprocess.Popen([*hostq_cmd, "worker", "--region", "us"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            first = worker.stderr.readline().strip()
+            assert worker.poll() is None, worker.stderr.read()  # it runs, and takes messages once Postgres has room
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+    finally:
+        asyncio.run(run(f'DROP ROLE "{role}"'))
+    assert first.startswith("hostq: warning: Postgres cannot be reached (too many connections for role") and \
+        first.endswith("starting anyway, and waiting for it (check DATABASE_URL if it is not just down)"), first
+
+
 def test_db_upgrade_prints_what_it_did_as_one_json_object(hostq_cmd, test_env, scratch_db):
     env = {**test_env, "DATABASE_URL": scratch_db}
     first, again = (_hostq(hostq_cmd, env, "db", "upgrade") for _ in range(2))
