@@ -49,9 +49,9 @@ class Resources:
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
         """Connect lazily: nothing here blocks when a dependency is down."""
-        # The hot paths use `pg` (HOSTQ_API_DB_POOL, default 50, kept open; a keyed POST holds one from its
-        # claim to its commit: fewer than the concurrent requests queue them and stretch the p99); the ORM's
-        # pool serves the rest (5 kept, 10 more under bursts).
+        # The hot paths use `pg` (HOSTQ_API_DB_POOL, default 50, each closed after 60 s unused; a keyed POST holds
+        # one from its claim to its commit: fewer than the concurrent requests queue them and stretch the p99); the
+        # ORM's pool serves the rest (5 kept, 10 more under bursts).
         engine = make_engine(settings.database_url, pool_size=ORM_POOL, max_overflow=ORM_OVERFLOW, scope="tenant",
                              command_timeout_s=STATEMENT_TIMEOUT_S)
         sessions = make_sessionmaker(engine)

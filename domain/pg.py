@@ -96,6 +96,12 @@ async def connect(database_url: str, *, database: str | None = None, **options: 
     return await asyncpg.connect(plain_dsn(database_url, database=database), **options)
 
 
+#: How long a pooled connection may sit unused before it is closed. A burst opens as many connections as it needs,
+#: up to the pool's size; asyncpg's default (300 s) kept them all for five minutes after it, every process's, and a
+#: Postgres at max_connections refused psql, `hostq jobs` and a restarted worker meanwhile.
+IDLE_CLOSE_S = 60.0
+
+
 class LazyPool:
     """An asyncpg pool opened on first use, in the event loop that uses it.
 
@@ -105,11 +111,11 @@ class LazyPool:
     """
 
     def __init__(self, database_url: str, *, max_size: int, scope: str = "tenant",
-                 command_timeout_s: float = 30.0) -> None:
+                 command_timeout_s: float = 30.0, idle_close_s: float = IDLE_CLOSE_S) -> None:
         if scope not in ("tenant", "system"):
             raise ValueError(f"unknown scope {scope!r}")
         self._dsn = plain_dsn(database_url)
-        self._max_size, self._command_timeout_s = max_size, command_timeout_s
+        self._max_size, self._command_timeout_s, self._idle_close_s = max_size, command_timeout_s, idle_close_s
         self._init = _open_tenant if scope == "tenant" else _open_system
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Future[asyncpg.Pool] | None = None
@@ -122,6 +128,7 @@ class LazyPool:
             self._opening = asyncio.ensure_future(asyncpg.create_pool(
                 self._dsn, min_size=0, max_size=self._max_size, init=self._init, reset=_keep_session,
                 connection_class=TenantConnection, timeout=5, command_timeout=self._command_timeout_s,
+                max_inactive_connection_lifetime=self._idle_close_s,
                 server_settings={"application_name": "hostq"}))
         self._pool = await asyncio.shield(self._opening)
         return self._pool
