@@ -6,7 +6,7 @@ import uuid
 
 from datetime import datetime
 
-from sqlalchemy import ARRAY, DateTime, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ARRAY, DateTime, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -17,9 +17,10 @@ class Customer(Base):
     """An end customer of one tenant."""
 
     __tablename__ = "customers"
-    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
+    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),
+                      Index("ix_customers_tenant_id", "tenant_id", "id"))  # a tenant's list, newest first (0015)
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id"))
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(20))

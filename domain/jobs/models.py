@@ -20,6 +20,7 @@ class Job(Base):
         Index("ix_jobs_undispatched", "created_at",
               postgresql_where=text("dispatched_at IS NULL AND status IN ('queued', 'retrying')")),
         Index("ix_jobs_tenant_status", "tenant_id", "status", "id"),
+        Index("ix_jobs_tenant_id", "tenant_id", "id"),  # a tenant's list, newest first (migration 0015)
         Index("ix_jobs_resource", "resource_id", "status"),
         Index("ix_jobs_unfinished", "status", postgresql_where=text("status IN ('queued', 'retrying', 'running')")),
     )

@@ -23,9 +23,10 @@ class Service(Base):
         # A username is unique on its server by its first 8 characters (WHM's rule).
         Index("uq_services_server_user8", "server_id", text("left(username, 8)"), unique=True,
               postgresql_where=text("username IS NOT NULL AND status <> 'terminated'")),
+        Index("ix_services_tenant_id", "tenant_id", "id"),  # a tenant's list, newest first (migration 0015)
     )
 
-    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id"), index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("tenants.id"))
     customer_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("customers.id"), index=True)
     plan_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("plans.id"))
     plan_code: Mapped[str] = mapped_column(String(64))
