@@ -159,7 +159,7 @@ def test_dev_restarts_a_killed_worker_and_keeps_the_fake_whm(hostq_cmd, test_env
             assert charge.status_code == 201 and charge.json()["status"] == "ATIVA", charge.text
             assert f"fake PSP     http://127.0.0.1:{port_psp}" in log.read_text()
             assert sorted(p.name for p in (tmp_path / ".hostq" / "sandbox").iterdir()) == [
-                "psp.json", f"whm-{ours}.json"]
+                "psp.json", f"whm-{ours}.json", f"whm-{ours}.json.journal"]
             # And the fake mail server.
             with smtplib.SMTP("127.0.0.1", port_smtp, timeout=10) as smtp:
                 smtp.sendmail("billing@demo.example", ["ana@example.com"], b"Subject: hello\r\n\r\nhi Ana\r\n")
