@@ -121,6 +121,8 @@ class AccountBook:
                 continue
             try:
                 change = json.loads(line)
+                if not isinstance(change, dict):
+                    raise TypeError(f"not an object: {line}")
                 if "put" in change:
                     if (old := self.accounts.get(change["put"]["user"])) is not None:
                         self._forget(old)

@@ -56,9 +56,10 @@ def test_a_line_cut_short_by_a_kill_is_left_out_and_a_damaged_journal_stops_the_
         f.write('{"put": {"user": "bob", "dom')  # the kill came while this line was written: never answered
     assert set(AccountBook(PACKAGES, state).accounts) == {"alice"}
 
-    journal.write_text('{"drop": "alice"}\nnot json\n{"leave": "x"}\n')
-    with pytest.raises(ValueError, match=r"journal .* is not one it wrote \(line 2"):
-        AccountBook(PACKAGES, state)
+    for damaged in ("not json", '"a string"', "[1, 2]", '{"put": {"user": "x"}}', '{"what": 1}'):
+        journal.write_text(f'{{"drop": "alice"}}\n{damaged}\n{{"leave": "x"}}\n')
+        with pytest.raises(ValueError, match=r"journal .* is not one it wrote \(line 2"):
+            AccountBook(PACKAGES, state)
 
 
 def test_changes_the_file_already_holds_come_out_the_same_when_replayed(tmp_path):
