@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 _OUTAGE = (OperationalError, InterfaceError, PoolTimeout, RedisConnectionError, RedisTimeoutError, OSError,
@@ -43,6 +43,16 @@ def is_outage(exc: BaseException) -> bool:
 
 
 def describe(exc: BaseException) -> str:
-    """`Type: message` for a log line, without an empty message (a bare TimeoutError has none)."""
-    said = str(exc)
-    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+    """`Type: message` for a log line, without an empty message (a bare TimeoutError has none). An error SQLAlchemy
+    wrapped is named by what it wraps (its asyncpg error), on one line: SQLAlchemy's own text adds the DBAPI
+    adapter's class, a second line pointing at its docs and, for a statement, the SQL."""
+    seen: BaseException | None = exc
+    for _ in range(3):
+        if not isinstance(seen, SQLAlchemyError):
+            break
+        inner = getattr(seen, "orig", None)
+        seen = (inner.__cause__ if isinstance(getattr(inner, "__cause__", None), (asyncpg.PostgresError, OSError))
+                else inner)
+    shown = seen if seen is not None and not isinstance(seen, SQLAlchemyError) else exc
+    said = str(shown).strip().splitlines()[0] if str(shown).strip() else ""
+    return f"{type(shown).__name__}: {said}" if said else type(shown).__name__

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import asyncpg
 import httpx
+import pytest
 from sqlalchemy import text
 
 from api.app import create_app
@@ -130,3 +131,27 @@ async def test_a_postgres_that_hangs_is_a_503_after_the_api_s_statement_timeout(
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "unavailable" and response.headers["retry-after"]
     assert elapsed < 5, elapsed
+
+
+async def test_an_outage_sqlalchemy_wrapped_is_described_on_one_line_by_its_asyncpg_error(settings):
+    """What the scheduler, the workers and the API log (and a job's dependency_unavailable message): before, a
+    full Postgres read `DBAPIError: (sqlalchemy.dialects.postgresql.asyncpg.Error) sorry, too many clients already`
+    and a second line pointing at SQLAlchemy's docs, every 2 s."""
+    from domain.outages import describe, is_outage
+    from tests.conftest import RUN
+    role = f"hostq_test_describe_{RUN}"
+    admin = await asyncpg.connect(plain_dsn(settings.database_url))
+    await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    engine = make_engine(settings.database_url.replace("://postgres@", f"://{role}@"), pool_size=1)
+    try:
+        with pytest.raises(Exception) as refused:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+        await admin.execute(f'DROP ROLE "{role}"')
+        await admin.close()
+    assert is_outage(refused.value)
+    assert describe(refused.value) == f'TooManyConnectionsError: too many connections for role "{role}"'
+    assert describe(TimeoutError()) == "TimeoutError"
+    assert describe(ValueError("two\nlines")) == "ValueError: two"
