@@ -46,13 +46,9 @@ def describe(exc: BaseException) -> str:
     """`Type: message` for a log line, without an empty message (a bare TimeoutError has none). An error SQLAlchemy
     wrapped is named by what it wraps (its asyncpg error), on one line: SQLAlchemy's own text adds the DBAPI
     adapter's class, a second line pointing at its docs and, for a statement, the SQL."""
-    seen: BaseException | None = exc
-    for _ in range(3):
-        if not isinstance(seen, SQLAlchemyError):
-            break
-        inner = getattr(seen, "orig", None)
-        seen = (inner.__cause__ if isinstance(getattr(inner, "__cause__", None), (asyncpg.PostgresError, OSError))
-                else inner)
-    shown = seen if seen is not None and not isinstance(seen, SQLAlchemyError) else exc
-    said = str(shown).strip().splitlines()[0] if str(shown).strip() else ""
-    return f"{type(shown).__name__}: {said}" if said else type(shown).__name__
+    shown = exc
+    while isinstance(shown, SQLAlchemyError) and (inner := getattr(shown, "orig", None)) is not None:
+        # SQLAlchemy's error -> its DBAPI adapter's -> asyncpg's, which caused it
+        shown = inner.__cause__ if isinstance(inner.__cause__, (asyncpg.PostgresError, OSError)) else inner
+    said = str(shown).strip()
+    return f"{type(shown).__name__}: {said.splitlines()[0]}" if said else type(shown).__name__
