@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
+from domain.outages import is_outage
 from domain.pg import connect
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -79,12 +80,6 @@ async def _revision(database_url: str) -> str | None:
         await conn.close()
 
 
-#: What a connection at start can fail with while Postgres is only out of reach for now: down, starting or stopping,
-#: or full (max_connections reached, a role's or a database's connection limit): the process waits for it.
-_UNREACHABLE = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
-                asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
-
-
 def check_schema(database_url: str) -> str | None:
     """Refuse to start a long-running process (RuntimeError, one line) on a database that does not exist or is
     behind this code's migrations. A database ahead of the code (a release migrated before its old processes
@@ -95,7 +90,9 @@ def check_schema(database_url: str) -> str | None:
         current = asyncio.run(_revision(database_url))  # a missing database raises as for any command (hostq/cli.py)
     except asyncpg.UndefinedTableError:
         raise RuntimeError("the database is not migrated: run `hostq db upgrade`") from None
-    except _UNREACHABLE as exc:
+    except Exception as exc:  # down, starting or stopping, full (max_connections): domain/outages.py
+        if not is_outage(exc):
+            raise
         return str(exc) or type(exc).__name__
     scripts = ScriptDirectory.from_config(alembic_config(database_url))
     head = scripts.get_current_head()
