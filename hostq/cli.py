@@ -7,12 +7,15 @@ import asyncio
 import logging
 import os
 import sys
+import threading
+import time
+from typing import Callable
 
 from domain.errors import DomainError
 from hostq import argtypes, jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
 from hostq.output import print_json
-from hostq.stopping import exit_zero_on_stop_signals
+from hostq.stopping import exit_zero_on_stop_signals, stop_signals_exit_zero, stop_status, stop_with_status
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
 
@@ -21,22 +24,88 @@ def _db_upgrade(args, settings: Settings) -> None:
     print_json(upgrade(settings.database_url))
 
 
-def _check_database(settings: Settings, *, secrets: bool = False, region: str | None = None) -> None:
+def _check_database(settings: Settings, *, secrets: bool = False, region: str | None = None,
+                    serving: bool = False) -> Callable[[], None] | None:
     """Before a long-running process starts: that Redis takes the URL's database (_check_redis); the schema (see
     check_schema); with `secrets` (the API, workers), that HOSTQ_KEK opens the database's secrets; for a regional
-    worker, that its region has a server. A Postgres that cannot be reached is one warning line: the process
-    starts and waits for it, as for any outage."""
+    worker, that its region has a server.
+
+    A Postgres that cannot be reached (down, starting or stopping, full) is one warning line, and the checks that
+    need it wait for it rather than being skipped: a worker started with a wrong HOSTQ_KEK during an outage would
+    otherwise fail each job it took `kek_mismatch` once Postgres was back. A worker, scheduler or relay (which can
+    do nothing without Postgres) waits for it here, before starting. The API (`serving`) starts at once, so that
+    its health checks answer; what is returned then starts, in a thread, the checks once Postgres answers, and
+    the API stops (as a refusal at start would: one line, exit 2 or 1) if they refuse."""
     from domain.migrate import check_schema
     _check_redis(settings)
     _check_rabbitmq(settings)
-    if (unreachable := check_schema(settings.database_url)) is not None:
-        print(f"hostq: warning: Postgres cannot be reached ({unreachable}): starting anyway, and waiting for it "
-              "(check DATABASE_URL if it is not just down)", file=sys.stderr)
-        return
-    if secrets:
-        _check_kek(settings)
-    if region is not None:
-        _check_region(settings, region)
+    unreachable = check_schema(settings.database_url)
+    if unreachable is None:
+        _check_with_postgres(settings, secrets=secrets, region=region)
+        return None
+    if serving:
+        print(f"hostq: warning: Postgres cannot be reached ({unreachable}): starting anyway, and checking the "
+              "schema and HOSTQ_KEK once it answers (check DATABASE_URL if it is not just down)", file=sys.stderr)
+        return lambda: threading.Thread(target=_check_once_back, args=(settings, secrets), daemon=True,
+                                        name="hostq-start-checks").start()
+    print(f"hostq: warning: Postgres cannot be reached ({unreachable}): waiting for it before starting (check "
+          "DATABASE_URL if it is not just down)", file=sys.stderr)
+    with stop_signals_exit_zero():
+        _wait_for_postgres(settings)
+        _check_with_postgres(settings, secrets=secrets, region=region)
+    print("hostq: Postgres answers: starting", file=sys.stderr)
+    return None
+
+
+#: While Postgres cannot be reached at start: how often the process asks again, and says that it still waits.
+POSTGRES_RETRY_S = 2.0
+STILL_WAITING_S = 60.0
+
+
+def _wait_for_postgres(settings: Settings) -> None:
+    """Return once Postgres answers and the schema is this code's (RuntimeError, one line, when it is not)."""
+    from domain.migrate import check_schema
+    said_at = time.monotonic()
+    while (unreachable := check_schema(settings.database_url)) is not None:
+        if time.monotonic() - said_at >= STILL_WAITING_S:
+            print(f"hostq: warning: still waiting for Postgres ({unreachable})", file=sys.stderr)
+            said_at = time.monotonic()
+        time.sleep(POSTGRES_RETRY_S)
+
+
+def _check_with_postgres(settings: Settings, *, secrets: bool, region: str | None) -> None:
+    """The checks that read the database, Postgres answering; an outage while they run waits for it again."""
+    from domain.outages import is_outage
+    while True:
+        try:
+            if secrets:
+                _check_kek(settings)
+            if region is not None:
+                _check_region(settings, region)
+            return
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+        _wait_for_postgres(settings)
+
+
+def _check_once_back(settings: Settings, secrets: bool) -> None:
+    """The API's checks, in a thread of their own, once Postgres answers; a refusal stops the API with the same
+    line and exit status as at start. Any other failure is logged, and the API goes on."""
+    try:
+        _wait_for_postgres(settings)
+        _check_with_postgres(settings, secrets=secrets, region=None)
+    except SettingsError as exc:
+        print(f"hostq: configuration error: {exc}: stopping", file=sys.stderr)
+        stop_with_status(2)
+    except (DomainError, ValueError, RuntimeError) as exc:
+        print(f"hostq: {exc}: stopping", file=sys.stderr)
+        stop_with_status(1)
+    except Exception as exc:
+        print(f"hostq: warning: the start-up checks failed ({_database_problem(exc) or repr(exc)}); going on "
+              "without them", file=sys.stderr)
+    else:
+        print("hostq: Postgres answers: the start-up checks passed", file=sys.stderr)
 
 
 def _check_redis(settings: Settings) -> None:
@@ -109,10 +178,14 @@ def _check_kek(settings: Settings) -> None:
 def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
-    _check_database(settings, secrets=True)
+    check_later = _check_database(settings, secrets=True, serving=True)
     exit_zero_on_stop_signals()
+    if check_later is not None:
+        check_later()  # after the handlers above: its stop ends the process with the status it sets
     uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
                 date_header=True, log_level="warning", timeout_graceful_shutdown=30)
+    if stop_status():  # with --workers, uvicorn's supervisor returns rather than raising the signal again
+        sys.exit(stop_status())
 
 
 def _worker(args, settings: Settings) -> None:

@@ -2,20 +2,49 @@
 
 uvicorn finishes its graceful shutdown and then raises the signal it caught again, so that the process ends
 "killed by SIGTERM" (exit 143 from a shell). The handlers installed here are the ones uvicorn puts back before
-it raises the signal again: they end the process with 0 instead.
+it raises the signal again: they end the process with 0 instead, or with the status of a stop the process asked
+for itself (`stop_with_status`: a start-up check that refused once Postgres answered).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
+from collections.abc import Iterator
+
+_status = 0
 
 
-def _exit_zero(signum: int, _frame) -> None:
-    sys.exit(0)
+def _exit(signum: int, _frame) -> None:
+    sys.exit(_status)
 
 
 def exit_zero_on_stop_signals() -> None:
-    """Make SIGTERM and SIGINT end this process with 0, once uvicorn has shut down in good order."""
+    """Make SIGTERM and SIGINT end this process with 0 (or stop_with_status's), once uvicorn has shut down."""
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _exit_zero)
+        signal.signal(signum, _exit)
+
+
+def stop_with_status(status: int) -> None:
+    """Stop this process as SIGTERM does (uvicorn's graceful shutdown), ending it with `status`."""
+    global _status
+    _status = status
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def stop_status() -> int:
+    """The status stop_with_status asked for; 0 if it was not called."""
+    return _status
+
+
+@contextlib.contextmanager
+def stop_signals_exit_zero() -> Iterator[None]:
+    """Within the block (a wait before the process starts), SIGTERM and SIGINT end the process with 0."""
+    before = {signum: signal.signal(signum, _exit) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
+import threading
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from alembic import command
@@ -124,7 +128,9 @@ def test_a_worker_for_a_region_without_servers_says_so_and_still_starts(hostq_cm
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         # Its first lines (the run's database may also hold secrets of another key, which another line names).
-        lines = [worker.stderr.readline().strip() for _ in range(2)]
+        lines = []
+        while "hostq: Postgres answers: starting" not in lines and len(lines) < 5:  # after any warning of the checks
+            lines.append(worker.stderr.readline().strip())
         assert worker.poll() is None  # a warning: the worker runs (a server may be added later)
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -144,7 +150,8 @@ def test_an_api_whose_postgres_cannot_be_reached_says_so_and_waits_for_it(hostq_
         os.killpg(api.pid, signal.SIGTERM)
         api.wait(timeout=30)
     assert first.startswith("hostq: warning: Postgres cannot be reached (") and first.endswith(
-        "starting anyway, and waiting for it (check DATABASE_URL if it is not just down)"), first
+        "starting anyway, and checking the schema and HOSTQ_KEK once it answers (check DATABASE_URL if it is not "
+        "just down)"), first
 
 
 def test_a_worker_whose_postgres_is_full_says_so_and_waits_for_it(hostq_cmd, test_env, settings):  # settings: run db
@@ -171,14 +178,107 @@ def test_a_worker_whose_postgres_is_full_says_so_and_waits_for_it(hostq_cmd, tes
                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
             first = worker.stderr.readline().strip()
-            assert worker.poll() is None, worker.stderr.read()  # it runs, and takes messages once Postgres has room
+            assert worker.poll() is None, worker.stderr.read()  # it waits, and starts once Postgres has room
         finally:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=30)
     finally:
         asyncio.run(run(f'DROP ROLE "{role}"'))
     assert first.startswith("hostq: warning: Postgres cannot be reached (too many connections for role") and \
-        first.endswith("starting anyway, and waiting for it (check DATABASE_URL if it is not just down)"), first
+        first.endswith("waiting for it before starting (check DATABASE_URL if it is not just down)"), first
+
+
+class _Forwarder:
+    """A TCP port that forwards to the machine's Postgres once `open()` is called; until then nothing listens on
+    it: a Postgres that is down, then back."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._listener: socket.socket | None = None
+
+    def open(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+
+    def _accept(self) -> None:
+        target = urlsplit(BASE_DB.replace("+asyncpg", ""))
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((target.hostname, target.port or 5432))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", "")])
+async def test_a_wrong_kek_found_once_postgres_is_back_stops_the_process(hostq_cmd, test_env, tenant, argv):
+    """Started while Postgres is down, a worker or the API cannot check HOSTQ_KEK; before, the check was skipped,
+    and a worker with a wrong key failed every job it then took (`kek_mismatch`). Now the worker waits for
+    Postgres before it starts and the API checks once it answers: either stops with the line of a refusal at
+    start, and exit 2."""
+    down = _Forwarder()
+    url = test_env["DATABASE_URL"].replace(urlsplit(BASE_DB.replace("+asyncpg", "")).netloc,
+                                           f"postgres@127.0.0.1:{down.port}")
+    env = {**os.environ, **test_env, "DATABASE_URL": url, "HOSTQ_KEK": base64.b64encode(os.urandom(32)).decode()}
+    argv = tuple(arg or str(free_port()) for arg in argv)
+    child = subprocess.Popen([*hostq_cmd, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        first = child.stderr.readline().strip()
+        assert first.startswith("hostq: warning: Postgres cannot be reached ("), first
+        assert child.poll() is None
+        down.open()
+        status = child.wait(timeout=30)
+        rest = child.stderr.read().strip().splitlines()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        down.close()
+    assert status == 2, rest
+    assert any(line.startswith("hostq: configuration error: HOSTQ_KEK opens none of the ") for line in rest), rest
+    assert not any("Traceback" in line for line in rest), rest
+
+
+def test_a_worker_started_while_postgres_is_down_starts_once_it_answers(hostq_cmd, test_env, settings):
+    down = _Forwarder()
+    url = test_env["DATABASE_URL"].replace(urlsplit(BASE_DB.replace("+asyncpg", "")).netloc,
+                                           f"postgres@127.0.0.1:{down.port}")
+    env = {**os.environ, **test_env, "DATABASE_URL": url}
+    worker = subprocess.Popen([*hostq_cmd, "worker", "--region", "us"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        first = worker.stderr.readline().strip()
+        down.open()
+        lines = []  # then any warning of the checks, the line below, and Dramatiq's lines until it consumes
+        while not (lines and lines[-1].endswith("Worker process is ready for action.")) and len(lines) < 30:
+            lines.append(worker.stderr.readline().strip())
+        assert worker.poll() is None
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        status = worker.wait(timeout=30)
+        down.close()
+    assert first.endswith("waiting for it before starting (check DATABASE_URL if it is not just down)"), first
+    assert "hostq: Postgres answers: starting" in lines, lines
+    assert status == 0
 
 
 def test_db_upgrade_prints_what_it_did_as_one_json_object(hostq_cmd, test_env, scratch_db):
