@@ -301,12 +301,15 @@ def _database_problem(exc: BaseException) -> str | None:
     import asyncpg
     from sqlalchemy.exc import SQLAlchemyError
 
+    from domain.pg import APP_ROLE
     seen, link = [], exc
     while link is not None and link not in seen:
         seen.append(link)
         if isinstance(link, asyncpg.InvalidCatalogNameError):
             return f"{link}: check DATABASE_URL, or create and migrate it with `hostq db upgrade`"
-        if isinstance(link, asyncpg.UndefinedTableError):
+        if isinstance(link, asyncpg.UndefinedTableError) or (
+                isinstance(link, asyncpg.UndefinedObjectError) and f'role "{APP_ROLE}"' in str(link)):
+            # (the role is the first migration's, made once per Postgres: a new one has none)
             return f"{link}: the database is not migrated; run `hostq db upgrade`"
         if isinstance(link, (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
             return f"Postgres refused the login ({link}): check DATABASE_URL"
