@@ -60,6 +60,8 @@ RECORDING_S = 60.0
 OUTCOMES_KEPT = 1000
 #: The logger of Dramatiq's "Failed to process message ... with unhandled exception" (dramatiq/worker.py).
 WORKER_THREAD_LOGGER = "dramatiq.worker.WorkerThread"
+#: The logger of Dramatiq's Retries middleware (dramatiq/middleware/retries.py).
+RETRIES_LOGGER = "dramatiq.middleware.retries.Retries"
 
 log = logging.getLogger("hostq.worker")
 
@@ -134,6 +136,9 @@ class JobStateMiddleware(dramatiq.Middleware):
         # (message id, FailedAttempt) of the retry this worker thread's Retries is about to send: logged with its
         # delay by before_enqueue.
         self._retrying = threading.local()
+        # the id of the message whose job this worker thread just logged as failed (_log_final): Retries' own
+        # "Retries exceeded" line about it, logged next from the same thread, is dropped (_not_said).
+        self._said_final = threading.local()
         # message id -> job id of each retry being sent, until the broker took it (after_enqueue). One still here
         # when the consumer acknowledges its message was refused: Dramatiq logs that and acknowledges all the same.
         self._retry_sends: dict[str, str] = {}
@@ -299,6 +304,7 @@ class JobStateMiddleware(dramatiq.Middleware):
             self._retrying.next = (message.message_id, outcome)
         else:
             _log_final(job_id, outcome, exception)
+            self._said_final.message_id = message.message_id
 
     def _send_again(self, broker: dramatiq.Broker, message, delay_ms: int) -> None:
         """Send a message that did not run back to the broker for later. Dramatiq acknowledges it whatever happens
@@ -325,6 +331,7 @@ class JobStateMiddleware(dramatiq.Middleware):
 
     def before_worker_boot(self, broker, worker):
         logging.getLogger(WORKER_THREAD_LOGGER).addFilter(self._keeps)
+        logging.getLogger(RETRIES_LOGGER).addFilter(self._not_said)
 
     def before_worker_shutdown(self, broker, worker):
         loop = get_event_loop_thread()
@@ -333,6 +340,17 @@ class JobStateMiddleware(dramatiq.Middleware):
 
     def after_worker_shutdown(self, broker, worker):
         logging.getLogger(WORKER_THREAD_LOGGER).removeFilter(self._keeps)
+        logging.getLogger(RETRIES_LOGGER).removeFilter(self._not_said)
+
+    def _not_said(self, record: logging.LogRecord) -> bool:
+        """False for Retries' "Retries exceeded for message" about a job this middleware has just logged as
+        failed, with its reason (a job failed at once, not retryable, had no retries to exceed). Its other
+        records, and that line about a message whose attempts were never recorded, are kept."""
+        said = getattr(self._said_final, "message_id", None)
+        if said is None or record.args != (said,):
+            return True
+        self._said_final.message_id = None
+        return False
 
     def _keeps(self, record: logging.LogRecord) -> bool:
         """False for Dramatiq's record of an expected failure of a job whose outcome this middleware logs itself.

@@ -95,3 +95,32 @@ def test_errors_are_named_for_the_job_row():
     assert (down.code, down.retryable) == ("dependency_unavailable", True)
     assert "5432" in down.message
     assert describe_error(KeyError("x")).code == "internal_error"
+
+
+def test_a_failed_job_is_one_line_without_dramatiq_s_retries_exceeded(caplog):
+    """hostq's ERROR line says the job failed and why; Retries' "Retries exceeded for message" after it repeated
+    it without the job (and said so of a job failed at once, which had exceeded nothing). Retries' line about a
+    message whose attempts were never recorded (its backstop) stays: nothing else says it."""
+    from dramatiq.middleware import Retries
+    tracker, retries = JobStateMiddleware(sessions=None, db=None), Retries(max_retries=5)
+    broker = SimpleNamespace(get_actor=lambda name: SimpleNamespace(options={}))
+    tracker.before_worker_boot(broker, None)
+    try:
+        tracker._note_outcome("b", _failed("failed"))
+        failed = SimpleNamespace(**vars(_message("b")), actor_name="provision.create", fail=lambda: None)
+        backstop = SimpleNamespace(message_id="m-x", actor_name="provision.create", fail=lambda: None,
+                                   options={"job_id": "x", "retries": 5})
+        with caplog.at_level(logging.INFO):
+            for message in (failed, backstop):
+                try:
+                    raise RuntimeError("boom")
+                except RuntimeError as exc:
+                    tracker.after_process_message(broker, message, exception=exc)
+                    retries.after_process_message(broker, message, exception=exc)
+    finally:
+        tracker.after_worker_shutdown(broker, None)
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    assert ("hostq.worker", "ERROR", "job b (provision.create): attempt 2 of 3 failed: whm_unavailable: WHM "
+            "answered 503; the job is failed (no attempts left)") in lines, lines
+    assert not any("'m-b'" in message for _, _, message in lines), lines
+    assert (middleware.RETRIES_LOGGER, "WARNING", "Retries exceeded for message 'm-x'.") in lines, lines
