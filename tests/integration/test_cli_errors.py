@@ -228,7 +228,8 @@ class _Forwarder:
                     end.shutdown(socket.SHUT_RDWR)
 
 
-@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", "")])
+@pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", ""),
+                                  ("api", "--port", "", "--workers", "2")])
 async def test_a_wrong_kek_found_once_postgres_is_back_stops_the_process(hostq_cmd, test_env, tenant, argv):
     """Started while Postgres is down, a worker or the API cannot check HOSTQ_KEK; before, the check was skipped,
     and a worker with a wrong key failed every job it then took (`kek_mismatch`). Now the worker waits for
