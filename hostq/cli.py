@@ -18,6 +18,8 @@ from hostq.output import print_json
 from hostq.stopping import exit_zero_on_stop_signals, stop_signals_exit_zero, stop_status, stop_with_status
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
+log = logging.getLogger("hostq")
+
 
 def _db_upgrade(args, settings: Settings) -> None:
     from domain.migrate import upgrade
@@ -90,8 +92,9 @@ def _check_with_postgres(settings: Settings, *, secrets: bool, region: str | Non
 
 
 def _check_once_back(settings: Settings, secrets: bool) -> None:
-    """The API's checks, in a thread of their own, once Postgres answers; a refusal stops the API with the same
-    line and exit status as at start. Any other failure is logged, and the API goes on."""
+    """The API's checks, in a thread of their own, once Postgres answers; a refusal (or a database error, such as
+    a database that does not exist) stops the API with the same line and exit status as at start. A bug in a
+    check is logged, and the API goes on."""
     try:
         _wait_for_postgres(settings)
         _check_with_postgres(settings, secrets=secrets, region=None)
@@ -102,8 +105,11 @@ def _check_once_back(settings: Settings, secrets: bool) -> None:
         print(f"hostq: {exc}: stopping", file=sys.stderr)
         stop_with_status(1)
     except Exception as exc:
-        print(f"hostq: warning: the start-up checks failed ({_database_problem(exc) or repr(exc)}); going on "
-              "without them", file=sys.stderr)
+        if (problem := _database_problem(exc)) is not None:  # e.g. the database does not exist
+            print(f"hostq: {problem}: stopping", file=sys.stderr)
+            stop_with_status(1)
+        else:  # a bug in a check: its traceback, and the API goes on
+            log.exception("the start-up checks failed; going on without them")
     else:
         print("hostq: Postgres answers: the start-up checks passed", file=sys.stderr)
 

@@ -370,3 +370,25 @@ def test_hostq_dev_refuses_bad_regions_before_it_starts_anything(hostq_cmd, test
                   "dev", "--port", str(free_port()), *argv)
     assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
     assert done.stdout == "" and said in done.stderr.strip().splitlines()[-1], done.stderr  # after argparse's usage
+
+
+def test_an_api_started_while_postgres_is_down_stops_if_its_database_does_not_exist_once_it_answers(hostq_cmd,
+                                                                                                 test_env):
+    down = _Forwarder()
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{down.port}/hostq_test_{RUN}_never_made"
+    env = {**os.environ, **test_env, "DATABASE_URL": url}
+    api = subprocess.Popen([*hostq_cmd, "api", "--port", str(free_port())], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        api.stderr.readline()
+        down.open()
+        status = api.wait(timeout=30)
+        rest = api.stderr.read().strip().splitlines()
+    finally:
+        if api.poll() is None:
+            os.killpg(api.pid, signal.SIGKILL)
+            api.wait()
+        down.close()
+    assert status == 1, rest
+    assert rest == [f'hostq: database "hostq_test_{RUN}_never_made" does not exist: check DATABASE_URL, or create and '
+                    "migrate it with `hostq db upgrade`: stopping"], rest
