@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import TypedDict
 
 from sqlalchemy import Select, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import NotFound, ValidationFailed
@@ -147,22 +148,31 @@ async def cancel_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str],
 
 #: How long claim_undispatched waits for rows another transaction holds.
 CLAIM_WAIT_S = 5.0
+#: Postgres's SQLSTATE for a lock not taken within lock_timeout.
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 async def claim_undispatched(session: AsyncSession, job_ids: list[uuid.UUID], *,
                              wait_s: float = CLAIM_WAIT_S) -> list[Job]:
     """Those of these jobs still queued and unsent, locked so the relay cannot send them at the same time.
 
-    A job another transaction holds is waited for (up to `wait_s`, then asyncpg's LockNotAvailableError), then
-    checked again: one the relay sent meanwhile is left out. Skipping it instead left it to the relay whoever held
-    it: a second `hostq jobs retry` running at the same time holds the first one's jobs a moment (its own select
-    locks rows that stopped matching), and 1,800 of 2,000 retried jobs waited for the relay."""
-    await session.execute(text(f"SET LOCAL lock_timeout = '{int(wait_s * 1000)}ms'"))
+    A job another transaction holds is waited for (up to `wait_s`), then checked again: one the relay sent
+    meanwhile is left out. Skipping it at once instead left it to the relay whoever held it: a second `hostq jobs
+    retry` running at the same time holds the first one's jobs a moment (its own select locks rows that stopped
+    matching), and 1,800 of 2,000 retried jobs waited for the relay. Rows still held after `wait_s` are left out
+    (the relay sends them): the rest of the batch is claimed all the same."""
     stmt = (select(Job).where(Job.id.in_(job_ids), Job.status == rules.QUEUED, Job.dispatched_at.is_(None))
-            .order_by(Job.id).with_for_update())
-    jobs = list((await session.scalars(stmt)).all())
-    await session.execute(text("SET LOCAL lock_timeout = DEFAULT"))
-    return jobs
+            .order_by(Job.id))
+    try:
+        async with session.begin_nested():  # SET LOCAL, and a lock timeout, end with the savepoint
+            await session.execute(text(f"SET LOCAL lock_timeout = '{int(wait_s * 1000)}ms'"))
+            jobs = list((await session.scalars(stmt.with_for_update())).all())
+            await session.execute(text("SET LOCAL lock_timeout = DEFAULT"))
+            return jobs
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+    return list((await session.scalars(stmt.with_for_update(skip_locked=True))).all())
 
 
 def _parse_ids(values: Iterable[uuid.UUID | str]) -> tuple[list[uuid.UUID], list[Skipped]]:
