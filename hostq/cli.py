@@ -181,6 +181,15 @@ def _check_kek(settings: Settings) -> None:
         print(f"hostq: warning: {warning}", file=sys.stderr)
 
 
+#: Seconds `hostq api` keeps an idle keep-alive connection open (uvicorn's `timeout_keep_alive`, 5 by default).
+#: HTTP/1.1 lets either side close an idle connection, and a request a client sends on one just as the server
+#: closes it is lost with a connection reset (httpx.ReadError, before any answer, no access-log line): the
+#: server's FIN crosses the request, which reaches a closed socket. Clients expire their idle connections first
+#: when the server waits longer than they do: httpx (5 s, like uvicorn's default, and counted from a later
+#: moment: when the client has read the answer), aiohttp (15 s), a load balancer in front (AWS ALB: 60 s).
+API_KEEP_ALIVE_S = 75
+
+
 def _api(args, settings: Settings) -> None:
     import uvicorn
     settings.require_kek()
@@ -189,7 +198,8 @@ def _api(args, settings: Settings) -> None:
     if check_later is not None:
         check_later()  # after the handlers above: its stop ends the process with the status it sets
     uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
-                date_header=True, log_level="warning", timeout_graceful_shutdown=30)
+                date_header=True, log_level="warning", timeout_graceful_shutdown=30,
+                timeout_keep_alive=API_KEEP_ALIVE_S)
     if stop_status():  # with --workers, uvicorn's supervisor returns rather than raising the signal again
         sys.exit(stop_status())
 
