@@ -59,8 +59,9 @@ def send(resources: Any, jobs: Sequence[Job]) -> None:
         resources.marks.add(jobs[0].tenant_id, sent)
 
 
-#: Threads (and RabbitMQ connections) an API process sends from; measured: 1 -> 4 took end to end on RabbitMQ from
-#: ~212 to ~275 jobs/s (bench_provisioning.py --broker rabbitmq), as fast as the orders came in.
+#: Threads an API process sends from, and its broker's publisher threads (a RabbitMQ connection each,
+#: workers/amqp.py); measured: 1 -> 4 took end to end on RabbitMQ from ~212 to ~275 jobs/s
+#: (bench_provisioning.py --broker rabbitmq), as fast as the orders came in.
 SENDER_THREADS = 4
 
 
@@ -71,9 +72,10 @@ class BackgroundSender:
     blocks while it waits: on the event loop, every other request would wait too (and all of them for its
     timeouts if RabbitMQ hangs). Here the request goes on at once; the jobs are marked dispatched once
     confirmed, and those a crash or an outage keeps from being sent wait for the relay, as on any failed send.
-    SENDER_THREADS threads, each on a connection of its own (Dramatiq's RabbitmqBroker keeps one per thread), wait
-    for their confirmations side by side: with one, the sends fell behind a burst of orders. Jobs are
-    independent, so their messages need not reach the queue in the order they were accepted.
+    SENDER_THREADS threads hand their messages to as many publisher threads of the broker, each on a connection of
+    its own that it keeps open between bursts (workers/amqp.py), and wait for their confirmations side by side: with
+    one, the sends fell behind a burst of orders. Jobs are independent, so their messages need not reach the queue
+    in the order they were accepted.
     """
 
     def __init__(self, broker: Any, marks: DispatchMarks) -> None:

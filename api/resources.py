@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from api.dispatch_marks import BackgroundSender, DispatchMarks
+from api.dispatch_marks import SENDER_THREADS, BackgroundSender, DispatchMarks
 from api.principals import PrincipalCache
 from api.ratelimit import RateLimiter
 from domain.redis_pipe import PipelinedRedis
@@ -60,7 +60,7 @@ class Resources:
         # Short timeouts: the API's Redis calls are tiny (rate limit, generations), and a Redis that hangs must
         # not hold requests; the rate limiter then lets requests through (api/ratelimit.py).
         client = aioredis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        broker, marks = make_broker(settings), DispatchMarks(sessions)
+        broker, marks = make_broker(settings, publishers=SENDER_THREADS), DispatchMarks(sessions)
         return cls(settings=settings, engine=engine, sessions=sessions, read_sessions=reads,
                    pg=LazyPool(settings.database_url, max_size=settings.api_db_pool,
                                command_timeout_s=STATEMENT_TIMEOUT_S), redis=client,

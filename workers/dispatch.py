@@ -36,21 +36,24 @@ def amqp_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode({**AMQP_DEFAULTS, **query})))
 
 
-def make_broker(settings: Settings) -> dramatiq.Broker:
+def make_broker(settings: Settings, publishers: int = 1) -> dramatiq.Broker:
     """The Dramatiq broker named by HOSTQ_BROKER_URL: Redis (namespaced, so deployments can share one Redis)
-    or RabbitMQ (give each deployment its own virtual host: the URL's path)."""
+    or RabbitMQ (give each deployment its own virtual host: the URL's path), sending from `publishers` threads
+    of its own (workers/amqp.py: one unless sends must wait for RabbitMQ side by side, as the API's)."""
     if settings.broker_url.startswith(("amqp://", "amqps://")):
         # Imported here: it imports pika, which only a RabbitMQ deployment needs loaded.
-        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+        from workers.amqp import HostqRabbitmqBroker
 
-        # RabbitMQ drops a connection left idle past its heartbeat (an API process between orders): the next
-        # send reconnects and goes through, but pika logs the dropped connection as an ERROR with a trace.
-        # Dramatiq reports the connection problems that matter (a consumer's, a send that fails: see dispatch).
+        # A connection RabbitMQ or the network closes (a RabbitMQ restart) is replaced at the next send, but pika
+        # logs the dropped connection as an ERROR with a trace. Dramatiq reports the connection problems that
+        # matter (a consumer's, a send that fails: see dispatch).
         logging.getLogger("pika").setLevel(logging.CRITICAL)
         # confirm_delivery: enqueue returns once RabbitMQ has the message (persistent, on a durable queue), so a
         # job is marked dispatched only then. An unacknowledged delivery goes back to its queue as soon as the
-        # worker's connection drops (a killed worker), with no heartbeat to wait for.
-        return RabbitmqBroker(url=amqp_url(settings.broker_url), confirm_delivery=True, middleware=[])
+        # worker's connection drops (a killed worker), with no heartbeat to wait for. Publishing connections stay
+        # open while idle, answering RabbitMQ's heartbeats (workers/amqp.py).
+        return HostqRabbitmqBroker(url=amqp_url(settings.broker_url), confirm_delivery=True, middleware=[],
+                                   publishers=publishers)
     if not settings.broker_url.startswith(("redis://", "rediss://")):
         raise SettingsError("HOSTQ_BROKER_URL must be a redis://, rediss://, amqp:// or amqps:// URL")
     # maintenance_chance: of every million broker commands, how many also requeue the messages of
