@@ -14,7 +14,6 @@ import asyncio
 import logging
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
@@ -72,22 +71,20 @@ class BackgroundSender:
     blocks while it waits: on the event loop, every other request would wait too (and all of them for its
     timeouts if RabbitMQ hangs). Here the request goes on at once; the jobs are marked dispatched once
     confirmed, and those a crash or an outage keeps from being sent wait for the relay, as on any failed send.
-    SENDER_THREADS threads hand their messages to as many publisher threads of the broker, each on a connection of
-    its own that it keeps open between bursts (workers/amqp.py), and wait for their confirmations side by side: with
-    one, the sends fell behind a burst of orders. Jobs are independent, so their messages need not reach the queue
-    in the order they were accepted.
+    The sends run on the broker's SENDER_THREADS publisher threads (workers/amqp.py), each on a connection of its
+    own that it keeps open between bursts, waiting for their confirmations side by side: with one, the sends fell
+    behind a burst of orders. Jobs are independent, so their messages need not reach the queue in the order they
+    were accepted.
     """
 
     def __init__(self, broker: Any, marks: DispatchMarks) -> None:
         self._broker, self._marks = broker, marks
-        self._executor = ThreadPoolExecutor(SENDER_THREADS, thread_name_prefix="hostq-send")
         self._pending: set[asyncio.Future] = set()
 
     def submit(self, jobs: Sequence[Job]) -> None:
         """Send these committed jobs soon (messages are made here, from the rows as the request left them)."""
         tenant_id = jobs[0].tenant_id
-        future = asyncio.get_running_loop().run_in_executor(self._executor, send_messages, self._broker,
-                                                            outgoing(jobs))
+        future = asyncio.wrap_future(self._broker.submit(send_messages, self._broker, outgoing(jobs)))
         self._pending.add(future)
         future.add_done_callback(lambda done: self._sent(done, tenant_id))
 
@@ -102,7 +99,6 @@ class BackgroundSender:
         """Finish the sends under way (their marks then go with the last flush)."""
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        self._executor.shutdown(wait=True)
 
 
 class DispatchMarks:

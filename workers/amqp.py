@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Callable
 
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -70,13 +70,25 @@ class HostqRabbitmqBroker(RabbitmqBroker):
         if getattr(self._on_publisher, "yes", False):
             RabbitmqBroker.channel.fdel(self)
 
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run fn(*args) on a publisher thread, where `channel` is that thread's own: a batch of sends (the API's
+        BackgroundSender) runs there whole, with no hand-over per message. Its Future."""
+        future: Future = Future()
+        self._pool().put((future, fn, args))
+        return future
+
     def call_on_publisher(self, name: str, args: tuple, kwargs: dict) -> Any:
         """Call the channel's method `name` on a publisher thread's channel; its result, or its exception."""
         if getattr(self._on_publisher, "yes", False):  # (not reached through `channel`, but harmless)
             return getattr(RabbitmqBroker.channel.fget(self), name)(*args, **kwargs)
-        future: Future = Future()
-        self._pool().put((future, name, args, kwargs))
-        return future.result()
+        return self.submit(self._channel_call, name, args, kwargs).result()
+
+    def _channel_call(self, name: str, args: tuple, kwargs: dict) -> Any:
+        try:
+            return getattr(RabbitmqBroker.channel.fget(self), name)(*args, **kwargs)
+        except _AMQP_ERRORS:  # as Dramatiq does: the next call opens new ones
+            RabbitmqBroker.connection.fdel(self)
+            raise
 
     def _pool(self) -> queue.SimpleQueue:
         with self._pool_lock:
@@ -100,14 +112,12 @@ class HostqRabbitmqBroker(RabbitmqBroker):
                     continue
                 if call is None:
                     return
-                future, name, args, kwargs = call
+                future, fn, args = call
                 if not future.set_running_or_notify_cancel():
                     continue
                 try:
-                    result = getattr(RabbitmqBroker.channel.fget(self), name)(*args, **kwargs)
+                    result = fn(*args)
                 except BaseException as exc:
-                    if isinstance(exc, _AMQP_ERRORS):  # as Dramatiq does: the next call opens new ones
-                        RabbitmqBroker.connection.fdel(self)
                     future.set_exception(exc)
                 else:
                     future.set_result(result)
