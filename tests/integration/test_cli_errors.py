@@ -196,6 +196,11 @@ class _Forwarder:
         self.port = free_port()
         self._listener: socket.socket | None = None
 
+    def url(self, database_url: str) -> str:
+        """The database URL with this port in place of the machine's Postgres."""
+        machine = urlsplit(BASE_DB.replace("+asyncpg", "")).netloc
+        return database_url.replace(machine, f"postgres@127.0.0.1:{self.port}")
+
     def open(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         threading.Thread(target=self._accept, daemon=True).start()
@@ -228,6 +233,27 @@ class _Forwarder:
                     end.shutdown(socket.SHUT_RDWR)
 
 
+def _stops_once_postgres_is_back(hostq_cmd, env: dict, argv: tuple) -> tuple[str, int, list[str]]:
+    """Start the command with Postgres not yet reachable, let it through, wait for the command to end: its first
+    line, its exit status and its other lines."""
+    down = _Forwarder()
+    env = {**os.environ, **env, "DATABASE_URL": down.url(env["DATABASE_URL"])}
+    argv = tuple(arg or str(free_port()) for arg in argv)  # "": a free port
+    child = subprocess.Popen([*hostq_cmd, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    try:
+        first = child.stderr.readline().strip()
+        assert child.poll() is None, first
+        down.open()
+        status = child.wait(timeout=30)
+        return first, status, child.stderr.read().strip().splitlines()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        down.close()
+
+
 @pytest.mark.parametrize("argv", [("worker", "--region", "us"), ("api", "--port", ""),
                                   ("api", "--port", "", "--workers", "2")])
 async def test_a_wrong_kek_found_once_postgres_is_back_stops_the_process(hostq_cmd, test_env, tenant, argv):
@@ -235,25 +261,9 @@ async def test_a_wrong_kek_found_once_postgres_is_back_stops_the_process(hostq_c
     and a worker with a wrong key failed every job it then took (`kek_mismatch`). Now the worker waits for
     Postgres before it starts and the API checks once it answers: either stops with the line of a refusal at
     start, and exit 2."""
-    down = _Forwarder()
-    url = test_env["DATABASE_URL"].replace(urlsplit(BASE_DB.replace("+asyncpg", "")).netloc,
-                                           f"postgres@127.0.0.1:{down.port}")
-    env = {**os.environ, **test_env, "DATABASE_URL": url, "HOSTQ_KEK": base64.b64encode(os.urandom(32)).decode()}
-    argv = tuple(arg or str(free_port()) for arg in argv)
-    child = subprocess.Popen([*hostq_cmd, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
-    try:
-        first = child.stderr.readline().strip()
-        assert first.startswith("hostq: warning: Postgres cannot be reached ("), first
-        assert child.poll() is None
-        down.open()
-        status = child.wait(timeout=30)
-        rest = child.stderr.read().strip().splitlines()
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-        down.close()
+    wrong = {**test_env, "HOSTQ_KEK": base64.b64encode(os.urandom(32)).decode()}
+    first, status, rest = _stops_once_postgres_is_back(hostq_cmd, wrong, argv)
+    assert first.startswith("hostq: warning: Postgres cannot be reached ("), first
     assert status == 2, rest
     assert any(line.startswith("hostq: configuration error: HOSTQ_KEK opens none of the ") for line in rest), rest
     assert not any("Traceback" in line for line in rest), rest
@@ -261,9 +271,7 @@ async def test_a_wrong_kek_found_once_postgres_is_back_stops_the_process(hostq_c
 
 def test_a_worker_started_while_postgres_is_down_starts_once_it_answers(hostq_cmd, test_env, settings):
     down = _Forwarder()
-    url = test_env["DATABASE_URL"].replace(urlsplit(BASE_DB.replace("+asyncpg", "")).netloc,
-                                           f"postgres@127.0.0.1:{down.port}")
-    env = {**os.environ, **test_env, "DATABASE_URL": url}
+    env = {**os.environ, **test_env, "DATABASE_URL": down.url(test_env["DATABASE_URL"])}
     worker = subprocess.Popen([*hostq_cmd, "worker", "--region", "us"], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -374,21 +382,8 @@ def test_hostq_dev_refuses_bad_regions_before_it_starts_anything(hostq_cmd, test
 
 def test_an_api_started_while_postgres_is_down_stops_if_its_database_does_not_exist_once_it_answers(hostq_cmd,
                                                                                                  test_env):
-    down = _Forwarder()
-    url = f"postgresql+asyncpg://postgres@127.0.0.1:{down.port}/hostq_test_{RUN}_never_made"
-    env = {**os.environ, **test_env, "DATABASE_URL": url}
-    api = subprocess.Popen([*hostq_cmd, "api", "--port", str(free_port())], env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        api.stderr.readline()
-        down.open()
-        status = api.wait(timeout=30)
-        rest = api.stderr.read().strip().splitlines()
-    finally:
-        if api.poll() is None:
-            os.killpg(api.pid, signal.SIGKILL)
-            api.wait()
-        down.close()
+    missing = {**test_env, "DATABASE_URL": f"{BASE_DB}/hostq_test_{RUN}_never_made"}
+    _, status, rest = _stops_once_postgres_is_back(hostq_cmd, missing, ("api", "--port", ""))
     assert status == 1, rest
     assert rest == [f'hostq: database "hostq_test_{RUN}_never_made" does not exist: check DATABASE_URL, or create and '
                     "migrate it with `hostq db upgrade`: stopping"], rest
