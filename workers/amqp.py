@@ -66,7 +66,7 @@ class HostqRabbitmqBroker(RabbitmqBroker):
     @channel.deleter
     def channel(self):
         # Dramatiq drops the calling thread's channel and connection after a failed publish: a publisher thread
-        # has already dropped its own (in _serve); another thread has none.
+        # has already dropped its own (in _channel_call); another thread has none.
         if getattr(self._on_publisher, "yes", False):
             RabbitmqBroker.channel.fdel(self)
 
@@ -78,9 +78,8 @@ class HostqRabbitmqBroker(RabbitmqBroker):
         return future
 
     def call_on_publisher(self, name: str, args: tuple, kwargs: dict) -> Any:
-        """Call the channel's method `name` on a publisher thread's channel; its result, or its exception."""
-        if getattr(self._on_publisher, "yes", False):  # (not reached through `channel`, but harmless)
-            return getattr(RabbitmqBroker.channel.fget(self), name)(*args, **kwargs)
+        """Call the channel's method `name` on a publisher thread's channel; its result, or its exception. Only
+        from another thread (`channel` is the publisher thread's own there)."""
         return self.submit(self._channel_call, name, args, kwargs).result()
 
     def _channel_call(self, name: str, args: tuple, kwargs: dict) -> Any:
