@@ -47,6 +47,7 @@ class WhmPort(Protocol):
 
     async def accountsummary(self, *, user: str | None = None, domain: str | None = None) -> dict | None: ...
     async def verify_new_username(self, user: str) -> bool: ...
+    async def username_refusal(self, user: str) -> str | None: ...
     async def createacct(self, *, username: str, domain: str, plan: str, password: str, contactemail: str,
                          owner: str | None = None) -> dict: ...
 
@@ -208,12 +209,14 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         username, chosen_here = await _fix_username(db, service, whm, ticket)
     if service["create_attempted_at"] is not None:  # a createacct may have happened: ask WHM first (adopt rule)
         adopted = await _ask_after_create_in_doubt(whm, username, domain)
-    elif verified or await whm.verify_new_username(username):
+    elif verified or (refused := await whm.username_refusal(username)) is None:
         adopted = False  # the name is free on WHM and we never called createacct: nothing of ours exists
     else:
         adopted = await _existing_is_ours(whm, username, domain, attempted=False)
-        if adopted:  # made outside hostq, ours by name and domain: from now on WHM holds an account of ours
-            await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
+        if not adopted:  # createacct would be refused too: say what WHM said of the name, send nothing
+            raise _name_held(username, domain, refused)
+        # made outside hostq, ours by name and domain: from now on WHM holds an account of ours
+        await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
     if not adopted:
         if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
             await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
@@ -244,6 +247,16 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
+
+
+def _name_held(username: str, domain: str, refused: str) -> PermanentIntegrationError:
+    """A kept name (the reseller's, or one an earlier attempt fixed) that WHM refuses, with no account of that name
+    or domain: another account's first eight characters, a system user left behind, a reserved name."""
+    return PermanentIntegrationError(
+        "whm_username_taken", f"WHM refuses username {username!r}: {refused.rstrip('.')}. No WHM account has that "
+        f"name or domain {domain!r}, so no createacct was sent. An operator must look: if what holds the name can be "
+        "removed on the server (a system user a failed createacct left behind), remove it and retry the job; "
+        "otherwise the service needs another username (terminate it and order again)")
 
 
 def still_settling(sent: datetime | None, create_settles_s: float) -> datetime | None:

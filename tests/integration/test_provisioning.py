@@ -193,6 +193,28 @@ async def test_requested_username_taken_for_another_domain_is_refused(client, db
     assert await _accounts_for(control, ordered["domain"]) == []
 
 
+async def test_a_requested_username_whose_first_eight_clash_sends_no_createacct_and_says_why(
+        client, db, sessions, settings, whm_url, whm, control):
+    """WHM refuses the reseller's name because another account has its first eight characters: no account has the
+    name or the domain, so nothing is ours to adopt and createacct would be refused too. The job fails with WHM's
+    own reason (not a guess about a system user left behind), sends no createacct, and the place stays free."""
+    stem = f"r{uuid.uuid4().hex[:7]}"
+    await whm.createacct(username=f"{stem}1", domain=f"{stem}.other.example", plan="basic", password="Xx1-long-pass",
+                         contactemail="x@example.com")
+    ordered = await _order(client, sessions, settings, whm_url, username=f"{stem}2")
+    await control.delete("/__sandbox/calls")
+    with pytest.raises(PermanentIntegrationError) as refused:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert refused.value.code == "whm_username_taken"
+    message = refused.value.message
+    assert f"{stem}1" in message and "first eight characters" in message  # WHM's reason, naming the other account
+    assert "no createacct was sent" in message and "left behind" not in message.split(". An operator")[0]
+    assert "createacct" not in (await control.get("/__sandbox/calls")).json()["calls"]
+    assert await _accounts_for(control, ordered["domain"]) == []
+    service = await _service(sessions, ordered["id"])
+    assert (service.username, service.create_attempted_at) == (f"{stem}2", None)  # kept; nothing of ours on WHM
+
+
 async def test_a_system_user_left_by_a_failed_create_makes_the_retry_choose_another_name(
         client, db, sessions, settings, whm_url, whm, control):
     """WHM refused the create (an answer: nothing of ours still runs) and left its Unix user behind: the name is

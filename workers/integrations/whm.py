@@ -343,11 +343,15 @@ class WhmClient:
 
     async def verify_new_username(self, user: str) -> bool:
         """True if WHM would accept `user` as a new account name."""
+        return await self.username_refusal(user) is None
+
+    async def username_refusal(self, user: str) -> str | None:
+        """Why WHM would refuse `user` as a new account name, in its own words (verify_new_username), or None."""
         try:
             await self._read("verify_new_username", {"user": user})
-        except WhmRejected:
-            return False
-        return True
+        except WhmRejected as exc:
+            return exc.message.removeprefix("verify_new_username: ")
+        return None
 
     async def accountsummary(self, *, user: str | None = None, domain: str | None = None) -> dict | None:
         """The account with this user or domain, or None when WHM has no such account."""
