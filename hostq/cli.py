@@ -15,7 +15,8 @@ from domain.errors import DomainError
 from hostq import argtypes, jobs_cli, servers_cli, tenants_cli
 from hostq.sandbox import cli as sandbox_cli
 from hostq.output import print_json
-from hostq.stopping import exit_zero_on_stop_signals, stop_signals_exit_zero, stop_status, stop_with_status
+from hostq.stopping import (exit_zero_on_stop_signals, stop_signals_exit_zero, stop_status, stop_with_status,
+                            stop_with_supervisor)
 from domain.settings import DEV_KEK_FILE, Settings, SettingsError, load_settings
 
 log = logging.getLogger("hostq")
@@ -354,6 +355,7 @@ def _development_kek() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse, read settings once, run; errors are one line on stderr and a non-zero exit."""
+    stop_with_supervisor()
     args = _parser().parse_args(argv)
     try:
         _development_kek()

@@ -21,6 +21,7 @@ from domain.errors import Conflict
 from domain.migrate import upgrade
 from domain.pg import connect
 from domain.settings import DEV_KEK_FILE, load_settings
+from hostq.stopping import SUPERVISOR_ENV
 
 #: Postgres connections left free for operator commands, migrations and psql while `hostq dev` runs.
 SPARE_CONNECTIONS = 5
@@ -215,8 +216,8 @@ class _Child:
         self.proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "hostq", *self.argv], env=os.environ.copy(),
-                                start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "hostq", *self.argv],
+                                env={**os.environ, SUPERVISOR_ENV: str(os.getpid())}, start_new_session=True)
 
     def restart_if_exited(self) -> bool:
         """Start the process again if it exited (False once it has exited too often to go on)."""
@@ -261,18 +262,36 @@ def _start_fakes(args, settings, whm_ports: dict[str, int], children: list[_Chil
     return retired
 
 
+def _whm_ports(args, regions: list[str]) -> dict[str, int]:
+    """Each region's fake WHM port (--whm-port, then the next ones); ValueError when one is out of range or two of
+    the run's ports are the same."""
+    if args.whm_port + len(regions) - 1 > 65535:
+        raise ValueError(f"--whm-port {args.whm_port} leaves no port for the fake WHM of region {regions[-1]}: each "
+                         f"region takes the next port, so use {65536 - len(regions)} or lower")
+    whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
+    named = [("the API (--port)", args.port),
+             *((f"the fake WHM of region {region} (--whm-port{f' + {n}' if n else ''})", whm_ports[region])
+               for n, region in enumerate(regions)),
+             ("the fake PSP (--psp-port)", args.psp_port), ("the fake mail server's SMTP (--smtp-port)", args.smtp_port),
+             ("the fake mail server's HTTP (--mail-port)", args.mail_port)]
+    taken: dict[int, str] = {}
+    for what, port in named:
+        if port in taken:
+            raise ValueError(f"{taken[port]} and {what} would both use port {port}: give each its own (the fake WHMs "
+                             "take --whm-port and the ports after it, one per region)")
+        taken[port] = what
+    return whm_ports
+
+
 def run_dev(args) -> int:
     """Migrate, start the fakes, register the fake WHMs, start API, workers and scheduler, print credentials;
     then keep them running: a process that exits (a worker killed with `kill -9`, say) is started again, and
     the others (the fake WHM and its accounts among them) go on. The exit status: 0 when stopped by a signal
     (SIGINT, SIGTERM, or SIGHUP: a closed terminal), 1 when a process kept exiting."""
     regions = args.regions  # argtypes.regions: one or more, each once
-    if args.whm_port + len(regions) - 1 > 65535:
-        raise ValueError(f"--whm-port {args.whm_port} leaves no port for the fake WHM of region {regions[-1]}: each "
-                         f"region takes the next port, so use {65536 - len(regions)} or lower")
+    whm_ports = _whm_ports(args, regions)
     os.environ["HOSTQ_KEK"] = _dev_kek()
     settings = load_settings()
-    whm_ports = {region: args.whm_port + n for n, region in enumerate(regions)}
     # The API and workers talk to this run's fakes, whatever HOSTQ_PSP_URL and HOSTQ_SMTP_URL said.
     os.environ["HOSTQ_PSP_URL"] = f"http://127.0.0.1:{args.psp_port}"
     os.environ["HOSTQ_SMTP_URL"] = f"smtp://127.0.0.1:{args.smtp_port}"

@@ -9,6 +9,7 @@ for itself (`stop_with_status`: a start-up check that refused once Postgres answ
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -48,3 +49,21 @@ def stop_signals_exit_zero() -> Iterator[None]:
     finally:
         for signum, handler in before.items():
             signal.signal(signum, handler)
+
+
+#: Set by `hostq dev` in the environment of each process it starts: its own pid.
+SUPERVISOR_ENV = "HOSTQ_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_supervisor() -> None:
+    """In a process `hostq dev` started: get SIGTERM when `hostq dev` dies, even of SIGKILL (Linux's parent-death
+    signal), so that no API, worker or fake outlives it, holding its port and taking jobs. The variable is dropped
+    here, so that the processes this one starts (Dramatiq's, uvicorn's: it stops them itself) do not inherit it."""
+    supervisor = os.environ.pop(SUPERVISOR_ENV, None)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != int(supervisor):  # it died before the signal was asked for
+        os.kill(os.getpid(), signal.SIGTERM)
