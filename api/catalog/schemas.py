@@ -18,7 +18,11 @@ class PlanCreate(msgspec.Struct, forbid_unknown_fields=True):
 
     code: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, examples=["Basic"])]
-    whm_package: Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["basic"])]
+    whm_package: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=64, examples=["basic"],
+        description="the WHM package createacct gets, named as WHM shows it (a reseller's as owner_Name); no '/' or "
+                    "control characters. Whether the server has it is known only at createacct: a job that fails "
+                    "whm_rejected")]
     prices: Annotated[dict[str, int], msgspec.Meta(
         description=f"cents per billing cycle (monthly, quarterly, semiannual, annual), each 0 to {MAX_CENTS}",
         examples=[{"monthly": 6990, "annual": 69900}])]

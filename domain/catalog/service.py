@@ -16,6 +16,10 @@ from domain.pagination import page, paginate
 from domain.services.rules import BILLING_CYCLES
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: A WHM package is a file under /var/cpanel/packages, named as WHM shows it (a reseller's as `owner_Name`, spaces
+#: allowed): no '/', no control characters, not '.' or '..'. Whether the server has it, only createacct can tell.
+_PACKAGE = re.compile(r"(?!\.\.?$)[^/\x00-\x1f\x7f]+")
+_PACKAGE_RULE = "a WHM package name: no '/' or control characters, not '.' or '..'"
 #: The highest price, in cents (Stripe's bound for an amount: 999,999.99): well inside a 64-bit integer and a
 #: JavaScript number, so every client reads it exactly, and invoice totals built from it do not overflow.
 MAX_CENTS = 99_999_999
@@ -34,12 +38,18 @@ def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: d
         errors.append({"field": "name", "message": "must not be empty"})
     if not whm_package.strip():
         errors.append({"field": "whm_package", "message": "must not be empty"})
+    elif not _PACKAGE.fullmatch(whm_package.strip()):
+        errors.append({"field": "whm_package", "message": _PACKAGE_RULE})
     if (not re.fullmatch(r"[A-Z]{3}", currency) or currency in NOT_MONEY
             or pycountry.currencies.get(alpha_3=currency) is None):
         errors.append({"field": "currency", "message": "an ISO 4217 code such as BRL"})
     unknown = sorted(set(prices) - set(BILLING_CYCLES))
-    if unknown or not prices:
-        errors.append({"field": "prices", "message": f"keys must be among {', '.join(BILLING_CYCLES)}"})
+    if unknown:
+        errors.append({"field": "prices", "message": f"unknown billing cycle(s) {', '.join(map(repr, unknown))}: "
+                                                     f"keys must be among {', '.join(BILLING_CYCLES)}"})
+    elif not prices:
+        errors.append({"field": "prices", "message": "must price at least one billing cycle "
+                                                     f"({', '.join(BILLING_CYCLES)})"})
     if any(not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_CENTS for v in prices.values()):
         errors.append({"field": "prices", "message": f"prices are integer cents from 0 to {MAX_CENTS}"})
     return errors
