@@ -87,21 +87,44 @@ class WorkerHeartbeat(dramatiq.Middleware):
             self._client.close()
 
 
+#: How often a worker writes its broker again (AnnounceBroker): a Redis that lost its data has it back this soon.
+ANNOUNCE_EVERY_S = 10.0
+
+
 class AnnounceBroker(dramatiq.Middleware):
-    """Writes, as the worker boots, which broker it consumes (`value`) at `key` in Redis.
+    """Writes which broker the worker consumes (`value`) at `key` in Redis as it boots, and again every
+    `every_s` from a thread of its own until it stops, so that a Redis restarted without its data has it again.
 
     A command that sends jobs itself (`hostq jobs retry`) compares its own broker with it: sent elsewhere, a job
     would be marked dispatched and wait in a queue nobody reads, so the command leaves it to the relay instead.
     """
 
-    def __init__(self, redis_url: str, key: str, value: str) -> None:
-        self._redis_url, self._key, self._value = redis_url, key, value
+    def __init__(self, redis_url: str, key: str, value: str, every_s: float = ANNOUNCE_EVERY_S) -> None:
+        self._redis_url, self._key, self._value, self._every_s = redis_url, key, value, every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: redis.Redis | None = None
 
     def before_worker_boot(self, broker, worker) -> None:
-        client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._client = redis.Redis.from_url(self._redis_url, socket_timeout=5, socket_connect_timeout=2)
+        self._announce(warn=True)
+        self._thread = threading.Thread(target=self._run, name="hostq-announce-broker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every_s):
+            self._announce(warn=False)
+
+    def _announce(self, *, warn: bool) -> None:
         try:
-            client.set(self._key, self._value)
-        except redis.RedisError as exc:  # only the commands' check goes without it
-            log.warning("could not announce this worker's broker: %s", exc)
-        finally:
-            client.close()
+            self._client.set(self._key, self._value)
+        except redis.RedisError as exc:  # only the commands' check goes without it (the next write may succeed)
+            if warn:
+                log.warning("could not announce this worker's broker: %s", exc)
+
+    def after_worker_shutdown(self, broker, worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._client is not None:
+            self._client.close()
