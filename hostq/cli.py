@@ -151,6 +151,7 @@ def _check_rabbitmq(settings: Settings) -> None:
     if not settings.broker_url.startswith(("amqp://", "amqps://")):
         return
     import pika
+    from pika.adapters.utils.connection_workflow import AMQPConnectorException
     from workers.dispatch import amqp_url
     try:
         pika.BlockingConnection(pika.URLParameters(amqp_url(settings.broker_url))).close()
@@ -160,7 +161,7 @@ def _check_rabbitmq(settings: Settings) -> None:
         said = getattr(closed, "reply_text", None) or str(exc)
         raise SettingsError(f"HOSTQ_BROKER_URL: RabbitMQ refuses it: {said} (check its user, password and "
                             "virtual host)") from None
-    except (pika.exceptions.AMQPError, OSError) as exc:
+    except (pika.exceptions.AMQPError, AMQPConnectorException, OSError) as exc:  # the latter: a handshake timeout
         print(f"hostq: warning: RabbitMQ cannot be reached ({exc!r}): starting anyway, and "
               "waiting for it (check HOSTQ_BROKER_URL if it is not just down)", file=sys.stderr)
 

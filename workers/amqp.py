@@ -28,6 +28,8 @@ from typing import Any, Callable
 
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.errors import ConnectionClosed
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 log = logging.getLogger("hostq.dispatch")
 
@@ -54,6 +56,28 @@ class HostqRabbitmqBroker(RabbitmqBroker):
         self._calls: queue.SimpleQueue | None = None
         self._threads: list[threading.Thread] = []
         self._pool_pid: int | None = None
+
+    @property
+    def connection(self):
+        """Dramatiq's connection of this thread. pika lets a handshake that times out (a server that accepts the
+        connection and never answers) escape as its AMQPConnectorStackTimeout, which neither Dramatiq nor hostq takes
+        for a connection error: it is one here, as a refused connection is."""
+        try:
+            return RabbitmqBroker.connection.fget(self)
+        except AMQPConnectorException as exc:
+            raise pika.exceptions.AMQPConnectionError(exc) from exc
+
+    @connection.deleter
+    def connection(self):
+        RabbitmqBroker.connection.fdel(self)
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        """Dramatiq's, with a consumer's handshake that times out (see `connection`) a connection error: its consumer
+        thread logs one line and tries again a second later, as for a refused connection, not a traceback."""
+        try:
+            return super().consume(queue_name, prefetch, timeout)
+        except AMQPConnectorException as exc:
+            raise ConnectionClosed(exc) from None
 
     @property
     def channel(self):
