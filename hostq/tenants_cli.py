@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import sys
 import uuid
 from datetime import timedelta
 
@@ -114,8 +115,11 @@ def keys_rotate(args, settings: Settings) -> None:
 
     async def work(session):
         return await tenants.rotate_key(session, kek, key_id, grace=grace)
-    secret, valid_until = asyncio.run(in_transaction(settings, work))
+    secret, valid_until, cut = asyncio.run(in_transaction(settings, work))
     announce_change(settings, key_generation_key(settings.namespace, key_id))
+    if cut is not None:
+        print(f"hostq: the secret in use before the previous rotation was to be accepted until {rfc3339(cut)}: it "
+              "stops working now (a key keeps only one previous secret)", file=sys.stderr)
     print_json({"key_id": str(key_id), "signing_secret": secret, "previous_valid_until": rfc3339(valid_until)})
 
 

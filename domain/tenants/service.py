@@ -228,11 +228,11 @@ async def _key(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
 
 
 async def rotate_key(session: AsyncSession, kek: bytes, key_id: uuid.UUID, *,
-                     grace: timedelta) -> tuple[str, datetime | None]:
+                     grace: timedelta) -> tuple[str, datetime | None, datetime | None]:
     """A new signing secret for the key; the old one stays valid for `grace` (none when zero).
 
-    Returns the new secret and until when the old one is accepted. A rotation
-    during another's grace period ends that period: only one previous secret is kept.
+    Returns the new secret, until when the old one is accepted, and, for a rotation during another's grace period,
+    when that period was to end: it ends now, as only one previous secret is kept.
     """
     if grace < timedelta(0):
         raise _invalid("grace", "must not be negative")
@@ -240,6 +240,8 @@ async def rotate_key(session: AsyncSession, kek: bytes, key_id: uuid.UUID, *,
     if key.revoked_at is not None:
         raise InvalidState(f"API key {key_id} is revoked")
     signing_secret = "hqs_" + secrets.token_urlsafe(32)
+    cut = key.previous_expires_at if key.previous_secret_encrypted is not None else None
+    cut = cut if cut is not None and cut > datetime.now(timezone.utc) else None
     valid_until = None
     if grace:  # to the next whole second: the time shown (domain/times.py) is then exactly the one kept
         valid_until = datetime.now(timezone.utc) + grace
@@ -248,7 +250,7 @@ async def rotate_key(session: AsyncSession, kek: bytes, key_id: uuid.UUID, *,
     key.previous_expires_at = valid_until
     key.secret_encrypted = seal(kek, signing_secret, context=key.id.bytes)
     await session.flush()
-    return signing_secret, valid_until
+    return signing_secret, valid_until, cut
 
 
 async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> datetime:

@@ -83,6 +83,27 @@ async def test_rotation_without_grace_refuses_the_old_secret_at_once(app, tenant
     assert await _status(app, _with(tenant, second["signing_secret"])) == 200
 
 
+async def test_a_rotation_during_anothers_grace_says_it_ends_that_grace(app, tenant, settings, capsys):
+    """One previous secret is kept: the secret from before the first rotation stops at the second, and the operator
+    is told so (the first rotation had promised it an hour)."""
+    first = await _run(capsys, settings, "keys", "rotate", "--key", str(tenant["key_id"]), "--grace", "1h")
+    args = _parser().parse_args(["keys", "rotate", "--key", str(tenant["key_id"]), "--grace", "1h"])
+    await asyncio.to_thread(args.run, args, settings)
+    said = capsys.readouterr()
+    second = json.loads(said.out)
+    assert said.err.startswith("hostq: the secret in use before the previous rotation was to be accepted until "
+                               f"{first['previous_valid_until']}: it stops working now"), said.err
+    assert await _status(app, tenant) == 401
+    assert await _status(app, _with(tenant, first["signing_secret"])) == 200  # the previous one, in its grace
+    assert await _status(app, _with(tenant, second["signing_secret"])) == 200
+    third = _parser().parse_args(["keys", "rotate", "--key", str(tenant["key_id"]), "--grace", "0"])
+    await asyncio.to_thread(third.run, third, settings)
+    assert "stops working now" in capsys.readouterr().err  # a grace of 0 cuts the previous one's too
+    fourth = _parser().parse_args(["keys", "rotate", "--key", str(tenant["key_id"])])
+    await asyncio.to_thread(fourth.run, fourth, settings)
+    assert capsys.readouterr().err == ""  # nothing was in its grace
+
+
 async def test_revoke_stops_the_key_at_once(app, tenant, settings, capsys):
     assert await _status(app, tenant) == 200
     out = await _run(capsys, settings, "keys", "revoke", "--key", str(tenant["key_id"]))
