@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import dramatiq
@@ -34,7 +35,7 @@ class Holder:
         return cls(broker.broker_id, f"{broker.namespace}:__heartbeats__", broker.heartbeat_timeout)
 
 
-class _WritesEvery(dramatiq.Middleware):
+class _WritesEvery(dramatiq.Middleware, ABC):
     """Writes to Redis as the worker boots, before its consumers start, then every `every_s` from a thread of its
     own (`name`) until it stops, once its threads have finished their messages. A failed write is logged as the
     subclass says (`_failed`); the next one may succeed."""
@@ -45,11 +46,13 @@ class _WritesEvery(dramatiq.Middleware):
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None
 
+    @abstractmethod
     def _write(self, client: redis.Redis) -> None:
-        raise NotImplementedError
+        """The write itself (a RedisError is passed to `_failed`)."""
 
+    @abstractmethod
     def _failed(self, exc: redis.RedisError, *, first: bool) -> None:
-        raise NotImplementedError
+        """Say that a write failed (`first`: the one at boot)."""
 
     def _last(self, client: redis.Redis) -> None:
         """What to write once the thread has stopped (nothing unless a subclass says)."""
@@ -78,7 +81,7 @@ class _WritesEvery(dramatiq.Middleware):
             try:
                 self._last(self._client)
             except redis.RedisError:
-                pass
+                pass  # what it could not remove goes stale instead
             self._client.close()
 
 
