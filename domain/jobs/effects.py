@@ -6,13 +6,19 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.customers.service import customer_erased
-from domain.jobs.models import Job
+from domain.jobs.models import Job, JobAttempt
 from domain.provisioning.service import no_room_again
 from domain.services import rules as service_rules
 from domain.services.models import Service
 
 
 _ACTION_OF_KIND = {spec.kind: name for name, spec in service_rules.ACTIONS.items()}
+
+#: How an attempt ends when it certainly changed nothing on WHM: WHM answered and refused (result 0, our
+#: credentials, no such account), TLS failed before anything was sent, or hostq's own checks stopped it before
+#: any call that changes the account (the account holds another domain, the service's state).
+_CHANGED_NOTHING = ("whm_rejected", "whm_auth_failed", "whm_tls_untrusted", "whm_account_missing",
+                    "whm_account_conflict", "invalid_state")
 
 
 async def on_failed(session: AsyncSession, job: Job) -> None:
@@ -69,12 +75,15 @@ async def in_doubt(session: AsyncSession, job: Job) -> str | None:
     An action (suspend, unsuspend, terminate, change plan) whose attempt already ran may have made its WHM call
     with the answer lost (a timeout, a reset, a crash): cancelled, the service would keep its old state while the
     account has the new one. Letting it run, or retrying it, settles that (every attempt asks WHM first). Once a
-    later job on the service superseded it, that job settled the account instead. A create can always be
-    cancelled: its service is then `failed` and a retry adopts any account the create made.
+    later job on the service superseded it, that job settled the account instead. Nor is one whose every attempt
+    ended in a way that changed nothing (_CHANGED_NOTHING: say, WHM refused a plan change to a package it lacks).
+    A create can always be cancelled: its service is then `failed` and a retry adopts any account the create made.
     """
     if job.kind == "provision.create" or job.kind not in _ACTION_OF_KIND or job.resource_id is None:
         return None
     if job.attempts == 0 and job.round == 1:
+        return None
+    if await _changed_nothing(session, job):
         return None
     service = await session.get(Service, job.resource_id)
     if service is None or service.last_job_id != job.id:
@@ -82,6 +91,15 @@ async def in_doubt(session: AsyncSession, job: Job) -> str | None:
     return (f"an attempt of it already ran, so its WHM call may have taken effect: cancelled, the service would "
             f"stay {service.status} whatever its account became. Let it run (or retry it if failed): it asks WHM "
             "first. To cancel it anyway, use --force")
+
+
+async def _changed_nothing(session: AsyncSession, job: Job) -> bool:
+    """Whether the job's attempts are on record and every one of them ended changing nothing on WHM (one still
+    running, or lost with its worker, may have)."""
+    attempts = select(JobAttempt.id).where(JobAttempt.job_id == job.id)
+    unclear = attempts.where(JobAttempt.error_code.is_(None) | JobAttempt.error_code.not_in(_CHANGED_NOTHING))
+    return (await session.scalar(attempts.limit(1)) is not None
+            and await session.scalar(unclear.limit(1)) is None)
 
 
 async def on_cancelled(session: AsyncSession, job: Job) -> None:

@@ -128,3 +128,26 @@ def test_an_adopted_account_made_outside_hostq_is_removed_by_a_terminate(stack):
     job = _done(api, api.post(f"/v1/services/{order['service']['id']}/terminate").json()["job"]["id"])
     assert (job["status"], job["result"]["outcome"]) == ("succeeded", "removed"), job
     assert _account(fake, domain) == []
+
+
+def test_a_plan_change_whm_refused_is_cancelled_without_force_and_changes_nothing(stack, procs):
+    """WHM answers `result: 0` to a changepackage for a package it lacks: the job fails `whm_rejected` at once and,
+    as nothing changed on the account, ops can cancel it without --force (one whose attempt timed out needs it)."""
+    api, fake, region = stack
+    customer = api.post("/v1/customers", json={"name": "Edu", "email": "edu@example.com"}).json()
+    for code, package in (("basic", "basic"), ("ghost", "ghost_package")):
+        assert api.post("/v1/plans", json={"code": code, "name": code, "whm_package": package,
+                                           "prices": {"monthly": 1000}}).status_code == 201
+    domain = f"edu-{uuid.uuid4().hex[:6]}.example.com"
+    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
+                                           "region": region, "billing_cycle": "monthly", "provision": "now"}).json()
+    service_id = order["service"]["id"]
+    assert _done(api, order["job"]["id"])["status"] == "succeeded"
+
+    refused = _done(api, api.post(f"/v1/services/{service_id}/change-plan", json={"plan": "ghost"}).json()["job"]["id"])
+    assert (refused["status"], refused["error"]["code"]) == ("failed", "whm_rejected"), refused
+    assert procs.run("jobs", "cancel", refused["id"]) == {"cancelled": [refused["id"]], "skipped": []}
+    assert api.get(f"/v1/jobs/{refused['id']}").json()["status"] == "cancelled"
+    service = api.get(f"/v1/services/{service_id}").json()
+    assert (service["status"], service["plan"]) == ("active", "basic")
+    assert _account(fake, domain)[0]["plan"] == "basic"
