@@ -43,17 +43,23 @@ def _account(fake: httpx.Client, domain: str) -> list[dict]:
     return [a for a in fake.get("/__sandbox/accounts").json()["accounts"] if a["domain"] == domain]
 
 
+def _active_service(api: httpx.Client, region: str, name: str, packages: dict[str, str]) -> tuple[str, str]:
+    """A customer, the plans (code -> WHM package), and a service on the first plan provisioned: (its id, domain)."""
+    customer = api.post("/v1/customers", json={"name": name, "email": f"{name.lower()}@example.com"}).json()
+    for code, package in packages.items():
+        assert api.post("/v1/plans", json={"code": code, "name": code, "whm_package": package,
+                                           "prices": {"monthly": 1000}}).status_code == 201
+    domain = f"{name.lower()}-{uuid.uuid4().hex[:6]}.example.com"
+    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": next(iter(packages)),
+                                           "domain": domain, "region": region, "billing_cycle": "monthly",
+                                           "provision": "now"}).json()
+    assert _done(api, order["job"]["id"])["status"] == "succeeded"
+    return order["service"]["id"], domain
+
+
 def test_service_life_cycle_on_whm(stack):
     api, fake, region = stack
-    customer = api.post("/v1/customers", json={"name": "Bia", "email": "bia@example.com"}).json()
-    for code in ("basic", "pro"):
-        assert api.post("/v1/plans", json={"code": code, "name": code, "whm_package": code,
-                                           "prices": {"monthly": 1000}}).status_code == 201
-    domain = f"bia-{uuid.uuid4().hex[:6]}.example.com"
-    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
-                                           "region": region, "billing_cycle": "monthly", "provision": "now"}).json()
-    service_id = order["service"]["id"]
-    assert _done(api, order["job"]["id"])["status"] == "succeeded"
+    service_id, domain = _active_service(api, region, "Bia", {"basic": "basic", "pro": "pro"})
 
     # Suspend, slowly, and ask twice: the second request returns the same job.
     fake.post("/__sandbox/latency", json={"function": "suspendacct", "seconds": 1})
@@ -134,15 +140,7 @@ def test_a_plan_change_whm_refused_is_cancelled_without_force_and_changes_nothin
     """WHM answers `result: 0` to a changepackage for a package it lacks: the job fails `whm_rejected` at once and,
     as nothing changed on the account, ops can cancel it without --force (one whose attempt timed out needs it)."""
     api, fake, region = stack
-    customer = api.post("/v1/customers", json={"name": "Edu", "email": "edu@example.com"}).json()
-    for code, package in (("basic", "basic"), ("ghost", "ghost_package")):
-        assert api.post("/v1/plans", json={"code": code, "name": code, "whm_package": package,
-                                           "prices": {"monthly": 1000}}).status_code == 201
-    domain = f"edu-{uuid.uuid4().hex[:6]}.example.com"
-    order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
-                                           "region": region, "billing_cycle": "monthly", "provision": "now"}).json()
-    service_id = order["service"]["id"]
-    assert _done(api, order["job"]["id"])["status"] == "succeeded"
+    service_id, domain = _active_service(api, region, "Edu", {"basic": "basic", "ghost": "ghost_package"})
 
     refused = _done(api, api.post(f"/v1/services/{service_id}/change-plan", json={"plan": "ghost"}).json()["job"]["id"])
     assert (refused["status"], refused["error"]["code"]) == ("failed", "whm_rejected"), refused
