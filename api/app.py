@@ -40,9 +40,11 @@ Every `/v1` request is signed with the key's signing secret (never sent):
     X-Signature: v1=<hex HMAC-SHA256(signing_secret, "<X-Timestamp>.<METHOD>.<path?query>.<raw body>")>
 
 The path is signed with its query string exactly as sent, the body byte for byte (empty when there is none).
-During a secret rotation `X-Signature` may carry several comma-separated `v1=` values; one valid value is
-enough. A missing or wrong key or signature, or a timestamp more than 300 s from server time, is 401
-`unauthenticated`, checked before anything else (whatever the body or path). A key lacking the operation's
+The hex digest may be in either case. During a secret rotation `X-Signature` may carry several comma-separated
+`v1=` values (or several `X-Signature` lines, read as one line of their values joined by commas); one valid value
+is enough. A missing or wrong key or signature, two `Authorization` or `X-Timestamp` lines that differ, or a
+timestamp more than 300 s from server time, is 401 `unauthenticated` (with `WWW-Authenticate: Bearer`), checked
+before anything else (whatever the body or path). A key lacking the operation's
 scope is 403 `forbidden`. A body over 1 MiB is 413 `payload_too_large`, checked even before authentication.
 
 ## Tenancy
@@ -108,6 +110,11 @@ to the tenant and kept at least 24 h from its first use:
   committing) keeps answering 409, without `Retry-After`, until the key expires: its outcome is unknown, so
   check the resource before retrying with a new key;
 - 2xx and 4xx answers are stored and replayed; a 5xx is not, nor a 408 or 429: retry with the same key.
+  Answers given before the key is looked at are not stored either: 401, 403 (the key lacks the scope) and 413.
+
+As at Stripe, only a `POST` takes an `Idempotency-Key`: on `GET`, `PATCH` and `DELETE` the header is ignored (a
+GET changes nothing; a PATCH sets values, so sending it again sets them again; a DELETE of a deleted resource
+is 204 again).
 """
 
 

@@ -99,20 +99,41 @@ class SignatureAuthMiddleware(ASGIMiddleware):
         async with resources.sessions() as session:
             principal = await resolve_key(session, resources.settings.require_kek(), presented[0])
         if principal is None or not _signed_by(principal, scope, body, presented):
-            raise NotAuthorizedException(REFUSED)
+            raise _refused()
         return principal
 
 
 REFUSED = "a valid API key and request signature are required"
+#: A 401's challenge (RFC 9110, 11.6.1): the API key as a bearer token, and the request signed (README).
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="hostq", charset="UTF-8"'}
+
+
+def _refused() -> NotAuthorizedException:
+    return NotAuthorizedException(REFUSED, headers=CHALLENGE)
 
 
 def _wanted_headers(scope: Scope) -> dict[bytes, str]:
-    """The headers this middleware reads, in one pass over the request's headers (the first of each)."""
+    """The headers this middleware reads, in one pass over the request's headers.
+
+    X-Signature given on several lines counts as one line of their values joined by commas (RFC 9110, 5.3), so any
+    of them may be the valid one. An Authorization or X-Timestamp given twice with different values says nothing
+    certain about the caller: it counts as absent (401)."""
     found: dict[bytes, str] = {}
     for name, value in scope["headers"]:
-        if name in _WANTED and name not in found:
-            found[name] = value.decode("latin-1")
+        if name not in _WANTED:
+            continue
+        text = value.decode("latin-1")
+        if name not in found:
+            found[name] = text
+        elif name == b"x-signature":
+            found[name] = f"{found[name]},{text}"
+        elif name in _SINGLE and found[name] != text:
+            found[name] = _AMBIGUOUS
     return found
+
+
+_AMBIGUOUS = ""  # what _presented refuses as a missing header
+_SINGLE = frozenset((b"authorization", b"x-timestamp"))
 
 
 _WANTED = frozenset((b"authorization", b"x-timestamp", b"x-signature", b"content-length", b"transfer-encoding"))
@@ -128,9 +149,9 @@ def _presented(wanted: dict[bytes, str]) -> tuple[str, str, str]:
     signature = wanted.get(b"x-signature", "")
     scheme, _, api_key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not api_key or not signature or len(api_key) > 200:
-        raise NotAuthorizedException(REFUSED)
+        raise _refused()
     if not signing.timestamp_fresh(timestamp, time.time()):
-        raise NotAuthorizedException(REFUSED)
+        raise _refused()
     return api_key.strip(), timestamp, signature
 
 

@@ -29,9 +29,11 @@ The API key as a Bearer token, and an HMAC signature of the request in two more 
 
 `signed_payload` is `<X-Timestamp>.<METHOD>.<path?query>.<raw body>`: the method in upper case, the path with
 its query string exactly as sent (percent-encoding untouched), the body byte for byte (empty when there is none).
-During a secret rotation `X-Signature` may carry several comma-separated `v1=` values; one valid value is enough.
-A missing, malformed, unknown or revoked key, a wrong signature, or a timestamp more than 300 s away from the
-server's clock answers 401 `unauthenticated`, without saying which part was wrong. Authentication comes first for
+The hex digest may be in either case. During a secret rotation `X-Signature` may carry several comma-separated
+`v1=` values (several `X-Signature` lines count as one, their values joined by commas); one valid value is enough.
+A missing, malformed, unknown or revoked key, a wrong signature, two `Authorization` or `X-Timestamp` lines that
+differ, or a timestamp more than 300 s away from the server's clock answers 401 `unauthenticated` (with
+`WWW-Authenticate: Bearer realm="hostq"`), without saying which part was wrong. Authentication comes first for
 every /v1 path, listed here or not: a signed request to a path this document does not list answers 404
 `not_found`, and one with a method its path does not take 405 `method_not_allowed` (with `Allow`)."""
 
@@ -237,7 +239,13 @@ COMPONENTS = Components(
                                                       description=SIGNATURE_SCHEME)})
 
 _NO_RATE_HEADERS = frozenset({"401", "413"})  # answered before the tenant (and so its limit) is known
-_REPLAYABLE = frozenset({"400", "403", "404", "409", "422"})  # besides 2xx: 4xx that are stored (not 408/429)
+# Besides 2xx, the 4xx answers that are stored: not 408 or 429, nor those given before the idempotency middleware
+# runs (401, 403 and 413: api/edge.py).
+_REPLAYABLE = frozenset({"400", "404", "409", "422"})
+
+
+#: Litestar's description of a 201, which promises a URL that hostq does not send.
+_LITESTAR_201 = "Document created, URL follows"
 
 
 def _nullable(schema: Schema | Reference | None) -> bool:
@@ -264,6 +272,8 @@ class V1Operation(Operation):
             del responses["400"]  # Litestar's own ValidationException shape: ours is problem+json, when it applies
         for status, response in responses.items():
             if isinstance(response, OpenAPIResponse):
+                if status == "201" and response.description == _LITESTAR_201:
+                    response.description = "Created: the new resource (no `Location`: its id is in the body)"
                 response.headers = {**(response.headers or {}), **self._headers(status)}
                 for media in (response.content or {}).values():
                     # Litestar keys examples by `Example.id` and also prints it, which the spec does not allow.
@@ -281,7 +291,12 @@ class V1Operation(Operation):
         if status not in _NO_RATE_HEADERS:
             names += ["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"]
         out: dict[str, OpenAPIHeader | Reference] = {name: _ref("headers", name) for name in names}
-        if status in ("429", "503"):
+        if status == "401":
+            out["WWW-Authenticate"] = OpenAPIHeader(schema=_string(), required=True,
+                                                    example='Bearer realm="hostq", charset="UTF-8"',
+                                                    description="The challenge: a signed request with a Bearer API key "
+                                                                "(see the `signedRequest` security scheme).")
+        elif status in ("429", "503"):
             out["Retry-After"] = OpenAPIHeader(schema=_integer(minimum=1), required=True,
                                                description="Whole seconds to wait before retrying.")
         elif status == "409" and self.idempotent:

@@ -58,7 +58,9 @@ class ServiceController(Controller):
                       "with no WHM server, an unknown customer or plan, or a billing cycle the plan is not sold "
                       "in is 400; a region whose servers are all full is 422 no_capacity; a customer whose personal "
                       "data was erased is 422 invalid_state; a domain or username already in use is 409 conflict, "
-                      "with the field in `errors`.",
+                      "with the field in `errors`. A domain is hosted once across the whole installation, whichever "
+                      "reseller ordered it (WHM, like DNS, knows a domain once): its 409 says the domain is taken, "
+                      "not by whom; a username clashes only on the server the order is placed on.",
           **documented("POST", conflict=True, capacity=True, states=True))
     async def order(self, data: ServiceOrder, request: Request) -> Response[Accepted]:
         # No dependencies (the hot path): the request gives the caller, the connection and the settings.

@@ -32,7 +32,7 @@ def verify(secrets: list[str], header: str, body: bytes, now: float, tolerance_s
         if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif key == "v1" and value and value.isascii():  # (compare_digest refuses other text; no digest is)
-            candidates.append(value)
+            candidates.append(value.lower())  # hex in either case
     if timestamp is None or not candidates or now - timestamp > tolerance_s or timestamp - now > tolerance_s:
         return False
     ok = False

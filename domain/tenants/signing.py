@@ -24,12 +24,13 @@ def signature_header(secret: str, timestamp: str, method: str, path_with_query: 
 
 
 def candidate_signatures(header: str) -> list[str]:
-    """The `v1=` values of an `X-Signature` header (several during a rotation)."""
+    """The `v1=` values of an `X-Signature` header (several during a rotation), in lower case: hex is hex in either
+    case (.NET's and Java's hex encoders write upper case)."""
     values = []
     for part in header.split(","):
         scheme, _, value = part.strip().partition("=")
         if scheme == "v1" and value and value.isascii():  # (compare_digest refuses other text; no digest is)
-            values.append(value)
+            values.append(value.lower())
     return values
 
 

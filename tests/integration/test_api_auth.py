@@ -31,6 +31,7 @@ async def test_signed_request_is_accepted_and_unsigned_is_401_problem(client, an
     body = unsigned.json()
     assert body["code"] == "unauthenticated" and body["status"] == 401
     assert body["request_id"] == unsigned.headers["x-request-id"]
+    assert unsigned.headers["www-authenticate"].startswith("Bearer ")  # RFC 9110: a 401 names its challenge
 
 
 async def test_wrong_secret_stale_timestamp_and_tampered_body_are_401(anon, tenant):
@@ -297,3 +298,26 @@ async def test_a_signature_that_is_not_ascii_is_a_401(anon, tenant):
     response = await anon.get("/v1/customers", headers={"Authorization": f"Bearer {tenant['api_key']}",
                                                          "X-Timestamp": stamp, "X-Signature": "v1=\xe9".encode("latin-1")})
     assert (response.status_code, response.json()["code"]) == (401, "unauthenticated"), response.text
+
+
+async def test_a_signature_in_upper_case_hex_verifies(anon, tenant):
+    """.NET's and Java's hex encoders write upper case: the digest is the same number."""
+    headers = _signed_headers(tenant, "GET", "/v1/customers", b"")
+    headers["X-Signature"] = "v1=" + headers["X-Signature"].removeprefix("v1=").upper()
+    assert (await anon.get("/v1/customers", headers=headers)).status_code == 200
+
+
+async def test_several_x_signature_lines_count_as_one_and_differing_credentials_are_refused(anon, tenant):
+    """RFC 9110: field lines of one name mean their values joined by commas, so the valid `v1=` may be on any of
+    them; two different Authorization or X-Timestamp lines leave the caller uncertain: 401."""
+    good = _signed_headers(tenant, "GET", "/v1/customers", b"")
+    wrong = _signed_headers(tenant, "GET", "/v1/customers", b"", secret="hqs_wrong")["X-Signature"]
+    base = [(name, value) for name, value in good.items() if name != "X-Signature"]
+    for lines in ([wrong, good["X-Signature"]], [good["X-Signature"], wrong]):
+        both = await anon.get("/v1/customers", headers=[*base, *(("X-Signature", line) for line in lines)])
+        assert both.status_code == 200, (lines, both.text)
+    for name, other in (("Authorization", "Bearer hq_someone_else"), ("X-Timestamp", str(int(time.time()) - 1))):
+        twice = await anon.get("/v1/customers", headers=[*good.items(), (name, other)])
+        assert (twice.status_code, twice.json()["code"]) == (401, "unauthenticated"), name
+    same_twice = await anon.get("/v1/customers", headers=[*good.items(), ("X-Timestamp", good["X-Timestamp"])])
+    assert same_twice.status_code == 200
