@@ -15,6 +15,7 @@ from api import deps, openapi, problems, strict_request
 from api.access_log import STATUS_KEY
 from api.auth import MAX_BODY, RATE_LIMIT_HEADERS
 from api.catalog.controller import PlanController
+from api.cors import CORS_HEADERS
 from api.customers.controller import CustomerController
 from api.health import live, ready
 from api.edge import V1Edge
@@ -135,6 +136,7 @@ def _headers(settings: Settings):
             headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
             headers += static + [(b"x-request-id", request_id(scope).encode())]
             headers += scope.get(RATE_LIMIT_HEADERS, ())  # type: ignore[call-overload]  # set by auth when allowed
+            headers += scope.get(CORS_HEADERS, ())  # type: ignore[call-overload]  # a 401 or 413: api/cors.py
             if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
                 headers.append(_HTML_POLICY)  # no page of the API runs scripts or loads anything
             message["headers"] = headers

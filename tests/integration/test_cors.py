@@ -52,3 +52,18 @@ async def test_an_origin_listed_just_after_a_refused_preflight_passes_within_sec
     await asyncio.sleep(0.4)
     assert (await anon.options("/v1/customers", headers={"Origin": origin, **ask})).headers[
         "access-control-allow-origin"] == origin
+
+
+async def test_a_refusal_before_any_tenant_is_known_is_readable_by_an_origin_some_tenant_allows(client, anon):
+    """A browser app whose signature is wrong must be able to read the 401's problem body (and its request id):
+    no tenant is known yet, so it gets the CORS headers an origin some tenant allows gets on a preflight."""
+    origin, stranger = "https://refused.brand.example", "https://stranger.example"
+    assert (await client.patch("/v1/tenant", json={"allowed_origins": [origin]})).status_code == 200
+    refused = await anon.get("/v1/customers", headers={"Origin": origin})
+    assert refused.status_code == 401 and refused.json()["code"] == "unauthenticated"
+    assert refused.headers["access-control-allow-origin"] == origin
+    assert "x-request-id" in refused.headers["access-control-expose-headers"]
+    too_large = await anon.post("/v1/customers", content=b"x" * (1024 * 1024 + 1), headers={"Origin": origin})
+    assert too_large.status_code == 413 and too_large.headers["access-control-allow-origin"] == origin
+    other = await anon.get("/v1/customers", headers={"Origin": stranger})
+    assert other.status_code == 401 and "access-control-allow-origin" not in other.headers
