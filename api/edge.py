@@ -13,6 +13,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from api.auth import SignatureAuthMiddleware
 from api.cors import TenantCorsMiddleware
+from api.fallbacks import ALLOW_OPT, answer_options
 from api.idempotency import IdempotencyMiddleware
 
 
@@ -24,6 +25,8 @@ class V1Edge(ASGIMiddleware):
             IdempotencyMiddleware()
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if scope["method"] == "OPTIONS" and ALLOW_OPT in scope["route_handler"].opt:  # type: ignore[typeddict-item]
+            next_app = answer_options
         idempotent = partial(self.idempotency.handle, next_app=next_app)
         authenticated = partial(self.auth.handle, next_app=idempotent)
         await self.cors.handle(scope, receive, send, authenticated)

@@ -14,10 +14,23 @@ from collections.abc import Awaitable, Callable
 from litestar import Request, Router, route
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.routes import HTTPRoute
+from litestar.types import Receive, Scope, Send
 
 #: The methods a /v1 request may come with; OPTIONS is Litestar's own (CORS preflight, api/cors.py). No route
 #: takes HEAD: signed, it is a 405 naming the route's methods.
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+
+
+#: `opt=` key of a /v1 path's OPTIONS handler: the path's methods, for `answer_options`.
+ALLOW_OPT = "hostq.allow"
+
+
+async def answer_options(scope: Scope, receive: Receive, send: Send) -> None:
+    """A signed OPTIONS (a preflight, with an Origin, is api/cors.py's): 204 with `Allow` naming the path's methods,
+    which Litestar's own handler gets wrong on a path whose methods come from several controllers or fallbacks."""
+    allow = scope["route_handler"].opt[ALLOW_OPT]  # type: ignore[typeddict-item]
+    await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow.encode())]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 def _unknown_route(rest: str, request: Request) -> None:
@@ -45,6 +58,9 @@ def add_fallbacks(v1: Router) -> None:
     known = [r for r in v1.routes if isinstance(r, HTTPRoute) and r.path.startswith("/v1")]
     for existing in known:
         taken = sorted(set(existing.methods) - {"OPTIONS", "HEAD"})
+        for handler in existing.route_handlers:
+            if "OPTIONS" in handler.http_methods:  # Litestar's own, whose Allow names only some of the methods
+                handler.opt[ALLOW_OPT] = ", ".join([*taken, "OPTIONS"])
         missing = [m for m in METHODS if m not in taken]
         if missing:
             v1.register(route(existing.path, http_method=missing, include_in_schema=False)(_not_allowed(taken)))

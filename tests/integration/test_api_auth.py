@@ -171,6 +171,13 @@ async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client
         assert (await anon.head(path)).status_code == 401, path
     head = await client.head("/v1/customers")
     assert head.status_code == 405 and head.headers["allow"] == "GET, POST" and head.content == b""
+    # A signed OPTIONS (no Origin: not a preflight) names every method of the path, as its 405 does.
+    for path, methods in (("/v1/customers", "GET, POST, OPTIONS"), ("/v1/tenant", "GET, PATCH, OPTIONS"),
+                          (f"/v1/customers/{customer['id']}", "DELETE, GET, OPTIONS")):
+        assert (await anon.options(path)).status_code == 401, path
+        options = await client.options(path)
+        assert (options.status_code, options.headers["allow"]) == (204, methods), path
+        assert "x-ratelimit-remaining" in options.headers and "x-request-id" in options.headers
     schema = (await anon.get("/schema/openapi.json")).json()
     assert not [p for p in schema["paths"] if "{rest" in p]
 
