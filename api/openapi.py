@@ -65,7 +65,8 @@ class Problem(msgspec.Struct):
     request_id: Annotated[str, msgspec.Meta(description="The request's X-Request-Id; quote it when asking for help",
                                             examples=["req_5f0c2a9b8e7d6c5b4a392817"])]
     errors: Annotated[list[ProblemFieldError], msgspec.Meta(
-        description="Present on a 400 that can name the inputs at fault")] | msgspec.UnsetType = msgspec.UNSET
+        description="Present on a 400 that can name the inputs at fault: in a JSON body, every top-level field "
+                    "at fault (its first problem each), in the body's order of fields")] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> Example:

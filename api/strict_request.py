@@ -12,7 +12,7 @@ customer's services, nor `?status=active&status=suspended` with only one of the 
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import msgspec
 from litestar import Litestar, Request
@@ -80,8 +80,40 @@ async def check(request: Request) -> None:
     try:
         msgspec.convert(value, type=rules.body, strict=True)
     except msgspec.ValidationError as exc:
-        message, _, where = str(exc).partition(" - at `")
-        key = where.rstrip("`").removeprefix("$").removeprefix(".")
+        errors = _each_field(value, rules.body) or [_error(exc)]
         raise ValidationException(detail=f"Validation failed for {request.method} {request.url.path}",
-                                  extra=[{"message": message, "key": key or "data", "source": "body"}]) from exc
+                                  extra=errors) from exc
     return None
+
+
+def _error(exc: msgspec.ValidationError, field: str = "") -> dict[str, str]:
+    """msgspec's message and where it points (`$.items[0].x`), below `field` when the value checked was one field's."""
+    message, _, where = str(exc).partition(" - at `")
+    key = f"{field}{where.rstrip('`').removeprefix('$')}".removeprefix(".")
+    return {"message": message, "key": key or "data", "source": "body"}
+
+
+def _each_field(value: Any, body: Any) -> list[dict[str, str]]:
+    """The first error of every field of a JSON object refused as the body's Struct (msgspec stops at the first):
+    a client with several mistakes learns them all at once. Empty when the body is not an object meant for a
+    Struct, or when no field alone is wrong (a rule across fields): the caller then names msgspec's one error."""
+    struct = next((t for t in (body, *get_args(body)) if isinstance(t, type) and issubclass(t, msgspec.Struct)), None)
+    if struct is None or not isinstance(value, dict):
+        return []
+    fields = msgspec.structs.fields(struct)
+    errors = []
+    for field in fields:
+        if field.encode_name not in value:
+            if field.required:
+                errors.append({"message": f"Object missing required field `{field.encode_name}`", "key": "",
+                               "source": "body"})
+            continue
+        try:
+            msgspec.convert(value[field.encode_name], type=field.type, strict=True)
+        except msgspec.ValidationError as exc:
+            errors.append(_error(exc, f".{field.encode_name}"))
+    if struct.__struct_config__.forbid_unknown_fields:
+        known = {field.encode_name for field in fields}
+        errors += [{"message": f"Object contains unknown field `{name}`", "key": "", "source": "body"}
+                   for name in value if name not in known]
+    return errors

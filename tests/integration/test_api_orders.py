@@ -231,6 +231,13 @@ async def test_a_body_field_missing_or_of_the_wrong_type_is_named_in_errors(clie
     assert [e["field"] for e in unknown.json()["errors"]] == ["nick"], unknown.json()
     assert [e["field"] for e in plan.json()["errors"]] == ["prices"], plan.json()
     assert [e["field"] for e in not_json.json()["errors"]] == ["body"], not_json.json()
+    # Several mistakes at once are all named, each field once (msgspec itself stops at the first).
+    empty_object = await client.post("/v1/customers", json={})
+    assert [e["field"] for e in empty_object.json()["errors"]] == ["name", "email"], empty_object.json()
+    several = await client.post("/v1/services", json={"plan": 3, "domain": "a", "region": "us",
+                                                      "billing_cycle": "weekly", "colour": "red"})
+    assert several.status_code == 400 and [e["field"] for e in several.json()["errors"]] == [
+        "customer_id", "plan", "domain", "billing_cycle", "colour"], several.json()
     for path in ("/v1/customers", f"/v1/services/{uuid.uuid4()}/change-plan"):  # no body at all
         empty = await client.post(path)
         assert empty.status_code == 400 and empty.json()["errors"] == [
