@@ -66,7 +66,8 @@ class Problem(msgspec.Struct):
                                             examples=["req_5f0c2a9b8e7d6c5b4a392817"])]
     errors: Annotated[list[ProblemFieldError], msgspec.Meta(
         description="Present on a 400 that can name the inputs at fault: in a JSON body, every top-level field "
-                    "at fault (its first problem each), in the order of the schema's fields, unknown fields last")] | msgspec.UnsetType = msgspec.UNSET
+                    "at fault (its first problem each), in the order of the schema's fields, unknown fields last"
+    )] | msgspec.UnsetType = msgspec.UNSET
 
 
 def _example(status: int, code: str, title: str, detail: str, **extra: Any) -> Example:
