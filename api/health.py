@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from urllib.parse import urlsplit
 
-from litestar import Request, Response, get
+from litestar import HttpMethod, Request, Response, route
 from sqlalchemy import text
 
 from api.problems import problem
@@ -14,7 +14,11 @@ from api.problems import problem
 CHECK_TIMEOUT_S = 2.0
 
 
-@get("/health/live", include_in_schema=False, sync_to_thread=False)
+#: Load balancers and uptime probes often ask with HEAD: the same answer, without its body.
+_PROBE = [HttpMethod.GET, HttpMethod.HEAD]
+
+
+@route("/health/live", http_method=_PROBE, include_in_schema=False, sync_to_thread=False)
 def live() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
@@ -72,7 +76,7 @@ async def _check(probe, request: Request) -> bool:
         return False
 
 
-@get("/health/ready", include_in_schema=False)
+@route("/health/ready", http_method=_PROBE, include_in_schema=False)
 async def ready(request: Request) -> Response:
     """200 when Postgres, Redis (and the broker, unless it is that Redis) answer; 503 naming each that does not."""
     probes = {"postgres": _postgres, "redis": _redis}

@@ -198,6 +198,9 @@ async def test_the_openapi_document_is_served_without_html_viewers(anon):
 async def test_health_and_openapi(anon):
     ready = await anon.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "redis": "ok"}
+    for path in ("/health/live", "/health/ready"):  # as load balancers ask: the GET's answer without its body
+        probe = await anon.head(path)
+        assert probe.status_code == 200 and probe.content == b"" and int(probe.headers["content-length"]) > 0, path
     schema = (await anon.get("/schema/openapi.json")).json()
     for path in ("/v1/customers", "/v1/customers/{customer_id}", "/v1/plans", "/v1/services",
                  "/v1/services/{service_id}", "/v1/jobs/{job_id}", "/v1/provision/{job_id}/status"):
