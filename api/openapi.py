@@ -66,7 +66,8 @@ class Problem(msgspec.Struct):
                                             examples=["req_5f0c2a9b8e7d6c5b4a392817"])]
     errors: Annotated[list[ProblemFieldError], msgspec.Meta(
         description="Present on a 400 that can name the inputs at fault: in a JSON body, every top-level field "
-                    "at fault (its first problem each), in the order of the schema's fields, unknown fields last"
+                    "at fault (its first problem each), in the order of the schema's fields, unknown fields last. "
+                    "Also on a 409 for a unique value already in use (and on a 422 about one field), naming it"
     )] | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -97,8 +98,9 @@ _PROBLEMS: dict[tuple[int, str], tuple[str, Example]] = {
         _example(404, "not_found", "Not found", "no such service")),
     (409, "conflict"): (
         "`conflict`: the request conflicts with the current state (a unique value already in use, or another "
-        "job in flight for the resource)",
-        _example(409, "conflict", "Conflict", "a plan with code 'basic' already exists")),
+        "job in flight for the resource); a unique value in use is named in `errors`",
+        _example(409, "conflict", "Conflict", "a plan with code 'basic' already exists",
+                 errors=[{"field": "code", "message": "another plan of yours has it"}])),
     (409, "idempotency_in_flight"): (
         "`idempotency_in_flight`: a request with this Idempotency-Key is still being processed; retry after "
         "`Retry-After` seconds",

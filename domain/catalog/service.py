@@ -67,7 +67,8 @@ async def create_plan(session: AsyncSession, tenant_id: uuid.UUID, *, code: str,
     try:
         await session.flush()
     except IntegrityError:  # the unique key: the transaction is rolled back by its owner
-        raise Conflict(f"a plan with code {code!r} already exists") from None
+        raise Conflict(f"a plan with code {code!r} already exists",
+                       errors=[{"field": "code", "message": "another plan of yours has it"}]) from None
     return plan
 
 

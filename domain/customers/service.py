@@ -38,7 +38,8 @@ async def create_customer(conn: Any, tenant_id: uuid.UUID, *, name: str, email: 
         record = await conn.fetchrow(_INSERT, new_id(), tenant_id, name.strip(), email, phone, document,
                                      list(dict.fromkeys(channels)), external_id)
     except asyncpg.UniqueViolationError:  # the transaction is rolled back by its owner
-        raise Conflict(f"a customer with external_id {external_id!r} already exists") from None
+        raise Conflict(f"a customer with external_id {external_id!r} already exists",
+                       errors=[{"field": "external_id", "message": "another customer of yours has it"}]) from None
     return Row(record)
 
 

@@ -150,6 +150,7 @@ async def test_customer_rules_and_conflicts(client):
     assert ok.status_code == 201, ok.text
     dup = await client.post("/v1/customers", json={"name": "B", "email": "b@example.com", "external_id": "dup"})
     assert dup.status_code == 409 and dup.json()["code"] == "conflict"
+    assert [e["field"] for e in dup.json()["errors"]] == ["external_id"], dup.json()
     unknown_field = await client.post("/v1/customers", json={"name": "A", "email": "a@example.com", "x": 1})
     assert unknown_field.status_code == 400
 
@@ -158,7 +159,8 @@ async def test_plans(client):
     body = {"code": "pro", "name": "Pro", "whm_package": "pro", "prices": {"monthly": 9990}}
     created = await client.post("/v1/plans", json=body)
     assert created.status_code == 201 and created.json()["currency"] == "BRL"
-    assert (await client.post("/v1/plans", json=body)).status_code == 409
+    again = await client.post("/v1/plans", json=body)
+    assert again.status_code == 409 and [e["field"] for e in again.json()["errors"]] == ["code"], again.json()
     bad = await client.post("/v1/plans", json={**body, "code": "x", "prices": {"weekly": 1}})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "prices"
     for price in (-1, 100_000_000, 10**20, 10**400):  # above 99,999,999 cents no client reads it exactly
