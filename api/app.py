@@ -56,7 +56,8 @@ The key decides the tenant, and a tenant sees only its own rows. An id that belo
 
 ## Requests, answers and jobs
 
-Request bodies are strict: an unknown field, a wrong type (a number sent as a string too) or a value outside its
+A request body is read as JSON whatever its `Content-Type` says (send `application/json`). Request bodies are
+strict: an unknown field, a wrong type (a number sent as a string too) or a value outside its
 rule is 400 `validation_error`, and so is a body sent with a GET or DELETE (none takes one), a query parameter
 the route does not take (a misspelt filter never widens a list) or one given twice. Slow work answers
 `202 Accepted` with the job and `Location: /v1/jobs/<id>`; poll the job until it is `succeeded`, `failed` or
