@@ -21,11 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api import dispatch_marks
 from api.auth import principal
 from api.request_ids import request_id
-from api.idempotency import CLAIM_KEY, CONNECTION_KEY, IN_TRANSACTION, ON_DB_OPT
+from api.idempotency import CLAIM_KEY, CONNECTION_KEY, EFFECT_SAVEPOINT, IN_TRANSACTION, ON_DB_OPT
 from domain.errors import Conflict
 from domain.idempotency.service import CLAIM_LOST, commit_claim_sql
 from domain.jobs.service import take_outbox
-from domain.pg import rollback, tenant_connection, tenant_transaction
+from domain.pg import rollback, rollback_to, tenant_connection, tenant_transaction
 from domain.settings import Settings
 from domain.tenants.service import Principal
 
@@ -84,10 +84,12 @@ async def db_for(request: Request, *, one_statement: bool = False) -> AsyncItera
         try:
             yield held
         except BaseException as exc:
-            # Undo the effect (and, with it, the claim: the middleware claims again to store this answer).
-            request.scope[IN_TRANSACTION] = False  # type: ignore[literal-required]
+            # Undo the effect, keeping the claim, which commits with this answer (a 4xx) or rolls back (a 5xx).
+            # If only everything can be undone, the middleware claims the key again to store the answer.
             dispatch_marks.discard(request.scope)
-            await rollback(held, exc)
+            if not await rollback_to(held, EFFECT_SAVEPOINT, exc):
+                request.scope[IN_TRANSACTION] = False  # type: ignore[literal-required]
+                await rollback(held, exc)
             raise
         return
     scoped = tenant_connection if one_statement else tenant_transaction

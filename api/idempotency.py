@@ -15,8 +15,10 @@ Two protocols, by the handler's database access:
   (2xx, 4xx), then sends the jobs the handler recorded (api/dispatch_marks.py), or rolls back (5xx, an
   exception), sending nothing. The key is never seen half-done: another request with it
   waits up to 100 ms for that transaction, then gets the replay or 409 idempotency_in_flight; a crash rolls
-  everything back, so a retry runs afresh. A failing handler rolls everything back; its 4xx is then stored
-  under a fresh claim of the key (unless another request took the key meanwhile).
+  everything back, so a retry runs afresh. A failing handler's effect is rolled back to the savepoint taken
+  right after the claim (EFFECT_SAVEPOINT), so the claim stays held while its 4xx is stored: a request with the
+  same key sent meanwhile gets that answer, never a run of its own. (Only if that partial rollback cannot be done
+  is everything rolled back, and the 4xx stored under a fresh claim, unless another request took the key.)
 - `session` handlers (the ORM): the claim commits at once; its id travels in the request scope and
   api.deps.provide_session marks the claim `committed` inside the business transaction itself. So a claim past its lock (`locked_until`) whose request never committed
 had no effect (its process died first) and is taken over by the next request with that key; one that
@@ -53,6 +55,8 @@ CLAIM_KEY = "hostq.idempotency_claim"
 CONNECTION_KEY = "hostq.idempotency_connection"
 #: Scope key set when that connection is inside the request's transaction, which this middleware commits.
 IN_TRANSACTION = "hostq.idempotency_in_transaction"
+#: Taken right after the claim in the request's transaction: a failing handler's effect is rolled back to it.
+EFFECT_SAVEPOINT = "hostq_effect"
 _CLAIM_ATTEMPTS = 3
 
 
@@ -112,8 +116,9 @@ class IdempotencyMiddleware(ASGIMiddleware):
         running transaction holds it."""
         claim_id = new_id()
         try:
-            await pg.begin(conn, tenant_id, then=service.claim_in_transaction_sql(
-                claim_id, tenant_id, key, fingerprint, lock_timeout=self.lock_timeout))
+            claim = service.claim_in_transaction_sql(claim_id, tenant_id, key, fingerprint,
+                                                     lock_timeout=self.lock_timeout)
+            await pg.begin(conn, tenant_id, then=f"{claim}; SAVEPOINT {EFFECT_SAVEPOINT}")
         except asyncpg.UniqueViolationError:
             await pg.rollback(conn)
             return None
@@ -148,7 +153,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
                     await _failed(scope, receive, send, exc)
                     return
                 dispatch_marks.send_committed(scope)  # the jobs its handler recorded, committed just now
-            else:  # the handler failed and rolled its transaction back, claim included: claim again, store it
+            else:  # the handler failed and its whole transaction was rolled back, claim included: claim again
                 await self._store_after_failure(conn, scope, claim_id, answer)
         else:
             dispatch_marks.discard(scope)

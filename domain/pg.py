@@ -211,6 +211,19 @@ async def rollback(conn: Any, after: BaseException | None = None) -> None:
         conn.terminate()
 
 
+async def rollback_to(conn: Any, savepoint: str, after: BaseException) -> bool:
+    """Undo what the open transaction did since `savepoint` (after `after`, the error that stopped it), keeping
+    what it did before; False, having done nothing, when that cannot be done: no transaction open, Postgres out of
+    reach, the connection broken (then roll the whole transaction back: `rollback`)."""
+    if conn.is_closed() or not conn.is_in_transaction() or is_outage(after):
+        return False
+    try:
+        await conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}", timeout=ROLLBACK_TIMEOUT_S)
+    except Exception:  # whatever it was, the caller falls back to rolling everything back
+        return False
+    return True
+
+
 def literal_uuid(value: uuid.UUID | str) -> str:
     """`value` as the text of a UUID (a str is parsed first, so it cannot carry anything else)."""
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))

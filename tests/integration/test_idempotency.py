@@ -133,6 +133,42 @@ async def test_concurrent_requests_with_one_key_create_one_customer(client):
     assert len((await client.get("/v1/customers")).json()["data"]) == 1
 
 
+async def test_concurrent_requests_with_one_key_whose_answer_is_a_4xx_run_once(client, sessions, settings):
+    """The handler refuses the first request (an unknown region, found by its statement): the key stays claimed
+    while its 4xx is stored, so the others get that answer replayed (or 409 in flight), never a run of their own
+    (whose answer, had the state changed meanwhile, could differ from the one stored)."""
+    await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    headers = key()
+    body = order_body(customer_id, plan, "mars")
+    answers = await asyncio.gather(*[client.post("/v1/services", json=body, headers=headers) for _ in range(10)])
+    refused = [a for a in answers if a.status_code == 400]
+    assert len(refused) + sum(a.status_code == 409 for a in answers) == 10 and refused, answers
+    assert sum("idempotent-replayed" not in a.headers for a in refused) == 1, [a.headers for a in refused]
+    assert len({a.json()["request_id"] for a in refused}) == 1  # all the one answer, byte for byte
+    again = await client.post("/v1/services", json=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true" and again.content == refused[0].content
+
+
+async def test_a_4xx_is_stored_even_when_the_effect_cannot_be_undone_alone(client, sessions, settings, tenant,
+                                                                           monkeypatch):
+    """If rolling back to the savepoint fails (say, the connection broke), everything is rolled back and the 4xx is
+    stored under a fresh claim of the key: still replayed."""
+    import api.deps
+
+    async def cannot(conn, savepoint, after):
+        return False
+
+    monkeypatch.setattr(api.deps, "rollback_to", cannot)
+    await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    headers, body = key(), order_body(customer_id, plan, "mars")
+    first = await client.post("/v1/services", json=body, headers=headers)
+    again = await client.post("/v1/services", json=body, headers=headers)
+    assert first.status_code == again.status_code == 400 and "idempotent-replayed" not in first.headers
+    assert again.headers["idempotent-replayed"] == "true" and again.content == first.content
+
+
 async def test_tenants_use_the_same_key_independently(app, client, sessions, settings):
     headers = key()
     mine = await client.post("/v1/customers", json=CUSTOMER, headers=headers)
