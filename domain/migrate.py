@@ -56,12 +56,23 @@ async def drop_database(database_url: str) -> None:
 
 def upgrade(database_url: str) -> dict:
     """Create the database if needed and migrate it to the newest revision; what was done, as `hostq db
-    upgrade` prints it."""
+    upgrade` prints it. A database at a migration this code does not know, one a newer release made (the release
+    rolled back), is left as it is, with `"ahead": true`: this code's processes accept it (check_schema)."""
     created = asyncio.run(create_database_if_missing(database_url))
     before = None if created else asyncio.run(_revision_or_none(database_url))
-    command.upgrade(alembic_config(database_url), "head")
-    return {"database": make_url(database_url).database, "created": created, "revision_before": before,
+    config = alembic_config(database_url)
+    database = make_url(database_url).database
+    if before is not None and before not in _known(config):
+        return {"database": database, "created": False, "revision_before": before, "revision": before,
+                "ahead": True}
+    command.upgrade(config, "head")
+    return {"database": database, "created": created, "revision_before": before,
             "revision": asyncio.run(_revision(database_url))}
+
+
+def _known(config: Config) -> set[str]:
+    """Every migration revision this code has."""
+    return {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
 
 
 async def _revision_or_none(database_url: str) -> str | None:
@@ -94,12 +105,11 @@ def check_schema(database_url: str) -> str | None:
         if not is_outage(exc):
             raise
         return str(exc) or type(exc).__name__
-    scripts = ScriptDirectory.from_config(alembic_config(database_url))
-    head = scripts.get_current_head()
+    config = alembic_config(database_url)
+    head = ScriptDirectory.from_config(config).get_current_head()
     if current == head:
         return None
-    known = {script.revision for script in scripts.walk_revisions()}
-    if current is None or current in known:
+    if current is None or current in _known(config):
         raise RuntimeError(f"the database is at migration {current or 'none'} and this hostq needs {head}: "
                            "run `hostq db upgrade`")
     return None  # ahead of this code

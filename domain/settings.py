@@ -24,6 +24,11 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message names the variable."""
 
 
+#: The most attempts a job may have in a round (HOSTQ_JOB_MAX_ATTEMPTS): more would retry for days.
+MAX_ATTEMPTS = 100
+#: The shortest HOSTQ_PSP_WEBHOOK_SECRET production takes: anything shorter is guessable.
+MIN_WEBHOOK_SECRET = 16
+
 #: How much longer than hostq waited a createacct may still run on WHM (HOSTQ_WHM_CREATE_SETTLE_S's default).
 CREATE_OUTLASTS_S = 600.0
 
@@ -146,6 +151,9 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
         # server as a setting, refused there only at the first connection
         raise SettingsError(f"{name}: unsupported connection option(s) {', '.join(sorted(unknown))}: "
                             f"use {', '.join(sorted(PG_OPTIONS))}")
+    if parts.scheme.startswith("postgresql") and not parts.path.strip("/"):
+        # asyncpg would connect to the database named as the user (postgres), which no `db upgrade` migrated
+        raise SettingsError(f"{name} must name a database (…:5432/hostq), got {redacted(value)!r}")
     if parts.scheme.startswith("postgresql"):
         modes = parse_qs(parts.query).get("sslmode", [])
         if any(mode not in SSL_MODES for mode in modes):
@@ -153,7 +161,13 @@ def _url(env: Mapping[str, str], name: str, default: str, schemes: tuple[str, ..
     return value
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float) -> float:
+#: The most seconds any time setting may say: a week (Dramatiq counts a time limit in milliseconds in a C int,
+#: which 25 days overflow; no wait of hostq's is meant to last longer than days).
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type, minimum: float,
+            maximum: float = MAX_SECONDS) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -161,19 +175,21 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type, minim
         value = kind(raw)
     except ValueError:
         raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
-    if not math.isfinite(value) or value < minimum:
-        raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise SettingsError(f"{name} must be from {minimum:g} to {maximum:g}, got {raw!r}")
     return value
 
 
 def _kek(env: Mapping[str, str]) -> bytes | None:
-    raw = env.get("HOSTQ_KEK")
+    raw = (env.get("HOSTQ_KEK") or "").strip()  # a key read from a file keeps its newline
     if not raw:
         return None
     try:
-        key = base64.b64decode(raw, validate=True)
+        # the standard alphabet, or the URL-safe one (`-` and `_`) some secret stores hand out
+        key = base64.b64decode(raw, altchars=b"-_" if re.search(r"[-_]", raw) else None, validate=True)
     except (binascii.Error, ValueError):
-        raise SettingsError("HOSTQ_KEK must be base64 of 32 bytes, got something that is not base64") from None
+        raise SettingsError("HOSTQ_KEK must be base64 of 32 bytes (e.g. `openssl rand -base64 32`), got something "
+                            "that is not base64") from None
     if len(key) != 32:
         raise SettingsError(f"HOSTQ_KEK must be base64 of 32 bytes, got {len(key)} bytes")
     return key
@@ -208,10 +224,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         smtp_url=_url(env, "HOSTQ_SMTP_URL", "smtp://127.0.0.1:1025", ("smtp", "smtps")),
         psp_url=_url(env, "HOSTQ_PSP_URL", "http://127.0.0.1:8089", ("http", "https")),
         psp_webhook_secret=env.get("HOSTQ_PSP_WEBHOOK_SECRET", "" if mode == "production" else "sandbox"),
-        whm_create_timeout=_number(env, "HOSTQ_WHM_CREATE_TIMEOUT", 300.0, float, 0.1),
-        whm_read_timeout=_number(env, "HOSTQ_WHM_READ_TIMEOUT", 15.0, float, 0.1),
+        whm_create_timeout=_number(env, "HOSTQ_WHM_CREATE_TIMEOUT", 300.0, float, 0.1, maximum=24 * 3600.0),
+        whm_read_timeout=_number(env, "HOSTQ_WHM_READ_TIMEOUT", 15.0, float, 0.1, maximum=3600.0),
         whm_create_settle_s=_number(env, "HOSTQ_WHM_CREATE_SETTLE_S", 0.0, float, 0.0),
-        job_max_attempts=int(_number(env, "HOSTQ_JOB_MAX_ATTEMPTS", 6, int, 1)),
+        job_max_attempts=int(_number(env, "HOSTQ_JOB_MAX_ATTEMPTS", 6, int, 1, maximum=MAX_ATTEMPTS)),
         job_backoff_min_s=_number(env, "HOSTQ_JOB_BACKOFF_MIN_S", 5.0, float, 0.0),
         job_backoff_max_s=_number(env, "HOSTQ_JOB_BACKOFF_MAX_S", 120.0, float, 0.0),
         env=mode,
@@ -220,13 +236,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         resend_stalled_s=_number(env, "HOSTQ_RESEND_STALLED_S", 600.0, float, 1.0),
         broker_heartbeat_s=_number(env, "HOSTQ_BROKER_HEARTBEAT_S", 30.0, float, 1.0),
         lock_ttl_s=_number(env, "HOSTQ_LOCK_TTL_S", 0.0, float, 0.0),
-        api_db_pool=int(_number(env, "HOSTQ_API_DB_POOL", 50, int, 1)),
+        api_db_pool=int(_number(env, "HOSTQ_API_DB_POOL", 50, int, 1, maximum=1000)),
     )
     if settings.job_backoff_max_s < settings.job_backoff_min_s:
         raise SettingsError("HOSTQ_JOB_BACKOFF_MAX_S must be >= HOSTQ_JOB_BACKOFF_MIN_S")
     if settings.production:
         if settings.kek is None:
             raise SettingsError("HOSTQ_KEK is required when HOSTQ_ENV=production")
-        if settings.psp_webhook_secret in ("", "sandbox"):
-            raise SettingsError("HOSTQ_PSP_WEBHOOK_SECRET must be set to a real secret when HOSTQ_ENV=production")
+        secret = settings.psp_webhook_secret
+        if secret.strip().lower() in ("", "sandbox") or len(secret.strip()) < MIN_WEBHOOK_SECRET:
+            raise SettingsError(f"HOSTQ_PSP_WEBHOOK_SECRET must be set to a real secret (at least {MIN_WEBHOOK_SECRET} "
+                                "characters, e.g. `openssl rand -hex 32`) when HOSTQ_ENV=production")
     return settings

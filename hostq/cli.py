@@ -24,7 +24,11 @@ log = logging.getLogger("hostq")
 
 def _db_upgrade(args, settings: Settings) -> None:
     from domain.migrate import upgrade
-    print_json(upgrade(settings.database_url))
+    done = upgrade(settings.database_url)
+    if done.get("ahead"):
+        print(f"hostq: warning: the database is at migration {done['revision']}, which this hostq does not have: a "
+              "newer release migrated it; nothing to do (this release's processes run on it)", file=sys.stderr)
+    print_json(done)
 
 
 def _check_database(settings: Settings, *, secrets: bool = False, region: str | None = None,

@@ -19,6 +19,7 @@ import pytest
 from alembic import command
 
 from domain.migrate import alembic_config, create_database_if_missing, drop_database
+from domain.pg import connect
 from tests.conftest import BASE_DB, RUN, free_port
 
 
@@ -302,6 +303,23 @@ def test_db_upgrade_prints_what_it_did_as_one_json_object(hostq_cmd, test_env, s
     assert newest == sorted(p.name[:4] for p in (Path(__file__).parents[2] / "migrations" / "versions")
                             .glob("[0-9]*.py"))[-1]
 
+    # A newer release migrated it, and this one is rolled back to: one warning line, nothing done, exit 0 (a
+    # compose file's migrate step must not keep the rolled-back stack down with a traceback).
+    async def migrated_by_a_newer_release():
+        conn = await connect(scratch_db)
+        try:
+            await conn.execute("UPDATE alembic_version SET version_num = '9999'")
+        finally:
+            await conn.close()
+
+    asyncio.run(migrated_by_a_newer_release())
+    ahead = _hostq(hostq_cmd, env, "db", "upgrade")
+    assert ahead.returncode == 0 and json.loads(ahead.stdout) == {
+        "database": name, "created": False, "revision_before": "9999", "revision": "9999", "ahead": True}, ahead
+    assert ahead.stderr.strip() == ("hostq: warning: the database is at migration 9999, which this hostq does not "
+                                    "have: a newer release migrated it; nothing to do (this release's processes "
+                                    "run on it)"), ahead.stderr
+
 
 async def test_database_url_options_reach_every_connection_path(test_env, settings):  # settings: the run database
     """sslmode=require against this machine's Postgres (no TLS) must fail the same way on each path hostq connects
@@ -354,7 +372,7 @@ async def test_a_server_token_can_come_from_stdin_and_stays_out_of_the_process_l
 
 
 def test_production_refuses_a_whm_reached_over_plain_http_from_another_machine(hostq_cmd, test_env, settings):
-    production = {**test_env, "HOSTQ_ENV": "production", "HOSTQ_PSP_WEBHOOK_SECRET": "a-real-secret"}
+    production = {**test_env, "HOSTQ_ENV": "production", "HOSTQ_PSP_WEBHOOK_SECRET": "a-real-secret-0123456789"}
     region = f"plain-{uuid.uuid4().hex[:6]}"
     refused = _hostq(hostq_cmd, production, "servers", "add", "--region", region, "--url",
                      f"http://whm-{region}.example:2086", "--username", "root", "--token", "t")

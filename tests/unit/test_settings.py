@@ -108,18 +108,20 @@ def test_nan_is_refused(variable):
 
 def test_production_without_kek_names_hostq_kek():
     with pytest.raises(SettingsError, match="HOSTQ_KEK"):
-        load_settings({"HOSTQ_ENV": "production", "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret"})
+        load_settings({"HOSTQ_ENV": "production", "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret-0123456789"})
 
 
-@pytest.mark.parametrize("extra", [{}, {"HOSTQ_PSP_WEBHOOK_SECRET": "sandbox"}, {"HOSTQ_PSP_WEBHOOK_SECRET": ""}])
+@pytest.mark.parametrize("extra", [{}, {"HOSTQ_PSP_WEBHOOK_SECRET": "sandbox"}, {"HOSTQ_PSP_WEBHOOK_SECRET": ""},
+                                   {"HOSTQ_PSP_WEBHOOK_SECRET": "   "}, {"HOSTQ_PSP_WEBHOOK_SECRET": "Sandbox"},
+                                   {"HOSTQ_PSP_WEBHOOK_SECRET": "x"}, {"HOSTQ_PSP_WEBHOOK_SECRET": "fifteen-chars-x"}])
 def test_production_with_default_webhook_secret_raises(extra):
     with pytest.raises(SettingsError, match="HOSTQ_PSP_WEBHOOK_SECRET"):
         load_settings({"HOSTQ_ENV": "production", "HOSTQ_KEK": KEK, **extra})
 
 
 def test_production_with_real_settings_loads():
-    s = load_settings({"HOSTQ_ENV": "production", "HOSTQ_KEK": KEK, "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret"})
-    assert s.production and s.psp_webhook_secret == "real-secret"
+    s = load_settings({"HOSTQ_ENV": "production", "HOSTQ_KEK": KEK, "HOSTQ_PSP_WEBHOOK_SECRET": "real-secret-0123456789"})
+    assert s.production and s.psp_webhook_secret == "real-secret-0123456789"
 
 
 def test_database_url_takes_libpq_connection_options_and_nothing_else():
@@ -141,7 +143,7 @@ def test_a_url_whose_port_is_not_one_is_named_as_such(port):
 def test_the_repr_shows_no_secret():
     s = load_settings({"HOSTQ_KEK": KEK,
                        "DATABASE_URL": "postgresql+asyncpg://hostq:pg-pass@db:5432/hostq?sslpassword=key-pass",
-                       "REDIS_URL": "redis://:redis-pass@cache:6379/0", "HOSTQ_PSP_WEBHOOK_SECRET": "whsec-real",
+                       "REDIS_URL": "redis://:redis-pass@cache:6379/0", "HOSTQ_PSP_WEBHOOK_SECRET": "whsec-real-0123456789",
                        "HOSTQ_BROKER_URL": "redis://cache:6379/1?password=broker-pass"})
     shown = repr(s)
     for secret in ("pg-pass", "key-pass", "redis-pass", "broker-pass", "whsec-real", KEK, repr(s.kek)):
@@ -152,3 +154,28 @@ def test_the_repr_shows_no_secret():
 def test_a_namespace_is_a_plain_word():
     assert load_settings({}).namespace == "hostq"
     assert load_settings({"HOSTQ_NAMESPACE": "acme-eu.2_b"}).namespace == "acme-eu.2_b"
+
+
+def test_a_database_url_must_name_its_database():
+    """Without one asyncpg connects to the database named as the user, which `hostq db upgrade` never migrated."""
+    for url in ("postgresql+asyncpg://postgres@127.0.0.1:5432", "postgresql+asyncpg://postgres@127.0.0.1:5432/"):
+        with pytest.raises(SettingsError, match="DATABASE_URL must name a database"):
+            load_settings({"DATABASE_URL": url})
+
+
+@pytest.mark.parametrize(("variable", "too_much"), [("HOSTQ_JOB_MAX_ATTEMPTS", "1000000000000"),
+                                                    ("HOSTQ_WHM_CREATE_TIMEOUT", "1e300"),
+                                                    ("HOSTQ_WHM_READ_TIMEOUT", "86400"),
+                                                    ("HOSTQ_JOB_BACKOFF_MAX_S", "99999999"),
+                                                    ("HOSTQ_API_DB_POOL", "100000")])
+def test_a_value_past_its_sane_maximum_is_refused_at_start(variable, too_much):
+    """Accepted, each failed later: every order 400 (an attempts count past Postgres's integer), a worker's
+    traceback (a time limit past a C int)."""
+    with pytest.raises(SettingsError, match=f"{variable} must be from .* to .*, got '{too_much}'"):
+        load_settings({variable: too_much})
+
+
+def test_a_kek_read_from_a_file_or_in_the_url_safe_alphabet_is_taken():
+    key = bytes(range(200, 232))
+    for raw in (base64.b64encode(key).decode() + "\n", base64.urlsafe_b64encode(key).decode()):
+        assert load_settings({"HOSTQ_KEK": raw}).kek == key, raw
