@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -21,15 +22,24 @@ if TYPE_CHECKING:
     from domain.services.models import Service
 
 
-#: The hosts a plain-http WHM URL may name in production: the token never leaves the machine.
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+def _on_this_machine(host: str) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8, ::1): the only hosts a plain-http WHM URL may
+    name in production, as the token then never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_url(url: str, production: bool = False) -> str:
     """A WHM server's base URL: http(s)://host[:port][/path of a proxy] (the client adds /json-api/...). In
     production, https unless the WHM is on this machine: the token goes with every call."""
-    if not url.startswith(("http://", "https://")):
+    if not url.lower().startswith(("http://", "https://")):
         raise ValidationFailed(f"url {url!r} must start with http:// or https://")
+    scheme, _, rest = url.partition("://")
+    url = f"{scheme.lower()}://{rest}"  # stored as one spelling, so the same server is found registered
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -43,9 +53,9 @@ def _check_url(url: str, production: bool = False) -> str:
     if parts.query or parts.fragment:
         raise ValidationFailed(f"url {url!r} must be a base URL without a query or fragment, e.g. "
                                "https://whm1.example:2087")
-    if production and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+    if production and parts.scheme == "http" and not _on_this_machine(parts.hostname):
         raise ValidationFailed(f"url {url!r} is plain http: with HOSTQ_ENV=production the WHM token goes over https "
-                               "only (WHM's port 2087), or over http to a WHM on this machine (127.0.0.1, ::1)")
+                               "only (WHM's port 2087), or over http to a WHM on this machine (127.0.0.0/8, ::1, localhost)")
     return url.rstrip("/")
 
 

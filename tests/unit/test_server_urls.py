@@ -29,3 +29,11 @@ def test_production_sends_the_token_over_plain_http_only_to_this_machine():
         _check_url("http://10.0.0.5:2086", production=True)
     for url in ("https://whm1.example:2087", "http://127.0.0.1:2086", "http://localhost:2086", "http://[::1]:2086"):
         assert _check_url(url, production=True) == url
+    assert _check_url("http://127.0.0.2:2086", production=True) == "http://127.0.0.2:2086"  # all of 127.0.0.0/8
+    with pytest.raises(ValidationFailed, match="plain http"):
+        _check_url("http://127.example:2086", production=True)  # a name, not the loopback
+
+
+def test_a_scheme_in_capitals_is_taken_and_stored_in_lower_case():
+    assert _check_url("HTTPS://whm1.example:2087/") == "https://whm1.example:2087"
+    assert _check_url("Http://127.0.0.1:2086", production=True) == "http://127.0.0.1:2086"
