@@ -203,9 +203,13 @@ def _api(args, settings: Settings) -> None:
     exit_zero_on_stop_signals()
     if check_later is not None:
         check_later()  # after the handlers above: its stop ends the process with the status it sets
-    uvicorn.run("api.asgi:app", host=args.host, port=args.port, workers=args.workers, server_header=False,
-                date_header=True, log_level="warning", timeout_graceful_shutdown=30,
-                timeout_keep_alive=API_KEEP_ALIVE_S)
+    options = dict(host=args.host, port=args.port, workers=args.workers, server_header=False, date_header=True,
+                   log_level="warning", timeout_graceful_shutdown=30, timeout_keep_alive=API_KEEP_ALIVE_S)
+    if args.workers > 1:
+        from hostq.api_processes import serve_in_processes
+        serve_in_processes("api.asgi:app", **options)
+    else:
+        uvicorn.run("api.asgi:app", **options)
     if stop_status():  # with --workers, uvicorn's supervisor returns rather than raising the signal again
         sys.exit(stop_status())
 

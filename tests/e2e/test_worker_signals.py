@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import signal
 import time
 import uuid
@@ -115,3 +116,29 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_an_api_of_several_processes_refuses_new_connections_once_it_stops(procs, ports):
+    """`hostq api --workers 2` (the Procfile's) on SIGTERM, while a request is still being sent: the request is
+    finished, and a new connection is refused at once rather than queued where no process would answer it."""
+    port = ports["api"]
+    api = procs.start("api", "api", "--workers", "2", "--port", str(port))
+    wait_until(f"http://127.0.0.1:{port}/health/live")
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.sendall(b"POST /v1/customers HTTP/1.1\r\nHost: hostq\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 2\r\n\r\n{")
+    time.sleep(0.5)  # the request has reached a server process, which must now finish it
+    api.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while True:  # until the supervisor has handled the signal (it looks every 0.5 s)
+        try:
+            probe = socket.create_connection(("127.0.0.1", port), timeout=2)
+        except ConnectionRefusedError:
+            break
+        probe.close()
+        assert time.monotonic() < deadline, "still accepting connections 10 s after SIGTERM"
+        time.sleep(0.2)
+    slow.sendall(b"}")
+    slow.settimeout(10)
+    assert slow.recv(64).startswith(b"HTTP/1.1 401"), "the request in flight was not answered"
+    assert procs.running.pop("api").wait(timeout=40) == 0, procs.log("api")
