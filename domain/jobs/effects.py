@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.customers.service import customer_erased
@@ -96,10 +96,8 @@ async def in_doubt(session: AsyncSession, job: Job) -> str | None:
 async def _changed_nothing(session: AsyncSession, job: Job) -> bool:
     """Whether the job's attempts are on record and every one of them ended changing nothing on WHM (one still
     running, or lost with its worker, may have)."""
-    attempts = select(JobAttempt.id).where(JobAttempt.job_id == job.id)
-    unclear = attempts.where(JobAttempt.error_code.is_(None) | JobAttempt.error_code.not_in(_CHANGED_NOTHING))
-    return (await session.scalar(attempts.limit(1)) is not None
-            and await session.scalar(unclear.limit(1)) is None)
+    clear = func.coalesce(JobAttempt.error_code.in_(_CHANGED_NOTHING), False)  # no error code: not clear
+    return bool(await session.scalar(select(func.bool_and(clear)).where(JobAttempt.job_id == job.id)))  # none: NULL
 
 
 async def on_cancelled(session: AsyncSession, job: Job) -> None:

@@ -446,6 +446,35 @@ async def test_cancelling_an_action_that_already_ran_an_attempt_needs_force(clie
     assert (await client.get(f"/v1/jobs/{suspends[0]}")).json()["status"] == "cancelled"
 
 
+async def test_an_action_whose_every_attempt_changed_nothing_is_cancelled_without_force(client, sessions, settings):
+    """Attempts that WHM refused (result 0) changed nothing: no --force needed. One more attempt that timed out
+    may have: --force again."""
+    region, _ = await add_region(sessions, settings)
+    customer_id, plan = await customer_and_plan(client)
+    orders = [(await client.post("/v1/services", json=order_body(customer_id, plan, region))).json()
+              for _ in range(2)]
+    suspends = []
+    for order in orders:
+        async with session_scope(sessions) as session:
+            await session.execute(update(Service).where(Service.id == uuid.UUID(order["service"]["id"]))
+                                  .values(status="active"))
+            await session.execute(update(Job).where(Job.id == uuid.UUID(order["job"]["id"])).values(
+                status="succeeded", finished_at=datetime.now(timezone.utc)))
+        suspends.append((await client.post(f"/v1/services/{order['service']['id']}/suspend")).json()["job"]["id"])
+    now = datetime.now(timezone.utc)
+    async with session_scope(sessions) as session:
+        for job_id, codes in zip(suspends, (["whm_rejected", "whm_rejected"], ["whm_rejected", "whm_timeout"])):
+            await session.execute(update(Job).where(Job.id == uuid.UUID(job_id)).values(
+                status="retrying", attempts=len(codes), error_code=codes[-1], error_message="..."))
+            for attempt, code in enumerate(codes, 1):
+                session.add(JobAttempt(job_id=uuid.UUID(job_id), round=1, attempt=attempt, started_at=now,
+                                       finished_at=now, outcome="retrying", error_code=code, error_message="..."))
+
+    outcome = await jobs_cli.cancel(settings, ids=suspends)
+    assert outcome["cancelled"] == [suspends[0]], outcome
+    assert [s["id"] for s in outcome["skipped"]] == [suspends[1]] and "--force" in outcome["skipped"][0]["reason"]
+
+
 async def test_cancelling_an_old_failed_create_leaves_a_newer_creates_service_alone(client, sessions, settings):
     """Ops tidy the failed list after the reseller provisioned the service again: cancelling the old create must not
     fail the service the new create is working on (it would then succeed with its service still `failed`)."""
