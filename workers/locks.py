@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 import time
@@ -87,23 +88,26 @@ class LockKeeper:
 
     def __init__(self, every_s: float) -> None:
         self.every_s = every_s
-        self._held: set[RedisLock] = set()
+        # Each held lock -> the context of the attempt that took it, in which its own warnings are logged (they then
+        # carry that job's request id: workers/logcontext.py).
+        self._held: dict[RedisLock, contextvars.Context] = {}
         self._task: asyncio.Task | None = None
         self._releasing: set[asyncio.Task] = set()  # strong references until each release is done
         self._unreleased: dict[RedisLock, float] = {}  # a release that failed -> when its TTL ends (monotonic)
 
     def hold(self, lock: RedisLock) -> None:
         """Keep `lock` renewed until it is let go."""
-        self._held.add(lock)
+        self._held[lock] = contextvars.copy_context()
         self._keep_turning()
 
     def _keep_turning(self) -> None:
         if self._task is None or self._task.done():
-            self._task = asyncio.ensure_future(self._turns())
+            # A context of its own: it serves every attempt's lock, not the one whose hold happened to start it.
+            self._task = asyncio.get_running_loop().create_task(self._turns(), context=contextvars.Context())
 
     def let_go(self, lock: RedisLock) -> None:
         """Stop renewing `lock` and release it without waiting for Redis to answer."""
-        self._held.discard(lock)
+        self._held.pop(lock, None)
         task = asyncio.ensure_future(self._release(lock))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
@@ -146,11 +150,12 @@ class LockKeeper:
             log.warning("could not renew %d of %d held lock(s): %s; each lapses at its TTL unless renewed",
                         len(failed), len(held), failed[0] or type(failed[0]).__name__)
         for lock, outcome in zip(held, renewed):
-            if lock not in self._held:
+            holder = self._held.get(lock)
+            if holder is None:
                 continue
             if outcome == 0:  # taken over (this worker looked dead), or lapsed and taken by another
-                log.warning("lock %s is no longer held by this attempt: another delivery may act on its "
-                            "resource meanwhile", lock.key)
+                holder.run(log.warning, "lock %s is no longer held by this attempt: another delivery may act on its "
+                           "resource meanwhile", lock.key)
             elif outcome == RETAKEN:
-                log.warning("lock %s had vanished (Redis restarted, or a renewal came after its TTL) and was "
-                            "taken again: another delivery may have acted on its resource meanwhile", lock.key)
+                holder.run(log.warning, "lock %s had vanished (Redis restarted, or a renewal came after its TTL) and "
+                           "was taken again: another delivery may have acted on its resource meanwhile", lock.key)

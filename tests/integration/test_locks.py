@@ -161,7 +161,7 @@ async def test_a_renewal_that_cannot_reach_redis_is_logged(caplog):
     lock, keeper = RedisLock(_Unreachable(), "k", ttl_ms=5000), LockKeeper(every_s=0.05)
     keeper.hold(lock)
     await asyncio.sleep(0.12)
-    keeper._held.discard(lock)  # stop renewing without a release (which would fail the same way, silently)
+    keeper._held.pop(lock)  # stop renewing without a release (which would fail the same way, silently)
     assert "could not renew 1 of 1 held lock(s): Connection refused" in caplog.text
 
 
@@ -199,3 +199,41 @@ async def test_a_release_that_did_not_reach_redis_is_sent_again_once_redis_is_ba
     keeper.let_go(short)
     await asyncio.sleep(0.4)
     assert keeper._task.done() and not keeper._unreleased
+
+
+async def test_a_locks_warnings_carry_the_request_id_of_the_attempt_that_holds_it(redis, key):
+    """One task renews every lock of the process; it must not log about one job's lock under the request id of
+    whichever job's hold started it."""
+    import logging
+
+    from workers.logcontext import REQUEST_ID
+
+    seen: list[tuple[str, str | None]] = []
+
+    class _Note(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            seen.append((record.getMessage(), REQUEST_ID.get()))
+            return True
+
+    note = _Note()
+    logging.getLogger("hostq.locks").addFilter(note)
+    keeper = LockKeeper(every_s=0.05)
+    first, second = RedisLock(redis, f"{key}:first", ttl_ms=5000), RedisLock(redis, f"{key}:second", ttl_ms=5000)
+
+    async def hold(lock: RedisLock, request_id: str) -> None:  # as an attempt does, in its own task's context
+        REQUEST_ID.set(request_id)
+        assert await lock.acquire_new()
+        keeper.hold(lock)
+
+    try:
+        await asyncio.create_task(hold(first, "req_first"))  # starts the renewing task
+        await asyncio.create_task(hold(second, "req_second"))
+        await redis.call("DEL", second.key)
+        await asyncio.sleep(0.2)
+    finally:
+        logging.getLogger("hostq.locks").removeFilter(note)
+        for lock in (first, second):
+            keeper.let_go(lock)
+        await keeper.drain()
+    about_second = [request_id for message, request_id in seen if second.key in message]
+    assert about_second and set(about_second) == {"req_second"}, seen
