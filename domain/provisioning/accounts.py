@@ -52,13 +52,15 @@ class WhmPort(Protocol):
                          owner: str | None = None) -> dict: ...
 
 
-_STORE_USERNAME = """UPDATE services SET username = $2, create_attempted_at = now(), updated_at = now()
-WHERE id = $1 AND username IS NULL RETURNING username"""
-# Giving a name or a mark back only while the job is still at this attempt: one that outlived its turn (its lock
-# taken over) must not take back what the attempt that took over is using.
+# Every write to the service during an attempt is made only while the job is still at that attempt: one that
+# outlived its turn (its lock taken over while it was paused) must neither store a name or a mark on a service
+# the attempt that took over has settled since (a name on a failed service would hold a place on its server, a
+# mark would make a terminate wait for a createacct never sent), nor take back what that attempt is using.
+_STORE_USERNAME = f"""UPDATE services SET username = $2, create_attempted_at = now(), updated_at = now()
+WHERE id = $1 AND username IS NULL AND {in_turn(3)} RETURNING username"""
 _GIVE_BACK = f"""UPDATE services SET username = NULL, create_attempted_at = NULL, updated_at = now()
 WHERE id = $1 AND username = $2 AND {in_turn(3)}"""
-_MARK_ATTEMPT = "UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1"
+_MARK_ATTEMPT = f"UPDATE services SET create_attempted_at = $2, updated_at = now() WHERE id = $1 AND {in_turn(3)}"
 _FORGET_ATTEMPT = f"""UPDATE services SET create_attempted_at = NULL, updated_at = now()
 WHERE id = $1 AND username = $2 AND {in_turn(3)}"""
 # Back to the earlier createacct's time: WHM refused this attempt's at once, so the one that may still be running
@@ -106,7 +108,7 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
             skip -= 1
             continue
         try:
-            stored = await db.fetchval(_STORE_USERNAME, service["id"], candidate)
+            stored = await db.fetchval(_STORE_USERNAME, service["id"], candidate, *turn_args(ticket))
         except asyncpg.UniqueViolationError:  # that prefix is taken on this server
             races += 1
             taken.update(row[0] for row in await db.fetch(_TAKEN_PREFIXES, service["server_id"],
@@ -115,7 +117,8 @@ async def _fix_username(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg.
             # the first refusal only says the names were not read yet; a later one, that another job took the name
             skip = random.randrange(min(races - 1, RACE_SPREAD_MAX) + 1)
             continue
-        if stored is None:  # another delivery of this job chose first: keep its choice
+        if stored is None:  # out of turn (raised here), or another delivery of this job chose first: keep its choice
+            await ensure_turn(db, ticket)
             return await db.fetchval("SELECT username FROM services WHERE id = $1", service["id"]), False
         try:
             free = await whm.verify_new_username(candidate)
@@ -216,10 +219,10 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         if not adopted:  # createacct would be refused too: say what WHM said of the name, send nothing
             raise _name_held(username, domain, refused)
         # made outside hostq, ours by name and domain: from now on WHM holds an account of ours
-        await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
+        await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc), *turn_args(ticket))
     if not adopted:
         if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
-            await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc))
+            await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc), *turn_args(ticket))
         await ensure_turn(db, ticket)  # not after the attempt that took over (nor a terminate that followed it)
         try:
             adopted = await _create(whm, username, domain, service["whm_package"], service["email"])

@@ -284,12 +284,36 @@ class CreatingWhm:
             await self.take_over()
         return True
 
+    async def username_refusal(self, user: str) -> str | None:
+        return None if await self.verify_new_username(user) else "taken"
+
     async def accountsummary(self, *, user=None, domain=None):
         return None
 
     async def createacct(self, *, username: str, domain: str, **_) -> dict:
         self.created.append(username)
         return {}
+
+
+@pytest.mark.parametrize("username", [None, "kept1234"])
+async def test_an_attempt_taken_over_before_its_first_write_leaves_the_service_alone(username, client, sessions,
+                                                                                     settings, pool):
+    """The worker paused right after its attempt started (its start statement had loaded the service); meanwhile
+    the job started again elsewhere and settled the service. Resumed, the stale attempt must store neither a name
+    (which would hold a place on the server for a service that has no account) nor a createacct mark (which
+    would make a terminate wait for a createacct never sent)."""
+    job_id, service_id = await _ordered(client, sessions, settings)
+    if username:  # the reseller's own: the attempt only marks that a createacct may go out
+        async with session_scope(sessions) as session:
+            await session.execute(update(Service).where(Service.id == service_id).values(username=username))
+    ticket = await _start(pool, job_id)
+    row = await pool.fetchrow(accounts.LOAD_SERVICE, service_id)
+    await _started_again(sessions, job_id)
+    whm = CreatingWhm()
+    with pytest.raises(OutOfTurn):
+        await accounts.create_account(pool, row, lambda server: whm, ticket)
+    service = await _service(sessions, str(service_id))
+    assert (service.username, service.create_attempted_at, whm.created) == (username, None, [])
 
 
 @pytest.mark.parametrize("taken_over", [False, True])
