@@ -41,13 +41,29 @@ def problem_type(code: str) -> str:
     return f"https://hostq.dev/problems/{code.removesuffix('_error').replace('_', '-')}"
 
 
+#: The most inputs a problem names, and the most characters of any text in it: a body of a million unknown fields
+#: (or of one field with a name of a million characters) must not make an answer larger than the request, nor a
+#: stored idempotent answer of megabytes.
+MAX_FIELD_ERRORS = 20
+MAX_TEXT = 300
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else f"{text[:MAX_TEXT - 1]}…"
+
+
 def problem(request: Request, status: int, code: str, title: str, detail: str = "", *,
             field_errors: list | None = None, headers: dict[str, str] | None = None) -> Response:
-    """A problem+json response."""
+    """A problem+json response; at most MAX_FIELD_ERRORS inputs named (the detail then says there were more), each
+    text at most MAX_TEXT characters."""
+    detail = detail or title
+    if field_errors and len(field_errors) > MAX_FIELD_ERRORS:
+        detail = f"{detail} (only the first {MAX_FIELD_ERRORS} problems are named)"
     body = {"type": problem_type(code), "title": title, "status": status,
-            "detail": detail or title, "code": code, "request_id": request_id(request.scope)}
+            "detail": _short(detail), "code": code, "request_id": request_id(request.scope)}
     if field_errors:
-        body["errors"] = field_errors
+        body["errors"] = [{name: _short(str(value)) for name, value in error.items()}
+                          for error in field_errors[:MAX_FIELD_ERRORS]]
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -66,7 +82,7 @@ def _field_name(key: str, message: str) -> str:
 
 def _validation_errors(exc: ValidationException) -> list[dict[str, str]]:
     out = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
+    for item in exc.extra[:MAX_FIELD_ERRORS + 1] if isinstance(exc.extra, list) else []:  # + 1: "there were more"
         if isinstance(item, dict):
             message = str(item.get("message", "invalid"))
             if item.get("key") == "data" and message == "'data'":  # Litestar's KeyError: no body was sent

@@ -12,12 +12,15 @@ customer's services, nor `?status=active&status=suspended` with only one of the 
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any, NamedTuple, get_args
 
 import msgspec
 from litestar import Litestar, Request
 from litestar.exceptions import SerializationException, ValidationException
 from litestar.routes import HTTPRoute
+
+from api.problems import MAX_FIELD_ERRORS
 
 #: Where the app keeps each route handler's Rules (see `prepare`).
 STATE_KEY = "strict_request_rules"
@@ -101,7 +104,7 @@ def _each_field(value: Any, body: Any) -> list[dict[str, str]]:
     if struct is None or not isinstance(value, dict):
         return []
     fields = msgspec.structs.fields(struct)
-    errors = []
+    errors: list[dict[str, str]] = []
     for field in fields:
         if field.encode_name not in value:
             if field.required:
@@ -114,6 +117,7 @@ def _each_field(value: Any, body: Any) -> list[dict[str, str]]:
             errors.append(_error(exc, f".{field.encode_name}"))
     if struct.__struct_config__.forbid_unknown_fields:
         known = {field.encode_name for field in fields}
+        unknown = (name for name in value if name not in known)
         errors += [{"message": f"Object contains unknown field `{name}`", "key": "", "source": "body"}
-                   for name in value if name not in known]
+                   for name in islice(unknown, MAX_FIELD_ERRORS + 1)]  # a problem names no more (api/problems.py)
     return errors

@@ -45,7 +45,8 @@ def plan_errors(code: str, name: str, whm_package: str, currency: str, prices: d
         errors.append({"field": "currency", "message": "an ISO 4217 code such as BRL"})
     unknown = sorted(set(prices) - set(BILLING_CYCLES))
     if unknown:
-        errors.append({"field": "prices", "message": f"unknown billing cycle(s) {', '.join(map(repr, unknown))}: "
+        named = ", ".join(repr(cycle[:40]) for cycle in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        errors.append({"field": "prices", "message": f"unknown billing cycle(s) {named}: "
                                                      f"keys must be among {', '.join(BILLING_CYCLES)}"})
     elif not prices:
         errors.append({"field": "prices", "message": "must price at least one billing cycle "

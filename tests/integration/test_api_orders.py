@@ -240,6 +240,14 @@ async def test_a_body_field_missing_or_of_the_wrong_type_is_named_in_errors(clie
                                                       "billing_cycle": "weekly", "colour": "red"})
     assert several.status_code == 400 and [e["field"] for e in several.json()["errors"]] == [
         "customer_id", "plan", "domain", "billing_cycle", "colour"], several.json()
+    # ...but no more than 20, each text cut short: a body of many unknown fields (or a huge name) must not make an
+    # answer larger than the request, nor a stored idempotent answer of megabytes.
+    flood = {"name": "A", "email": "a@example.com", **{f"f{n:06d}": 0 for n in range(50_000)}, "x" * 5000: 1}
+    flooded = await client.post("/v1/customers", json=flood, headers={"Idempotency-Key": f"flood-{uuid.uuid4()}"})
+    assert flooded.status_code == 400 and len(flooded.json()["errors"]) == 20, flooded.json()
+    assert "only the first 20 problems are named" in flooded.json()["detail"] and len(flooded.content) < 10_000
+    huge_name = await client.post("/v1/customers", json={"name": "A", "email": "a@example.com", "y" * 5000: 1})
+    assert all(len(e["message"]) <= 300 for e in huge_name.json()["errors"]) and len(huge_name.content) < 2_000
     for path in ("/v1/customers", f"/v1/services/{uuid.uuid4()}/change-plan"):  # no body at all
         empty = await client.post(path)
         assert empty.status_code == 400 and empty.json()["errors"] == [
