@@ -403,3 +403,32 @@ async def test_the_scheduler_expires_every_tenants_old_keys(sessions, settings):
         await pool.close()
     for tenant_id in tenants:
         assert [r.key for r in await _rows(sessions, tenant_id)] == ["new"]
+
+
+@pytest.mark.parametrize("on_db", [True, False])
+async def test_a_client_that_does_not_read_its_answer_holds_no_database_connection(app, tenant, sessions, on_db):
+    """The answer goes out once the request's connection is back in the pool: a client whose socket is full (it
+    sends and never reads) must not keep one, or a handful of them would stall every tenant's requests."""
+    async def created(scope, receive, send):
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}", "more_body": False})
+
+    sending, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck(message):
+        sending.set()
+        await never.wait()  # the client reads nothing: the write never drains
+
+    await (await app.state.resources.pg.get()).fetchval("SELECT 1")  # the pool is open
+    scope = _scope(app, tenant["tenant_id"], f"stuck-{uuid.uuid4()}")
+    if on_db:
+        scope["route_handler"] = SimpleNamespace(resolve_request_max_body_size=lambda: None, opt=dict(ON_DB))
+    answering = asyncio.create_task(IdempotencyMiddleware().handle(scope, _receive, stuck, created))
+    try:
+        await asyncio.wait_for(sending.wait(), 5)
+        pool = await app.state.resources.pg.get()
+        assert pool.get_idle_size() == pool.get_size(), "a connection is held while the answer is being sent"
+    finally:
+        answering.cancel()
+    [row] = [r for r in await _rows(sessions, tenant["tenant_id"]) if r.key == scope["headers"][0][1].decode()]
+    assert row.response_status == 201  # stored before it was sent
