@@ -143,12 +143,28 @@ class LazyPool:
                 pool.terminate()
 
 
+#: How long a request waits for one of its pool's connections: longer, every connection is most likely held by
+#: something that should not hold it, and the request answers 503 (domain/outages.py) rather than wait on.
+ACQUIRE_TIMEOUT_S = 10.0
+
+
+@asynccontextmanager
+async def _checked_out(pool: LazyPool) -> AsyncIterator[Any]:
+    """One of the pool's connections, waited for at most ACQUIRE_TIMEOUT_S (TimeoutError). asyncio.timeout, not
+    asyncpg's own acquire timeout, which wraps every checkout in a task of its own."""
+    opened = await pool.get()
+    async with asyncio.timeout(ACQUIRE_TIMEOUT_S):
+        conn = await opened.acquire()
+    try:
+        yield conn
+    finally:
+        await opened.release(conn)
+
+
 @asynccontextmanager
 async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
     """A connection whose statements (each its own transaction) see only `tenant_id`'s rows."""
-    # No acquire timeout (asyncpg would wrap every checkout in a task): opening a connection times out after
-    # 5 s and a statement after 30 s, so a waiting request gets a connection or an error.
-    async with (await pool.get()).acquire() as conn:
+    async with _checked_out(pool) as conn:
         try:
             await conn.act_for(str(tenant_id))
             yield conn
@@ -162,7 +178,7 @@ async def tenant_connection(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterat
 @asynccontextmanager
 async def tenant_transaction(pool: LazyPool, tenant_id: uuid.UUID) -> AsyncIterator[Any]:
     """One transaction that sees only `tenant_id`'s rows: committed when the block succeeds, else rolled back."""
-    async with (await pool.get()).acquire() as conn:
+    async with _checked_out(pool) as conn:
         await begin(conn, tenant_id)
         try:
             yield conn

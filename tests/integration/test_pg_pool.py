@@ -32,3 +32,28 @@ async def test_connections_a_burst_opened_are_closed_once_they_sit_unused(settin
     finally:
         await watcher.close()
         await pool.close()
+
+
+async def test_a_request_that_waits_too_long_for_a_connection_is_an_outage_not_a_hang(settings, monkeypatch):
+    """Every connection held (by whatever should not hold it): the next request gives up after ACQUIRE_TIMEOUT_S
+    with an error the API answers 503, rather than wait for ever; the pool then serves as before."""
+    import uuid
+
+    from domain import pg
+    from domain.outages import is_outage
+
+    monkeypatch.setattr(pg, "ACQUIRE_TIMEOUT_S", 0.3)
+    pool = LazyPool(settings.database_url, max_size=1, scope="tenant")
+    try:
+        held = await (await pool.get()).acquire()
+        started = time.monotonic()
+        try:
+            async with pg.tenant_connection(pool, uuid.uuid4()):
+                raise AssertionError("got a connection the pool does not have")
+        except TimeoutError as exc:
+            assert is_outage(exc) and 0.25 < time.monotonic() - started < 2
+        await (await pool.get()).release(held)
+        async with pg.tenant_transaction(pool, uuid.uuid4()) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
