@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     which.add_argument("ids", nargs="*", default=[], metavar="ID", help="job ids")
     which.add_argument("--status", choices=[rules.FAILED], help="every failed job (of --kind, if given)")
     retry.add_argument("--kind", help="with --status: only jobs of this kind")
+    retry.add_argument("--adopt", action="store_true",
+                       help="with ids of provision.create jobs that failed whm_account_made_outside: the WHM account "
+                            "with the service's username and domain is the service's, and the retry adopts it")
     retry.set_defaults(run=_retry)
 
     cancel = jobs.add_parser("cancel", help="cancel queued, retrying or failed jobs (never a running one)")
@@ -75,8 +78,10 @@ def _show(args, settings: Settings) -> None:
 def _retry(args, settings: Settings) -> None:
     if args.ids and args.kind:
         raise ValueError("--kind goes with --status failed, not with job ids")
+    if args.adopt and not args.ids:
+        raise ValueError("--adopt goes with job ids, each checked by an operator, not with --status")
     _warn_unknown_kind(args.kind)
-    _print_outcome(asyncio.run(retry(settings, ids=args.ids, kind=args.kind)))
+    _print_outcome(asyncio.run(retry(settings, ids=args.ids, kind=args.kind, adopt=args.adopt)))
 
 
 def _cancel(args, settings: Settings) -> None:
@@ -131,13 +136,14 @@ async def show(settings: Settings, job_id: str) -> dict:
 BATCH = 200
 
 
-async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str | None = None) -> dict:
-    """`hostq jobs retry`: these jobs, or (without ids) every failed one of `kind`; each batch of BATCH
-    committed, then sent."""
+async def retry(settings: Settings, *, ids: list[str] | None = None, kind: str | None = None,
+                adopt: bool = False) -> dict:
+    """`hostq jobs retry`: these jobs (`adopt`: see ops.retry_jobs), or (without ids) every failed one of `kind`;
+    each batch of BATCH committed, then sent."""
     from domain.jobs import ops
 
     if ids:
-        return await _in_batches(settings, ids, ops.retry_jobs)
+        return await _in_batches(settings, ids, lambda session, batch: ops.retry_jobs(session, batch, adopt=adopt))
     outcome: dict = {"retried": [], "skipped": []}
 
     async def each_batch(run: Callable[[Callable[[Any], Awaitable[Any]]], Awaitable[Any]]) -> None:

@@ -19,6 +19,8 @@ class JobError(msgspec.Struct):
         description="whm_unavailable (5xx, reset), whm_timeout, whm_rejected (WHM's result 0, with its reason), "
                     "whm_auth_failed, whm_tls_untrusted, whm_bad_response, whm_account_missing, "
                     "whm_username_taken, whm_domain_taken, whm_account_conflict (an operator must look), "
+                    "whm_account_made_outside (WHM already has the order's username and domain, in an account hostq "
+                    "did not create: an order does not take it over; an operator may adopt it), "
                     "whm_create_in_doubt (waiting for a timed-out createacct that may still be running on WHM), "
                     "username_unavailable (no free username found), kek_mismatch, worker_lost, interrupted, "
                     "dependency_unavailable (hostq's own database or Redis out of reach; retried), "

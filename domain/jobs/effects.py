@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.customers.service import customer_erased
 from domain.jobs.models import Job, JobAttempt
+from domain.provisioning.rules import MADE_OUTSIDE
 from domain.provisioning.service import no_room_again
 from domain.services import rules as service_rules
 from domain.services.models import Service
@@ -98,6 +99,23 @@ async def _changed_nothing(session: AsyncSession, job: Job) -> bool:
     running, or lost with its worker, may have)."""
     clear = func.coalesce(JobAttempt.error_code.in_(_CHANGED_NOTHING), False)  # no error code: not clear
     return bool(await session.scalar(select(func.bool_and(clear)).where(JobAttempt.job_id == job.id)))  # none: NULL
+
+
+def adoption_refusal(job: Job) -> str | None:
+    """Why an operator cannot adopt for this job (adopt_outside_account), or None."""
+    if job.kind != "provision.create" or job.error_code != MADE_OUTSIDE:
+        return (f"--adopt takes a provision.create that failed {MADE_OUTSIDE} (an account made outside hostq), "
+                f"not a {job.kind} that failed {job.error_code}")
+    return None
+
+
+async def adopt_outside_account(session: AsyncSession, job: Job) -> None:
+    """An operator's word that the WHM account a failed create found, with its service's username and domain but
+    made outside hostq, is the service's: mark the service as one whose account may exist, so the retried job's
+    next attempt asks WHM first and adopts it (domain/provisioning/accounts.py)."""
+    await session.execute(update(Service).where(Service.id == job.resource_id,
+                                                Service.create_attempted_at.is_(None))
+                          .values(create_attempted_at=func.now()))
 
 
 async def on_cancelled(session: AsyncSession, job: Job) -> None:

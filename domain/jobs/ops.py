@@ -101,9 +101,19 @@ async def _each(jobs: list[tuple[uuid.UUID, Job | None]], refusal: Callable[[str
     return done, skipped
 
 
-async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str]) -> RetryOutcome:
-    """Put these failed jobs back to `queued` for a fresh round; skip the others with a reason."""
-    retried, skipped = await _apply(session, job_ids, retry_refusal, lambda job: _requeue(session, job))
+async def retry_jobs(session: AsyncSession, job_ids: Iterable[uuid.UUID | str], *,
+                     adopt: bool = False) -> RetryOutcome:
+    """Put these failed jobs back to `queued` for a fresh round; skip the others with a reason. `adopt`: each is
+    a create that found its account made outside hostq (MADE_OUTSIDE), which the operator says is the service's:
+    the retry adopts it (effects.adopt_outside_account)."""
+    async def requeue(job: Job) -> str | None:
+        if adopt and (refused := effects.adoption_refusal(job)):
+            return refused
+        if (refused := await _requeue(session, job)) is None and adopt:
+            await effects.adopt_outside_account(session, job)
+        return refused
+
+    retried, skipped = await _apply(session, job_ids, retry_refusal, requeue)
     return {"retried": retried, "skipped": skipped}
 
 

@@ -214,12 +214,11 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
         adopted = await _ask_after_create_in_doubt(whm, username, domain)
     elif verified or (refused := await whm.username_refusal(username)) is None:
         adopted = False  # the name is free on WHM and we never called createacct: nothing of ours exists
-    else:
-        adopted = await _existing_is_ours(whm, username, domain, attempted=False)
-        if not adopted:  # createacct would be refused too: say what WHM said of the name, send nothing
-            raise _name_held(username, domain, refused)
-        # made outside hostq, ours by name and domain: from now on WHM holds an account of ours
-        await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc), *turn_args(ticket))
+    elif await _existing_is_ours(whm, username, domain, attempted=False):
+        # made outside hostq, with the order's name and domain: not the reseller's to take by ordering it
+        raise _made_outside_hostq(username, domain)
+    else:  # createacct would be refused too: say what WHM said of the name, send nothing
+        raise _name_held(username, domain, refused)
     if not adopted:
         if not verified:  # a username fixed earlier: _fix_username did not just mark the attempt
             await db.execute(_MARK_ATTEMPT, service_id, datetime.now(timezone.utc), *turn_args(ticket))
@@ -250,6 +249,16 @@ async def create_account(db: asyncpg.Connection | asyncpg.Pool, service: asyncpg
             raise
     return {"service_id": str(service_id), "username": username, "server_id": str(server.id),
             "outcome": "adopted" if adopted else "created"}
+
+
+def _made_outside_hostq(username: str, domain: str) -> PermanentIntegrationError:
+    """An order for an account WHM already has, with the order's username and domain, that hostq never sent a
+    createacct for: taking it would let any reseller (who can read a domain from DNS and guess its username) take
+    over, suspend or remove an account of another reseller's or of the server's owner. Only an operator adopts it."""
+    return PermanentIntegrationError(
+        naming.MADE_OUTSIDE, f"WHM already has an account {username!r} with domain {domain!r} that hostq did not "
+        "create, so this order does not take it over. If it is this reseller's (an account moved under hostq), an operator "
+        "adopts it with `hostq jobs retry --adopt <this job's id>`; otherwise terminate the service")
 
 
 def _name_held(username: str, domain: str, refused: str) -> PermanentIntegrationError:

@@ -103,3 +103,8 @@ def place(servers: Iterable[ServerLoad]) -> object | None:
     if not with_room:
         return None
     return min(with_room, key=lambda s: s.used / s.capacity).server_id
+
+
+#: The error code of a create whose order names an account WHM already has, made outside hostq
+#: (domain/provisioning/accounts.py); `hostq jobs retry --adopt` takes such a job (domain/jobs/effects.py).
+MADE_OUTSIDE = "whm_account_made_outside"

@@ -114,9 +114,10 @@ def test_a_terminate_whose_removeacct_answer_was_lost_ends_already_removed(stack
     assert api.get(f"/v1/services/{order['service']['id']}").json()["status"] == "terminated"
 
 
-def test_an_adopted_account_made_outside_hostq_is_removed_by_a_terminate(stack):
-    """The reseller orders an account that already exists on WHM under their username and domain: the create
-    adopts it, so the service owns it, and terminating the service removes it."""
+def test_an_account_made_outside_hostq_is_adopted_by_an_operator_then_removed_by_a_terminate(stack, procs):
+    """The reseller orders an account that already exists on WHM under their username and domain: the order alone
+    does not take it over (it may be anyone's); an operator's `hostq jobs retry --adopt` does, and from then on the
+    service owns it, so terminating the service removes it."""
     api, fake, region = stack
     customer = api.post("/v1/customers", json={"name": "Davi", "email": "davi@example.com"}).json()
     api.post("/v1/plans", json={"code": "basic", "name": "basic", "whm_package": "basic", "prices": {"monthly": 1}})
@@ -128,6 +129,11 @@ def test_an_adopted_account_made_outside_hostq_is_removed_by_a_terminate(stack):
     order = api.post("/v1/services", json={"customer_id": customer["id"], "plan": "basic", "domain": domain,
                                            "region": region, "billing_cycle": "monthly", "provision": "now",
                                            "username": username}).json()
+    refused = _done(api, order["job"]["id"])
+    assert (refused["status"], refused["error"]["code"]) == ("failed", "whm_account_made_outside"), refused
+    assert api.get(f"/v1/services/{order['service']['id']}").json()["status"] == "failed"
+    assert procs.run("jobs", "retry", order["job"]["id"], "--adopt") == {"retried": [order["job"]["id"]],
+                                                                         "skipped": []}
     created = _done(api, order["job"]["id"])
     assert (created["status"], created["result"]["outcome"]) == ("succeeded", "adopted"), created
 

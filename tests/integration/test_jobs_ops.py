@@ -170,15 +170,25 @@ async def test_a_retry_of_many_ids_goes_in_batches_once_each(sessions, settings,
     ids = [str(i) for i in await _jobs(sessions, *[(kind, "failed", 3)] * 5)]
     real, batches = ops.retry_jobs, []
 
-    async def retry_jobs(session, job_ids):
+    async def retry_jobs(session, job_ids, **options):
         batches.append(list(job_ids))
-        return await real(session, job_ids)
+        return await real(session, job_ids, **options)
 
     monkeypatch.setattr(ops, "retry_jobs", retry_jobs)
     monkeypatch.setattr(jobs_cli, "BATCH", 2)
     outcome = await jobs_cli.retry(settings, ids=[*ids, ids[0]])  # one named twice
     assert batches == [ids[:2], ids[2:4], ids[4:]]
     assert outcome == {"retried": ids, "skipped": []}
+
+
+async def test_adopt_takes_only_a_create_that_found_an_account_made_outside_hostq(sessions, settings):
+    """`--adopt` marks a service's account as its own: never on a job that failed for another reason."""
+    kind = _kind()
+    [other] = [str(i) for i in await _jobs(sessions, (kind, "failed", 3))]
+    outcome = await jobs_cli.retry(settings, ids=[other], adopt=True)
+    assert outcome["retried"] == [] and "--adopt takes a provision.create that failed whm_account_made_outside" in \
+        outcome["skipped"][0]["reason"], outcome
+    assert (await jobs_cli.retry(settings, ids=[other]))["retried"] == [other]  # as a plain retry it goes
 
 
 async def test_a_cancel_of_many_ids_goes_in_batches_each_committed(sessions, settings, monkeypatch):

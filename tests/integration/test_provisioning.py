@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
+from domain.db import session_scope
 from domain.errors import PermanentIntegrationError, TransientIntegrationError
+from domain.jobs import effects
 from domain.provisioning import rules as naming
 from domain.provisioning.accounts import LOAD_SERVICE, create_account, provision_account
 from domain.services.models import Service
@@ -121,16 +124,26 @@ async def test_a_verify_new_username_that_fails_leaves_nothing_in_doubt(client, 
     assert [a["user"] for a in await _accounts_for(control, ordered["domain"])] == [result["username"]]
 
 
-async def test_an_account_made_outside_hostq_adopted_by_name_and_domain_is_marked_as_ours(
+async def test_an_account_made_outside_hostq_is_not_taken_by_an_order_but_by_an_operator(
         client, db, sessions, settings, whm_url, whm, control):
-    """Adopted, the account is the service's: create_attempted_at says WHM holds it (a terminate removes it)."""
+    """An order naming an account WHM already has (its username and domain), made outside hostq, does not take it
+    over: any reseller can read a domain and guess its username, and the account may be another reseller's or the
+    server owner's. The job fails, naming `hostq jobs retry --adopt`; once an operator adopts it (the mark that a
+    createacct may have made it), the next attempt adopts it, and from then on it is the service's."""
+    from domain.provisioning.rules import MADE_OUTSIDE
     user = f"m{uuid.uuid4().hex[:7]}"
     ordered = await _order(client, sessions, settings, whm_url, username=user)
     await whm.createacct(username=user, domain=ordered["domain"], plan="basic", password="Xx1-long-pass",
                          contactemail="a@example.com")
+    with pytest.raises(PermanentIntegrationError) as refused:
+        await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
+    assert refused.value.code == MADE_OUTSIDE and "hostq jobs retry --adopt" in refused.value.message
+    assert (await _service(sessions, ordered["id"])).create_attempted_at is None
+
+    async with session_scope(sessions) as session:  # what `hostq jobs retry --adopt` marks
+        await effects.adopt_outside_account(session, SimpleNamespace(resource_id=uuid.UUID(ordered["id"])))
     result = await provision_account(db, uuid.UUID(ordered["id"]), lambda server: whm)
     assert (result["outcome"], result["username"]) == ("adopted", user)
-    assert (await _service(sessions, ordered["id"])).create_attempted_at is not None
     assert len(await _accounts_for(control, ordered["domain"])) == 1
 
 
