@@ -22,7 +22,7 @@ from domain.tenants.service import origin_allowed_anywhere
 
 ALLOW_HEADERS = b"authorization, content-type, x-timestamp, x-signature, idempotency-key, x-request-id"
 EXPOSE_HEADERS = (b"x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after, "
-                  b"location, idempotent-replayed")
+                  b"location, idempotent-replayed, www-authenticate")
 #: How long a process remembers a preflight's answer: an allowed origin for CACHE_S (the real responses' headers
 #: follow the tenant's list at once, so a removed origin gets nothing readable meanwhile), a refused one for
 #: REFUSED_CACHE_S only, so that an origin a tenant has just listed passes its browser's preflight within seconds.

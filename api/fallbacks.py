@@ -29,6 +29,8 @@ async def answer_options(scope: Scope, receive: Receive, send: Send) -> None:
     """A signed OPTIONS (a preflight, with an Origin, is api/cors.py's): 204 with `Allow` naming the path's methods,
     which Litestar's own handler gets wrong on a path whose methods come from several controllers or fallbacks."""
     allow = scope["route_handler"].opt[ALLOW_OPT]  # type: ignore[typeddict-item]
+    if allow is None:  # a path no route has: as any other method on it
+        raise NotFoundException(f"no route {scope['path']}")
     await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow.encode())]})
     await send({"type": "http.response.body", "body": b""})
 
@@ -71,3 +73,8 @@ def add_fallbacks(v1: Router) -> None:
             continue
         v1.register(route(f"{prefix}/{{rest:path}}", http_method=list(METHODS), include_in_schema=False,
                           sync_to_thread=False)(_unknown_route))
+    for unknown in v1.routes:  # their OPTIONS handlers (Litestar's) answer 404, as their other methods do
+        if isinstance(unknown, HTTPRoute) and (unknown.path == "/v1" or unknown.path.endswith("{rest:path}")):
+            for handler in unknown.route_handlers:
+                if "OPTIONS" in handler.http_methods:
+                    handler.opt[ALLOW_OPT] = None

@@ -65,8 +65,10 @@ class Problem(msgspec.Struct):
     request_id: Annotated[str, msgspec.Meta(description="The request's X-Request-Id; quote it when asking for help",
                                             examples=["req_5f0c2a9b8e7d6c5b4a392817"])]
     errors: Annotated[list[ProblemFieldError], msgspec.Meta(
-        description="Present on a 400 that can name the inputs at fault: in a JSON body, every top-level field "
-                    "at fault (its first problem each), in the order of the schema's fields, unknown fields last. "
+        description="Present on a 400 that can name the inputs at fault: for a JSON body refused by its schema, "
+                    "every top-level field at fault (its first problem each, at most 20), in the order of the "
+                    "schema's fields, unknown fields last; the rules checked once the schema passes (a domain's "
+                    "form, a plan's prices) name what they find. "
                     "Also on a 409 for a unique value already in use (and on a 422 about one field), naming it"
     )] | msgspec.UnsetType = msgspec.UNSET
 

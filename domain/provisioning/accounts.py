@@ -257,8 +257,8 @@ def _made_outside_hostq(username: str, domain: str) -> PermanentIntegrationError
     over, suspend or remove an account of another reseller's or of the server's owner. Only an operator adopts it."""
     return PermanentIntegrationError(
         naming.MADE_OUTSIDE, f"WHM already has an account {username!r} with domain {domain!r} that hostq did not "
-        "create, so this order does not take it over. If it is this reseller's (an account moved under hostq), an operator "
-        "adopts it with `hostq jobs retry --adopt <this job's id>`; otherwise terminate the service")
+        "create, so this order does not take it over. If it is this reseller's (an account moved under hostq), ask "
+        "the operator to adopt it (`hostq jobs retry --adopt` with this job's id); otherwise terminate the service")
 
 
 def _name_held(username: str, domain: str, refused: str) -> PermanentIntegrationError:

@@ -39,7 +39,9 @@ def _check_url(url: str, production: bool = False) -> str:
     if not url.lower().startswith(("http://", "https://")):
         raise ValidationFailed(f"url {url!r} must start with http:// or https://")
     scheme, _, rest = url.partition("://")
-    url = f"{scheme.lower()}://{rest}"  # stored as one spelling, so the same server is found registered
+    host, slash, path = rest.partition("/")
+    # stored as one spelling (scheme and host in lower case), so the same server is found registered
+    url = f"{scheme.lower()}://{host.lower()}{slash}{path}"
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -178,6 +178,9 @@ async def test_unknown_v1_paths_and_methods_are_authenticated_first(anon, client
         options = await client.options(path)
         assert (options.status_code, options.headers["allow"]) == (204, methods), path
         assert "x-ratelimit-remaining" in options.headers and "x-request-id" in options.headers
+    for path in ("/v1/nope", "/v1/customers/abc/def/ghi", "/v1"):  # a path no route has: 404, as a GET of it
+        options = await client.options(path)
+        assert (options.status_code, options.json()["code"]) == (404, "not_found"), (path, options.text)
     schema = (await anon.get("/schema/openapi.json")).json()
     assert not [p for p in schema["paths"] if "{rest" in p]
 

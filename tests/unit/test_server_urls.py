@@ -34,6 +34,9 @@ def test_production_sends_the_token_over_plain_http_only_to_this_machine():
         _check_url("http://127.example:2086", production=True)  # a name, not the loopback
 
 
-def test_a_scheme_in_capitals_is_taken_and_stored_in_lower_case():
-    assert _check_url("HTTPS://whm1.example:2087/") == "https://whm1.example:2087"
+def test_a_scheme_or_host_in_capitals_is_taken_and_stored_in_lower_case():
+    """One server, one spelling: `HTTPS://WHM1.Example` registered beside `https://whm1.example` would be a second
+    server (twice the capacity) for one WHM. A proxy's path keeps its case."""
+    assert _check_url("HTTPS://WHM1.Example:2087/") == "https://whm1.example:2087"
+    assert _check_url("https://Proxy.Example/WHM/") == "https://proxy.example/WHM"
     assert _check_url("Http://127.0.0.1:2086", production=True) == "http://127.0.0.1:2086"
