@@ -80,23 +80,21 @@ class IdempotencyMiddleware(ASGIMiddleware):
             return
         tenant_id: uuid.UUID = scope[AUTH_KEY].tenant_id  # type: ignore[literal-required]
         fingerprint = rules.fingerprint(scope["method"], signed_target(scope), await request.body())
-        pool = scope["litestar_app"].state.resources.pg
-        in_transaction = _runs_on_db(scope)
         # The answer is sent once the connection is back in the pool: a client that does not read it (its socket
         # buffer full) must not hold a connection, and with enough of them every request's (a pipelined request
         # behind an unread answer would wait on its send for ever).
         answer = _Capture()
         try:
-            await self._claim_and_run(request, tenant_id, key, fingerprint, pool, in_transaction, scope, receive,
-                                      answer, next_app)
+            await self._claim_and_run(request, tenant_id, key, fingerprint, scope, receive, answer, next_app)
         finally:
             if answer.messages:
                 await answer.forward(send)
 
-    async def _claim_and_run(self, request: Request, tenant_id: uuid.UUID, key: str, fingerprint: str, pool,
-                             in_transaction: bool, scope: Scope, receive: Receive, send: Send,
-                             next_app: ASGIApp) -> None:
+    async def _claim_and_run(self, request: Request, tenant_id: uuid.UUID, key: str, fingerprint: str,
+                             scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         """Claim the key and run the request, or answer from what the key holds; `send` keeps the answer."""
+        pool = scope["litestar_app"].state.resources.pg
+        in_transaction = _runs_on_db(scope)
         # One connection for the whole request: claim, the handler's statements (api.deps.db_for), answer.
         async with tenant_connection(pool, tenant_id) as conn:
             for _ in range(_CLAIM_ATTEMPTS):
